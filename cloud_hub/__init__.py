@@ -1,0 +1,1 @@
+"""Cloud hub: registry, twins, query language, deployments, MQTT service side."""

@@ -1,0 +1,1 @@
+"""Edge agent: provisioning, twin sync, reconciler, runtimes, edge hub, accelerators."""

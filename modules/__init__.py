@@ -1,0 +1,1 @@
+"""Edge modules shipped with the product (camera, featurizer, classifier, scoring host, sensor)."""
