@@ -1,0 +1,1 @@
+"""Accelerators for the featurizer: model store, preprocessing, CPU/GPU/FPGA-emulator paths."""
