@@ -1,0 +1,112 @@
+"""Database engine, sessions and migrations (SQLite with WAL by default, or PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# An arbitrary constant: PostgreSQL advisory lock held while migrating (several hub processes).
+_PG_MIGRATION_LOCK = 0x6564_6765
+
+
+class Database:
+    """Engine plus two session factories: ``read()`` and ``write()`` (one transaction each)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 16
+        else:
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 16
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        writer_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._writer = sessionmaker(writer_engine, expire_on_commit=False)
+        self._migrated = threading.Event()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session:
+            yield session
+            session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction; on SQLite it starts with BEGIN IMMEDIATE (no upgrade deadlocks)."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision shipped in this package."""
+        from alembic import command
+
+        with self.engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                connection.commit()
+            try:
+                config = alembic_config(connection)
+                command.upgrade(config, "head")
+                connection.commit()
+            finally:
+                if self.dialect == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK}
+                    )
+                    connection.commit()
+        self._migrated.set()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic Config pointing at the migrations inside the package."""
+    from alembic.config import Config
+
+    config = Config(str(Path(__file__).parent / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below), so the driver must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("sqlite_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

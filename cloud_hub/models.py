@@ -1,0 +1,119 @@
+"""SQLAlchemy tables of the hub (devices, modules, twins, API tokens)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSON on SQLite (queried with json_extract), JSONB on PostgreSQL.
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+# Device twins use this module id so that device and module twins share one table.
+DEVICE_TWIN = ""
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="enabled")
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_updated_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    auth_type: Mapped[str] = mapped_column(String(32), default="sas")
+    primary_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    secondary_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    primary_thumbprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    secondary_thumbprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    iot_edge: Mapped[bool] = mapped_column(Boolean, default=False)
+    connection_state: Mapped[str] = mapped_column(String(16), default="Disconnected")
+    connection_state_updated_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_activity_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    cloud_to_device_message_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModuleRow(Base):
+    __tablename__ = "modules"
+
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.device_id", ondelete="CASCADE"), primary_key=True
+    )
+    module_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str] = mapped_column(String(64))
+    managed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    auth_type: Mapped[str] = mapped_column(String(32), default="sas")
+    primary_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    secondary_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    primary_thumbprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    secondary_thumbprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    connection_state: Mapped[str] = mapped_column(String(16), default="Disconnected")
+    connection_state_updated_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_activity_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    cloud_to_device_message_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TwinRow(Base):
+    """A device twin (module_id == "") or a module twin."""
+
+    __tablename__ = "twins"
+    __table_args__ = (
+        ForeignKeyConstraint(["device_id"], ["devices.device_id"], ondelete="CASCADE"),
+    )
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    module_id: Mapped[str] = mapped_column(String(128), primary_key=True, default=DEVICE_TWIN)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    tags: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    desired: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    desired_meta: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    desired_version: Mapped[int] = mapped_column(Integer, default=1)
+    reported: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    reported_meta: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    reported_version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TokenRow(Base):
+    """A REST API bearer token; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    scopes: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,39 @@
+"""Hub configuration: one pydantic object built by `edgefleet hub serve` (or by tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HubSettings(BaseModel):
+    """Everything a hub process needs to start.
+
+    Features add their own fields here (with defaults); unknown keyword arguments are kept too,
+    so an extension can read ``settings.model_extra`` before it has a field of its own.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    data_dir: Path = Field(default=Path("./hub-data"), description="Directory for hub state.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite at <data_dir>/hub.db."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_host_name: str | None = Field(
+        default=None,
+        description="Host name devices use (connection strings); default: host:port.",
+    )
+    log_level: str = "info"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
+
+    def resolved_public_host_name(self) -> str:
+        if self.public_host_name:
+            return self.public_host_name
+        return f"{self.host}:{self.port}"
