@@ -1,0 +1,362 @@
+"""Turns the desired ``$edgeAgent`` deployment into running modules and keeps them there.
+
+Every ``interval`` seconds (or at once when the desired state changes) the reconciler compares
+desired modules with what the runtimes report and acts: remove modules no longer desired,
+create (pull first) missing or changed ones (a version, image, env or createOptions change
+recreates), start/stop by ``status``, and restart exited or unhealthy modules by their restart
+policy with IoT Edge's backoff ``min(base * 2**n, max)`` seconds, ``failed`` after ``max_restarts``
+restarts and a counter reset after ``healthy_reset_secs`` of healthy running. Modules run in
+``startupOrder`` groups: lower first, equal orders in parallel. A module whose pull or create
+fails is reported and retried with the same backoff; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_agent.runtime.base import ModuleSpec, ModuleState, Runtime, RuntimeError_
+from edgefleet.manifest import EdgeAgentDesired, Module
+
+log = logging.getLogger("edgefleet.agent.reconciler")
+
+
+@dataclass
+class Policy:
+    interval: float = 5.0
+    backoff_base: float = 10.0
+    backoff_max: float = 300.0
+    max_restarts: int = 20
+    healthy_reset_secs: float = 600.0
+    stop_timeout: float = 10.0
+
+    def backoff(self, n: int) -> float:
+        return float(min(self.backoff_base * (2 ** min(n, 30)), self.backoff_max))
+
+
+@dataclass
+class Record:
+    """Agent-side bookkeeping for one module (what the runtime cannot tell us)."""
+
+    restart_count: int = 0
+    last_restart: datetime | None = None
+    status: str = "unknown"
+    description: str = ""
+    failures: int = 0  # consecutive prepare/create failures
+    retry_at: float = 0.0
+    healthy_since: float | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    image_hash: str = ""
+
+
+@dataclass
+class Plan:
+    """The actions of one reconcile pass, for logs and tests."""
+
+    actions: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, action: str, module: str) -> None:
+        self.actions.append((action, module))
+
+
+EnvProvider = Callable[[str, Module], dict[str, str]]
+
+
+def module_spec(name: str, mod: Module, extra_env: dict[str, str] | None = None) -> ModuleSpec:
+    env = dict(extra_env or {})
+    env.update(mod.env_values())
+    return ModuleSpec(
+        name=name,
+        type=mod.type,
+        version=mod.version,
+        image=mod.settings.image or "",
+        create_options=mod.settings.create_options() if mod.type == "docker" else {},
+        command=mod.settings.argv(),
+        working_dir=mod.settings.workingDir,
+        env=env,
+        image_pull_policy=mod.imagePullPolicy,
+    )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        runtimes: dict[str, Runtime],
+        policy: Policy | None = None,
+        env_provider: EnvProvider | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.runtimes = runtimes
+        self.policy = policy or Policy()
+        self.env_provider = env_provider
+        self.on_change = on_change
+        self.desired: EdgeAgentDesired | None = None
+        self.records: dict[str, Record] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
+        self._last_report: dict[str, Any] | None = None
+        self.passes = 0
+
+    # ------------------------------------------------------------------ desired state
+    def set_desired(self, desired: EdgeAgentDesired) -> None:
+        with self._lock:
+            self.desired = desired
+            for name in list(self.records):
+                if name not in desired.modules:
+                    del self.records[name]
+        self._wake.set()
+
+    def specs(self) -> dict[str, tuple[Module, ModuleSpec]]:
+        if self.desired is None:
+            return {}
+        out = {}
+        for name, mod in self.desired.modules.items():
+            extra = self.env_provider(name, mod) if self.env_provider else {}
+            out[name] = (mod, module_spec(name, mod, extra))
+        return out
+
+    def adopt(self) -> None:
+        """At start: keep our modules that match the desired ones, remove leftovers."""
+        specs = self.specs()
+        for kind, rt in self.runtimes.items():
+            rt.adopt({n: s for n, (m, s) in specs.items() if m.type == kind})
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # one bad pass must not kill the agent
+                log.exception("reconcile pass failed")
+            self._wake.wait(self.policy.interval)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def actual(self) -> dict[str, tuple[str, ModuleState]]:
+        out: dict[str, tuple[str, ModuleState]] = {}
+        for kind, rt in self.runtimes.items():
+            for name, st in rt.modules().items():
+                out[name] = (kind, st)
+        return out
+
+    def step(self) -> Plan:
+        plan = Plan()
+        with self._lock:
+            specs = self.specs()
+            creds = self.desired.runtime.settings.registryCredentials if self.desired else {}
+            current: dict[str, ModuleState] = {}
+            for name, (kind, st) in self.actual().items():
+                if name in specs and specs[name][0].type == kind:
+                    current[name] = st
+                    continue
+                plan.add("remove", name)
+                self.runtimes[kind].stop(name, self.policy.stop_timeout)
+                self.runtimes[kind].remove(name)
+            for order in sorted({m.startupOrder for m, _ in specs.values()}):
+                group = [n for n, (m, _) in specs.items() if m.startupOrder == order]
+                futures = [
+                    self._pool.submit(
+                        self._converge, n, specs[n][0], specs[n][1], current.get(n), creds, plan
+                    )
+                    for n in group
+                ]
+                for f in futures:
+                    f.result()
+            self.passes += 1
+        self._notify()
+        return plan
+
+    def _notify(self) -> None:
+        report = self.report_modules()
+        if report != self._last_report:
+            self._last_report = report
+            if self.on_change:
+                self.on_change()
+
+    # ------------------------------------------------------------------ one module
+    def _converge(
+        self,
+        name: str,
+        mod: Module,
+        spec: ModuleSpec,
+        st: ModuleState | None,
+        creds: dict[str, Any],
+        plan: Plan,
+    ) -> None:
+        rec = self.records.setdefault(name, Record())
+        rt = self.runtimes.get(mod.type)
+        if rt is None:
+            rec.status, rec.description = "failed", f"no {mod.type} runtime on this device"
+            return
+        now = time.monotonic()
+        if st is not None and st.spec_hash != spec.spec_hash:
+            plan.add("update", name)
+            rt.stop(name, self.policy.stop_timeout)
+            rt.remove(name)
+            self.records[name] = rec = Record()
+            st = None
+        if st is None:
+            if now < rec.retry_at:
+                rec.status = "backoff"
+                return
+            plan.add("create", name)
+            try:
+                rt.prepare(spec, creds)
+                rt.create(spec)
+                if mod.status == "running":
+                    plan.add("start", name)
+                    rt.start(name)
+            except (RuntimeError_, OSError) as exc:
+                rec.failures += 1
+                rec.retry_at = now + self.policy.backoff(rec.failures - 1)
+                rec.status, rec.description = "failed", str(exc)
+                log.warning("module %s: %s", name, exc)
+                try:
+                    rt.remove(name)
+                except RuntimeError_:
+                    pass
+                return
+            rec.failures = 0
+            rec.description = ""
+            self._observe(rec, rt.status(name))
+            return
+        self._observe(rec, st)
+        if mod.status == "stopped":
+            if st.running:
+                plan.add("stop", name)
+                rt.stop(name, self.policy.stop_timeout)
+                self._observe(rec, rt.status(name))
+            rec.status, rec.description = "stopped", "stopped by deployment"
+            return
+        policy = mod.restartPolicy
+        if st.running:
+            unhealthy = st.health == "unhealthy"
+            if unhealthy and policy in ("on-unhealthy", "always"):
+                self._restart(name, rt, rec, plan, now_wall=datetime.now(UTC), reason="unhealthy")
+                return
+            rec.status = "unhealthy" if unhealthy else "running"
+            rec.description = ""
+            if unhealthy:
+                rec.healthy_since = None
+            elif rec.healthy_since is None:
+                rec.healthy_since = now
+            elif now - rec.healthy_since >= self.policy.healthy_reset_secs:
+                rec.restart_count = 0
+            return
+        rec.healthy_since = None
+        if st.started_at is None:  # created, never started (crash between create and start)
+            plan.add("start", name)
+            rt.start(name)
+            self._observe(rec, rt.status(name))
+            return
+        code = st.exit_code or 0
+        wanted = policy == "always" or (policy in ("on-failure", "on-unhealthy") and code != 0)
+        if not wanted:
+            rec.status = "stopped" if code == 0 else "failed"
+            rec.description = f"exited with code {code}"
+            return
+        self._restart(name, rt, rec, plan, now_wall=datetime.now(UTC), reason=f"exit {code}")
+
+    def _restart(
+        self, name: str, rt: Runtime, rec: Record, plan: Plan, now_wall: datetime, reason: str
+    ) -> None:
+        if rec.restart_count >= self.policy.max_restarts:
+            rec.status = "failed"
+            rec.description = f"{reason}; gave up after {rec.restart_count} restarts"
+            return
+        since = rec.finished_at or rec.last_restart
+        delay = self.policy.backoff(rec.restart_count)
+        if reason == "unhealthy":
+            since = rec.last_restart
+        if since is not None and (now_wall - since).total_seconds() < delay:
+            rec.status = "backoff"
+            rec.description = f"{reason}; restart in {delay:g}s"
+            return
+        plan.add("restart", name)
+        rt.stop(name, self.policy.stop_timeout)
+        rt.start(name)
+        rec.restart_count += 1
+        rec.last_restart = datetime.now(UTC)
+        self._observe(rec, rt.status(name))
+
+    def _observe(self, rec: Record, st: ModuleState | None) -> None:
+        if st is None:
+            return
+        rec.exit_code = st.exit_code
+        rec.started_at = st.started_at or rec.started_at
+        rec.finished_at = st.finished_at
+        rec.image_hash = st.image_hash
+        if st.running:
+            rec.status = "unhealthy" if st.health == "unhealthy" else "running"
+
+    # ------------------------------------------------------------------ commands
+    def restart_module(self, name: str) -> None:
+        with self._lock:
+            if self.desired is None or name not in self.desired.modules:
+                raise KeyError(name)
+            mod = self.desired.modules[name]
+            rt = self.runtimes.get(mod.type)
+            if rt is None or rt.status(name) is None:
+                raise KeyError(name)
+            rt.stop(name, self.policy.stop_timeout)
+            rt.start(name)
+            rec = self.records.setdefault(name, Record())
+            rec.last_restart = datetime.now(UTC)
+            self._observe(rec, rt.status(name))
+        self._notify()
+
+    def runtime_for(self, name: str) -> Runtime | None:
+        if self.desired is None or name not in self.desired.modules:
+            return None
+        return self.runtimes.get(self.desired.modules[name].type)
+
+    def shutdown(self, stop_modules: bool) -> None:
+        self._pool.shutdown(wait=True)
+        for rt in self.runtimes.values():
+            rt.shutdown(stop_modules)
+
+    # ------------------------------------------------------------------ report
+    def report_modules(self) -> dict[str, Any]:
+        """``modules`` of the $edgeAgent reported properties, in IoT Edge's shape."""
+        out: dict[str, Any] = {}
+        if self.desired is None:
+            return out
+        for name, mod in self.desired.modules.items():
+            rec = self.records.get(name, Record())
+            entry: dict[str, Any] = {
+                "type": mod.type,
+                "version": mod.version,
+                "status": mod.status,
+                "restartPolicy": mod.restartPolicy,
+                "runtimeStatus": rec.status,
+                "restartCount": rec.restart_count,
+                "settings": {"imageHash": rec.image_hash},
+            }
+            if mod.type == "docker":
+                entry["settings"]["image"] = mod.settings.image
+            else:
+                entry["settings"]["command"] = mod.settings.argv()
+            if rec.exit_code is not None:
+                entry["exitCode"] = rec.exit_code
+            if rec.description:
+                entry["statusDescription"] = rec.description
+            for key, value in (
+                ("lastStartTimeUtc", rec.started_at),
+                ("lastExitTimeUtc", rec.finished_at),
+                ("lastRestartTimeUtc", rec.last_restart),
+            ):
+                if value is not None:
+                    entry[key] = value.isoformat().replace("+00:00", "Z")
+            out[name] = entry
+        return out
