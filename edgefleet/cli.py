@@ -10,6 +10,8 @@ from edgefleet.cli_apps import app
 # Feature CLI modules; each registers its commands on the groups in edgefleet.cli_apps.
 CLI_MODULES: list[str] = [
     # one line per feature CLI module, e.g. "cloud_hub.cli",
+    "cloud_hub.cli",
+    "cloud_hub.query.cli",
 ]
 
 

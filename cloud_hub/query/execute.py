@@ -1,0 +1,105 @@
+"""Running a parsed query over twin documents: filter, group, aggregate, project, TOP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cloud_hub.query.evaluate import get_path, matches
+from cloud_hub.query.functions import is_number
+from cloud_hub.query.syntax import UNDEFINED, Aggregate, Path, Query, SelectItem
+
+
+def execute(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluate ``query`` over ``twins`` (already the right collection: device or module twins).
+
+    * ``SELECT *`` returns the matching twins themselves (as dicts, unchanged);
+    * a field list returns one object per twin with the aliases as keys; a property that is not
+      defined on a twin is left out of that row (IoT Hub omits it, it does not write null);
+    * with COUNT()/AVG/SUM/MIN/MAX, and/or GROUP BY, one row per group (first-seen order);
+      without GROUP BY, a single row over all matching twins (``COUNT()`` of nothing is 0);
+    * ``TOP n`` keeps the first n rows.
+    """
+    where = query.where
+    selected = (t for t in twins if matches(where, t))
+    rows: list[dict[str, Any]]
+    if query.select is None:
+        rows = []
+        for twin in selected:
+            rows.append(dict(twin))
+            if query.top is not None and len(rows) >= query.top:
+                break
+        return rows
+    if query.is_aggregate:
+        rows = _aggregate(query, selected)
+    else:
+        rows = []
+        for twin in selected:
+            rows.append(_project(query.select, twin))
+            if query.top is not None and len(rows) >= query.top:
+                break
+    return rows if query.top is None else rows[: query.top]
+
+
+def _project(items: tuple[SelectItem, ...], twin: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for item in items:
+        assert isinstance(item.expr, Path)
+        value = get_path(twin, item.expr.parts)
+        if value is not UNDEFINED:
+            row[item.alias] = value
+    return row
+
+
+def _group_key(value: Any) -> str:
+    # Group by JSON value identity: 1 and 1.0 together, true and 1 apart, objects by content.
+    if value is UNDEFINED:
+        return "u"
+    if is_number(value):
+        return "n" + repr(float(value)) if float(value).is_integer() else "n" + repr(value)
+    return "j" + json.dumps(value, sort_keys=True)
+
+
+def _aggregate(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    assert query.select is not None
+    groups: dict[tuple[str, ...], tuple[list[Any], list[Mapping[str, Any]]]] = {}
+    for twin in twins:
+        values = [get_path(twin, p.parts) for p in query.group_by]
+        key = tuple(_group_key(v) for v in values)
+        entry = groups.get(key)
+        if entry is None:
+            groups[key] = (values, [twin])
+        else:
+            entry[1].append(twin)
+    if not query.group_by and not groups:
+        groups[()] = ([], [])
+    rows = []
+    for values, members in groups.values():
+        row: dict[str, Any] = {}
+        for item in query.select:
+            if isinstance(item.expr, Aggregate):
+                result = _apply_aggregate(item.expr, members)
+            else:
+                result = values[query.group_by.index(item.expr)]
+            if result is not UNDEFINED:
+                row[item.alias] = result
+        rows.append(row)
+    return rows
+
+
+def _apply_aggregate(agg: Aggregate, members: list[Mapping[str, Any]]) -> Any:
+    if agg.name == "COUNT":
+        return len(members)
+    assert agg.arg is not None
+    values = [get_path(t, agg.arg.parts) for t in members]
+    numbers = [v for v in values if is_number(v)]
+    if agg.name == "SUM":
+        return sum(numbers)
+    if agg.name == "AVG":
+        return sum(numbers) / len(numbers) if numbers else UNDEFINED
+    # MIN / MAX: over numbers when there are any, otherwise over strings.
+    pool: list[Any] = numbers or [v for v in values if type(v) is str]
+    if not pool:
+        return UNDEFINED
+    return min(pool) if agg.name == "MIN" else max(pool)
