@@ -153,6 +153,8 @@ class Reconciler:
     def step(self) -> Plan:
         plan = Plan()
         with self._lock:
+            if self.desired is None:  # no deployment known yet: touch nothing
+                return plan
             specs = self.specs()
             creds = self.desired.runtime.settings.registryCredentials if self.desired else {}
             current: dict[str, ModuleState] = {}

@@ -12,6 +12,8 @@ CLI_MODULES: list[str] = [
     # one line per feature CLI module, e.g. "cloud_hub.cli",
     "cloud_hub.cli",
     "cloud_hub.query.cli",
+    "modules.featurizer.cli",
+    "edge_agent.cli",
 ]
 
 

@@ -1,0 +1,111 @@
+"""Builds a running Agent from an AgentConfig: identity, runtimes, channel, edge hub."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from edge_agent.channel import LocalChannel, TwinChannel
+from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
+from edge_agent.daemon import Agent
+from edge_agent.reconciler import Policy, Reconciler
+from edge_agent.runtime.base import Runtime
+from edge_agent.runtime.process import ProcessRuntime
+from edge_agent.store import DeploymentStore
+
+log = logging.getLogger("edgefleet.agent")
+
+
+def device_identity(cfg: AgentConfig) -> tuple[str, str]:
+    """(device id, hub host name) from the provisioning section."""
+    p = cfg.provisioning
+    if p.source == "manual" and p.connection_string:
+        parts = parse_connection_string(p.connection_string)
+        return parts["DeviceId"], parts["HostName"]
+    if p.source == "manual":
+        return str(p.device_id), str(p.iothub_hostname)
+    if p.source == "dps" and p.attestation is not None:
+        return p.attestation.registration_id, ""
+    return p.device_id or cfg.hostname or socket.gethostname(), ""
+
+
+def build_runtimes(cfg: AgentConfig, device_id: str) -> dict[str, Runtime]:
+    runtimes: dict[str, Runtime] = {}
+    rc = cfg.runtime
+    if rc.type in ("docker", "auto"):
+        try:
+            from edge_agent.runtime.docker import DockerRuntime
+
+            d = rc.docker
+            docker_rt = DockerRuntime(
+                agent_id=device_id,
+                data_dir=cfg.data_dir,
+                name_prefix=d.name_prefix,
+                log_max_size=d.log_max_size,
+                log_max_file=d.log_max_file,
+                image_gc_secs=d.image_gc_secs,
+                stop_on_shutdown=d.stop_modules_on_exit,
+                docker_url=d.url,
+            )
+            docker_rt.api.ping()
+            runtimes["docker"] = docker_rt
+        except Exception as exc:  # docker SDK missing or engine unreachable
+            if rc.type == "docker":
+                raise ConfigError(f"runtime docker: engine not reachable: {exc}") from None
+            log.info("no docker engine (%s); process runtime only", exc)
+    if rc.type in ("process", "auto"):
+        runtimes["process"] = ProcessRuntime(
+            cfg.data_dir, rc.process.log_max_bytes, rc.process.log_backups
+        )
+    return runtimes
+
+
+def build_channel(cfg: AgentConfig, device_id: str) -> TwinChannel:
+    p = cfg.provisioning
+    if p.source == "local" and p.manifest is not None:
+        return LocalChannel(device_id, p.manifest, cfg.data_dir)
+    try:
+        from edge_agent.hubchannel import make_hub_channel
+    except ImportError as exc:
+        raise ConfigError(f"provisioning {p.source}: hub connection unavailable ({exc})") from None
+    return make_hub_channel(cfg, device_id)
+
+
+def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    device_id, hub_host = device_identity(cfg)
+    runtimes = build_runtimes(cfg, device_id)
+    r = cfg.reconcile
+    policy = Policy(
+        interval=r.interval_secs,
+        backoff_base=r.backoff_base_secs,
+        backoff_max=r.backoff_max_secs,
+        max_restarts=r.max_restarts,
+        healthy_reset_secs=r.healthy_reset_secs,
+    )
+    channel = overrides.get("channel") or build_channel(cfg, device_id)
+    runtime_type = "+".join(sorted(runtimes)) or "none"
+    return Agent(
+        device_id=device_id,
+        channel=channel,
+        reconciler=Reconciler(runtimes, policy),
+        store=DeploymentStore(cfg.data_dir),
+        runtime_type=runtime_type,
+        hostname=cfg.hostname,
+        debounce=r.report_debounce_secs,
+        edge_hub_factory=_edge_hub_factory if cfg.edge_hub else None,
+        hub_hostname=hub_host,
+    )
+
+
+def _edge_hub_factory(agent: Agent) -> Any:
+    """Start the in-agent edge hub (issue 5) when that package provides a service entry point."""
+    import importlib
+
+    try:
+        service = importlib.import_module("edge_agent.edgehub.service")
+    except ImportError:
+        log.info("edge hub not available in this build; modules get identity env only")
+        return None
+    return service.start_for_agent(agent)

@@ -1,0 +1,119 @@
+"""CLI: ``edgefleet agent run``, ``edgefleet logs`` and ``edgefleet bench agent``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgefleet.cli_apps import agent_app, app
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@agent_app.command("run")
+def agent_run(
+    config: Path = typer.Option(..., "--config", "-c", help="Agent config file (YAML or JSON)."),
+) -> None:
+    """Run the edge agent daemon in the foreground (SIGTERM stops it cleanly)."""
+    from edge_agent.bootstrap import build_agent
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        agent = build_agent(cfg)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    logging.getLogger("edgefleet.agent").info("agent %s running", agent.device_id)
+    while not stop.wait(1):
+        pass
+    agent.stop()
+
+
+def _hub_options(hub: str | None, token: str | None) -> tuple[str, dict[str, str]]:
+    url = hub or os.environ.get("EDGEFLEET_HUB")
+    if not url:
+        raise _fail("no hub: pass --hub URL or set EDGEFLEET_HUB")
+    tok = token or os.environ.get("EDGEFLEET_TOKEN")
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    return url.rstrip("/"), headers
+
+
+def invoke_agent_method(
+    hub: str, headers: dict[str, str], device: str, method: str, payload: Any, timeout: int = 30
+) -> Any:
+    """Call a $edgeAgent direct method through the hub's methods endpoint."""
+    import httpx
+
+    url = f"{hub}/twins/{device}/modules/$edgeAgent/methods"
+    body = {
+        "methodName": method,
+        "payload": payload,
+        "responseTimeoutInSeconds": timeout,
+        "connectTimeoutInSeconds": 10,
+    }
+    try:
+        r = httpx.post(url, json=body, headers=headers, timeout=timeout + 15)
+    except httpx.HTTPError as exc:
+        raise _fail(f"hub {hub} unreachable: {exc}") from None
+    if r.status_code >= 400:
+        raise _fail(f"{method} failed: HTTP {r.status_code} {r.text[:200]}")
+    data = r.json()
+    if int(data.get("status", 200)) >= 400:
+        raise _fail(f"{method} failed: {data.get('status')} {json.dumps(data.get('payload'))}")
+    return data.get("payload")
+
+
+@app.command("logs")
+def logs(
+    device: str = typer.Argument(..., help="Device id."),
+    module: str = typer.Argument(..., help="Module name (a regex as in IoT Edge)."),
+    tail: int | None = typer.Option(None, "--tail", "-n", help="Last N lines."),
+    since: str | None = typer.Option(None, help="Unix time, RFC 3339 or a duration (15m)."),
+    until: str | None = typer.Option(None, help="Unix time, RFC 3339 or a duration."),
+    regex: str | None = typer.Option(None, help="Only lines matching this regex."),
+    hub: str | None = typer.Option(None, help="Hub URL (or EDGEFLEET_HUB)."),
+    token: str | None = typer.Option(None, help="Bearer token (or EDGEFLEET_TOKEN)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON log records."),
+) -> None:
+    """Show a module's logs from an edge device (the $edgeAgent getModuleLogs method)."""
+    url, headers = _hub_options(hub, token)
+    flt: dict[str, Any] = {}
+    for key, value in (("tail", tail), ("since", since), ("until", until), ("regex", regex)):
+        if value is not None:
+            flt[key] = value
+    payload = {
+        "schemaVersion": "1.0",
+        "items": [{"id": module, "filter": flt}],
+        "encoding": "none",
+        "contentType": "json",
+    }
+    result = invoke_agent_method(url, headers, device, "getModuleLogs", payload)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for item in result or []:
+        for rec in item.get("payload") or []:
+            typer.echo(rec["content"])

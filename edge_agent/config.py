@@ -1,0 +1,190 @@
+"""The agent's configuration file (YAML or JSON), shaped like IoT Edge's ``config.toml``.
+
+```yaml
+hostname: edge-01                      # optional, reported and given to modules
+provisioning:
+  source: manual                       # manual | dps | local
+  connection_string: "HostName=hub:8080;DeviceId=edge-01;SharedAccessKey=..."
+data_dir: /var/lib/edgefleet-agent
+runtime:
+  type: auto                           # docker | process | auto
+```
+See docs/agent.md for every field.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration the agent cannot run with; the message is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class X509Auth(_Strict):
+    method: Literal["x509"] = "x509"
+    identity_cert: Path
+    identity_pk: Path
+
+
+class Attestation(_Strict):
+    method: Literal["symmetric_key"] = "symmetric_key"
+    registration_id: str = Field(min_length=1, max_length=128)
+    enrollment_group_id: str | None = None
+    symmetric_key: str = Field(min_length=1, description="base64 group key (enrollment group)")
+
+    def device_key(self) -> str:
+        """DPS group attestation: base64(HMAC-SHA256(base64-decoded group key, device id))."""
+        return derive_device_key(self.symmetric_key, self.registration_id)
+
+
+class Provisioning(_Strict):
+    source: Literal["manual", "dps", "local"]
+    # manual, symmetric key
+    connection_string: str | None = None
+    # manual, device certificate
+    iothub_hostname: str | None = None
+    device_id: str | None = None
+    authentication: X509Auth | None = None
+    # dps: the hub's REST endpoint that registers devices, and the group attestation
+    global_endpoint: str | None = None
+    attestation: Attestation | None = None
+    # local (standalone): a deployment manifest file instead of a hub
+    manifest: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Provisioning:
+        if self.source == "manual":
+            if self.connection_string:
+                parse_connection_string(self.connection_string)
+            elif not (self.authentication and self.iothub_hostname and self.device_id):
+                raise ValueError(
+                    "manual provisioning needs connection_string, or iothub_hostname + device_id"
+                    " + authentication {method: x509, identity_cert, identity_pk}"
+                )
+        elif self.source == "dps":
+            if not (self.global_endpoint and self.attestation):
+                raise ValueError("dps provisioning needs global_endpoint and attestation")
+        elif self.source == "local" and not self.manifest:
+            raise ValueError("local provisioning needs manifest (a deployment manifest file)")
+        return self
+
+
+class DockerSettings(_Strict):
+    url: str | None = Field(default=None, description="Docker engine URL; default: environment")
+    name_prefix: str = ""
+    log_max_size: str = "10m"
+    log_max_file: int = Field(default=3, ge=1)
+    image_gc_secs: float = Field(default=7 * 86400, ge=0)
+    stop_modules_on_exit: bool = False
+
+
+class ProcessSettings(_Strict):
+    log_max_bytes: int = Field(default=1 << 20, ge=1024)
+    log_backups: int = Field(default=3, ge=0)
+
+
+class RuntimeConfig(_Strict):
+    type: Literal["docker", "process", "auto"] = "auto"
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
+
+
+class ReconcileConfig(_Strict):
+    interval_secs: float = Field(default=5.0, gt=0)
+    backoff_base_secs: float = Field(default=10.0, ge=0)
+    backoff_max_secs: float = Field(default=300.0, ge=0)
+    max_restarts: int = Field(default=20, ge=0)
+    healthy_reset_secs: float = Field(default=600.0, ge=0)
+    report_debounce_secs: float = Field(default=1.0, ge=0)
+
+
+class HubConfig(_Strict):
+    """How to reach the hub; defaults come from the connection string's HostName."""
+
+    api_url: str | None = None
+    mqtt_url: str | None = None
+    ca_file: Path | None = None
+
+
+class AgentConfig(_Strict):
+    hostname: str | None = None
+    provisioning: Provisioning
+    data_dir: Path = Path("/var/lib/edgefleet-agent")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
+    edge_hub: bool = Field(default=True, description="Run the edge hub inside the agent")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def parse_connection_string(text: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in text.split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"connection string part {item!r} is not Key=Value")
+        parts[key.strip()] = value
+    for required in ("HostName", "DeviceId", "SharedAccessKey"):
+        if not parts.get(required):
+            raise ValueError(f"connection string lacks {required}")
+    return parts
+
+
+def derive_device_key(group_key_b64: str, device_id: str) -> str:
+    try:
+        key = base64.b64decode(group_key_b64, validate=True)
+    except ValueError as exc:
+        raise ValueError("group key is not valid base64") from exc
+    digest = hmac.new(key, device_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _where(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    return loc or "config"
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate the config file; raises ConfigError with one clear line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, Exception) as exc:  # yaml.YAMLError or JSONDecodeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config {p} is not valid YAML/JSON: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {p} must be a mapping")
+    try:
+        cfg = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"config {p}: {_where(dict(err))}: {msg}") from None
+    if not cfg.data_dir.is_absolute():
+        cfg.data_dir = (p.parent / cfg.data_dir).resolve()
+    if cfg.provisioning.manifest and not cfg.provisioning.manifest.is_absolute():
+        cfg.provisioning.manifest = (p.parent / cfg.provisioning.manifest).resolve()
+    return cfg

@@ -1,0 +1,275 @@
+"""The agent daemon: twin sync, reconciling, reported properties, built-in methods.
+
+Boot: the last applied deployment (data dir) is applied at once, so modules come back after a
+reboot even when the hub is unreachable; the twin's desired state replaces it when the hub
+answers. A desired change is validated (IoT Edge codes in ``lastDesiredStatus``), persisted and
+handed to the reconciler. Reported properties are recomputed on every change and sent debounced.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from edge_agent.channel import TwinChannel
+from edge_agent.methods import BuiltinMethods
+from edge_agent.reconciler import Reconciler
+from edge_agent.store import DeploymentStore
+from edgefleet import __version__
+from edgefleet.manifest import (
+    EdgeAgentDesired,
+    EdgeHubDesired,
+    ManifestError,
+    Module,
+    parse_edge_agent,
+    parse_edge_hub,
+)
+
+log = logging.getLogger("edgefleet.agent")
+
+
+class EdgeHubService(Protocol):
+    """The seam to the in-agent edge hub (issue 5)."""
+
+    def apply(self, desired: EdgeHubDesired) -> None: ...
+
+    def module_env(self, module: str) -> dict[str, str]: ...
+
+    def status(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def _utc(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Agent:
+    def __init__(
+        self,
+        device_id: str,
+        channel: TwinChannel,
+        reconciler: Reconciler,
+        store: DeploymentStore,
+        runtime_type: str,
+        hostname: str | None = None,
+        debounce: float = 1.0,
+        edge_hub_factory: Callable[[Agent], EdgeHubService | None] | None = None,
+        hub_hostname: str = "",
+    ) -> None:
+        self.device_id = device_id
+        self.channel = channel
+        self.reconciler = reconciler
+        self.store = store
+        self.runtime_type = runtime_type
+        self.hostname = hostname or socket.gethostname()
+        self.hub_hostname = hub_hostname
+        self.debounce = debounce
+        self.methods = BuiltinMethods(reconciler, device_id)
+        self.edge_hub_factory = edge_hub_factory
+        self.edge_hub: EdgeHubService | None = None
+        self.started_at = datetime.now(UTC)
+        self.last_desired_version: int | None = None
+        self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
+        self.hub_desired: EdgeHubDesired | None = None
+        self._stop = threading.Event()
+        self._report_due = threading.Event()
+        self._sync_due = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_reported: dict[str, Any] = {}
+        self._reported_modules: set[str] = set()
+        self.reconciler.on_change = self._report_due.set
+        self.reconciler.env_provider = self.module_env
+
+    # ------------------------------------------------------------------ env for modules
+    def module_env(self, name: str, mod: Module) -> dict[str, str]:
+        env = {
+            "IOTEDGE_DEVICEID": self.device_id,
+            "IOTEDGE_MODULEID": name,
+            "IOTEDGE_GATEWAYHOSTNAME": self.hostname,
+            "IOTEDGE_IOTHUBHOSTNAME": self.hub_hostname,
+        }
+        if self.edge_hub is not None:
+            env.update(self.edge_hub.module_env(name))
+        return env
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        saved = self.store.load()
+        if saved:
+            try:
+                agent = parse_edge_agent(saved["edgeAgent"])
+                hub = parse_edge_hub(saved["edgeHub"]) if saved.get("edgeHub") else None
+                self.last_desired_version = saved.get("version")
+                self._activate(agent, hub, persist=None)
+                log.info("started from the persisted deployment (version %s)", saved["version"])
+            except ManifestError as exc:
+                log.warning("persisted deployment unusable: %s", exc)
+        if self.edge_hub_factory is not None:
+            self.edge_hub = self.edge_hub_factory(self)
+            if self.edge_hub is not None and self.hub_desired is not None:
+                self.edge_hub.apply(self.hub_desired)
+        if self.reconciler.desired is not None:
+            self.reconciler.adopt()
+        self.channel.start(on_desired=lambda _m: self._sync_due.set(), on_method=self.on_method)
+        self._sync_due.set()
+        for target, name in (
+            (lambda: self.reconciler.run(self._stop), "reconcile"),
+            (self._sync_loop, "twin-sync"),
+            (self._report_loop, "report"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, stop_modules: bool = False) -> None:
+        self._stop.set()
+        self._sync_due.set()
+        self._report_due.set()
+        self.reconciler.wake()
+        for t in self._threads:
+            t.join(30)
+        try:
+            self._send_report(force=True)
+        except Exception:  # best effort on the way out
+            log.debug("final report failed", exc_info=True)
+        self.channel.close()
+        if self.edge_hub is not None:
+            self.edge_hub.stop()
+        self.reconciler.shutdown(stop_modules)
+
+    def wait(self) -> None:
+        while not self._stop.wait(1):
+            pass
+
+    # ------------------------------------------------------------------ desired state
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self._sync_due.wait(30)  # also re-read now and then: a lost push heals itself
+            if self._stop.is_set():
+                return
+            self._sync_due.clear()
+            try:
+                self.sync_once()
+            except Exception:
+                log.exception("twin sync failed")
+
+    def sync_once(self) -> None:
+        agent_raw = self.channel.get_desired("$edgeAgent", timeout=10)
+        if agent_raw is None:
+            return  # hub unreachable: keep running what we have
+        version = agent_raw.get("$version")
+        if version is not None and version == self.last_desired_version:
+            if self.last_desired_status["code"] == 200:
+                return
+        hub_raw = self.channel.get_desired("$edgeHub", timeout=10)
+        self.apply_desired(agent_raw, hub_raw, version)
+
+    def apply_desired(
+        self, agent_raw: dict[str, Any], hub_raw: dict[str, Any] | None, version: int | None
+    ) -> None:
+        self.last_desired_version = version
+        try:
+            if "$invalid" in agent_raw:
+                raise ManifestError(400, str(agent_raw["$invalid"]))
+            agent = parse_edge_agent(agent_raw)
+            hub = None
+            if hub_raw and any(not k.startswith("$") for k in hub_raw):
+                hub = parse_edge_hub(hub_raw)
+        except ManifestError as exc:
+            log.warning("desired deployment rejected (%s): %s", exc.code, exc.description)
+            self.last_desired_status = {"code": exc.code, "description": exc.description}
+            self._report_due.set()
+            return
+        clean_hub = {k: v for k, v in (hub_raw or {}).items() if not k.startswith("$")} or None
+        clean_agent = {k: v for k, v in agent_raw.items() if not k.startswith("$")}
+        self._activate(agent, hub, persist=(clean_agent, clean_hub))
+        self.last_desired_status = {"code": 200, "description": ""}
+        self._report_due.set()
+
+    def _activate(
+        self,
+        agent: EdgeAgentDesired,
+        hub: EdgeHubDesired | None,
+        persist: tuple[dict[str, Any], dict[str, Any] | None] | None,
+    ) -> None:
+        if persist is not None:
+            self.store.save(persist[0], persist[1], self.last_desired_version)
+        self.hub_desired = hub
+        if hub is not None and self.edge_hub is not None:
+            self.edge_hub.apply(hub)
+        self.reconciler.set_desired(agent)
+
+    # ------------------------------------------------------------------ methods
+    def on_method(self, name: str, payload: Any) -> tuple[int, Any]:
+        return self.methods.handle(name, payload)
+
+    # ------------------------------------------------------------------ reported
+    def _report_loop(self) -> None:
+        while not self._stop.is_set():
+            self._report_due.wait(30)
+            if self._stop.is_set():
+                return
+            time.sleep(self.debounce)  # debounce: bursts of changes become one patch
+            self._report_due.clear()
+            try:
+                self._send_report()
+            except Exception:
+                log.exception("reporting failed")
+
+    def reported(self) -> dict[str, Any]:
+        desired = self.reconciler.desired
+        modules = self.reconciler.report_modules()
+        edge_hub_status = self.edge_hub.status() if self.edge_hub is not None else "stopped"
+        system: dict[str, Any] = {
+            "edgeAgent": {
+                "runtimeStatus": "running",
+                "lastStartTimeUtc": _utc(self.started_at),
+                "type": "process",
+                "settings": {"command": ["edgefleet", "agent", "run"]},
+            },
+            "edgeHub": {
+                "runtimeStatus": edge_hub_status,
+                "type": "in-process",
+                "settings": {},
+            },
+        }
+        if desired is not None:
+            system["edgeAgent"]["settings"]["image"] = (
+                desired.systemModules.edgeAgent.settings.image
+            )
+        return {
+            "schemaVersion": "1.1",
+            "version": {"version": __version__, "build": "", "commit": ""},
+            "lastDesiredVersion": self.last_desired_version,
+            "lastDesiredStatus": self.last_desired_status,
+            "runtime": {
+                "type": self.runtime_type,
+                "platform": {
+                    "os": platform.system().lower(),
+                    "architecture": platform.machine(),
+                    "version": platform.release(),
+                },
+            },
+            "systemModules": system,
+            "modules": modules,
+        }
+
+    def _send_report(self, force: bool = False) -> None:
+        report = self.reported()
+        if report == self._last_reported and not force:
+            return
+        patch = dict(report)
+        gone = self._reported_modules - set(report["modules"])
+        patch["modules"] = {**report["modules"], **{m: None for m in gone}}
+        if self.channel.report(patch):
+            self._last_reported = report
+            self._reported_modules = set(report["modules"])
+        else:
+            self._report_due.set()  # retry on the next round
