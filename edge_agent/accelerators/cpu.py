@@ -1,0 +1,137 @@
+"""The CPU path: onnxruntime with threads = physical cores, full graph optimization, warm-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.accelerators.session import AcceleratorError
+from edge_agent.accelerators.store import ModelStore
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads and other CPUs' cores excluded)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    count = len(allowed) if allowed else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return max(1, count)
+    cores: set[tuple[str, str]] = set()
+    processor, physical, core = "", "0", ""
+    for line in text.splitlines() + [""]:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            processor = value
+        elif key == "physical id":
+            physical = value
+        elif key == "core id":
+            core = value
+        elif not line.strip() and processor:
+            if allowed is None or int(processor) in allowed:
+                cores.add((physical, core or processor))
+            processor, physical, core = "", "0", ""
+    return max(1, min(count, len(cores) or count))
+
+
+def session_options(threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+class OrtFeaturizer:
+    """An onnxruntime session over one featurizer artifact, warmed up, with IO binding."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        accelerator: str,
+        model: str,
+        precision: str,
+        providers: list[Any] | None = None,
+        threads: int | None = None,
+        warmup: int = 3,
+        notice: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.accelerator = accelerator
+        self.model = model
+        self.precision = precision
+        self.notice = notice
+        self.last_device_ms: float | None = None
+        self.threads = threads or physical_cores()
+        try:
+            self._session = ort.InferenceSession(
+                str(path),
+                sess_options=session_options(self.threads),
+                providers=providers or ["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise AcceleratorError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+        used = self._session.get_providers()
+        self.engine = f"onnxruntime {ort.__version__} {used[0]}"
+        self.input_name = self._session.get_inputs()[0].name
+        self.output_name = self._session.get_outputs()[0].name
+        shape = self._session.get_inputs()[0].shape
+        self.input_shape = [d if isinstance(d, int) else 1 for d in shape]
+        self._warmup(warmup)
+
+    def _warmup(self, runs: int) -> None:
+        import numpy as np
+
+        if runs <= 0:
+            return
+        dummy = np.zeros(self.input_shape, dtype=np.float32)
+        for _ in range(runs):
+            self.featurize(dummy)
+
+    def featurize(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch, dtype=np.float32))
+        binding.bind_output(self.output_name)
+        self._session.run_with_iobinding(binding)
+        out: npt.NDArray[np.float32] = binding.copy_outputs_to_cpu()[0]
+        return out
+
+    def close(self) -> None:
+        self._session = None
+
+
+def open_cpu(
+    store: ModelStore,
+    model: str,
+    precision: str = "fp32",
+    threads: int | None = None,
+    warmup: int = 3,
+    notice: str | None = None,
+) -> OrtFeaturizer:
+    if precision == "fp16":
+        raise AcceleratorError(
+            "fp16 is a GPU precision; on the CPU use fp32 or int8 (--precision int8)"
+        )
+    path = store.featurizer_path(model, precision)
+    return OrtFeaturizer(
+        path,
+        accelerator="cpu",
+        model=model,
+        precision=precision,
+        threads=threads,
+        warmup=warmup,
+        notice=notice,
+    )

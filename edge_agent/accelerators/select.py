@@ -1,0 +1,58 @@
+"""``open_accelerator``: one entry point for the cpu, gpu and fpga-emulator paths."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from edge_agent.accelerators.session import AcceleratorError, FeaturizerSession
+from edge_agent.accelerators.store import ModelStore
+
+ACCELERATORS = ("cpu", "gpu", "fpga-emulator")
+# The FPGA emulator's client module must expose
+#   open_featurizer(store: ModelStore, model: str, precision: str, device: str | None, **kw)
+#       -> FeaturizerSession   (featurize(); last_device_ms set after each call)
+FPGA_CLIENT_MODULE = "edge_agent.accelerators.fpga.client"
+
+
+def open_accelerator(
+    name: str,
+    model: str,
+    precision: str = "fp32",
+    *,
+    store: ModelStore | Path | str | None = None,
+    threads: int | None = None,
+    warmup: int = 3,
+    device: str | None = None,
+    **options: Any,
+) -> FeaturizerSession:
+    """Open the featurizer ``model`` at ``precision`` on accelerator ``name``.
+
+    ``gpu`` without a GPU returns the CPU path with ``session.notice`` saying why.
+    """
+    store = store if isinstance(store, ModelStore) else ModelStore(store)
+    if name == "cpu":
+        from edge_agent.accelerators.cpu import open_cpu
+
+        return open_cpu(store, model, precision, threads=threads, warmup=warmup)
+    if name == "gpu":
+        from edge_agent.accelerators.gpu import open_gpu
+
+        return open_gpu(store, model, precision, threads=threads, warmup=warmup)
+    if name == "fpga-emulator":
+        try:
+            client = importlib.import_module(FPGA_CLIENT_MODULE)
+        except ModuleNotFoundError as exc:
+            raise AcceleratorError(
+                "the fpga-emulator accelerator is not available in this build "
+                f"({FPGA_CLIENT_MODULE} is missing)"
+            ) from exc
+        opener = getattr(client, "open_featurizer", None)
+        if opener is None:
+            raise AcceleratorError(f"{FPGA_CLIENT_MODULE} has no open_featurizer()")
+        session: FeaturizerSession = opener(
+            store, model, precision, device, threads=threads, **options
+        )
+        return session
+    raise AcceleratorError(f"unknown accelerator {name!r}; choose one of {', '.join(ACCELERATORS)}")

@@ -1,0 +1,190 @@
+"""The featurizer benchmark: latency, throughput, speed-up over onnxruntime fp32 CPU, share of the
+machine's physical peak, and top-1 agreement with fp32 on the evaluation set."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.accelerators.classify import ImageClassifier
+from edge_agent.accelerators.cpu import physical_cores
+from edge_agent.accelerators.select import open_accelerator
+from edge_agent.accelerators.session import FeaturizerSession
+from edge_agent.accelerators.store import ModelStore
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+def cpu_peak(cores: int | None = None) -> dict[str, Any]:
+    """Physical peak from the CPU's vector units: MACs/cycle/core x cores x clock.
+
+    fp32: AVX-512 = 2 FMA ports x 16 lanes = 32 MACs/cycle (AVX2: 16). int8: AVX-512 VNNI
+    VPDPBUSD = 64 MACs per instruction x 2 ports = 128 (AVX2 VNNI: 64; no VNNI: half).
+    AMX tiles are not counted (onnxruntime's convolutions do not use them).
+    """
+    flags: set[str] = set()
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags" and not flags:
+                flags = set(value.split())
+            elif key.strip() == "cpu MHz" and not mhz:
+                mhz = float(value)
+    except OSError:
+        pass
+    try:
+        mhz = max(
+            mhz,
+            int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000,
+        )
+    except (OSError, ValueError):
+        pass
+    ghz = (mhz or 2000.0) / 1000.0
+    avx512 = "avx512f" in flags
+    fp32_per_cycle = 32 if avx512 else (16 if "fma" in flags else 8)
+    if "avx512_vnni" in flags:
+        int8_per_cycle = 128
+    elif "avx_vnni" in flags or avx512:
+        int8_per_cycle = 64
+    else:
+        int8_per_cycle = 32
+    n = cores or physical_cores()
+    return {
+        "cores": n,
+        "ghz": round(ghz, 3),
+        "vector_units": "avx512" if avx512 else ("avx2" if "avx2" in flags else "sse"),
+        "vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+        "amx_int8": "amx_int8" in flags,
+        "fp32_gmacs": round(n * ghz * fp32_per_cycle, 1),
+        "int8_gmacs": round(n * ghz * int8_per_cycle, 1),
+    }
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    arr = np.asarray(samples) * 1000.0
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "p90_ms": round(float(np.percentile(arr, 90)), 3),
+        "p99_ms": round(float(np.percentile(arr, 99)), 3),
+        "mean_ms": round(float(arr.mean()), 3),
+    }
+
+
+def measure(
+    session: FeaturizerSession,
+    one: npt.NDArray[np.float32],
+    eight: npt.NDArray[np.float32],
+    iterations: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Batch-1 latency percentiles and batch-8 throughput (stops early after ``seconds``)."""
+    for _ in range(5):
+        session.featurize(one)
+    samples: list[float] = []
+    device: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < iterations and (len(samples) < 20 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        session.featurize(one)
+        samples.append(time.perf_counter() - start)
+        if session.last_device_ms is not None:
+            device.append(session.last_device_ms)
+    session.featurize(eight)
+    runs, start = 0, time.perf_counter()
+    while runs < max(3, iterations // 8) and (runs < 3 or time.perf_counter() - start < seconds):
+        session.featurize(eight)
+        runs += 1
+    elapsed = time.perf_counter() - start
+    result: dict[str, Any] = {"iterations": len(samples), **_percentiles(samples)}
+    result["throughput_ips_batch8"] = round(runs * 8 / elapsed, 1)
+    if device:
+        result["device_ms"] = _percentiles([d / 1000.0 for d in device])
+    return result
+
+
+def top1(classifier: ImageClassifier, data: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    import numpy as np
+
+    out = [classifier.probabilities(data[i : i + 8]).argmax(1) for i in range(0, len(data), 8)]
+    return np.concatenate(out).astype(np.int64)
+
+
+def run_bench(
+    store: ModelStore,
+    model: str,
+    accelerator: str,
+    precision: str,
+    iterations: int = 200,
+    seconds: float = 15.0,
+    threads: int | None = None,
+    eval_per_photo: int = 16,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from modules.featurizer.build import preprocess_arrays
+    from modules.featurizer.evalset import eval_images
+
+    say = progress or (lambda _m: None)
+    manifest = store.get(model)
+    say("preparing the evaluation set")
+    data = preprocess_arrays(eval_images(eval_per_photo), manifest.preprocessing)
+    one, eight = data[:1], data[:8]
+    say("measuring the onnxruntime fp32 CPU baseline")
+    baseline = open_accelerator("cpu", model, "fp32", store=store, threads=threads)
+    base = measure(baseline, one, eight, iterations, seconds)
+    base_cls = ImageClassifier(baseline, store)
+    say("top-1 of fp32 on the evaluation set")
+    reference = top1(base_cls, data)
+    baseline.close()
+    say(f"measuring {accelerator} {precision}")
+    target = open_accelerator(accelerator, model, precision, store=store, threads=threads)
+    result = measure(target, one, eight, iterations, seconds)
+    say("top-1 agreement with fp32")
+    predicted = top1(ImageClassifier(target, store), data)
+    peak = cpu_peak(threads)
+    macs = manifest.featurizer_macs
+    int8 = precision == "int8" and target.accelerator == "cpu"
+    peak_gmacs = peak["int8_gmacs"] if int8 else peak["fp32_gmacs"]
+    achieved = macs / (result["p50_ms"] / 1000.0) / 1e9
+    report: dict[str, Any] = {
+        "model": model,
+        "synthetic_weights": manifest.synthetic_weights,
+        "accelerator": accelerator,
+        "ran_on": target.accelerator,
+        "engine": target.engine,
+        "precision": precision,
+        "notice": target.notice,
+        "batch1": {k: v for k, v in result.items() if k != "throughput_ips_batch8"},
+        "throughput_ips_batch8": result["throughput_ips_batch8"],
+        "baseline_cpu_fp32": base,
+        "speedup_p50": round(base["p50_ms"] / result["p50_ms"], 3),
+        "speedup_throughput": round(
+            result["throughput_ips_batch8"] / base["throughput_ips_batch8"], 3
+        ),
+        "featurizer_gmacs": round(macs / 1e9, 3),
+        "achieved_gmacs_per_s": round(achieved, 1),
+        "physical_peak": {**peak, "used_gmacs": peak_gmacs},
+        "fraction_of_peak": round(achieved / peak_gmacs, 3)
+        if target.accelerator == "cpu"
+        else None,
+        "eval_inputs": int(len(data)),
+        "top1_agreement_with_fp32": round(float((predicted == reference).mean()), 4),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "onnxruntime": ort.__version__,
+        },
+    }
+    if "device_ms" in result:
+        report["emulated_device_ms"] = result["device_ms"]
+        report["host_vs_fp32_cpu"] = round(result["p50_ms"] / base["p50_ms"], 3)
+    target.close()
+    return report
