@@ -1,0 +1,1 @@
+"""REST routers of the hub; each module has ``install(app, hub)`` (see cloud_hub.app)."""

@@ -1,0 +1,85 @@
+"""Device and module twin endpoints (IoT Hub service API paths)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Header
+
+from cloud_hub.auth import get_hub, require
+from cloud_hub.services import Hub
+from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
+
+router = APIRouter(tags=["twins"])
+read = [Depends(require(SCOPE_REGISTRY_READ))]
+write = [Depends(require(SCOPE_REGISTRY_WRITE))]
+
+PATCH_EXAMPLE = {"tags": {"location": {"region": "west"}}, "properties": {"desired": {"fps": 5}}}
+
+
+@router.get("/twins/{device_id}", dependencies=read, summary="Get a device twin")
+def get_twin(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
+    return hub.twins.get_twin(device_id)
+
+
+@router.patch(
+    "/twins/{device_id}", dependencies=write, summary="Merge-patch tags and desired properties"
+)
+def patch_twin(
+    device_id: str,
+    body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
+    if_match: str | None = Header(None, alias="If-Match"),
+    hub: Hub = Depends(get_hub),
+) -> dict[str, Any]:
+    return hub.twins.patch_twin(device_id, None, body, if_match)
+
+
+@router.put("/twins/{device_id}", dependencies=write, summary="Replace tags and desired properties")
+def replace_twin(
+    device_id: str,
+    body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
+    if_match: str | None = Header(None, alias="If-Match"),
+    hub: Hub = Depends(get_hub),
+) -> dict[str, Any]:
+    return hub.twins.replace_twin(device_id, None, body, if_match)
+
+
+@router.get(
+    "/twins/{device_id}/modules/{module_id}", dependencies=read, summary="Get a module twin"
+)
+def get_module_twin(device_id: str, module_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
+    return hub.twins.get_twin(device_id, module_id)
+
+
+@router.patch(
+    "/twins/{device_id}/modules/{module_id}",
+    dependencies=write,
+    summary="Merge-patch a module twin's tags and desired properties",
+)
+def patch_module_twin(
+    device_id: str,
+    module_id: str,
+    body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
+    if_match: str | None = Header(None, alias="If-Match"),
+    hub: Hub = Depends(get_hub),
+) -> dict[str, Any]:
+    return hub.twins.patch_twin(device_id, module_id, body, if_match)
+
+
+@router.put(
+    "/twins/{device_id}/modules/{module_id}",
+    dependencies=write,
+    summary="Replace a module twin's tags and desired properties",
+)
+def replace_module_twin(
+    device_id: str,
+    module_id: str,
+    body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
+    if_match: str | None = Header(None, alias="If-Match"),
+    hub: Hub = Depends(get_hub),
+) -> dict[str, Any]:
+    return hub.twins.replace_twin(device_id, module_id, body, if_match)
+
+
+def install(app: FastAPI, hub: Hub) -> None:
+    app.include_router(router)

@@ -1,0 +1,118 @@
+"""The hub's FastAPI application: routers from EXTENSIONS, error shapes, lifespan, /health.
+
+A feature plugs in by adding its module to ``EXTENSIONS``; the module defines
+``install(app: FastAPI, hub: Hub) -> None`` that includes routers and may register background
+services with ``hub.add_background(...)`` (started after the database is ready, stopped in reverse
+order on shutdown).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud_hub.errors import HubError
+from cloud_hub.services import Hub, open_hub
+from cloud_hub.settings import HubSettings
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: list[str] = [
+    "cloud_hub.api.registry",
+    "cloud_hub.api.twins",
+    "cloud_hub.api.query",
+]
+
+
+def _loc_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "header", "path", "cookie"):
+        where, rest = parts[0], parts[1:]
+        return where + (":" + ".".join(rest) if rest else "")
+    return ".".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HubError)
+    async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        path = _loc_path(first.get("loc", ()))
+        body = {
+            "errorCode": "ArgumentInvalid",
+            "message": f"{path}: {first.get('msg', 'invalid')}",
+            "path": path,
+            "errors": [
+                {"path": _loc_path(e.get("loc", ())), "message": str(e.get("msg", ""))}
+                for e in errors
+            ],
+        }
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"errorCode": "HttpError", "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def create_app(settings: HubSettings | None = None, *, hub: Hub | None = None) -> FastAPI:
+    """Build the app; pass ``hub`` to share services (and its database) with the caller."""
+    own_hub = hub is None
+    if hub is None:
+        hub = open_hub(settings or HubSettings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        started = []
+        try:
+            for service in hub.background:
+                log.info("starting %s", service.name)
+                await service.start()
+                started.append(service)
+            _app.state.ready = True
+            yield
+        finally:
+            _app.state.ready = False
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("stopping %s failed", service.name)
+            if own_hub:
+                hub.close()
+
+    app = FastAPI(
+        title="edgefleet hub",
+        version="0.1.0",
+        description="Device registry, twins and queries with IoT Hub's service API paths.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.ready = False
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["service"], summary="200 when the hub is ready")
+    def health() -> JSONResponse:
+        if not app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": hub.db.dialect})
+
+    for name in EXTENSIONS:
+        importlib.import_module(name).install(app, hub)
+    return app

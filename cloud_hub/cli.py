@@ -1,0 +1,118 @@
+"""`edgefleet hub serve` and `edgefleet hub token create`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import typer
+
+from edgefleet.cli_apps import hub_app
+
+DATA_DIR_OPT = typer.Option(
+    Path("./hub-data"), "--data-dir", envvar="EDGEFLEET_HUB_DATA_DIR", help="Hub state directory."
+)
+DB_URL_OPT = typer.Option(
+    None,
+    "--database-url",
+    envvar="EDGEFLEET_DATABASE_URL",
+    help="SQLAlchemy URL (postgresql+psycopg://...); default SQLite <data-dir>/hub.db.",
+)
+
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+hub_app.add_typer(token_app, name="token")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@hub_app.command("serve")
+def serve(
+    data_dir: Path = DATA_DIR_OPT,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8080, "--port", help="TCP port of the REST API."),
+    database_url: str | None = DB_URL_OPT,
+    public_host_name: str | None = typer.Option(
+        None, "--public-host-name", help="Host name devices use (default host:port)."
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud_hub.app import create_app
+    from cloud_hub.services import open_hub
+    from cloud_hub.settings import HubSettings
+
+    settings = HubSettings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        public_host_name=public_host_name,
+        log_level=log_level,
+    )
+    try:
+        hub = open_hub(settings)
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    app = create_app(hub=hub)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=10
+    )
+    server = _server_class()(config)
+    try:
+        server.run()
+    finally:
+        hub.close()
+    if not server.started:
+        sys.exit(1)
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful stop; we exit 0 instead."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
+
+
+@token_app.command("create")
+def token_create(
+    data_dir: Path = DATA_DIR_OPT,
+    database_url: str | None = DB_URL_OPT,
+    scope: list[str] = typer.Option(
+        ...,
+        "--scope",
+        help="registry:read, registry:write, deploy or admin (repeatable).",
+    ),
+    name: str = typer.Option("", "--name", help="A label for the token."),
+) -> None:
+    """Create an API token and print it (alone) on stdout."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud_hub.errors import HubError
+    from cloud_hub.services import open_hub
+    from cloud_hub.settings import HubSettings
+
+    try:
+        hub = open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    try:
+        token = hub.tokens.create(scope, name)
+    except HubError as exc:
+        _fail(exc.message)
+    finally:
+        hub.close()
+    typer.echo(token)

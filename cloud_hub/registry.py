@@ -1,0 +1,427 @@
+"""Device and module identity registry (service layer used by the REST API, MQTT side and CLI)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from cloud_hub import events
+from cloud_hub.db import Database
+from cloud_hub.errors import (
+    AlreadyExists,
+    DeviceNotFound,
+    InvalidInput,
+    ModuleNotFound,
+    PreconditionFailed,
+)
+from cloud_hub.events import EventBus
+from cloud_hub.identity import (
+    EDGE_SYSTEM_MODULES,
+    DeviceSpec,
+    ModuleSpec,
+    apply_auth,
+    check_id,
+    device_json,
+    etag_matches,
+    module_json,
+    new_etag,
+    new_generation_id,
+    new_key,
+    parse_spec,
+)
+from cloud_hub.models import DEVICE_TWIN, DeviceRow, ModuleRow, TwinRow
+from cloud_hub.twindoc import utc_now
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Credentials of one device or module (for broker password files and authentication)."""
+
+    device_id: str
+    module_id: str | None
+    enabled: bool
+    auth_type: str
+    primary_key: str | None
+    secondary_key: str | None
+    primary_thumbprint: str | None
+    secondary_thumbprint: str | None
+
+
+def _new_twin(device_id: str, module_id: str) -> TwinRow:
+    return TwinRow(
+        device_id=device_id,
+        module_id=module_id,
+        version=1,
+        tags={},
+        desired={},
+        desired_meta={},
+        desired_version=1,
+        reported={},
+        reported_meta={},
+        reported_version=1,
+        updated_at=utc_now(),
+    )
+
+
+def encode_continuation(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def decode_continuation(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid continuation token", path="x-ms-continuation") from None
+
+
+class Registry:
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self.db = db
+        self.bus = bus
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def create_device(self, device_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a device (keys generated unless given); iotEdge adds its system modules."""
+        check_id(device_id, "deviceId")
+        spec = parse_spec(DeviceSpec, body or {})
+        if spec.device_id is not None and spec.device_id != device_id:
+            raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
+        now = utc_now()
+        row = DeviceRow(
+            device_id=device_id,
+            generation_id=new_generation_id(),
+            etag=new_etag(),
+            status=spec.status,
+            status_reason=spec.status_reason,
+            status_updated_time=now,
+            iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
+            connection_state="Disconnected",
+            connection_state_updated_time=now,
+            last_activity_time=None,
+            cloud_to_device_message_count=0,
+            created_at=now,
+        )
+        apply_auth(row, spec.authentication, keep=False)
+        created_modules: list[ModuleRow] = []
+        with self.db.write() as session:
+            if session.get(DeviceRow, device_id) is not None:
+                raise AlreadyExists(f"device {device_id!r} already exists", path="deviceId")
+            session.add(row)
+            session.flush()
+            session.add(_new_twin(device_id, DEVICE_TWIN))
+            if row.iot_edge:
+                created_modules = self._add_edge_modules(session, device_id)
+        result = device_json(row)
+        self.bus.publish(events.DeviceCreated(device_id, result))
+        for module in created_modules:
+            self.bus.publish(events.ModuleCreated(device_id, module.module_id, module_json(module)))
+        return result
+
+    def _add_edge_modules(self, session: Session, device_id: str) -> list[ModuleRow]:
+        created = []
+        for module_id in EDGE_SYSTEM_MODULES:
+            if session.get(ModuleRow, (device_id, module_id)) is not None:
+                continue
+            module = self._new_module_row(device_id, module_id, None)
+            session.add(module)
+            session.add(_new_twin(device_id, module_id))
+            created.append(module)
+        return created
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            return device_json(row)
+
+    def device_exists(self, device_id: str) -> bool:
+        with self.db.read() as session:
+            return session.get(DeviceRow, device_id) is not None
+
+    def list_devices(
+        self, top: int = 100, continuation: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of devices ordered by id, and the continuation token of the next page."""
+        if not 1 <= top <= 1000:
+            raise InvalidInput("top must be between 1 and 1000", path="top")
+        after = decode_continuation(continuation)
+        stmt = select(DeviceRow).order_by(DeviceRow.device_id).limit(top + 1)
+        if after is not None:
+            stmt = stmt.where(DeviceRow.device_id > after)
+        with self.db.read() as session:
+            rows = list(session.scalars(stmt))
+        more = len(rows) > top
+        rows = rows[:top]
+        token = encode_continuation(rows[-1].device_id) if more and rows else None
+        return [device_json(r) for r in rows], token
+
+    def update_device(
+        self, device_id: str, body: dict[str, Any], if_match: str | None = None
+    ) -> dict[str, Any]:
+        """Replace a device's settable fields; ``if_match`` must equal its etag (or be ``*``)."""
+        spec = parse_spec(DeviceSpec, body)
+        if spec.device_id is not None and spec.device_id != device_id:
+            raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
+        created_modules: list[ModuleRow] = []
+        with self.db.write() as session:
+            row = session.get(DeviceRow, device_id, with_for_update=True)
+            if row is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            if not etag_matches(if_match, row.etag):
+                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
+            status_changed = spec.status != row.status
+            if status_changed:
+                row.status_updated_time = utc_now()
+            row.status = spec.status
+            row.status_reason = spec.status_reason
+            if spec.authentication is not None:
+                apply_auth(row, spec.authentication, keep=True)
+            if spec.capabilities is not None:
+                row.iot_edge = spec.capabilities.iot_edge
+                if row.iot_edge:
+                    created_modules = self._add_edge_modules(session, device_id)
+            after = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
+            row.etag = new_etag()
+            result = device_json(row)
+        self.bus.publish(
+            events.DeviceUpdated(
+                device_id,
+                result,
+                status_changed=status_changed,
+                credentials_changed=before != after,
+            )
+        )
+        for module in created_modules:
+            self.bus.publish(events.ModuleCreated(device_id, module.module_id, module_json(module)))
+        return result
+
+    def rotate_key(
+        self, device_id: str, which: str = "primary", module_id: str | None = None
+    ) -> dict[str, Any]:
+        """Give the device (or module) a new primary or secondary key, or swap the two."""
+        if which not in ("primary", "secondary", "swap"):
+            raise InvalidInput("which must be primary, secondary or swap", path="which")
+        with self.db.write() as session:
+            row: DeviceRow | ModuleRow | None
+            if module_id is None:
+                row = session.get(DeviceRow, device_id, with_for_update=True)
+            else:
+                row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
+            if row is None:
+                raise (DeviceNotFound if module_id is None else ModuleNotFound)(
+                    f"{device_id}/{module_id or ''} not found".rstrip("/"), path="deviceId"
+                )
+            if row.auth_type != "sas":
+                raise InvalidInput("only sas identities have keys to rotate", path="which")
+            if which == "primary":
+                row.primary_key = new_key()
+            elif which == "secondary":
+                row.secondary_key = new_key()
+            else:
+                row.primary_key, row.secondary_key = row.secondary_key, row.primary_key
+            row.etag = new_etag()
+            result = device_json(row) if isinstance(row, DeviceRow) else module_json(row)
+        if module_id is None:
+            self.bus.publish(events.DeviceUpdated(device_id, result, credentials_changed=True))
+        else:
+            self.bus.publish(
+                events.ModuleUpdated(device_id, module_id, result, credentials_changed=True)
+            )
+        return result
+
+    def delete_device(self, device_id: str, if_match: str | None = None) -> None:
+        with self.db.write() as session:
+            row = session.get(DeviceRow, device_id, with_for_update=True)
+            if row is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            if not etag_matches(if_match, row.etag):
+                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            session.execute(delete(TwinRow).where(TwinRow.device_id == device_id))
+            session.execute(delete(ModuleRow).where(ModuleRow.device_id == device_id))
+            session.delete(row)
+        self.bus.publish(events.DeviceDeleted(device_id))
+
+    # -- modules -----------------------------------------------------------------------------
+
+    def _new_module_row(self, device_id: str, module_id: str, managed_by: str | None) -> ModuleRow:
+        now = utc_now()
+        row = ModuleRow(
+            device_id=device_id,
+            module_id=module_id,
+            generation_id=new_generation_id(),
+            etag=new_etag(),
+            managed_by=managed_by,
+            connection_state="Disconnected",
+            connection_state_updated_time=now,
+            last_activity_time=None,
+            cloud_to_device_message_count=0,
+            created_at=now,
+        )
+        apply_auth(row, None, keep=False)
+        return row
+
+    def create_module(
+        self, device_id: str, module_id: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        check_id(module_id, "moduleId")
+        if module_id.startswith("$"):
+            raise InvalidInput("module ids starting with '$' are reserved", path="moduleId")
+        spec = parse_spec(ModuleSpec, body or {})
+        if spec.module_id is not None and spec.module_id != module_id:
+            raise InvalidInput("moduleId in the body differs from the URL", path="moduleId")
+        row = self._new_module_row(device_id, module_id, spec.managed_by)
+        apply_auth(row, spec.authentication, keep=False)
+        with self.db.write() as session:
+            if session.get(DeviceRow, device_id) is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            if session.get(ModuleRow, (device_id, module_id)) is not None:
+                err = AlreadyExists(f"module {device_id}/{module_id} already exists")
+                err.code = "ModuleAlreadyExistsOnDevice"
+                raise err
+            session.add(row)
+            session.add(_new_twin(device_id, module_id))
+            result = module_json(row)
+        self.bus.publish(events.ModuleCreated(device_id, module_id, result))
+        return result
+
+    def get_module(self, device_id: str, module_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            row = session.get(ModuleRow, (device_id, module_id))
+            if row is None:
+                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+            return module_json(row)
+
+    def list_modules(self, device_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            if session.get(DeviceRow, device_id) is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            rows = session.scalars(
+                select(ModuleRow)
+                .where(ModuleRow.device_id == device_id)
+                .order_by(ModuleRow.module_id)
+            )
+            return [module_json(r) for r in rows]
+
+    def update_module(
+        self, device_id: str, module_id: str, body: dict[str, Any], if_match: str | None = None
+    ) -> dict[str, Any]:
+        spec = parse_spec(ModuleSpec, body)
+        with self.db.write() as session:
+            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
+            if row is None:
+                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+            if not etag_matches(if_match, row.etag):
+                raise PreconditionFailed("etag of the module does not match If-Match")
+            before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
+            if spec.authentication is not None:
+                apply_auth(row, spec.authentication, keep=True)
+            row.managed_by = spec.managed_by
+            row.etag = new_etag()
+            after = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
+            result = module_json(row)
+        self.bus.publish(
+            events.ModuleUpdated(device_id, module_id, result, credentials_changed=before != after)
+        )
+        return result
+
+    def delete_module(self, device_id: str, module_id: str, if_match: str | None = None) -> None:
+        with self.db.write() as session:
+            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
+            if row is None:
+                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+            if not etag_matches(if_match, row.etag):
+                raise PreconditionFailed("etag of the module does not match If-Match")
+            session.execute(
+                delete(TwinRow).where(
+                    TwinRow.device_id == device_id, TwinRow.module_id == module_id
+                )
+            )
+            session.delete(row)
+        self.bus.publish(events.ModuleDeleted(device_id, module_id))
+
+    # -- authentication and presence ---------------------------------------------------------
+
+    def identity(self, device_id: str, module_id: str | None = None) -> Identity | None:
+        with self.db.read() as session:
+            if module_id is None:
+                dev = session.get(DeviceRow, device_id)
+                return None if dev is None else _identity(dev, None, dev.status == "enabled")
+            mod = session.get(ModuleRow, (device_id, module_id))
+            if mod is None:
+                return None
+            dev = session.get(DeviceRow, device_id)
+            return _identity(mod, module_id, dev is not None and dev.status == "enabled")
+
+    def identities(self) -> Iterator[Identity]:
+        """Every device and module identity (streamed), e.g. to write a broker password file."""
+        with self.db.read() as session:
+            enabled: dict[str, bool] = {}
+            for dev in session.scalars(select(DeviceRow).order_by(DeviceRow.device_id)):
+                enabled[dev.device_id] = dev.status == "enabled"
+                yield _identity(dev, None, enabled[dev.device_id])
+            for mod in session.scalars(select(ModuleRow)):
+                yield _identity(mod, mod.module_id, enabled.get(mod.device_id, False))
+
+    def authenticate(self, device_id: str, key: str, module_id: str | None = None) -> bool:
+        """True when ``key`` is the primary or secondary key of an enabled identity."""
+        ident = self.identity(device_id, module_id)
+        if ident is None or not ident.enabled:
+            return False
+        given = key.encode()
+        return any(
+            candidate is not None and hmac.compare_digest(candidate.encode(), given)
+            for candidate in (ident.primary_key, ident.secondary_key)
+        )
+
+    def set_connection_state(
+        self, device_id: str, connected: bool, module_id: str | None = None
+    ) -> None:
+        now = utc_now()
+        state = "Connected" if connected else "Disconnected"
+        with self.db.write() as session:
+            row: DeviceRow | ModuleRow | None
+            if module_id is None:
+                row = session.get(DeviceRow, device_id)
+            else:
+                row = session.get(ModuleRow, (device_id, module_id))
+            if row is None:
+                return
+            row.connection_state = state
+            row.connection_state_updated_time = now
+            row.last_activity_time = now
+        self.bus.publish(events.ConnectionStateChanged(device_id, module_id, connected))
+
+    def touch_activity(self, device_id: str, module_id: str | None = None) -> None:
+        """Record that a device or module just talked to the hub (lastActivityTime)."""
+        with self.db.write() as session:
+            row: DeviceRow | ModuleRow | None
+            if module_id is None:
+                row = session.get(DeviceRow, device_id)
+            else:
+                row = session.get(ModuleRow, (device_id, module_id))
+            if row is not None:
+                row.last_activity_time = utc_now()
+
+
+def _identity(row: DeviceRow | ModuleRow, module_id: str | None, enabled: bool) -> Identity:
+    return Identity(
+        device_id=row.device_id,
+        module_id=module_id,
+        enabled=enabled,
+        auth_type=row.auth_type,
+        primary_key=row.primary_key,
+        secondary_key=row.secondary_key,
+        primary_thumbprint=row.primary_thumbprint,
+        secondary_thumbprint=row.secondary_thumbprint,
+    )

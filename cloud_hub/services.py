@@ -1,0 +1,60 @@
+"""The hub's service container: what REST handlers, the MQTT side and tests call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from cloud_hub.db import Database
+from cloud_hub.events import EventBus
+from cloud_hub.registry import Registry
+from cloud_hub.settings import HubSettings
+from cloud_hub.tokens import Tokens
+from cloud_hub.twins import Twins
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackgroundService:
+    """Something that runs while the hub serves (MQTT worker, broker, schedulers)."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Hub:
+    settings: HubSettings
+    db: Database
+    events: EventBus
+    registry: Registry
+    twins: Twins
+    tokens: Tokens
+    background: list[BackgroundService] = field(default_factory=list)
+
+    def add_background(self, service: BackgroundService) -> None:
+        """Started in order when the app starts, stopped in reverse order when it stops."""
+        self.background.append(service)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_hub(settings: HubSettings, *, migrate: bool = True) -> Hub:
+    """Connect to the database (migrating it to the newest schema) and build the services."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    if migrate:
+        db.migrate()
+    bus = EventBus()
+    return Hub(
+        settings=settings,
+        db=db,
+        events=bus,
+        registry=Registry(db, bus),
+        twins=Twins(db, bus),
+        tokens=Tokens(db),
+    )

@@ -1,0 +1,64 @@
+"""REST API bearer tokens with scopes; only SHA-256 digests of the secrets are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+
+from cloud_hub.db import Database
+from cloud_hub.errors import InvalidInput
+from cloud_hub.models import TokenRow
+from cloud_hub.twindoc import utc_now
+
+SCOPE_REGISTRY_READ = "registry:read"
+SCOPE_REGISTRY_WRITE = "registry:write"
+SCOPE_DEPLOY = "deploy"
+SCOPE_ADMIN = "admin"
+SCOPES = (SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, SCOPE_DEPLOY, SCOPE_ADMIN)
+TOKEN_PREFIX = "efh_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def has_scope(granted: frozenset[str], needed: str) -> bool:
+    """``admin`` implies every scope; ``registry:write`` implies ``registry:read``."""
+    if SCOPE_ADMIN in granted or needed in granted:
+        return True
+    return needed == SCOPE_REGISTRY_READ and SCOPE_REGISTRY_WRITE in granted
+
+
+class Tokens:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, scopes: list[str], name: str = "") -> str:
+        """Store a new token and return its secret (shown once)."""
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            raise InvalidInput(
+                f"unknown scope {unknown[0]!r}" if unknown else "at least one scope is needed",
+                path="scope",
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as session:
+            session.add(
+                TokenRow(
+                    name=name,
+                    token_hash=_digest(token),
+                    scopes=" ".join(sorted(set(scopes))),
+                    created_at=utc_now(),
+                )
+            )
+        return token
+
+    def scopes_of(self, token: str) -> frozenset[str] | None:
+        """The scopes of a token, or None when it is not known."""
+        with self.db.read() as session:
+            row = session.scalars(
+                select(TokenRow).where(TokenRow.token_hash == _digest(token))
+            ).first()
+            return None if row is None else frozenset(row.scopes.split())
