@@ -89,7 +89,7 @@ class LocalChannel:
             return {"$version": int(st.st_mtime), "$invalid": exc.description}
         section = mc.get(module) or {}
         desired = dict(section.get("properties.desired") or {})
-        desired["$version"] = int(st.st_mtime_ns // 1_000_000)
+        desired["$version"] = st.st_mtime_ns
         return desired
 
     def report(self, patch: dict[str, Any]) -> bool:
