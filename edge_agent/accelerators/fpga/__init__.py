@@ -1,0 +1,1 @@
+"""The emulated FPGA accelerator: BFP graph rewrite, cycle model, device process, client."""

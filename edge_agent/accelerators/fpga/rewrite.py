@@ -1,0 +1,260 @@
+"""Rewrite a float ONNX graph so that every Conv/MatMul/Gemm computes with BFP operands.
+
+Weights are quantized offline (``edge_agent.accelerators.bfp``) and stored back as float32
+initializers. Activations are quantized at run time by standard ONNX operators inserted before each
+Conv/MatMul/Gemm input, with the semantics of ``bfp.quantize`` (blocks along the reduction axis:
+channels for Conv, the last axis for MatMul/Gemm inputs):
+
+``Abs -> [Pad] -> Reshape [.., C/B, B, ..] -> ReduceMax`` gives each block's max magnitude;
+``Cast(to=FLOAT8E8M0, round_mode="down") -> Cast(FLOAT)`` is exactly ``2**floor(log2(amax))``;
+``Mul 2**-(M-1) -> Clip`` gives the step ``s`` within the format's exponent range;
+``QuantizeLinear(block_size=B, int8) -> Clip(+-(2**M-1)) -> DequantizeLinear`` rounds half to
+even, saturates and rescales. Accumulation and bias stay float32 (as in Brainwave's float
+accumulators). Models below opset 24 are converted with ``onnx.version_converter`` first.
+
+A tensor that feeds several quantized ops is quantized once. Activation channel counts (and, for
+the cheapest form, the dims after the reduction axis) must be static; the batch may be dynamic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
+
+from edge_agent.accelerators.bfp import (
+    BfpFormat,
+    get_format,
+    quantize_conv_weight,
+    quantize_matmul_weight,
+)
+
+TARGET_OPSET = 24
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+class RewriteError(ValueError):
+    pass
+
+
+@dataclass
+class RewriteReport:
+    fmt: str
+    block_size: int
+    quantized_nodes: int = 0
+    quantized_weights: int = 0
+    quantized_activations: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    inferred = shape_inference.infer_shapes(model)
+    out: dict[str, list[int | None]] = {}
+    infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    for vi in infos:
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    for init in inferred.graph.initializer:
+        out[init.name] = list(init.dims)
+    return out
+
+
+class _Builder:
+    def __init__(self, model: onnx.ModelProto, fmt: BfpFormat) -> None:
+        self.model = model
+        self.fmt = fmt
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.counter = 0
+        self.shapes = _shapes(model)
+        self.cache: dict[tuple[str, int], str] = {}
+        self._consts: dict[tuple[str, bytes], str] = {}
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"bfp_{self.fmt.name}_{self.counter}_{base}"
+
+    def const(self, value: np.ndarray) -> str:
+        key = (str(value.dtype) + str(value.shape), value.tobytes())
+        if key not in self._consts:
+            name = self.fresh("c")
+            self.inits.append(numpy_helper.from_array(value, name))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
+        out = self.fresh(op.lower())
+        self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
+        return out
+
+    def quantize_activation(self, name: str, axis: int) -> str:
+        """Insert the run-time BFP quantize-dequantize of tensor ``name`` along ``axis``."""
+        shape = self.shapes.get(name)
+        if shape is None:
+            raise RewriteError(f"tensor {name!r} has no inferred shape; cannot block it")
+        rank = len(shape)
+        axis = axis % rank
+        key = (name, axis)
+        if key in self.cache:
+            return self.cache[key]
+        channels = shape[axis]
+        if channels is None:
+            raise RewriteError(f"tensor {name!r} has a dynamic reduction dim (axis {axis})")
+        fmt = self.fmt
+        block = fmt.block_size
+        nblocks = -(-channels // block)
+        tail = shape[axis + 1 :]
+        static_tail = all(d is not None for d in tail)
+        source = name
+        pad = nblocks * block - channels
+        if nblocks > 1 and pad:
+            pads = np.zeros(2 * rank, np.int64)
+            pads[rank + axis] = pad
+            source = self.node("Pad", [name, self.const(pads)])
+        if nblocks == 1:
+            blocks, red_axis = source, axis  # one block spans the whole axis
+        else:
+            target = [0] * axis + [nblocks, block]
+            if tail:
+                target += [int(d or 0) for d in tail] if static_tail else [-1]
+            blocks = self.node("Reshape", [source, self.const(np.array(target, np.int64))])
+            red_axis = axis + 1
+        amax = self.node(
+            "ReduceMax",
+            [self.node("Abs", [blocks]), self.const(np.array([red_axis], np.int64))],
+            keepdims=1,
+        )
+        # 2**floor(log2(amax)), exact: E8M0 holds a bare power of two, rounded down.
+        pow2 = self.node("Cast", [amax], to=TensorProto.FLOAT8E8M0, round_mode="down")
+        pow2f = self.node("Cast", [pow2], to=TensorProto.FLOAT)
+        shift = np.array(2.0 ** -(fmt.mantissa_bits - 1), np.float32)
+        smin = np.array(2.0 ** (fmt.emin - fmt.mantissa_bits + 1), np.float32)
+        smax = np.array(2.0 ** (fmt.emax - fmt.mantissa_bits + 1), np.float32)
+        step = self.node(
+            "Clip",
+            [self.node("Mul", [pow2f, self.const(shift)]), self.const(smin), self.const(smax)],
+        )
+        qmax = float(fmt.qmax)
+        scaled = self.node("Div", [blocks, step])
+        clipped = self.node(
+            "Clip",
+            [
+                scaled,
+                self.const(np.array(-qmax, np.float32)),
+                self.const(np.array(qmax, np.float32)),
+            ],
+        )
+        out = self.node("Mul", [self.node("Round", [clipped]), step])
+        if nblocks > 1:
+            out = self.node("Reshape", [out, self.node("Shape", [source])])
+            if pad:
+                out = self.node(
+                    "Slice",
+                    [
+                        out,
+                        self.const(np.array([0], np.int64)),
+                        self.const(np.array([channels], np.int64)),
+                        self.const(np.array([axis], np.int64)),
+                    ],
+                )
+        self.cache[key] = out
+        return out
+
+
+def rewrite(
+    model: onnx.ModelProto,
+    fmt: str | BfpFormat,
+    block_size: int | None = None,
+    *,
+    weights: bool = True,
+    activations: bool = True,
+) -> tuple[onnx.ModelProto, RewriteReport]:
+    """Return a copy of ``model`` computing every Conv/MatMul/Gemm in BFP ``fmt``, and a report."""
+    f = get_format(fmt, block_size)
+    if f.qmax > 127:
+        raise RewriteError(f"format {f.name} has more than 8 bits per element")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    if _opset(work) < TARGET_OPSET:
+        try:
+            work = version_converter.convert_version(work, TARGET_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors
+            raise RewriteError(f"cannot convert the model to opset {TARGET_OPSET}: {exc}") from exc
+    work.ir_version = max(work.ir_version, 10)
+    report = RewriteReport(fmt=f.name, block_size=f.block_size)
+    graph = work.graph
+    inits = {t.name: t for t in graph.initializer}
+    b = _Builder(work, f)
+    new_weights: dict[tuple[str, str, int], str] = {}
+
+    def weight(name: str, kind: str, axis: int) -> str | None:
+        if name not in inits:
+            return None
+        key = (name, kind, axis)
+        if key not in new_weights:
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            if kind == "conv":
+                qw = quantize_conv_weight(w, f)
+            else:
+                qw = quantize_matmul_weight(w, f, axis)
+            qname = b.fresh(f"w_{name}")
+            b.inits.append(numpy_helper.from_array(qw.astype(np.float32), qname))
+            new_weights[key] = qname
+            report.quantized_weights += 1
+        return new_weights[key]
+
+    for node in graph.node:
+        if node.op_type not in QUANTIZED_OPS or node.domain not in ("", "ai.onnx"):
+            b.nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        inputs = list(node.input)
+        a_name, w_name = inputs[0], inputs[1]
+        rank_w = len(b.shapes.get(w_name) or [])
+        if node.op_type == "Conv":
+            a_axis, w_kind, w_axis = 1, "conv", 1
+        elif node.op_type == "Gemm":
+            a_axis = 0 if attrs.get("transA", 0) else 1
+            w_kind, w_axis = "matmul", 1 if attrs.get("transB", 0) else 0
+        else:
+            a_axis, w_kind, w_axis = -1, "matmul", -2 if rank_w >= 2 else 0
+        try:
+            if activations:
+                before = len(b.cache)
+                inputs[0] = b.quantize_activation(a_name, a_axis)
+                report.quantized_activations += len(b.cache) - before
+            if weights:
+                qw_name = weight(w_name, w_kind, w_axis)
+                if qw_name is not None:
+                    inputs[1] = qw_name
+                elif activations:
+                    inputs[1] = b.quantize_activation(w_name, w_axis)
+        except RewriteError as exc:
+            report.skipped.append(f"{node.name or node.op_type}: {exc}")
+            b.nodes.append(node)
+            continue
+        new = helper.make_node(node.op_type, inputs, list(node.output), name=node.name)
+        new.attribute.extend(node.attribute)
+        b.nodes.append(new)
+        report.quantized_nodes += 1
+
+    del graph.node[:]
+    graph.node.extend(b.nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + b.inits)
+    return work, report
