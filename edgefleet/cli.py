@@ -14,6 +14,7 @@ CLI_MODULES: list[str] = [
     "cloud_hub.query.cli",
     "modules.featurizer.cli",
     "edge_agent.cli",
+    "edge_agent.edgehub.cli",
 ]
 
 
