@@ -34,11 +34,16 @@ CLI: ``edgefleet query eval --cases FILE.jsonl`` (this package); the hub's own c
 query against a hub is ``edgefleet query run "SELECT ..."``.
 """
 
+from typing import TYPE_CHECKING
+
 from cloud_hub.query.errors import QueryError
 from cloud_hub.query.evaluate import evaluate, matches
 from cloud_hub.query.execute import execute
 from cloud_hub.query.parser import parse_condition, parse_query
 from cloud_hub.query.syntax import UNDEFINED, Condition, Query
+
+if TYPE_CHECKING:
+    from cloud_hub.query.sql import compile_prefilter
 
 __all__ = [
     "UNDEFINED",

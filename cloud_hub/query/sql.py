@@ -1,15 +1,302 @@
-"""SQL prefilter for conditions (superset filter pushed into the database)."""
+"""SQL prefilter: push the safe part of a condition into the database as a superset filter.
+
+``compile_prefilter(condition, resolver)`` returns a SQLAlchemy boolean expression that is true
+for *every* twin the condition matches (and possibly for some it does not), or ``None`` when
+nothing can be pushed down. The caller selects rows with it and then runs ``evaluate`` on each row
+for the exact answer. What is pushed: comparisons of a path with a string/number/bool/null
+constant, ``path = path``, ``IN [...]``, ``STARTS_WITH``/``ENDS_WITH``/``CONTAINS`` with a
+constant (``LIKE`` with escaping), AND (either side that compiles), OR (when both sides compile).
+NOT, NIN, arithmetic and the other functions are not pushed (their subtree is ``None``).
+
+The resolver contract: ``resolver(path: list[str]) -> ColumnElement | None`` gets the twin path
+(``["tags", "location", "region"]``) and returns either
+
+* an expression of SQLAlchemy type ``JSON`` holding the JSON value at that path, SQL NULL when the
+  path is missing -- e.g. ``TwinRow.tags[("location", "region")]`` (see ``json_path``); on
+  PostgreSQL the column must be ``JSONB``; or
+* a plain column of type String/Integer/Float/Numeric/Boolean whose value *is* the twin's value
+  at that path (e.g. ``TwinRow.device_id`` for ``["deviceId"]``); or
+* ``None`` when the path has no SQL mapping.
+
+The expressions render per dialect: SQLite compares ``json_extract(<json>, '$')`` (native SQL
+values), PostgreSQL compares ``jsonb`` values with ``jsonb`` constants (numbers numerically) and
+strings with ``COLLATE "C"`` so the order is the code-point order the evaluator uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from cloud_hub.query.syntax import Condition
+from sqlalchemy import Boolean, Float, Integer, Numeric, String, and_, false, literal, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
-Resolver = Callable[[list[str]], Any]
+from cloud_hub.query.syntax import Binary, Call, Condition, Expr, In, Literal, Path
+
+Resolver = Callable[[list[str]], "ColumnElement[Any] | None"]
+
+_FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_LIKE_FUNCS = {"STARTS_WITH": "{}%", "ENDS_WITH": "%{}", "CONTAINS": "%{}%"}
+_SAFE_INT = 2**53
 
 
-def compile_prefilter(condition: Condition, resolver: Resolver) -> Any:
-    """Return a SQL boolean expression selecting a superset of the matching twins, or None."""
+def compile_prefilter(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
+    """A superset SQL filter for ``condition`` (see the module docstring), or None."""
+    return _Compiler(resolver).compile(condition.expr)
+
+
+def json_path(column: Any, parts: Sequence[str]) -> ColumnElement[Any] | None:
+    """``column[parts]`` for a JSON/JSONB column, or the column itself for an empty path.
+
+    Returns None for keys SQLite's JSON path syntax cannot quote safely.
+    """
+    if any('"' in p or "\\" in p for p in parts):
+        return None
+    if not parts:
+        return column
+    return column[tuple(parts)]
+
+
+class _Compiler:
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+
+    def compile(self, expr: Expr) -> ColumnElement[bool] | None:
+        if isinstance(expr, Binary):
+            if expr.op == "AND":
+                left, right = self.compile(expr.left), self.compile(expr.right)
+                if left is not None and right is not None:
+                    return and_(left, right)
+                return left if left is not None else right
+            if expr.op == "OR":
+                left = self.compile(expr.left)
+                if left is None:
+                    return None
+                right = self.compile(expr.right)
+                return None if right is None else or_(left, right)
+            if expr.op in _FLIP:
+                return self.comparison(expr)
+            return None
+        if isinstance(expr, In):
+            return self.in_list(expr)
+        if isinstance(expr, Call) and expr.name in _LIKE_FUNCS:
+            return self.like(expr)
+        if isinstance(expr, Literal):
+            # A constant condition: `true` filters nothing; anything else is never true.
+            return None if expr.value is True else false()
+        return None
+
+    def resolve(self, path: Path) -> ColumnElement[Any] | None:
+        if any(type(p) is not str for p in path.parts):
+            return None
+        return self.resolver([str(p) for p in path.parts])
+
+    def comparison(self, expr: Binary) -> ColumnElement[bool] | None:
+        left, right, op = expr.left, expr.right, expr.op
+        if isinstance(left, Literal) and isinstance(right, Path):
+            left, right, op = right, left, _FLIP[op]
+        if isinstance(left, Path) and isinstance(right, Literal):
+            column = self.resolve(left)
+            return None if column is None else _compare(column, op, right.value)
+        if isinstance(left, Path) and isinstance(right, Path) and op == "=":
+            a, b = self.resolve(left), self.resolve(right)
+            if a is None or b is None or not (_is_json(a) and _is_json(b)):
+                return None
+            return _JsonOp(a, "=", b)
+        return None
+
+    def in_list(self, expr: In) -> ColumnElement[bool] | None:
+        if expr.negated or not isinstance(expr.operand, Path):
+            return None
+        column = self.resolve(expr.operand)
+        if column is None:
+            return None
+        terms = []
+        for value in expr.values:
+            if not _is_primitive(value):
+                continue  # an array/undefined element never equals anything
+            term = _compare(column, "=", value)
+            if term is None:
+                return None
+            terms.append(term)
+        return or_(*terms) if terms else false()
+
+    def like(self, expr: Call) -> ColumnElement[bool] | None:
+        subject, fragment = expr.args
+        if not (isinstance(subject, Path) and isinstance(fragment, Literal)):
+            return None
+        if type(fragment.value) is not str:
+            return false()  # string functions with a non-string argument are never true
+        column = self.resolve(subject)
+        if column is None:
+            return None
+        escaped = fragment.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = _LIKE_FUNCS[expr.name].format(escaped)
+        if _is_json(column):
+            return _JsonOp(column, "LIKE", literal(pattern, String()))
+        if isinstance(column.type, String):
+            return column.like(pattern, escape="\\")
+        return None
+
+
+def _is_primitive(value: Any) -> bool:
+    return value is None or type(value) in (str, bool, int, float)
+
+
+def _is_json(column: ColumnElement[Any]) -> bool:
+    return isinstance(column.type, sqltypes.JSON)
+
+
+def _number_ok(value: Any) -> bool:
+    if type(value) is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    return type(value) is float and math.isfinite(value) and abs(value) <= _SAFE_INT
+
+
+def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool] | None:
+    if value is None:
+        # Only null equals null; `< null`, `> null`, `!= null` are never true.
+        if op in ("=", "<=", ">="):
+            return _JsonOp(column, "IS NULL", None) if _is_json(column) else column.is_(None)
+        return false()
+    if type(value) not in (str, bool, int, float):
+        return false()  # undefined / an array constant never compares true
+    if type(value) in (int, float) and not _number_ok(value):
+        return None
+    if _is_json(column):
+        return _JsonOp(column, op, _JsonConst(value))
+    ctype = column.type
+    if type(value) is str and isinstance(ctype, String):
+        target = _CollateC(column) if op not in ("=", "!=") else column
+        return _plain(target, op, literal(value, String()))
+    if type(value) is bool and isinstance(ctype, Boolean):
+        return _plain(column, op, literal(value, Boolean()))
+    if type(value) in (int, float) and isinstance(ctype, Integer | Float | Numeric):
+        return _plain(column, op, literal(value))
     return None
+
+
+def _plain(column: ColumnElement[Any], op: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
+    ops: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+        "=": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    return ops[op](column, value)
+
+
+# -- dialect-specific constructs -----------------------------------------------------------------
+
+
+class _JsonConst(ColumnElement[Any]):
+    """A JSON constant: a native bind on SQLite, ``CAST(:json AS JSONB)`` on PostgreSQL.
+
+    Not cacheable: the bind is made at compile time, and a cache key by value would confuse
+    ``true`` with ``1`` (equal in Python).
+    """
+
+    inherit_cache = False
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.type = sqltypes.NullType()
+
+
+@compiles(_JsonConst)
+def _json_const_default(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
+    value = element.value
+    if type(value) is bool:
+        value = int(value)  # SQLite's json_extract gives 1/0 for true/false
+    return compiler.process(literal(value), **kw)
+
+
+@compiles(_JsonConst, "postgresql")
+def _json_const_pg(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
+    bind = compiler.process(literal(json.dumps(element.value), String()), **kw)
+    return f"CAST({bind} AS JSONB)"
+
+
+class _JsonOp(ColumnElement[bool]):
+    """``<json value at path> <op> <operand>`` rendered per dialect.
+
+    op is one of = != < <= > >= (operand: _JsonConst or another JSON path), LIKE (operand: a
+    string bind) or IS NULL (no operand).
+    """
+
+    inherit_cache = False
+    type = Boolean()
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("sql_operator", InternalTraversal.dp_string),
+        ("operand", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], op: str, operand: Any) -> None:
+        self.column = column
+        self.sql_operator = op
+        self.operand = operand
+
+
+@compiles(_JsonOp)
+def _json_op_default(element: _JsonOp, compiler: SQLCompiler, **kw: Any) -> str:
+    native = f"json_extract({compiler.process(element.column, **kw)}, '$')"
+    if element.sql_operator == "IS NULL":
+        return f"({native} IS NULL)"
+    if element.sql_operator == "LIKE":
+        return f"({native} LIKE {compiler.process(element.operand, **kw)} ESCAPE '\\')"
+    operand = element.operand
+    if isinstance(operand, _JsonConst):
+        return f"({native} {_SQL_OP[element.sql_operator]} {compiler.process(operand, **kw)})"
+    # path = path: JSON null equals null, which json_extract turns into SQL NULL; `IS` keeps it.
+    return f"({native} IS json_extract({compiler.process(operand, **kw)}, '$'))"
+
+
+@compiles(_JsonOp, "postgresql")
+def _json_op_pg(element: _JsonOp, compiler: SQLCompiler, **kw: Any) -> str:
+    value = f"({compiler.process(element.column, **kw)})"
+    if element.sql_operator == "IS NULL":
+        return f"({value} = 'null'::jsonb)"
+    if element.sql_operator == "LIKE":
+        pattern = compiler.process(element.operand, **kw)
+        return f"(({value} #>> '{{}}') LIKE {pattern} ESCAPE '\\')"
+    operand = element.operand
+    if (
+        isinstance(operand, _JsonConst)
+        and type(operand.value) is str
+        and element.sql_operator not in ("=", "!=")
+    ):
+        # jsonb orders strings by the database collation; compare the text in code-point order.
+        bind = compiler.process(literal(operand.value, String()), **kw)
+        return f"(({value} #>> '{{}}') COLLATE \"C\" {_SQL_OP[element.sql_operator]} {bind})"
+    return f"({value} {_SQL_OP[element.sql_operator]} ({compiler.process(operand, **kw)}))"
+
+
+class _CollateC(ColumnElement[Any]):
+    """A string column compared in code-point order (``COLLATE "C"`` on PostgreSQL)."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_CollateC)
+def _collate_default(element: _CollateC, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)  # SQLite's BINARY collation is code-point order
+
+
+@compiles(_CollateC, "postgresql")
+def _collate_pg(element: _CollateC, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.column, **kw)}) COLLATE "C"'
