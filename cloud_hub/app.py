@@ -111,7 +111,13 @@ def create_app(settings: HubSettings | None = None, *, hub: Hub | None = None) -
     def health() -> JSONResponse:
         if not app.state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": hub.db.dialect})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "database": hub.db.dialect,
+                "hostName": hub.settings.resolved_public_host_name(),
+            }
+        )
 
     for name in EXTENSIONS:
         importlib.import_module(name).install(app, hub)

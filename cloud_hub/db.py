@@ -49,9 +49,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._reader() as session:
+        with self._reader() as session:  # closing ends the (read-only) transaction
             yield session
-            session.rollback()
 
     @contextmanager
     def write(self) -> Iterator[Session]:

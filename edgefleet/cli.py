@@ -11,6 +11,7 @@ from edgefleet.cli_apps import app
 CLI_MODULES: list[str] = [
     # one line per feature CLI module, e.g. "cloud_hub.cli",
     "cloud_hub.cli",
+    "cloud_hub.cli_client",
     "cloud_hub.query.cli",
     "modules.featurizer.cli",
     "edge_agent.cli",

@@ -1,0 +1,207 @@
+"""Running IoT Hub queries over the stored twins: SQL prefilter, exact evaluation, paging.
+
+The query package (``cloud_hub.query``) parses and evaluates; this module maps twin paths to SQL
+(``resolve_path``), streams candidate rows in key order and pages the results with an opaque
+continuation token (``x-ms-continuation``).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlalchemy.sql.elements import ColumnElement
+
+from cloud_hub.db import Database
+from cloud_hub.errors import InvalidInput
+from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
+from cloud_hub.twins import ModuleRowAlias, twin_json, twin_select
+
+MAX_PAGE_SIZE = 10_000
+_BATCH = 500
+
+
+@dataclass
+class QueryPage:
+    items: list[Any]
+    continuation: str | None
+    item_type: str  # "Twin" for SELECT *, "Raw" otherwise
+
+
+class QueryFailed(InvalidInput):
+    """A query that does not parse; ``position`` fields locate the error."""
+
+    code = "BadQuery"
+
+
+def resolve_path(path: list[str]) -> Any:
+    """Map a twin path to SQL for ``compile_prefilter``; None when it has no SQL form.
+
+    Scalar columns come back as themselves (deviceId, moduleId, versions, capabilities.iotEdge,
+    status); a path inside tags / desired / reported comes back as the JSON value at that path
+    (``json_path``: ``json_extract`` on SQLite, ``#>`` on PostgreSQL's JSONB).
+    """
+    from cloud_hub.query.sql import json_path
+
+    if not path:
+        return None
+    head, rest = path[0], path[1:]
+    if not rest:
+        scalar: dict[str, Any] = {
+            "deviceId": TwinRow.device_id,
+            "moduleId": TwinRow.module_id,
+            "version": TwinRow.version,
+            "status": DeviceRow.status,
+            "statusReason": DeviceRow.status_reason,
+        }
+        return scalar.get(head)
+    if head == "capabilities" and rest == ["iotEdge"]:
+        return DeviceRow.iot_edge
+    if head == "tags":
+        return json_path(TwinRow.tags, rest)
+    if head == "properties" and rest[0] in ("desired", "reported"):
+        section, inner = rest[0], rest[1:]
+        if inner == ["$version"]:
+            return TwinRow.desired_version if section == "desired" else TwinRow.reported_version
+        if not inner or any(p.startswith("$") for p in inner):
+            return None
+        return json_path(TwinRow.desired if section == "desired" else TwinRow.reported, inner)
+    return None
+
+
+def _encode(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+
+
+def _decode(token: str | None, fingerprint: str) -> dict[str, Any]:
+    if not token:
+        return {}
+    try:
+        state = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise InvalidInput("invalid continuation token", path="x-ms-continuation") from None
+    if not isinstance(state, dict) or state.get("q") != fingerprint:
+        raise InvalidInput(
+            "continuation token does not belong to this query", path="x-ms-continuation"
+        )
+    return state
+
+
+class Queries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def parse(self, text: str) -> Any:
+        from cloud_hub.query import QueryError, parse_query
+
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput("query must be a non-empty string", path="query")
+        try:
+            return parse_query(text)
+        except QueryError as exc:
+            raise QueryFailed(f"query: {exc}", path="query") from None
+
+    def run(self, text: str, page_size: int = 100, continuation: str | None = None) -> QueryPage:
+        """One page of a query's results and the token of the next page (None at the end)."""
+        from cloud_hub.query import execute, matches
+
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidInput(
+                f"x-ms-max-item-count must be between 1 and {MAX_PAGE_SIZE}",
+                path="x-ms-max-item-count",
+            )
+        query = self.parse(text)
+        fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        state = _decode(continuation, fingerprint)
+        item_type = "Twin" if query.select is None else "Raw"
+        if query.source == "devices.jobs":
+            return QueryPage([], None, "Raw")
+
+        if query.is_aggregate:
+            rows = execute(query, self._twins(query, None))
+            offset = int(state.get("o", 0))
+            page = rows[offset : offset + page_size]
+            more = offset + page_size < len(rows)
+            token = _encode({"q": fingerprint, "o": offset + page_size}) if more else None
+            return QueryPage(page, token, item_type)
+
+        emitted = int(state.get("n", 0))
+        limit = page_size
+        if query.top is not None:
+            limit = min(limit, query.top - emitted)
+        after = state.get("k")
+        single = dataclasses.replace(query, top=None)
+        items: list[Any] = []
+        last_key: list[str] | None = None
+        if limit > 0:
+            for key, twin in self._keyed_twins(query, after):
+                last_key = key
+                if not matches(query.where, twin):
+                    continue
+                items.extend(execute(single, [twin]) if query.select is not None else [twin])
+                if len(items) >= limit:
+                    break
+        emitted += len(items)
+        done = len(items) < limit or (query.top is not None and emitted >= query.top)
+        token = None
+        if not done and last_key is not None:
+            token = _encode({"q": fingerprint, "k": last_key, "n": emitted})
+        return QueryPage(items, token, item_type)
+
+    def _prefilter(self, query: Any) -> ColumnElement[bool] | None:
+        if query.where is None:
+            return None
+        from cloud_hub.query.sql import compile_prefilter
+
+        try:
+            result: ColumnElement[bool] | None = compile_prefilter(query.where, resolve_path)
+        except Exception:  # a prefilter is an optimisation; never fail the query for it
+            return None
+        return result
+
+    def _keyed_twins(
+        self, query: Any, after: list[str] | None
+    ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        base = twin_select()
+        if query.source == "devices.modules":
+            base = base.where(TwinRow.module_id != DEVICE_TWIN)
+        else:
+            base = base.where(TwinRow.module_id == DEVICE_TWIN)
+        prefilter = self._prefilter(query)
+        if prefilter is not None:
+            base = base.where(prefilter)
+        base = base.order_by(TwinRow.device_id, TwinRow.module_id)
+        cursor = after
+        while True:
+            stmt = base
+            if cursor is not None:
+                dev, mod = cursor
+                stmt = stmt.where(
+                    or_(
+                        TwinRow.device_id > dev,
+                        and_(TwinRow.device_id == dev, TwinRow.module_id > mod),
+                    )
+                )
+            with self.db.read() as session:
+                batch = session.execute(stmt.limit(_BATCH)).all()
+                docs = [
+                    ([twin.device_id, twin.module_id], twin_json(twin, device, module))
+                    for twin, device, module in batch
+                ]
+            yield from docs
+            if len(batch) < _BATCH:
+                return
+            cursor = docs[-1][0]
+
+    def _twins(self, query: Any, after: list[str] | None) -> Iterator[dict[str, Any]]:
+        for _key, twin in self._keyed_twins(query, after):
+            yield twin
+
+
+__all__ = ["ModuleRowAlias", "Queries", "QueryFailed", "QueryPage", "resolve_path"]

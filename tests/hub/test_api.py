@@ -1,0 +1,174 @@
+"""The REST API in-process (FastAPI TestClient) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud_hub.app import create_app
+from cloud_hub.services import Hub
+
+
+@pytest.fixture
+def api(hub: Hub) -> Iterator[TestClient]:
+    token = hub.tokens.create(["admin"])
+    with TestClient(create_app(hub=hub)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def test_device_lifecycle_over_http(api: TestClient) -> None:
+    created = api.put(
+        "/devices/cam-1?api-version=2021-04-12",
+        json={"deviceId": "cam-1", "capabilities": {"iotEdge": True}},
+    )
+    assert created.status_code == 200
+    device = created.json()
+    assert device["capabilities"]["iotEdge"] is True
+    assert api.put("/devices/cam-1", json={}).status_code == 409
+    stale = api.put("/devices/cam-1", json={"status": "disabled"}, headers={"If-Match": '"x"'})
+    assert stale.status_code == 412
+    ok = api.put(
+        "/devices/cam-1", json={"status": "disabled"}, headers={"If-Match": f'"{device["etag"]}"'}
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "disabled"
+    modules = api.get("/devices/cam-1/modules").json()
+    assert [m["moduleId"] for m in modules] == ["$edgeAgent", "$edgeHub"]
+    assert api.put("/devices/cam-1/modules/scorer", json={}).status_code == 200
+    assert api.get("/devices/cam-1/modules/scorer").json()["moduleId"] == "scorer"
+    assert api.delete("/devices/cam-1/modules/scorer").status_code == 204
+    assert api.get("/devices/cam-1/modules/scorer").status_code == 404
+    assert api.delete("/devices/cam-1", headers={"If-Match": '"old"'}).status_code == 412
+    assert api.delete("/devices/cam-1").status_code == 204
+    missing = api.get("/devices/cam-1")
+    assert missing.status_code == 404 and missing.json()["errorCode"] == "DeviceNotFound"
+
+
+def test_device_paging_with_continuation_header(api: TestClient) -> None:
+    for i in range(5):
+        api.put(f"/devices/d{i}", json={})
+    first = api.get("/devices", params={"top": 2})
+    assert [d["deviceId"] for d in first.json()] == ["d0", "d1"]
+    token = first.headers["x-ms-continuation"]
+    second = api.get("/devices", params={"top": 2}, headers={"x-ms-continuation": token})
+    assert [d["deviceId"] for d in second.json()] == ["d2", "d3"]
+    assert api.get("/devices", params={"top": 0}).status_code == 400
+
+
+def test_twins_over_http(api: TestClient) -> None:
+    api.put("/devices/d1", json={"capabilities": {"iotEdge": True}})
+    patched = api.patch(
+        "/twins/d1", json={"tags": {"env": "prod"}, "properties": {"desired": {"fps": 5}}}
+    )
+    assert patched.status_code == 200
+    twin = patched.json()
+    assert twin["tags"] == {"env": "prod"} and twin["properties"]["desired"]["fps"] == 5
+    stale = api.patch("/twins/d1", json={"tags": {"a": 1}}, headers={"If-Match": '"AAAA"'})
+    assert stale.status_code == 412
+    good = api.patch("/twins/d1", json={"tags": {"a": 1}}, headers={"If-Match": twin["etag"]})
+    assert good.status_code == 200
+    replaced = api.put("/twins/d1", json={"tags": {"only": True}})
+    assert replaced.json()["tags"] == {"only": True}
+    assert replaced.json()["properties"]["desired"]["$version"] == 3
+    module = api.patch(
+        "/twins/d1/modules/$edgeAgent", json={"properties": {"desired": {"schemaVersion": "1.1"}}}
+    )
+    assert module.status_code == 200 and module.json()["moduleId"] == "$edgeAgent"
+    assert api.get("/twins/d1/modules/$edgeHub").status_code == 200
+    assert api.get("/twins/ghost").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "path"),
+    [
+        ("put", "/devices/d9", {"json": {"status": "sleeping"}}, "status"),
+        ("put", "/devices/d9", {"json": [1, 2]}, "body"),
+        (
+            "put",
+            "/devices/d9",
+            {"content": b"{not json", "headers": {"content-type": "a/json"}},
+            "",
+        ),
+        ("put", "/devices/d9", {"json": {"capabilities": {"iotEdge": "maybe"}}}, "capabilities"),
+        ("patch", "/twins/d1", {"json": {"tags": {"a b": 1}}}, "tags.a b"),
+        ("patch", "/twins/d1", {"json": {"properties": {"desired": 3}}}, "properties.desired"),
+        ("post", "/devices/query", {"json": {"query": "SELECT * FROM"}}, "query"),
+        ("post", "/devices/query", {"json": {"nope": 1}}, "query"),
+        ("get", "/devices?top=abc", {}, "query:top"),
+    ],
+)
+def test_bad_input_is_4xx_naming_the_field(
+    api: TestClient, method: str, url: str, kwargs: dict[str, object], path: str
+) -> None:
+    api.put("/devices/d1", json={})
+    response = getattr(api, method)(url, **kwargs)
+    assert 400 <= response.status_code < 500, response.text
+    body = response.json()
+    assert body["message"]
+    if path:
+        assert body["path"].startswith(path), body
+
+
+def test_auth_scopes(hub: Hub) -> None:
+    reader = hub.tokens.create(["registry:read"])
+    deployer = hub.tokens.create(["deploy"])
+    with TestClient(create_app(hub=hub)) as client:
+        assert client.get("/devices").status_code == 401
+        assert client.get("/health").status_code == 200
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert client.get("/devices", headers=as_reader).status_code == 200
+        assert client.put("/devices/x", json={}, headers=as_reader).status_code == 403
+        as_deployer = {"Authorization": f"Bearer {deployer}"}
+        assert client.get("/devices", headers=as_deployer).status_code == 403
+        wrong_scheme = {"Authorization": f"Basic {reader}"}
+        assert client.get("/devices", headers=wrong_scheme).status_code == 401
+
+
+def test_query_endpoint_with_paging(api: TestClient) -> None:
+    for i in range(12):
+        api.put(f"/devices/d{i:02}", json={"capabilities": {"iotEdge": i % 4 == 0}})
+        api.patch(
+            f"/twins/d{i:02}",
+            json={"tags": {"region": "west" if i % 2 else "east", "rank": i}},
+        )
+    query = {"query": "SELECT * FROM devices WHERE tags.region = 'west' AND tags.rank >= 3"}
+    ids: list[str] = []
+    headers = {"x-ms-max-item-count": "2"}
+    pages = 0
+    while True:
+        response = api.post("/devices/query", json=query, headers=headers)
+        assert response.status_code == 200
+        assert response.headers["x-ms-item-type"] == "Twin"
+        ids += [t["deviceId"] for t in response.json()]
+        pages += 1
+        token = response.headers.get("x-ms-continuation")
+        if not token:
+            break
+        headers = {"x-ms-max-item-count": "2", "x-ms-continuation": token}
+    assert ids == ["d03", "d05", "d07", "d09", "d11"]
+    assert pages >= 3
+
+    grouped = api.post(
+        "/devices/query",
+        json={"query": "SELECT tags.region, COUNT() AS n FROM devices GROUP BY tags.region"},
+    ).json()
+    assert sorted((g["region"], g["n"]) for g in grouped) == [("east", 6), ("west", 6)]
+    modules = api.post(
+        "/devices/query",
+        json={
+            "query": "SELECT deviceId, moduleId FROM devices.modules WHERE moduleId = '$edgeHub'"
+        },
+    ).json()
+    assert modules == [{"deviceId": f"d{i:02}", "moduleId": "$edgeHub"} for i in (0, 4, 8)]
+    top = api.post("/devices/query", json={"query": "SELECT TOP 2 deviceId FROM devices"}).json()
+    assert top == [{"deviceId": "d00"}, {"deviceId": "d01"}]
+    bad = api.post("/devices/query", json={"query": "SELECT * FROM devices WHERE tags.x = "})
+    assert bad.status_code == 400 and "column" in bad.json()["message"]
+    other = api.post(
+        "/devices/query",
+        json={"query": "SELECT * FROM devices"},
+        headers={"x-ms-continuation": token or "eyJxIjoiMSJ9"},
+    )
+    assert other.status_code == 400
