@@ -271,33 +271,95 @@ def _compile_path(parts: tuple[str | int, ...]) -> Getter:
     return get
 
 
-def _compile_binary(expr: Binary) -> Getter:
-    left = compile_expr(expr.left)
-    right = compile_expr(expr.right)
+def _flatten(expr: Expr, op: str, out: list[Expr]) -> list[Expr]:
+    if isinstance(expr, Binary) and expr.op == op:
+        _flatten(expr.left, op, out)
+        _flatten(expr.right, op, out)
+    else:
+        out.append(expr)
+    return out
+
+
+def _compile_logical(expr: Binary) -> Getter:
+    """n-ary AND/OR over the flattened chain; an OR of ``path = constant`` on one path becomes a
+    set lookup (deployment targets list device ids that way)."""
+    operands = _flatten(expr, expr.op, [])
+    if expr.op == "OR":
+        lookup = _compile_or_of_equalities(operands)
+        if lookup is not None:
+            return lookup
+    fns = tuple(compile_expr(o) for o in operands)
     if expr.op == "AND":
 
         def and_(doc: Any) -> Any:
-            a = left(doc)
-            if a is False:
-                return False
-            b = right(doc)
-            if b is False:
-                return False
-            return True if a is True and b is True else UNDEFINED
+            result: Any = True
+            for fn in fns:
+                v = fn(doc)
+                if v is False:
+                    return False
+                if v is not True:
+                    result = UNDEFINED
+            return result
 
         return and_
-    if expr.op == "OR":
 
-        def or_(doc: Any) -> Any:
-            a = left(doc)
-            if a is True:
+    def or_(doc: Any) -> Any:
+        result: Any = False
+        for fn in fns:
+            v = fn(doc)
+            if v is True:
                 return True
-            b = right(doc)
-            if b is True:
-                return True
-            return False if a is False and b is False else UNDEFINED
+            if v is not False:
+                result = UNDEFINED
+        return result
 
-        return or_
+    return or_
+
+
+def _compile_or_of_equalities(operands: list[Expr]) -> Getter | None:
+    path: Path | None = None
+    values: list[Any] = []
+    for o in operands:
+        if not (
+            isinstance(o, Binary)
+            and o.op == "="
+            and isinstance(o.left, Path)
+            and isinstance(o.right, Literal)
+            and _KIND.get(type(o.right.value)) is not None
+        ):
+            return None
+        if path is None:
+            path = o.left
+        elif o.left != path:
+            return None
+        values.append(o.right.value)
+    if path is None or len(values) < 4:
+        return None
+    get = _compile_path(path.parts)
+    buckets: dict[str, set[Any]] = {}
+    for v in values:
+        buckets.setdefault(_KIND[type(v)], set()).add(v)
+    single_kind = len(buckets) == 1
+    kinds = _KIND
+
+    def any_equal(doc: Any) -> Any:
+        v = get(doc)
+        kind = kinds.get(type(v))
+        if kind is None:
+            return UNDEFINED
+        bucket = buckets.get(kind)
+        if bucket is not None and v in bucket:
+            return True
+        # No match: false when every comparison was a same-type one, else some were undefined.
+        return False if single_kind and bucket is not None else UNDEFINED
+
+    return any_equal
+
+
+def _compile_binary(expr: Binary) -> Getter:
+    if expr.op in ("AND", "OR"):
+        return _compile_logical(expr)
+    left = compile_expr(expr.left)
     if expr.op in ("=", "!=") and isinstance(expr.right, Literal):
         const = expr.right.value
         kind = _KIND.get(type(const))
@@ -321,6 +383,7 @@ def _compile_binary(expr: Binary) -> Getter:
             return v != const
 
         return ne_const
+    right = compile_expr(expr.right)
     op = BINARY_OPS[expr.op]
     return lambda doc: op(left(doc), right(doc))
 

@@ -56,9 +56,14 @@ def _group_key(value: Any) -> str:
     # Group by JSON value identity: 1 and 1.0 together, true and 1 apart, objects by content.
     if value is UNDEFINED:
         return "u"
-    if is_number(value):
-        return "n" + repr(float(value)) if float(value).is_integer() else "n" + repr(value)
-    return "j" + json.dumps(value, sort_keys=True)
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    try:
+        if is_number(value):
+            return "n" + repr(value)
+        return "j" + json.dumps(value, sort_keys=True)
+    except (ValueError, TypeError):  # not JSON-serialisable: group by identity
+        return f"x{id(value)}"
 
 
 def _aggregate(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +102,10 @@ def _apply_aggregate(agg: Aggregate, members: list[Mapping[str, Any]]) -> Any:
     if agg.name == "SUM":
         return sum(numbers)
     if agg.name == "AVG":
-        return sum(numbers) / len(numbers) if numbers else UNDEFINED
+        try:
+            return sum(numbers) / len(numbers) if numbers else UNDEFINED
+        except OverflowError:
+            return UNDEFINED
     # MIN / MAX: over numbers when there are any, otherwise over strings.
     pool: list[Any] = numbers or [v for v in values if type(v) is str]
     if not pool:

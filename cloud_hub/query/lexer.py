@@ -171,7 +171,10 @@ def _read_number(text: str, i: int) -> tuple[int | float, int]:
         raise QueryError(f"invalid number {text[start : i + 1]!r}", text, start)
     literal = text[start:i]
     if not is_float:
-        return int(literal), i
+        try:
+            return int(literal), i
+        except ValueError:  # more digits than Python converts
+            raise QueryError("number too long", text, start) from None
     value = float(literal)
     if value != value or value in (float("inf"), float("-inf")):
         raise QueryError(f"number out of range {literal!r}", text, start)

@@ -63,3 +63,29 @@ def test_eval_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "absent.jsonl" in result.stderr
+
+
+def test_bench_query_reports_compiled_and_naive_rates() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefleet.cli",
+            "bench",
+            "query",
+            "--twins",
+            "50",
+            "--min-seconds",
+            "0.01",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["twins"] == 50
+    for row in report["results"]:
+        assert row["compiled_evals_per_s"] > 0 and row["naive_evals_per_s"] > 0
+        assert 0 <= row["matches"] <= 50

@@ -272,3 +272,27 @@ def test_compiled_condition_is_cached_and_reused() -> None:
 def test_compile_expr_returns_values() -> None:
     fn = compile_expr(parse_condition("tags.building * 2").expr)
     assert fn(TWIN) == 86
+
+
+OR_CHAIN = "deviceId = 'a' OR deviceId = 'b' OR deviceId = 'c' OR deviceId = 'd'"
+
+
+def test_long_or_of_equalities_keeps_three_valued_semantics() -> None:
+    assert ev(OR_CHAIN, {"deviceId": "c"}) is True
+    assert ev(OR_CHAIN, {"deviceId": "z"}) is False
+    assert ev(OR_CHAIN, {}) is None
+    assert ev(OR_CHAIN, {"deviceId": 5}) is None
+    assert ev(f"NOT ({OR_CHAIN})", {"deviceId": "z"}) is True
+    mixed = OR_CHAIN + " OR deviceId = 1"
+    assert ev(mixed, {"deviceId": "z"}) is None
+    assert ev(mixed, {"deviceId": 1}) is True
+    assert ev(mixed + " OR tags.x = 1", {"deviceId": "b"}) is True
+    many = " OR ".join(f"deviceId = 'd{i}'" for i in range(3000))
+    assert ev(many, {"deviceId": "d2999"}) is True
+
+
+def test_long_and_chain() -> None:
+    chain = " AND ".join(f"tags.building > {i}" for i in range(40))
+    assert ev(chain) is True
+    assert ev(chain + " AND tags.missing = 1") is None
+    assert ev(chain + " AND tags.missing = 1 AND tags.building = 0") is False
