@@ -155,9 +155,11 @@ def _is_json(column: ColumnElement[Any]) -> bool:
 
 
 def _number_ok(value: Any) -> bool:
+    # Below 2**53 a constant is exact as a double, so a database that compares through doubles
+    # still orders it correctly against any integer.
     if type(value) is int:
-        return -_SAFE_INT <= value <= _SAFE_INT
-    return type(value) is float and math.isfinite(value) and abs(value) <= _SAFE_INT
+        return -_SAFE_INT < value < _SAFE_INT
+    return type(value) is float and math.isfinite(value) and abs(value) < _SAFE_INT
 
 
 def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool] | None:
