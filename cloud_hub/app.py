@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_hub.errors import HubError
@@ -45,6 +46,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # e.g. a NUL character in an id (PostgreSQL text cannot hold one)
+        log.info("rejected by the database: %s", exc.orig)
+        return JSONResponse(
+            {"errorCode": "ArgumentInvalid", "message": "a value in the request is not storable"},
+            status_code=400,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -75,6 +75,8 @@ def _validate_value(value: Any, path: str, depth: int, allow_null: bool) -> None
             else:
                 _validate_value(item, f"{path}[{index}]", depth + 1, False)
     elif isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(f"{path}: strings may not contain NUL characters", path=path)
         if len(value.encode()) > MAX_STRING_BYTES:
             raise InvalidInput(f"{path}: string longer than {MAX_STRING_BYTES} bytes", path=path)
     elif isinstance(value, bool | int | float):

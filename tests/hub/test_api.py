@@ -172,3 +172,12 @@ def test_query_endpoint_with_paging(api: TestClient) -> None:
         headers={"x-ms-continuation": token or "eyJxIjoiMSJ9"},
     )
     assert other.status_code == 400
+
+
+def test_nul_characters_are_rejected_not_crashing(api: TestClient) -> None:
+    api.put("/devices/d1", json={})
+    assert api.get("/devices/a%00b").status_code in (400, 404)
+    assert api.get("/twins/a%00b").status_code in (400, 404)
+    assert api.put("/devices/a%00b", json={}).status_code == 400
+    bad = api.patch("/twins/d1", json={"tags": {"a": "x\u0000y"}})
+    assert bad.status_code == 400 and bad.json()["path"] == "tags.a"
