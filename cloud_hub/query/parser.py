@@ -125,7 +125,9 @@ class _Parser:
             self.advance()
             top = tok.value
         select = self.select_list()
-        self.expect_keyword("FROM")
+        if not self.is_keyword("FROM"):
+            raise self.error("FROM" if select is None else "',' or FROM")
+        self.advance()
         source = self.source()
         where = None
         if self.is_keyword("WHERE"):
@@ -143,7 +145,12 @@ class _Parser:
             while self.is_op(","):
                 self.advance()
                 group_by.append(self.path_only("a property path to group by"))
-        self.expect_end("WHERE, GROUP BY or the end of the query")
+        if group_by:
+            self.expect_end("',' or the end of the query")
+        elif where is not None:
+            self.expect_end("AND, OR, GROUP BY or the end of the query")
+        else:
+            self.expect_end("WHERE, GROUP BY or the end of the query")
         query = Query(source, select, where, tuple(group_by), top, self.text)
         self.check_projection(query, group_tok)
         return query

@@ -192,6 +192,9 @@ def test_condition_errors_name_position_and_expectation(
         ("SELECT COUNT(tags.a) FROM devices", "COUNT takes no argument"),
         ("SELECT * FROM devices WHERE", "expected a value"),
         ("SELECT * FROM devices ORDER BY x", "WHERE, GROUP BY or the end"),
+        ("SELECT * FROM devices WHERE a = 1 b = 2", "expected AND, OR, GROUP BY or the end"),
+        ("SELECT deviceId tags.x FROM devices", "expected ',' or FROM but found 'tags'"),
+        ("SELECT tags.x AS x, COUNT() AS n FROM devices GROUP BY tags.x tags.y", "',' or the end"),
         ("", "expected SELECT but found end of input"),
     ],
 )
