@@ -83,6 +83,8 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
         backoff_max=r.backoff_max_secs,
         max_restarts=r.max_restarts,
         healthy_reset_secs=r.healthy_reset_secs,
+        gc_interval=r.gc_interval_secs,
+        stop_timeout=r.stop_timeout_secs,
     )
     channel = overrides.get("channel") or build_channel(cfg, device_id)
     runtime_type = "+".join(sorted(runtimes)) or "none"

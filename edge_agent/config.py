@@ -108,6 +108,8 @@ class ReconcileConfig(_Strict):
     max_restarts: int = Field(default=20, ge=0)
     healthy_reset_secs: float = Field(default=600.0, ge=0)
     report_debounce_secs: float = Field(default=1.0, ge=0)
+    gc_interval_secs: float = Field(default=3600.0, gt=0)
+    stop_timeout_secs: float = Field(default=10.0, ge=0)
 
 
 class HubConfig(_Strict):

@@ -35,6 +35,7 @@ class Policy:
     max_restarts: int = 20
     healthy_reset_secs: float = 600.0
     stop_timeout: float = 10.0
+    gc_interval: float = 3600.0
 
     def backoff(self, n: int) -> float:
         return float(min(self.backoff_base * (2 ** min(n, 30)), self.backoff_max))
@@ -55,6 +56,7 @@ class Record:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     image_hash: str = ""
+    deployed: ModuleSpec | None = None  # the spec the module runs with (reported version/image)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Reconciler:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
         self._last_report: dict[str, Any] | None = None
+        self._last_gc = time.monotonic()
         self.passes = 0
 
     # ------------------------------------------------------------------ desired state
@@ -175,9 +178,25 @@ class Reconciler:
                 ]
                 for f in futures:
                     f.result()
+            if time.monotonic() - self._last_gc >= self.policy.gc_interval:
+                self._last_gc = time.monotonic()
+                self._gc(specs)
             self.passes += 1
         self._notify()
         return plan
+
+    def _gc(self, specs: dict[str, tuple[Module, ModuleSpec]]) -> None:
+        for kind, rt in self.runtimes.items():
+            in_use = {
+                s.image if kind == "docker" else n for n, (m, s) in specs.items() if m.type == kind
+            }
+            try:
+                removed = rt.gc(in_use)
+            except Exception:  # housekeeping must never stop reconciling
+                log.exception("garbage collection failed")
+                continue
+            if removed:
+                log.info("removed unused %s artifacts: %s", kind, ", ".join(removed))
 
     def _notify(self) -> None:
         report = self.report_modules()
@@ -231,8 +250,10 @@ class Reconciler:
                 return
             rec.failures = 0
             rec.description = ""
+            rec.deployed = spec
             self._observe(rec, rt.status(name))
             return
+        rec.deployed = spec
         self._observe(rec, st)
         if mod.status == "stopped":
             if st.running:
@@ -336,9 +357,10 @@ class Reconciler:
             return out
         for name, mod in self.desired.modules.items():
             rec = self.records.get(name, Record())
+            dep = rec.deployed or module_spec(name, mod)
             entry: dict[str, Any] = {
                 "type": mod.type,
-                "version": mod.version,
+                "version": dep.version,
                 "status": mod.status,
                 "restartPolicy": mod.restartPolicy,
                 "runtimeStatus": rec.status,
@@ -346,9 +368,9 @@ class Reconciler:
                 "settings": {"imageHash": rec.image_hash},
             }
             if mod.type == "docker":
-                entry["settings"]["image"] = mod.settings.image
+                entry["settings"]["image"] = dep.image
             else:
-                entry["settings"]["command"] = mod.settings.argv()
+                entry["settings"]["command"] = dep.command
             if rec.exit_code is not None:
                 entry["exitCode"] = rec.exit_code
             if rec.description:

@@ -10,6 +10,7 @@ registryCredentials and garbage-collected once no deployment has used them for `
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,8 @@ from typing import Any
 
 from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeError_
 from edgefleet.manifest import RegistryCredential
+
+log = logging.getLogger("edgefleet.agent.docker")
 
 LABEL_AGENT = "net.edgefleet.agent"
 LABEL_MODULE = "net.edgefleet.module"
@@ -107,10 +110,15 @@ class DockerRuntime:
             ):
                 if isinstance(event, dict) and event.get("error"):
                     raise RuntimeError_(f"pull {spec.image} failed: {event['error']}")
-        except docker.errors.APIError as exc:
-            raise RuntimeError_(f"pull {spec.image} failed: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
-            raise RuntimeError_(f"pull {spec.image} failed: {exc}") from None
+        except (RuntimeError_, docker.errors.DockerException) as exc:
+            msg = exc if isinstance(exc, RuntimeError_) else getattr(exc, "explanation", exc)
+            if self._has_image(spec.image):
+                # offline or registry trouble: a local copy keeps the module running
+                log.warning("pull %s failed (%s); using the local image", spec.image, msg)
+                return
+            if isinstance(exc, RuntimeError_):
+                raise
+            raise RuntimeError_(f"pull {spec.image} failed: {msg or exc}") from None
 
     def _has_image(self, image: str) -> bool:
         import docker.errors

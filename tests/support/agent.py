@@ -55,7 +55,7 @@ def manifest(
 
 
 class AgentProcess:
-    def __init__(self, workdir: Path, device_id: str, runtime: str, **extra: Any) -> None:
+    def __init__(self, workdir: Path, device_id: str, runtime_type: str, **extra: Any) -> None:
         self.workdir = workdir
         self.device_id = device_id
         self.data_dir = workdir / "data"
@@ -69,7 +69,7 @@ class AgentProcess:
                 "device_id": device_id,
             },
             "data_dir": str(self.data_dir),
-            "runtime": {"type": runtime},
+            "runtime": {"type": runtime_type},
             "reconcile": {
                 "interval_secs": 0.5,
                 "backoff_base_secs": 0.5,
@@ -77,6 +77,7 @@ class AgentProcess:
                 "max_restarts": 3,
                 "healthy_reset_secs": 600,
                 "report_debounce_secs": 0.1,
+                "stop_timeout_secs": 1,
             },
             "edge_hub": False,
             "log_level": "debug",

@@ -1,0 +1,234 @@
+"""The agent daemon with the docker runtime, a real dockerd and a real registry (htpasswd)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.runtime.docker import LABEL_AGENT, LABEL_MODULE
+from tests.support.agent import AgentProcess, manifest
+from tests.support.docker import (
+    TEST_LABEL,
+    Registry,
+    build_busybox_image,
+    cleanup_label,
+    docker_client,
+    running_registry,
+)
+
+RUN = uuid.uuid4().hex[:8]
+
+
+class Images:
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+        base = build_busybox_image(f"edgefleet-test-bb:{RUN}", ["sleep", "1000"], run_label=RUN)
+        hc = build_busybox_image(
+            f"edgefleet-test-bbhc:{RUN}",
+            ["sh", "-c", "touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 1000"],
+            healthcheck=["test", "-f", "/tmp/ok"],
+            run_label=RUN,
+        )
+        self.v1 = reg.push(base, f"bb{RUN}", "1")
+        self.v2 = reg.push(base, f"bb{RUN}", "2")
+        self.hc = reg.push(hc, f"bbhc{RUN}", "1")
+        client = docker_client()
+        for tag in (base, hc):
+            client.api.remove_image(tag)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[Images]:
+    with running_registry() as reg:
+        imgs = Images(reg)
+        try:
+            yield imgs
+        finally:
+            cleanup_label(TEST_LABEL, RUN)
+            client = docker_client()
+            for img in (imgs.v1, imgs.v2, imgs.hc):
+                try:
+                    client.api.remove_image(img, force=True)
+                except Exception:
+                    pass
+            client.close()
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProcess]:
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    a = AgentProcess(
+        tmp_path,
+        device,
+        "docker",
+        runtime={"type": "docker", "docker": {"name_prefix": f"{device}-", "image_gc_secs": 0}},
+        reconcile={"gc_interval_secs": 0.5},
+    )
+    yield a
+    if a.proc is not None and a.proc.poll() is None:
+        a.stop()
+    cleanup_label(LABEL_AGENT, device)
+
+
+def containers(device: str, module: str | None = None) -> list[dict[str, Any]]:
+    client = docker_client()
+    try:
+        labels = [f"{LABEL_AGENT}={device}"]
+        if module:
+            labels.append(f"{LABEL_MODULE}={module}")
+        found = client.api.containers(all=True, filters={"label": labels})
+        return [client.api.inspect_container(c["Id"]) for c in found]
+    finally:
+        client.close()
+
+
+def mod(image: str, cmd: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {"Cmd": cmd or ["sleep", "1000"]}
+    opts.update(kw.pop("opts", {}))
+    import json
+
+    return {
+        "type": "docker",
+        "version": kw.pop("version", "1.0"),
+        "restartPolicy": kw.pop("restartPolicy", "always"),
+        "settings": {"image": image, "createOptions": json.dumps(opts)},
+        **kw,
+    }
+
+
+def test_deploy_update_remove_gc(images: Images, agent: AgentProcess, tmp_path: Path) -> None:
+    creds = images.reg.credentials()
+    share = tmp_path / "share"
+    share.mkdir()
+    mods = {
+        "web": mod(
+            images.v1,
+            ["sh", "-c", "echo started $GREETING; echo hi > /share/out; sleep 1000"],
+            env={"GREETING": {"value": "hello"}},
+            opts={"HostConfig": {"Binds": [f"{share}:/share"]}},
+            startupOrder=1,
+        ),
+        "worker": mod(images.v1, startupOrder=0),
+    }
+    agent.deploy(manifest(mods, creds))
+    agent.start()
+    web = agent.wait_status("web", "running")
+    agent.wait_status("worker", "running")
+    assert web["settings"]["imageHash"].startswith("sha256:")
+    (info,) = containers(agent.device_id, "web")
+    assert info["Name"] == f"/{agent.device_id}-web"
+    assert f"{share}:/share" in info["HostConfig"]["Binds"]
+    assert info["HostConfig"]["LogConfig"]["Config"]["max-size"] == "10m"
+    env = info["Config"]["Env"]
+    assert "GREETING=hello" in env and f"IOTEDGE_DEVICEID={agent.device_id}" in env
+    assert "IOTEDGE_MODULEID=web" in env
+    deadline = time.monotonic() + 30
+    while not (share / "out").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (share / "out").read_text() == "hi\n"
+
+    # version change: the container is recreated with the new image; the old one is GC'd
+    old_id = info["Id"]
+    worker_id = containers(agent.device_id, "worker")[0]["Id"]
+    mods["web"] = {**mods["web"], "version": "2.0"}
+    mods["web"]["settings"] = {**mods["web"]["settings"], "image": images.v2}
+    mods["worker"]["settings"] = {**mods["worker"]["settings"], "image": images.v2}
+    agent.deploy(manifest(mods, creds))
+    agent.wait_for(
+        "web v2",
+        lambda r: (
+            r["modules"]["web"]["version"] == "2.0"
+            and r["modules"]["web"]["runtimeStatus"] == "running"
+            and r["modules"]["worker"]["settings"]["image"] == images.v2
+            and r["modules"]["worker"]["runtimeStatus"] == "running"
+        ),
+    )
+    (info,) = containers(agent.device_id, "web")
+    assert info["Id"] != old_id and info["Config"]["Image"] == images.v2
+    assert containers(agent.device_id, "worker")[0]["Id"] != worker_id
+    client = docker_client()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.api.images(name=images.v1):
+            time.sleep(0.2)
+        assert client.api.images(name=images.v1) == []  # unused image collected
+    finally:
+        client.close()
+
+    # remove a module; stop another
+    del mods["worker"]
+    mods["web"]["status"] = "stopped"
+    agent.deploy(manifest(mods, creds))
+    agent.wait_for("worker removed", lambda r: "worker" not in r["modules"])
+    agent.wait_status("web", "stopped")
+    assert containers(agent.device_id, "worker") == []
+    assert containers(agent.device_id, "web")[0]["State"]["Running"] is False
+
+
+def test_pull_failures_crash_and_unhealthy(images: Images, agent: AgentProcess) -> None:
+    bad_creds = images.reg.credentials(password="wrong")
+    mods = {
+        "private": mod(images.v1),
+        "typo": mod(f"{images.reg.address}/does-not-exist{RUN}:1"),
+        "crash": mod(images.hc, ["sh", "-c", "echo boom; exit 2"], restartPolicy="on-failure"),
+        "sick": mod(images.hc, None, restartPolicy="on-unhealthy"),
+    }
+    mods["sick"]["settings"]["createOptions"] = "{}"  # image CMD + HEALTHCHECK
+    # the healthcheck image must be pullable: first deploy with good credentials
+    agent.deploy(manifest({"sick": mods["sick"]}, images.reg.credentials()))
+    agent.start()
+    agent.wait_status("sick", "running")
+    agent.deploy(manifest(mods, bad_creds))
+    private = agent.wait_status("private", "failed")
+    assert "unauthorized" in private["statusDescription"] or "auth" in private["statusDescription"]
+    typo = agent.wait_status("typo", "failed")
+    assert "does-not-exist" in typo["statusDescription"]
+    seen: set[str] = set()
+
+    def crash_done(r: dict[str, Any]) -> bool:
+        seen.add(r["modules"]["crash"]["runtimeStatus"])
+        return r["modules"]["crash"]["runtimeStatus"] == "failed"
+
+    crash = agent.wait_for("crash failed", crash_done)["modules"]["crash"]
+    assert "backoff" in seen and crash["restartCount"] == 3 and crash["exitCode"] == 2
+    # HEALTHCHECK turns unhealthy after 3 s; on-unhealthy restarts the container
+    agent.wait_for("sick restarted", lambda r: r["modules"]["sick"]["restartCount"] >= 1)
+    # fixing the password: the failed pull is retried and the module starts
+    agent.deploy(manifest(mods, images.reg.credentials()))
+    agent.wait_status("private", "running")
+    assert agent.module("typo")["runtimeStatus"] in ("failed", "backoff")
+
+
+def test_kill9_no_duplicates_and_reboot_without_hub(images: Images, agent: AgentProcess) -> None:
+    mods = {f"m{i}": mod(images.v1, startupOrder=i) for i in range(3)}
+    agent.deploy(manifest(mods, images.reg.credentials()))
+    agent.start()
+    agent.wait_status("m0", "running")
+    agent.kill9()
+    agent.start()
+    for n in mods:
+        agent.wait_status(n, "running")
+    time.sleep(1.5)  # several passes later: still one container per module
+    for n in mods:
+        assert len(containers(agent.device_id, n)) == 1
+    assert agent.stop() == 0
+    # docker modules keep running when the agent stops
+    assert all(c["State"]["Running"] for c in containers(agent.device_id))
+    # "reboot": containers stopped, the hub (manifest source) unreachable
+    client = docker_client()
+    for c in containers(agent.device_id):
+        client.api.stop(c["Id"], timeout=1)
+    client.close()
+    agent.manifest_path.unlink()
+    (agent.data_dir / "reported.json").unlink()
+    agent.start()
+    for n in mods:
+        agent.wait_status(n, "running")
+    assert len(containers(agent.device_id)) == 3
+    assert all(c["State"]["Running"] for c in containers(agent.device_id))
