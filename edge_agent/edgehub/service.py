@@ -1,0 +1,105 @@
+"""Process entry and the agent's factory for the edge hub.
+
+``start_for_agent(agent)`` is what the agent daemon calls (``edge_agent.bootstrap``);
+``python -m edge_agent.edgehub CONFIG.json`` runs the hub as its own process (a system module or
+a test), printing one JSON line ``{"port": ..., "env": {module: {...}}}`` once it listens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
+
+log = logging.getLogger("edgefleet.edgehub")
+
+
+def start_for_agent(agent: Any) -> EdgeHub:
+    """Start the in-agent edge hub: data under the agent's data dir, upstream = its client."""
+    data_dir = Path(agent.store.path).parent / "edgehub"
+    upstream = getattr(agent.channel, "client", None)
+    hub = EdgeHub(EdgeHubConfig(device_id=agent.device_id, data_dir=data_dir), upstream)
+    hub.start()
+    return hub
+
+
+def _upstream(cfg: dict[str, Any], device_id: str, data_dir: Path) -> Any:
+    from edge_agent.device_client import DeviceClient
+
+    up = cfg.get("upstream")
+    if not up:
+        return None
+    client = DeviceClient(
+        device_id,
+        up["host"],
+        int(up["port"]),
+        username=up.get("username"),
+        password=up.get("password"),
+        symmetric_key=up.get("symmetric_key"),
+        tls=bool(up.get("tls", False)),
+        ca_file=up.get("ca_file"),
+        outbox_path=data_dir / "upstream-outbox.db",
+        backoff_base=float(up.get("backoff_base", 0.2)),
+        backoff_max=float(up.get("backoff_max", 2.0)),
+    )
+    return client
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m edge_agent.edgehub CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = json.loads(Path(args[0]).read_text())
+    device_id = cfg["device_id"]
+    data_dir = Path(cfg["data_dir"])
+    upstream = _upstream(cfg, device_id, data_dir)
+    hub = EdgeHub(
+        EdgeHubConfig(
+            device_id=device_id,
+            data_dir=data_dir,
+            port=int(cfg.get("port", 0)),
+            store_max_bytes=int(cfg.get("store_max_bytes", 0)),
+        ),
+        upstream,
+    )
+    if cfg.get("desired"):
+        hub.apply_desired(cfg["desired"])
+    hub.start()
+    env = {m: hub.module_env(m) for m in cfg.get("modules", [])}
+    if upstream is not None:
+        threading.Thread(target=_connect, args=(upstream,), daemon=True).start()
+    print(json.dumps({"port": hub.port, "env": env}), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    stats_path = cfg.get("stats_path")
+    while not done.wait(0.5):
+        if stats_path:
+            _write_stats(Path(stats_path), hub.stats())
+    hub.stop()
+    if upstream is not None:
+        upstream.shutdown()
+    return 0
+
+
+def _connect(upstream: Any) -> None:
+    try:
+        upstream.connect(timeout=3600)
+    except Exception:  # noqa: BLE001 - keeps retrying in its own thread
+        log.warning("upstream not reachable yet")
+
+
+def _write_stats(path: Path, stats: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats))
+    tmp.replace(path)

@@ -1,0 +1,231 @@
+"""Store-and-forward: the durable queue of messages waiting for the upstream link.
+
+SQLite in WAL mode. A message is committed here before the module's publish is acknowledged;
+it leaves the queue when it is handed to the upstream client's own durable outbox, when it is
+older than its time to live (dropped and counted), or when the byte cap forces the oldest out
+(evicted and counted). Forwarding order: route priority (0 first), then arrival.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    priority INTEGER NOT NULL,
+    module TEXT NOT NULL,
+    bag TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    enqueued REAL NOT NULL,
+    expires REAL NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_order ON queue(priority, seq);
+CREATE INDEX IF NOT EXISTS queue_expiry ON queue(expires);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+COUNTERS = ("received", "forwarded", "expired", "evicted")
+
+
+@dataclass(frozen=True)
+class Stored:
+    seq: int
+    priority: int
+    module: str
+    bag: str
+    payload: bytes
+    enqueued: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class Item:
+    """A message to store: its module, property bag (as a topic level), body, priority, TTL."""
+
+    module: str
+    bag: str
+    payload: bytes
+    priority: int
+    ttl_secs: float
+
+
+class MessageStore:
+    """Thread-safe durable queue; ``max_bytes`` 0 means no cap."""
+
+    def __init__(self, path: Path | str, max_bytes: int = 0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a committed row survives a process kill (the WAL is written before commit
+        # returns); only a power loss can take the last commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue").fetchone()
+        self._count, self._bytes = int(row[0]), int(row[1])
+        self._counters = {name: 0 for name in COUNTERS}
+        for name, value in self._db.execute("SELECT name, value FROM counters"):
+            self._counters[name] = int(value)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def put_many(self, items: list[Item], now: float | None = None) -> list[int]:
+        """Commit ``items`` in one transaction (then evict the oldest beyond the byte cap)."""
+        if not items:
+            return []
+        now = time.time() if now is None else now
+        seqs: list[int] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                added = 0
+                for it in items:
+                    size = len(it.payload) + len(it.bag)
+                    cur = self._db.execute(
+                        "INSERT INTO queue(priority, module, bag, payload, enqueued, expires, size)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (it.priority, it.module, it.bag, it.payload, now, now + it.ttl_secs, size),
+                    )
+                    seqs.append(int(cur.lastrowid or 0))
+                    added += size
+                self._count += len(items)
+                self._bytes += added
+                self._bump("received", len(items))
+                if self.max_bytes and self._bytes > self.max_bytes:
+                    self._evict_locked()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_locked()
+                raise
+            self.changed.notify_all()
+        return seqs
+
+    def _evict_locked(self) -> None:
+        """Delete the oldest messages until the queue fits the byte cap."""
+        excess = self._bytes - self.max_bytes
+        victims: list[tuple[int, int]] = []
+        for seq, size in self._db.execute("SELECT seq, size FROM queue ORDER BY seq"):
+            if excess <= 0:
+                break
+            victims.append((int(seq), int(size)))
+            excess -= int(size)
+        self._db.executemany("DELETE FROM queue WHERE seq = ?", [(s,) for s, _ in victims])
+        self._count -= len(victims)
+        self._bytes -= sum(size for _, size in victims)
+        self._bump("evicted", len(victims))
+
+    def _bump(self, name: str, n: int) -> None:
+        if not n:
+            return
+        self._counters[name] += n
+        self._db.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, n),
+        )
+
+    def _reload_locked(self) -> None:
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue").fetchone()
+        self._count, self._bytes = int(row[0]), int(row[1])
+        self._counters = {name: 0 for name in COUNTERS}
+        for name, value in self._db.execute("SELECT name, value FROM counters"):
+            self._counters[name] = int(value)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop every message past its time to live; returns how many."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE expires <= ?", (now,)
+                ).fetchone()
+                n, size = int(row[0]), int(row[1])
+                if n:
+                    self._db.execute("DELETE FROM queue WHERE expires <= ?", (now,))
+                    self._count -= n
+                    self._bytes -= size
+                    self._bump("expired", n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_locked()
+                raise
+        return n
+
+    def peek(self, limit: int) -> list[Stored]:
+        """The next messages to forward: best priority first, then arrival order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, priority, module, bag, payload, enqueued, expires FROM queue"
+                " ORDER BY priority, seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Stored(int(r[0]), int(r[1]), r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
+
+    def remove(self, seqs: list[int]) -> None:
+        """Forget forwarded messages (counted as forwarded)."""
+        if not seqs:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = 0
+                size = 0
+                for seq in seqs:
+                    row = self._db.execute(
+                        "SELECT size FROM queue WHERE seq = ?", (seq,)
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    self._db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
+                    removed += 1
+                    size += int(row[0])
+                self._count -= removed
+                self._bytes -= size
+                self._bump("forwarded", removed)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_locked()
+                raise
+
+    def wait(self, timeout: float) -> None:
+        with self._lock:
+            if self._count == 0:
+                self.changed.wait(timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the agent's reported properties (persisted across restarts)."""
+        with self._lock:
+            return {
+                "queuedMessages": self._count,
+                "queuedBytes": self._bytes,
+                "maxBytes": self.max_bytes,
+                "receivedMessages": self._counters["received"],
+                "forwardedMessages": self._counters["forwarded"],
+                "expiredMessages": self._counters["expired"],
+                "evictedMessages": self._counters["evicted"],
+            }
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
