@@ -16,6 +16,7 @@ CLI_MODULES: list[str] = [
     "modules.featurizer.cli",
     "edge_agent.cli",
     "edge_agent.edgehub.cli",
+    "edge_agent.accelerators.fpga.cli",
 ]
 
 

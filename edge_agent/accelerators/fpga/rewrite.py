@@ -58,8 +58,25 @@ def _opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    inferred = shape_inference.infer_shapes(model)
+def infer_shapes(model: onnx.ModelProto, pin_batch: bool = False) -> dict[str, list[int | None]]:
+    """Tensor name -> dims (None where unknown). Uses onnxruntime's symbolic shape inference,
+    which follows shape arithmetic (e.g. the computed pads of TF-style "same" padding), and falls
+    back to ONNX shape inference. ``pin_batch`` sets a symbolic leading input dim to 1 first."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    if pin_batch:
+        for vi in work.graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and not dims[0].HasField("dim_value"):
+                dims[0].dim_value = 1
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(work, auto_merge=True)
+    except Exception:  # the tool raises plain Exceptions on graphs it cannot follow
+        inferred = None
+    if inferred is None:
+        inferred = shape_inference.infer_shapes(work, data_prop=True)
     out: dict[str, list[int | None]] = {}
     infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     for vi in infos:
@@ -73,13 +90,15 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
 
 
 class _Builder:
-    def __init__(self, model: onnx.ModelProto, fmt: BfpFormat) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, fmt: BfpFormat, shapes: dict[str, list[int | None]]
+    ) -> None:
         self.model = model
         self.fmt = fmt
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.counter = 0
-        self.shapes = _shapes(model)
+        self.shapes = shapes
         self.cache: dict[tuple[str, int], str] = {}
         self._consts: dict[tuple[str, bytes], str] = {}
 
@@ -100,11 +119,17 @@ class _Builder:
         self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
         return out
 
-    def quantize_activation(self, name: str, axis: int) -> str:
-        """Insert the run-time BFP quantize-dequantize of tensor ``name`` along ``axis``."""
-        shape = self.shapes.get(name)
-        if shape is None:
+    def quantize_activation(
+        self, name: str, axis: int, rank: int | None = None, channels: int | None = None
+    ) -> str:
+        """Insert the run-time BFP quantize-dequantize of tensor ``name`` along ``axis``.
+
+        ``rank``/``channels`` (known from the consumer's weight) stand in for inferred dims."""
+        shape = list(self.shapes.get(name) or [None] * (rank or 0))
+        if not shape:
             raise RewriteError(f"tensor {name!r} has no inferred shape; cannot block it")
+        if channels is not None and shape[axis] is None:
+            shape[axis] = channels
         rank = len(shape)
         axis = axis % rank
         key = (name, axis)
@@ -186,6 +211,7 @@ def rewrite(
     f = get_format(fmt, block_size)
     if f.qmax > 127:
         raise RewriteError(f"format {f.name} has more than 8 bits per element")
+    shapes = infer_shapes(model)  # before the opset conversion (tensor names are kept)
     work = onnx.ModelProto()
     work.CopyFrom(model)
     if _opset(work) < TARGET_OPSET:
@@ -197,7 +223,7 @@ def rewrite(
     report = RewriteReport(fmt=f.name, block_size=f.block_size)
     graph = work.graph
     inits = {t.name: t for t in graph.initializer}
-    b = _Builder(work, f)
+    b = _Builder(work, f, shapes)
     new_weights: dict[tuple[str, str, int], str] = {}
 
     def weight(name: str, kind: str, axis: int) -> str | None:
@@ -234,7 +260,12 @@ def rewrite(
         try:
             if activations:
                 before = len(b.cache)
-                inputs[0] = b.quantize_activation(a_name, a_axis)
+                hint = None
+                w_shape = b.shapes.get(w_name)
+                if node.op_type == "Conv" and w_shape and w_shape[1] is not None:
+                    hint = int(w_shape[1]) * int(attrs.get("group", 1))
+                conv_rank = rank_w if node.op_type == "Conv" else None
+                inputs[0] = b.quantize_activation(a_name, a_axis, conv_rank, hint)
                 report.quantized_activations += len(b.cache) - before
             if weights:
                 qw_name = weight(w_name, w_kind, w_axis)

@@ -1,0 +1,176 @@
+"""Cycle model of the emulated FPGA card: device latency per inference from layer shapes.
+
+A Brainwave-style matrix-vector unit has ``tiles * lanes`` dot-product engines, each consuming
+``native_vector`` BFP values of the reduction per cycle. A layer with ``P`` output positions,
+reduction length ``K`` (``Cin/group * kh * kw`` for Conv) and ``Cout/group`` outputs per group takes
+
+    compute = ceil(K / native_vector) * ceil(Cout / (tiles*lanes)) * P   cycles
+
+(groups of a grouped/depthwise conv are spread over the lanes; the ideal, ``MACs /
+(tiles*lanes*native_vector)``, is reported beside it: the ceilings are the unused parts of the
+vectors, large for depthwise convolutions whose K is only kh*kw). Weights pinned on chip cost
+nothing per inference; when the model's BFP weights exceed ``onchip_weight_mbytes`` every layer
+streams its weights from DRAM and takes ``max(compute, weight_bytes / DRAM bytes-per-cycle)``. Each
+layer adds ``layer_overhead_cycles``; each inference adds ``inference_overhead_us`` plus the PCIe
+transfer of the input tensor (float32) and the output features. Loading a model takes
+``flash_ms + flash_ms_per_mbyte * weight MB``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+DEFAULT_CONFIG = Path(__file__).with_name("arria10.yaml")
+
+
+class CardConfig(BaseModel):
+    name: str = "arria10-bfp"
+    clock_mhz: float = 300.0
+    native_vector: int = 128
+    lanes: int = 8
+    tiles: int = 6
+    dram_gbytes_per_s: float = 25.6
+    pcie_gbytes_per_s: float = 7.0
+    onchip_weight_mbytes: float = 6.0
+    layer_overhead_cycles: int = 256
+    inference_overhead_us: float = 40.0
+    flash_ms: float = 1500.0
+    flash_ms_per_mbyte: float = 20.0
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.tiles * self.lanes * self.native_vector
+
+
+def load_config(path: Path | str | None = None) -> CardConfig:
+    """Read a card config (YAML); the shipped Arria 10-class defaults when ``path`` is None."""
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    data = yaml.safe_load(source.read_text()) or {}
+    return CardConfig.model_validate(data)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One matrix layer at batch 1: ``positions`` output pixels (rows), reduction ``k`` per group,
+    ``outputs`` per group, ``groups``."""
+
+    name: str
+    op: str
+    positions: int
+    k: int
+    outputs: int
+    groups: int = 1
+
+    @property
+    def macs(self) -> int:
+        return self.positions * self.k * self.outputs * self.groups
+
+    @property
+    def weights(self) -> int:
+        return self.k * self.outputs * self.groups
+
+
+class DeviceLatency(BaseModel):
+    device_ms: float  # total emulated device time for the batch
+    compute_ms: float
+    memory_stall_ms: float
+    transfer_ms: float
+    overhead_ms: float
+    cycles: int
+    ideal_cycles: int
+    utilization: float  # ideal / actual compute cycles
+    batch: int
+
+
+class CycleModel:
+    def __init__(self, layers: list[Layer], config: CardConfig, bits_per_value: float) -> None:
+        self.layers = layers
+        self.config = config
+        self.bits_per_value = bits_per_value
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def weight_bytes(self) -> float:
+        return sum(layer.weights for layer in self.layers) * self.bits_per_value / 8
+
+    @property
+    def weights_on_chip(self) -> bool:
+        return self.weight_bytes <= self.config.onchip_weight_mbytes * 1e6
+
+    def flash_ms(self) -> float:
+        return self.config.flash_ms + self.config.flash_ms_per_mbyte * self.weight_bytes / 1e6
+
+    def latency(self, batch: int, input_bytes: int, output_bytes: int) -> DeviceLatency:
+        c = self.config
+        hz = c.clock_mhz * 1e6
+        lanes = c.tiles * c.lanes
+        dram_bytes_per_cycle = c.dram_gbytes_per_s * 1e9 / hz
+        stream = not self.weights_on_chip
+        compute = ideal = stall = 0
+        for layer in self.layers:
+            rows = layer.positions * batch
+            cyc = math.ceil(layer.k / c.native_vector)
+            cyc *= math.ceil(layer.outputs * layer.groups / lanes) * rows
+            compute += cyc
+            ideal += math.ceil(layer.macs * batch / c.macs_per_cycle)
+            if stream:
+                mem = math.ceil(layer.weights * self.bits_per_value / 8 / dram_bytes_per_cycle)
+                stall += max(0, mem - cyc)
+        overhead_cycles = c.layer_overhead_cycles * len(self.layers)
+        cycles = compute + stall + overhead_cycles
+        transfer_ms = (input_bytes + output_bytes) / (c.pcie_gbytes_per_s * 1e9) * 1e3
+        overhead_ms = overhead_cycles / hz * 1e3 + c.inference_overhead_us / 1e3
+        device_ms = cycles / hz * 1e3 + transfer_ms + c.inference_overhead_us / 1e3
+        return DeviceLatency(
+            device_ms=device_ms,
+            compute_ms=compute / hz * 1e3,
+            memory_stall_ms=stall / hz * 1e3,
+            transfer_ms=transfer_ms,
+            overhead_ms=overhead_ms,
+            cycles=cycles,
+            ideal_cycles=ideal,
+            utilization=ideal / compute if compute else 0.0,
+            batch=batch,
+        )
+
+
+def layers_from_onnx(model: object) -> list[Layer]:
+    """The Conv/MatMul/Gemm layers of an ONNX model at batch 1 (shapes from shape inference)."""
+    import onnx
+    from onnx import helper
+
+    from edge_agent.accelerators.fpga.rewrite import infer_shapes
+
+    assert isinstance(model, onnx.ModelProto)
+    known = infer_shapes(model, pin_batch=True)
+    shapes = {k: [d if d is not None else 1 for d in v] for k, v in known.items()}
+    inferred = model
+    layers: list[Layer] = []
+    for node in inferred.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = shapes.get(node.input[1])
+        out = shapes.get(node.output[0])
+        if not w or not out:
+            continue
+        label = node.name or node.output[0]
+        if node.op_type == "Conv":
+            groups = int(attrs.get("group", 1))
+            k = math.prod(w[1:])
+            positions = math.prod(out[2:]) if len(out) > 2 else 1
+            layers.append(Layer(label, "Conv", positions, k, w[0] // groups, groups))
+        else:
+            trans_b = node.op_type == "Gemm" and bool(attrs.get("transB", 0))
+            k, n = (w[-1], w[-2]) if trans_b else (w[-2], w[-1])
+            positions = math.prod(out[:-1]) if len(out) > 1 else 1
+            layers.append(Layer(label, node.op_type, positions, k, n))
+    return layers

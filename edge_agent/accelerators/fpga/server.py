@@ -1,0 +1,433 @@
+"""The emulated FPGA card as a device process that serves a local UNIX socket.
+
+``edgefleet fpga-emulator serve --device fpga0`` runs ``serve()``. The process owns one emulated
+card: it holds one featurizer "bitstream" at a time (loading another replaces it after the emulated
+flash delay), computes with block floating point (``rewrite.py`` on onnxruntime) and returns with
+every result the emulated device latency (``cycle_model.py``) beside the host wall time. Requests
+from concurrent clients are serialized on the card; ``status`` never waits for the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.accelerators.bfp import FORMATS, get_format
+from edge_agent.accelerators.fpga.cycle_model import (
+    CardConfig,
+    CycleModel,
+    layers_from_onnx,
+    load_config,
+)
+from edge_agent.accelerators.fpga.protocol import (
+    ConnectionClosed,
+    ProtocolError,
+    parse_header,
+    read_frame,
+    send_frame,
+)
+from edge_agent.accelerators.store import DATA_DIR_ENV, ModelStore, StoreError
+
+SOCKET_DIR_ENV = "EDGEFLEET_DEVICE_DIR"
+SUPPORTED_FEATURIZERS = ("resnet50", "resnet152", "vgg16", "densenet121", "efficientnet-lite0")
+PRECISIONS = tuple(FORMATS)
+MAX_BATCH = 64
+
+
+class DeviceError(Exception):
+    """A request the card refuses; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_socket_path(device: str = "fpga0") -> Path:
+    """``$EDGEFLEET_DEVICE_DIR/<dev>.sock``, ``$EDGEFLEET_DATA_DIR/devices/<dev>.sock``,
+    ``/run/edgefleet/<dev>.sock`` when writable (root), else ``$XDG_RUNTIME_DIR`` or /tmp."""
+    if os.environ.get(SOCKET_DIR_ENV):
+        return Path(os.environ[SOCKET_DIR_ENV]).expanduser() / f"{device}.sock"
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser() / "devices" / f"{device}.sock"
+    run = Path("/run/edgefleet")
+    if os.access(run if run.exists() else run.parent, os.W_OK):
+        return run / f"{device}.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/edgefleet-{os.getuid()}"
+    return Path(runtime) / "edgefleet" / f"{device}.sock"
+
+
+def _canonical(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def supported_name(name: str) -> str | None:
+    """The supported featurizer ``name`` refers to (``ResNet-50`` -> ``resnet50``), else None."""
+    wanted = _canonical(name)
+    for known in SUPPORTED_FEATURIZERS:
+        if _canonical(known) == wanted:
+            return known
+    return None
+
+
+@dataclass
+class Loaded:
+    model: str
+    precision: str
+    session: Any
+    input_name: str
+    output_name: str
+    input_shape: list[int | str]
+    cycle_model: CycleModel
+    loaded_at: float
+    flash_ms: float
+    feature_dim: int
+
+
+@dataclass
+class Counters:
+    loads: int = 0
+    refused: int = 0
+    inferences: int = 0
+    images: int = 0
+    errors: int = 0
+    device_ms_total: float = 0.0
+    host_ms_total: float = 0.0
+    per_op: dict[str, int] = field(default_factory=dict)
+
+
+class EmulatedCard:
+    def __init__(
+        self,
+        device: str,
+        store: ModelStore,
+        config: CardConfig,
+        threads: int | None = None,
+    ) -> None:
+        self.device = device
+        self.store = store
+        self.config = config
+        self.threads = threads
+        self.lock = threading.Lock()
+        self.loaded: Loaded | None = None
+        self.busy = ""
+        self.counters = Counters()
+        self.started = time.time()
+
+    # -- load ----------------------------------------------------------------------------------
+    def load(self, model: str, precision: str) -> dict[str, Any]:
+        canonical = supported_name(model)
+        if canonical is None:
+            self.counters.refused += 1
+            raise DeviceError(
+                "unsupported_model",
+                f"the {self.config.name} bitstreams support only "
+                f"{', '.join(SUPPORTED_FEATURIZERS)}; {model!r} is not one of them",
+            )
+        if precision not in PRECISIONS:
+            self.counters.refused += 1
+            raise DeviceError(
+                "unsupported_precision",
+                f"precision {precision!r} is not supported (choose {', '.join(PRECISIONS)})",
+            )
+        with self.lock:
+            self.busy = f"flashing {canonical} {precision}"
+            try:
+                return self._load_locked(canonical, precision)
+            finally:
+                self.busy = ""
+
+    def _load_locked(self, model: str, precision: str) -> dict[str, Any]:
+        import onnx
+        import onnxruntime as ort
+
+        from edge_agent.accelerators.cpu import session_options
+        from edge_agent.accelerators.fpga.rewrite import RewriteError, rewrite
+
+        start = time.perf_counter()
+        try:
+            manifest = self.store.get(model)
+            path = self.store.featurizer_path(model, "fp32")
+        except StoreError as exc:
+            raise DeviceError("model_not_found", str(exc)) from exc
+        fmt = get_format(precision)
+        try:
+            graph = onnx.load(str(path))
+            layers = layers_from_onnx(graph)
+            rewritten, report = rewrite(graph, fmt)
+        except (RewriteError, onnx.checker.ValidationError, OSError) as exc:
+            raise DeviceError(
+                "load_failed", f"cannot prepare {model} for {precision}: {exc}"
+            ) from exc
+        try:
+            session = ort.InferenceSession(
+                rewritten.SerializeToString(),
+                session_options(self.threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DeviceError(
+                "load_failed", f"onnxruntime refused the {precision} graph: {exc}"
+            ) from exc
+        import numpy as np
+
+        dims = [d if isinstance(d, int) else 1 for d in manifest.featurizer_input.shape]
+        warm = np.zeros(dims, np.float32)
+        for _ in range(2):  # warm-up inside the flash window: first runs allocate
+            session.run(None, {manifest.featurizer_input.name: warm})
+        cycle = CycleModel(layers, self.config, fmt.bits_per_value)
+        flash_ms = cycle.flash_ms()
+        # The emulated flash takes flash_ms of wall time; host preparation happens within it.
+        remaining = flash_ms / 1000.0 - (time.perf_counter() - start)
+        if remaining > 0:
+            time.sleep(remaining)
+        previous = self.loaded.model if self.loaded else None
+        self.loaded = Loaded(
+            model=model,
+            precision=precision,
+            session=session,
+            input_name=manifest.featurizer_input.name,
+            output_name=manifest.featurizer_output.name,
+            input_shape=list(manifest.featurizer_input.shape),
+            cycle_model=cycle,
+            loaded_at=time.time(),
+            flash_ms=flash_ms,
+            feature_dim=manifest.feature_dim,
+        )
+        self.counters.loads += 1
+        return {
+            "model": model,
+            "precision": precision,
+            "replaced": previous,
+            "flash_ms": round(flash_ms, 3),
+            "load_wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
+            "quantized_layers": report.quantized_nodes,
+            "skipped_layers": report.skipped,
+            "weights_mbytes": round(cycle.weight_bytes / 1e6, 3),
+            "weights_on_chip": cycle.weights_on_chip,
+            "gmacs": round(cycle.macs / 1e9, 4),
+            "feature_dim": manifest.feature_dim,
+            "input_shape": list(manifest.featurizer_input.shape),
+        }
+
+    # -- infer ---------------------------------------------------------------------------------
+    def infer(self, header: dict[str, Any], payload: bytearray) -> tuple[dict[str, Any], bytes]:
+        import numpy as np
+
+        shape = header.get("shape")
+        if header.get("dtype", "float32") != "float32":
+            raise DeviceError("bad_request", "only float32 tensors are accepted")
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        ):
+            raise DeviceError("bad_request", "infer needs 'shape': [N, C, H, W] of positive ints")
+        if len(payload) != math.prod(shape) * 4:
+            raise DeviceError(
+                "bad_request",
+                f"payload has {len(payload)} bytes; shape {shape} float32 needs "
+                f"{math.prod(shape) * 4}",
+            )
+        if shape[0] > MAX_BATCH:
+            raise DeviceError("bad_request", f"batch {shape[0]} exceeds the card's {MAX_BATCH}")
+        with self.lock:
+            loaded = self.loaded
+            if loaded is None:
+                raise DeviceError("no_model", "no model is loaded on the card; send load first")
+            expected = loaded.input_shape[1:]
+            if any(isinstance(e, int) and e != s for e, s in zip(expected, shape[1:], strict=True)):
+                raise DeviceError(
+                    "bad_request",
+                    f"{loaded.model} takes [N, {', '.join(map(str, expected))}], got {shape}",
+                )
+            batch = np.frombuffer(payload, dtype="<f4").reshape(shape)
+            start = time.perf_counter()
+            (features,) = loaded.session.run([loaded.output_name], {loaded.input_name: batch})
+            host_ms = (time.perf_counter() - start) * 1000.0
+            features = np.ascontiguousarray(features, dtype="<f4")
+            latency = loaded.cycle_model.latency(
+                shape[0], input_bytes=len(payload), output_bytes=features.nbytes
+            )
+            self.counters.inferences += 1
+            self.counters.images += shape[0]
+            self.counters.device_ms_total += latency.device_ms
+            self.counters.host_ms_total += host_ms
+        response = {
+            "model": loaded.model,
+            "precision": loaded.precision,
+            "shape": list(features.shape),
+            "dtype": "float32",
+            "device_ms": round(latency.device_ms, 4),
+            "host_ms": round(host_ms, 4),
+            "latency": latency.model_dump(),
+        }
+        return response, features.tobytes()
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        loaded = self.loaded
+        c = self.counters
+        return {
+            "device": self.device,
+            "card": self.config.model_dump(),
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "busy": self.busy or None,
+            "model": loaded.model if loaded else None,
+            "precision": loaded.precision if loaded else None,
+            "loaded_at": loaded.loaded_at if loaded else None,
+            "feature_dim": loaded.feature_dim if loaded else None,
+            "supported_models": list(SUPPORTED_FEATURIZERS),
+            "supported_precisions": list(PRECISIONS),
+            "model_dir": str(self.store.root),
+            "counters": {
+                "loads": c.loads,
+                "refused": c.refused,
+                "inferences": c.inferences,
+                "images": c.images,
+                "errors": c.errors,
+                "device_ms_total": round(c.device_ms_total, 3),
+                "host_ms_total": round(c.host_ms_total, 3),
+            },
+        }
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def handle(self, header: dict[str, Any], payload: bytearray) -> tuple[dict[str, Any], bytes]:
+        op = header.get("op")
+        if op == "ping":
+            return {"device": self.device}, b""
+        if op == "status":
+            return self.status(), b""
+        if op == "load":
+            model, precision = header.get("model"), header.get("precision", "msfp9")
+            if not isinstance(model, str) or not isinstance(precision, str):
+                raise DeviceError("bad_request", "load needs 'model' and 'precision' strings")
+            return self.load(model, precision), b""
+        if op == "infer":
+            return self.infer(header, payload)
+        raise DeviceError("bad_request", f"unknown op {op!r} (ping, status, load, infer)")
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        card = self.server.card
+        sock: socket.socket = self.request
+        while True:
+            try:
+                raw, payload = read_frame(sock)
+            except ConnectionClosed:
+                return
+            except ProtocolError as exc:
+                card.counters.errors += 1
+                with contextlib.suppress(OSError):
+                    send_frame(sock, {"ok": False, "code": "protocol", "error": str(exc)})
+                return
+            except OSError:
+                return
+            try:
+                header = parse_header(raw)
+                response, body = card.handle(header, payload)
+                reply: dict[str, Any] = {"ok": True, **response}
+            except DeviceError as exc:
+                card.counters.errors += 1
+                reply, body = {"ok": False, "code": exc.code, "error": str(exc)}, b""
+            except ValueError as exc:  # bad JSON / UTF-8
+                card.counters.errors += 1
+                reply, body = (
+                    {"ok": False, "code": "bad_request", "error": f"bad header: {exc}"},
+                    b"",
+                )
+            except Exception as exc:  # never let one request take the device down
+                card.counters.errors += 1
+                reply = {"ok": False, "code": "internal", "error": f"{type(exc).__name__}: {exc}"}
+                body = b""
+            try:
+                send_frame(sock, reply, body)
+            except OSError:
+                return
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path: str, card: EmulatedCard) -> None:
+        self.card = card
+        super().__init__(path, _Handler)
+
+
+def _claim_socket_path(path: Path) -> None:
+    """Remove a stale socket left by a killed device; refuse if a live device serves it."""
+    if len(os.fsencode(str(path))) > 107:
+        raise DeviceError("bad_path", f"socket path is too long for AF_UNIX (>107 bytes): {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and not path.is_symlink():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            raise DeviceError("bad_path", f"cannot use {path}: {exc}") from exc
+        path.unlink(missing_ok=True)  # stale: nobody listens
+        return
+    finally:
+        probe.close()
+    raise DeviceError("busy", f"another device process already serves {path}")
+
+
+def serve(
+    device: str = "fpga0",
+    socket_path: Path | None = None,
+    model_dir: Path | None = None,
+    config_path: Path | None = None,
+    flash_ms: float | None = None,
+    threads: int | None = None,
+    ready: threading.Event | None = None,
+) -> int:
+    """Run the device until SIGTERM/SIGINT; remove the socket on the way out."""
+    config = load_config(config_path)
+    if flash_ms is not None:
+        config = config.model_copy(update={"flash_ms": flash_ms, "flash_ms_per_mbyte": 0.0})
+    path = socket_path or default_socket_path(device)
+    card = EmulatedCard(device, ModelStore(model_dir), config, threads)
+    _claim_socket_path(path)
+    server = _Server(str(path), card)
+    os.chmod(path, 0o660)
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(
+        f"{device}: serving the emulated {config.name} card on {path}", file=sys.stderr, flush=True
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print(f"{device}: stopped, {path} removed", file=sys.stderr, flush=True)
+    return 0
