@@ -30,6 +30,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.registry",
     "cloud_hub.api.twins",
     "cloud_hub.api.query",
+    "cloud_hub.api.enrollment",
 ]
 
 

@@ -69,7 +69,16 @@ def build_channel(cfg: AgentConfig, device_id: str) -> TwinChannel:
         from edge_agent.hubchannel import make_hub_channel
     except ImportError as exc:
         raise ConfigError(f"provisioning {p.source}: hub connection unavailable ({exc})") from None
-    return make_hub_channel(cfg, device_id)
+    device_key = None
+    if p.source == "dps" and p.attestation is not None and p.global_endpoint:
+        from edge_agent.provisioning import Registration
+
+        device_key = p.attestation.device_key()
+        group = p.attestation.enrollment_group_id or p.attestation.registration_id
+        Registration(
+            cfg.data_dir, p.global_endpoint, group, p.attestation.registration_id, device_key
+        ).ensure()
+    return make_hub_channel(cfg, device_id, device_key)
 
 
 def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:

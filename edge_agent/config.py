@@ -76,6 +76,8 @@ class Provisioning(_Strict):
         elif self.source == "dps":
             if not (self.global_endpoint and self.attestation):
                 raise ValueError("dps provisioning needs global_endpoint and attestation")
+            if not self.attestation.enrollment_group_id:
+                raise ValueError("dps attestation needs enrollment_group_id")
         elif self.source == "local" and not self.manifest:
             raise ValueError("local provisioning needs manifest (a deployment manifest file)")
         return self
