@@ -105,18 +105,49 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
         runtime_type=runtime_type,
         hostname=cfg.hostname,
         debounce=r.report_debounce_secs,
-        edge_hub_factory=_edge_hub_factory if cfg.edge_hub else None,
+        edge_hub_factory=_edge_hub_factory(cfg) if cfg.edge_hub else None,
         hub_hostname=hub_host,
     )
 
 
-def _edge_hub_factory(agent: Agent) -> Any:
-    """Start the in-agent edge hub (issue 5) when that package provides a service entry point."""
-    import importlib
+def _edge_hub_factory(cfg: AgentConfig) -> Any:
+    """The in-agent edge hub (issue 5), on a port that stays the same across agent restarts:
+    modules carry it in their env, and a changed env would recreate every module."""
 
-    try:
-        service = importlib.import_module("edge_agent.edgehub.service")
-    except ImportError:
-        log.info("edge hub not available in this build; modules get identity env only")
+    def factory(agent: Agent) -> Any:
+        try:
+            from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
+        except ImportError:
+            log.info("edge hub not available in this build; modules get identity env only")
+            return None
+        data_dir = cfg.data_dir / "edgehub"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port_file = data_dir / "port"
+        port = cfg.edge_hub_port
+        if not port:
+            try:
+                port = int(port_file.read_text())
+            except (OSError, ValueError):
+                port = 0
+        upstream = getattr(agent.channel, "client", None)
+        for candidate in dict.fromkeys([port, 0]):
+            hub = EdgeHub(
+                EdgeHubConfig(
+                    device_id=agent.device_id,
+                    data_dir=data_dir,
+                    host=cfg.edge_hub_host,
+                    port=candidate,
+                ),
+                upstream,
+            )
+            try:
+                hub.start()
+            except OSError as exc:  # the remembered port is taken: take a new one
+                log.warning("edge hub port %s unavailable (%s)", candidate, exc)
+                hub.stop()
+                continue
+            port_file.write_text(str(hub.port))
+            return hub
         return None
-    return service.start_for_agent(agent)
+
+    return factory

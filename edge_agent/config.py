@@ -130,6 +130,8 @@ class AgentConfig(_Strict):
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
     edge_hub: bool = Field(default=True, description="Run the edge hub inside the agent")
+    edge_hub_host: str = Field(default="127.0.0.1", description="Edge hub listen address")
+    edge_hub_port: int = Field(default=0, ge=0, le=65535, description="0: chosen once, kept")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -114,7 +114,10 @@ class Agent:
         if self.edge_hub_factory is not None:
             self.edge_hub = self.edge_hub_factory(self)
             if self.edge_hub is not None and self.hub_desired is not None:
-                self.edge_hub.apply(self.hub_desired)
+                try:
+                    self.edge_hub.apply(self.hub_desired)
+                except Exception:
+                    log.exception("persisted edge hub routes unusable")
         if self.reconciler.desired is not None:
             self.reconciler.adopt()
         self.channel.start(on_desired=lambda _m: self._sync_due.set(), on_method=self.on_method)
@@ -189,8 +192,16 @@ class Agent:
             return
         clean_hub = {k: v for k, v in (hub_raw or {}).items() if not k.startswith("$")} or None
         clean_agent = {k: v for k, v in agent_raw.items() if not k.startswith("$")}
-        self._activate(agent, hub, persist=(clean_agent, clean_hub))
-        self.last_desired_status = {"code": 200, "description": ""}
+        try:
+            self._activate(agent, hub, persist=(clean_agent, clean_hub))
+        except ManifestError as exc:
+            log.warning("desired deployment rejected (%s): %s", exc.code, exc.description)
+            self.last_desired_status = {"code": exc.code, "description": exc.description}
+        except Exception as exc:  # storage trouble and the like: IoT Edge's 500
+            log.exception("applying the deployment failed")
+            self.last_desired_status = {"code": 500, "description": str(exc)}
+        else:
+            self.last_desired_status = {"code": 200, "description": ""}
         self._report_due.set()
 
     def _activate(
@@ -199,11 +210,14 @@ class Agent:
         hub: EdgeHubDesired | None,
         persist: tuple[dict[str, Any], dict[str, Any] | None] | None,
     ) -> None:
+        if hub is not None and self.edge_hub is not None:
+            try:
+                self.edge_hub.apply(hub)  # validates the routes: a bad one rejects the whole
+            except Exception as exc:
+                raise ManifestError(400, str(exc), "$edgeHub.properties.desired.routes") from None
         if persist is not None:
             self.store.save(persist[0], persist[1], self.last_desired_version)
         self.hub_desired = hub
-        if hub is not None and self.edge_hub is not None:
-            self.edge_hub.apply(hub)
         self.reconciler.set_desired(agent)
 
     # ------------------------------------------------------------------ methods
