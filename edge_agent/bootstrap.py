@@ -47,6 +47,7 @@ def build_runtimes(cfg: AgentConfig, device_id: str) -> dict[str, Runtime]:
                 image_gc_secs=d.image_gc_secs,
                 stop_on_shutdown=d.stop_modules_on_exit,
                 docker_url=d.url,
+                stop_timeout=int(cfg.reconcile.stop_timeout_secs),
             )
             docker_rt.api.ping()
             runtimes["docker"] = docker_rt

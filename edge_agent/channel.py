@@ -41,7 +41,7 @@ class TwinChannel(Protocol):
 class LocalChannel:
     """Standalone mode: ``$edgeAgent``/``$edgeHub`` desired come from a manifest file on disk."""
 
-    def __init__(self, device_id: str, manifest: Path, data_dir: Path, poll: float = 0.5) -> None:
+    def __init__(self, device_id: str, manifest: Path, data_dir: Path, poll: float = 0.1) -> None:
         self.device_id = device_id
         self.manifest = manifest
         self.reported_path = data_dir / "reported.json"

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import agent_app, app
+from edgefleet.cli_apps import agent_app, app, bench_app
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -26,30 +22,11 @@ def agent_run(
     config: Path = typer.Option(..., "--config", "-c", help="Agent config file (YAML or JSON)."),
 ) -> None:
     """Run the edge agent daemon in the foreground (SIGTERM stops it cleanly)."""
-    from edge_agent.bootstrap import build_agent
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.runner import run_daemon
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        agent = build_agent(cfg)
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    agent.start()
-    logging.getLogger("edgefleet.agent").info("agent %s running", agent.device_id)
-    while not stop.wait(1):
-        pass
-    agent.stop()
+    code = run_daemon(config)
+    if code:
+        raise typer.Exit(code)
 
 
 def _hub_options(hub: str | None, token: str | None) -> tuple[str, dict[str, str]]:
@@ -117,3 +94,43 @@ def logs(
     for item in result or []:
         for rec in item.get("payload") or []:
             typer.echo(rec["content"])
+
+
+@bench_app.command("agent")
+def bench_agent(
+    modules: int = typer.Option(5, "--modules", "-n", min=1, max=100, help="Modules to deploy."),
+    runtime: str = typer.Option("auto", help="process | docker | auto (both when possible)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Agent RSS when idle and time from a desired change to all modules running."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.table import Table
+
+    from edge_agent.bench import docker_available, run_bench
+
+    if runtime not in ("process", "docker", "auto"):
+        raise _fail("--runtime must be process, docker or auto")
+    runtimes = ["process"]
+    if runtime == "docker" or (runtime == "auto" and docker_available()):
+        runtimes = ["docker"] if runtime == "docker" else ["process", "docker"]
+    err = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err) as bar:
+        task = bar.add_task("agent bench", total=None)
+        try:
+            result = run_bench(
+                modules, runtimes, lambda rt: bar.update(task, description=f"runtime {rt}")
+            )
+        except Exception as exc:  # engine trouble and the like: one line, no traceback
+            raise _fail(f"bench failed: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"edge agent, {modules} modules")
+    cols = [k for k in result["results"][0] if k != "runtime"]
+    table.add_column("runtime")
+    for c in cols:
+        table.add_column(c)
+    for row in result["results"]:
+        table.add_row(row["runtime"], *(str(row[c]) for c in cols))
+    Console().print(table)

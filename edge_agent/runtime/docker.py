@@ -70,6 +70,7 @@ class DockerRuntime:
         image_gc_secs: float = 7 * 86400,
         stop_on_shutdown: bool = False,
         docker_url: str | None = None,
+        stop_timeout: int = 10,
     ) -> None:
         import docker
 
@@ -83,6 +84,7 @@ class DockerRuntime:
         }
         self.image_gc_secs = image_gc_secs
         self.stop_on_shutdown = stop_on_shutdown
+        self.stop_timeout = stop_timeout
         self.images_file = Path(data_dir) / "images.json"
         self._lock = threading.Lock()
 
@@ -288,6 +290,9 @@ class DockerRuntime:
 
     def shutdown(self, stop_modules: bool = False) -> None:
         if stop_modules or self.stop_on_shutdown:
-            for c in self._ours():
-                self._call(self.api.stop, c["Id"], timeout=10)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(8) as pool:
+                for c in self._ours():
+                    pool.submit(self._call, self.api.stop, c["Id"], timeout=self.stop_timeout)
         self.client.close()

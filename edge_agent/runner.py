@@ -1,0 +1,39 @@
+"""Run the agent in the foreground until SIGTERM/SIGINT (shared by the CLI and ``-m``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def run_daemon(config: str | Path) -> int:
+    from edge_agent.bootstrap import build_agent
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        agent = build_agent(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    logging.getLogger("edgefleet.agent").info("agent %s running", agent.device_id)
+    while not stop.wait(1):
+        pass
+    agent.stop()
+    return 0
