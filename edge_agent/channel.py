@@ -84,7 +84,7 @@ class LocalChannel:
             except yaml.YAMLError:
                 return {"$version": int(st.st_mtime), "$invalid": "manifest is not JSON/YAML"}
         try:
-            mc = extract_modules_content(substitute(doc))
+            mc = extract_modules_content(substitute(doc, braced_only=True))
         except ManifestError as exc:
             return {"$version": int(st.st_mtime), "$invalid": exc.description}
         section = mc.get(module) or {}

@@ -201,11 +201,17 @@ _BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _BARE = re.compile(r"\$([A-Z_][A-Z0-9_]*)")
 
 
-def substitute(obj: Any, variables: Mapping[str, str] | None = None, strict: bool = False) -> Any:
+def substitute(
+    obj: Any,
+    variables: Mapping[str, str] | None = None,
+    strict: bool = False,
+    braced_only: bool = False,
+) -> Any:
     """Replace ``${VAR}`` and ``$VAR`` (upper case) in every string of a JSON value.
 
     Variables come from ``variables`` or, if None, the environment. Unknown names stay as they are
-    unless ``strict``, which raises ManifestError(400) naming the first one.
+    unless ``strict``, which raises ManifestError(400) naming the first one. ``braced_only``
+    leaves ``$VAR`` alone (shell commands of process modules use that form).
     """
     env: Mapping[str, str] = os.environ if variables is None else variables
 
@@ -219,7 +225,8 @@ def substitute(obj: Any, variables: Mapping[str, str] | None = None, strict: boo
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
-            return _BARE.sub(repl, _BRACED.sub(repl, v))
+            done = _BRACED.sub(repl, v)
+            return done if braced_only else _BARE.sub(repl, done)
         if isinstance(v, dict):
             return {walk(k): walk(x) for k, x in v.items()}
         if isinstance(v, list):

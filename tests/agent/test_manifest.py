@@ -143,3 +143,20 @@ def test_substitute_keeps_iot_edge_tokens() -> None:
     doc = {"r": "FROM /messages/* INTO $upstream", "i": "${REG}/x:$TAG", "n": "$UNSET"}
     out = substitute(doc, {"REG": "localhost:5000", "TAG": "1"})
     assert out == {"r": "FROM /messages/* INTO $upstream", "i": "localhost:5000/x:1", "n": "$UNSET"}
+
+
+def test_repo_manifests_parse() -> None:
+    repo = Path(__file__).resolve().parents[2] / "manifests"
+    found = sorted(repo.glob("*.json"))
+    assert found
+    for path in found:
+        dep = load_manifest(path, {})
+        assert dep.edge_agent.modules
+
+
+def test_braced_only_keeps_shell_variables() -> None:
+    doc = {"c": "echo $HOME ${X}", "d": "${HEARTBEAT:-5}"}
+    assert substitute(doc, {"HOME": "/h", "X": "1"}, braced_only=True) == {
+        "c": "echo $HOME 1",
+        "d": "${HEARTBEAT:-5}",
+    }
