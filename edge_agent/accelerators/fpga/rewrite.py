@@ -5,12 +5,14 @@ initializers. Activations are quantized at run time by standard ONNX operators i
 Conv/MatMul/Gemm input, with the semantics of ``bfp.quantize`` (blocks along the reduction axis:
 channels for Conv, the last axis for MatMul/Gemm inputs):
 
-``Abs -> [Pad] -> Reshape [.., C/B, B, ..] -> ReduceMax`` gives each block's max magnitude;
+``[Pad] -> Reshape [.., C/B, B, ..] -> Abs -> ReduceMax`` gives each block's max magnitude;
 ``Cast(to=FLOAT8E8M0, round_mode="down") -> Cast(FLOAT)`` is exactly ``2**floor(log2(amax))``;
 ``Mul 2**-(M-1) -> Clip`` gives the step ``s`` within the format's exponent range;
-``QuantizeLinear(block_size=B, int8) -> Clip(+-(2**M-1)) -> DequantizeLinear`` rounds half to
-even, saturates and rescales. Accumulation and bias stay float32 (as in Brainwave's float
-accumulators). Models below opset 24 are converted with ``onnx.version_converter`` first.
+``Div s -> QuantizeLinear(scale 1, int8) -> Clip(+-(2**M-1), int8) -> DequantizeLinear(s,
+block_size=B)`` rounds half to even, saturates and rescales (all exact: ``s`` is a power of two).
+Channel counts that are not a multiple of ``B`` are zero-padded for the block view and sliced back.
+Accumulation and bias stay float32 (as in Brainwave's float accumulators). Models below opset 24
+are converted with ``onnx.version_converter`` first.
 
 A tensor that feeds several quantized ops is quantized once. Activation channel counts (and, for
 the cheapest form, the dims after the reduction axis) must be static; the batch may be dynamic.
@@ -157,11 +159,8 @@ class _Builder:
                 target += [int(d or 0) for d in tail] if static_tail else [-1]
             blocks = self.node("Reshape", [source, self.const(np.array(target, np.int64))])
             red_axis = axis + 1
-        amax = self.node(
-            "ReduceMax",
-            [self.node("Abs", [blocks]), self.const(np.array([red_axis], np.int64))],
-            keepdims=1,
-        )
+        axes = self.const(np.array([red_axis], np.int64))
+        amax = self.node("ReduceMax", [self.node("Abs", [blocks]), axes], keepdims=1)
         # 2**floor(log2(amax)), exact: E8M0 holds a bare power of two, rounded down.
         pow2 = self.node("Cast", [amax], to=TensorProto.FLOAT8E8M0, round_mode="down")
         pow2f = self.node("Cast", [pow2], to=TensorProto.FLOAT)
@@ -172,17 +171,19 @@ class _Builder:
             "Clip",
             [self.node("Mul", [pow2f, self.const(shift)]), self.const(smin), self.const(smax)],
         )
-        qmax = float(fmt.qmax)
-        scaled = self.node("Div", [blocks, step])
-        clipped = self.node(
-            "Clip",
-            [
-                scaled,
-                self.const(np.array(-qmax, np.float32)),
-                self.const(np.array(qmax, np.float32)),
-            ],
+        qmax = fmt.qmax
+        scaled = self.node("Div", [blocks, step])  # exact: step is a power of two
+        # QuantizeLinear with unit scale = round half to even + saturate to int8 in one pass;
+        # Clip (int8) narrows to +-(2**M - 1); blocked DequantizeLinear multiplies by the step.
+        codes = self.node(
+            "QuantizeLinear",
+            [scaled, self.const(np.array(1.0, np.float32)), self.const(np.array(0, np.int8))],
         )
-        out = self.node("Mul", [self.node("Round", [clipped]), step])
+        codes = self.node(
+            "Clip",
+            [codes, self.const(np.array(-qmax, np.int8)), self.const(np.array(qmax, np.int8))],
+        )
+        out = self.node("DequantizeLinear", [codes, step], axis=red_axis, block_size=block)
         if nblocks > 1:
             out = self.node("Reshape", [out, self.node("Shape", [source])])
             if pad:
