@@ -31,6 +31,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.twins",
     "cloud_hub.api.query",
     "cloud_hub.api.enrollment",
+    "cloud_hub.api.logupload",
 ]
 
 
