@@ -448,3 +448,50 @@ STATUS_TOO_LARGE = 413
 STATUS_TOO_MANY = 429
 STATUS_SERVER_ERROR = 500
 STATUS_TIMEOUT = 504
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials derived from symmetric keys
+
+SECONDARY_SUFFIX = "/secondary"
+"""MQTT user name suffix for the secondary key (``{deviceId}/secondary``).
+
+A mosquitto password file holds one password per user, so each device has two users: its id
+(primary key) and ``{id}/secondary`` (secondary key). ``/`` cannot appear in an id, so the alias
+never collides with another device, and the ``%u`` ACL pattern expands it into the device's own
+subtree (the alias gets an explicit ``topic readwrite devices/{id}/#`` line in the ACL file).
+"""
+
+
+def mqtt_username(device_id: str, slot: str = "primary") -> str:
+    validate_id(device_id, "device id")
+    if slot == "primary":
+        return device_id
+    if slot == "secondary":
+        return device_id + SECONDARY_SUFFIX
+    raise ProtocolError(f"unknown key slot {slot!r}")
+
+
+def device_of_username(username: str) -> tuple[str, str]:
+    """(device id, slot) of an MQTT user name built by :func:`mqtt_username`."""
+    if username.endswith(SECONDARY_SUFFIX):
+        return username[: -len(SECONDARY_SUFFIX)], "secondary"
+    return username, "primary"
+
+
+def mqtt_password(device_id: str, symmetric_key: str) -> str:
+    """The MQTT password for a device: HMAC-SHA256 of the device id under the symmetric key.
+
+    The key itself never travels; the broker's password file stores a salted hash of this value.
+    """
+    import base64
+    import binascii
+    import hashlib
+    import hmac
+
+    try:
+        raw = base64.b64decode(symmetric_key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = symmetric_key.encode()
+    digest = hmac.new(raw, b"edgefleet-mqtt\n" + device_id.encode(), hashlib.sha256).digest()
+    return "ef1." + base64.urlsafe_b64encode(digest).decode().rstrip("=")

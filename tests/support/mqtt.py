@@ -1,0 +1,161 @@
+"""MQTT test helpers: free ports, a mosquitto process with a given config, a recorder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto process of our own (never the system service)."""
+
+    config: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_port("127.0.0.1", self.port)
+        return self
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@contextmanager
+def mosquitto(tmp: Path, extra: str = "", port: int | None = None) -> Iterator[Mosquitto]:
+    """An anonymous, plain-TCP mosquitto on a free port with ``extra`` config lines."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    conf = tmp / "mosquitto.conf"
+    user = "root" if os.geteuid() == 0 else ""
+    conf.write_text(
+        (f"user {user}\n" if user else "")
+        + f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+        + extra
+    )
+    broker = Mosquitto(conf, port, tmp / "mosquitto.log").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@dataclass
+class Recorder:
+    """A plain paho client that records what it receives."""
+
+    client: mqtt.Client
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    subscribed: threading.Event = field(default_factory=threading.Event)
+    connect_rc: list[int] = field(default_factory=list)
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [t for t, _ in self.messages]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return True
+            time.sleep(0.02)
+        return False
+
+
+def recorder(
+    port: int,
+    topics: list[str],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    client_id: str = "",
+    tls_ca: str | None = None,
+    cert: tuple[str, str] | None = None,
+    clean_session: bool = True,
+) -> Recorder:
+    """Connect, subscribe to ``topics`` and record every message (call ``.client.loop_stop()``)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+    )
+    rec = Recorder(client)
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls_ca is not None:
+        client.tls_set(
+            ca_certs=tls_ca, certfile=cert[0] if cert else None, keyfile=cert[1] if cert else None
+        )
+
+    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, props: Any) -> None:
+        rec.connect_rc.append(int(rc.value))
+        if rc.is_failure:
+            return
+        c.subscribe([(t, 1) for t in topics])
+
+    def on_subscribe(c: mqtt.Client, u: Any, mid: int, rcs: Any, props: Any) -> None:
+        rec.subscribed.set()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with rec.lock:
+            rec.messages.append((msg.topic, bytes(msg.payload)))
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return rec
