@@ -1,0 +1,82 @@
+"""The device on the real EfficientNet-Lite0 featurizer: photos are classified right in bfp8."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.accelerators.classify import ImageClassifier
+from edge_agent.accelerators.fpga.client import DeviceProcess, start_device_process
+from edge_agent.accelerators.select import open_accelerator
+from edge_agent.accelerators.store import ModelStore
+from tests.support.featurizer_models import build_test_store
+
+CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+COFFEE = {967, 968}  # espresso, cup
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    root = build_test_store(
+        tmp_path_factory.mktemp("models"), precisions=("fp32",), calibration_count=4
+    )
+    return ModelStore(root)
+
+
+@pytest.fixture(scope="module")
+def device(store: ModelStore) -> Iterator[DeviceProcess]:
+    root = Path(tempfile.mkdtemp(prefix="ef-fpga-"))
+    proc = start_device_process("fpga9", root / "fpga9.sock", model_dir=store.root, flash_ms=50)
+    yield proc
+    proc.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_bfp8_classifies_the_photos_right(device: DeviceProcess, store: ModelStore) -> None:
+    from skimage import data
+
+    session = open_accelerator(
+        "fpga-emulator", "efficientnet-lite0", "bfp8", store=store, device=str(device.path)
+    )
+    try:
+        assert session.notice is None  # used the running device, did not start one
+        classifier = ImageClassifier(session, store)
+        top = classifier.classify([data.chelsea(), data.coffee()], k=5)
+        assert top[0][0]["class_id"] in CATS, top[0]
+        assert top[1][0]["class_id"] in COFFEE, top[1]
+        latency = session.last_device_ms
+        assert latency is not None and latency > 0
+    finally:
+        session.close()
+    with device.client() as dev:
+        st = dev.status()
+        assert (st["model"], st["precision"]) == ("efficientnet-lite0", "bfp8")
+        assert st["counters"]["images"] >= 2
+
+
+def test_formats_differ_and_narrower_is_further_from_fp32(
+    device: DeviceProcess, store: ModelStore
+) -> None:
+    from skimage import data
+
+    from edge_agent.accelerators.preprocess import preprocess_batch
+
+    manifest = store.get("efficientnet-lite0")
+    batch = preprocess_batch([data.chelsea(), data.coffee()], manifest.preprocessing)
+    cpu = open_accelerator("cpu", "efficientnet-lite0", "fp32", store=store, warmup=0)
+    reference = cpu.featurize(batch)
+    cpu.close()
+    errors = {}
+    with device.client() as dev:
+        for precision in ("bfp8", "msfp9", "msfp8"):
+            dev.load("efficientnet-lite0", precision)
+            result = dev.infer(batch)
+            assert result.features.shape == (2, manifest.feature_dim)
+            diff = np.linalg.norm(result.features - reference) / np.linalg.norm(reference)
+            errors[precision] = float(diff)
+    assert 0 < errors["bfp8"] < errors["msfp9"] < errors["msfp8"], errors
