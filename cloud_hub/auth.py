@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_hub.errors import Forbidden, Unauthorized
@@ -14,22 +15,24 @@ from cloud_hub.tokens import has_scope
 _bearer = HTTPBearer(auto_error=False, description="A hub API token (edgefleet hub token create)")
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
 
-def require(scope: str) -> Callable[..., frozenset[str]]:
+def require(scope: str) -> Callable[..., Awaitable[frozenset[str]]]:
     """A dependency that admits a request only with a valid token holding ``scope``."""
 
-    def check(
+    async def check(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> frozenset[str]:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        hub = get_hub(request)
-        scopes = hub.tokens.scopes_of(credentials.credentials)
+        hub: Hub = request.app.state.hub
+        hit, scopes = hub.tokens.cached_scopes(credentials.credentials)
+        if not hit:  # look it up off the event loop
+            scopes = await run_in_threadpool(hub.tokens.scopes_of, credentials.credentials)
         if scopes is None:
             raise Unauthorized("invalid token")
         if not has_scope(scopes, scope):

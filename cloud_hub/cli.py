@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from edgefleet.cli_apps import hub_app
+from edgefleet.cli_apps import bench_app, hub_app
 
 DATA_DIR_OPT = typer.Option(
     Path("./hub-data"), "--data-dir", envvar="EDGEFLEET_HUB_DATA_DIR", help="Hub state directory."
@@ -116,3 +116,73 @@ def token_create(
     finally:
         hub.close()
     typer.echo(token)
+
+
+@bench_app.command("hub")
+def bench_hub(
+    devices: int = typer.Option(10_000, "--devices", min=10, help="Fleet size to seed."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Benchmark this database (default: a temporary SQLite)."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the data here."),
+    operations: int = typer.Option(2000, "--operations", min=10, help="Patches/reads per path."),
+    workers: int = typer.Option(4, "--workers", min=1, help="Concurrent HTTP clients."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Twin patch/s, twin read/s and tag-query latency: service layer vs HTTP, same run."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud_hub.bench import run_bench
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("seeding", total=devices)
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage == "seeding":
+                progress.update(task, completed=done)
+            else:
+                progress.update(task, description=stage)
+
+        try:
+            result = run_bench(devices, database_url, data_dir, operations, workers, report)
+        except (SQLAlchemyError, RuntimeError, OSError) as exc:
+            _fail(str(exc).splitlines()[0])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print_bench(result)
+
+
+def _print_bench(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hub benchmark: {result['devices']} devices on {result['database']}")
+    for column in ("figure", "service layer", "HTTP", "HTTP / service"):
+        table.add_column(column)
+    for key, label in (("twin_patch_per_s", "twin patches/s"), ("twin_read_per_s", "reads/s")):
+        entry = result[key]
+        table.add_row(
+            label, str(entry["service"]), str(entry["http"]), str(entry["http_vs_service"])
+        )
+    Console().print(table)
+    queries = Table(title="tag queries (p50 ms)")
+    for column in ("query", "matches", "SQL prefilter", "Python only", "speedup"):
+        queries.add_column(column)
+    for key in ("region_query", "site_query"):
+        entry = result["tag_query"][key]
+        queries.add_row(
+            key,
+            str(entry["matches"]),
+            str(entry["prefilter"]["p50_ms"]),
+            str(entry["python_only"]["p50_ms"]),
+            str(entry["speedup"]),
+        )
+    Console().print(queries)

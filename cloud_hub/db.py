@@ -39,8 +39,8 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        writer_engine = self.engine.execution_options(sqlite_immediate=True)
-        self._writer = sessionmaker(writer_engine, expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._migrated = threading.Event()
 
     @property
@@ -57,6 +57,18 @@ class Database:
         """A write transaction; on SQLite it starts with BEGIN IMMEDIATE (no upgrade deadlocks)."""
         with self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_conn(self) -> Iterator[Connection]:
+        """A Core connection for reads (no ORM overhead on hot paths)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write_conn(self) -> Iterator[Connection]:
+        """A Core write transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
+        with self._write_engine.begin() as conn:
+            yield conn
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision shipped in this package."""

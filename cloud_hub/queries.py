@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
-from cloud_hub.twins import ModuleRowAlias, twin_json, twin_select
+from cloud_hub.twins import twin_from_row, twin_select
 
 MAX_PAGE_SIZE = 10_000
 _BATCH = 500
@@ -188,12 +188,12 @@ class Queries:
                         and_(TwinRow.device_id == dev, TwinRow.module_id > mod),
                     )
                 )
-            with self.db.read() as session:
-                batch = session.execute(stmt.limit(_BATCH)).all()
-                docs = [
-                    ([twin.device_id, twin.module_id], twin_json(twin, device, module))
-                    for twin, device, module in batch
-                ]
+            with self.db.read_conn() as conn:
+                batch = conn.execute(stmt.limit(_BATCH)).all()
+            docs = []
+            for row in batch:
+                twin = twin_from_row(row)
+                docs.append(([twin["deviceId"], twin.get("moduleId", DEVICE_TWIN)], twin))
             yield from docs
             if len(batch) < _BATCH:
                 return
@@ -204,4 +204,4 @@ class Queries:
             yield twin
 
 
-__all__ = ["ModuleRowAlias", "Queries", "QueryFailed", "QueryPage", "resolve_path"]
+__all__ = ["Queries", "QueryFailed", "QueryPage", "resolve_path"]

@@ -36,7 +36,7 @@ from cloud_hub.identity import (
     parse_spec,
 )
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, ModuleRow, TwinRow
-from cloud_hub.twindoc import utc_now
+from cloud_hub.twindoc import MAX_TAGS_BYTES, check_size, utc_now, validate_patch
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,53 @@ class Registry:
         for module in created_modules:
             self.bus.publish(events.ModuleCreated(device_id, module.module_id, module_json(module)))
         return result
+
+    def create_devices(
+        self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Bulk create ``(device_id, body, tags)`` in one transaction (all or nothing)."""
+        rows: list[DeviceRow] = []
+        now = utc_now()
+        for device_id, body, tags in items:
+            check_id(device_id, "deviceId")
+            validate_patch(tags, "tags", allow_null=False)
+            check_size(tags, "tags", MAX_TAGS_BYTES)
+            spec = parse_spec(DeviceSpec, body)
+            row = DeviceRow(
+                device_id=device_id,
+                generation_id=new_generation_id(),
+                etag=new_etag(),
+                status=spec.status,
+                status_reason=spec.status_reason,
+                status_updated_time=now,
+                iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
+                connection_state="Disconnected",
+                connection_state_updated_time=now,
+                cloud_to_device_message_count=0,
+                created_at=now,
+            )
+            apply_auth(row, spec.authentication, keep=False)
+            rows.append(row)
+        with self.db.write() as session:
+            existing = session.scalars(
+                select(DeviceRow.device_id).where(
+                    DeviceRow.device_id.in_([r.device_id for r in rows])
+                )
+            ).first()
+            if existing is not None:
+                raise AlreadyExists(f"device {existing!r} already exists", path="deviceId")
+            session.add_all(rows)
+            session.flush()
+            for row, (_id, _body, tags) in zip(rows, items, strict=True):
+                twin = _new_twin(row.device_id, DEVICE_TWIN)
+                twin.tags = tags
+                session.add(twin)
+                if row.iot_edge:
+                    self._add_edge_modules(session, row.device_id)
+        results = [device_json(r) for r in rows]
+        for result in results:
+            self.bus.publish(events.DeviceCreated(result["deviceId"], result))
+        return results
 
     def _add_edge_modules(self, session: Session, device_id: str) -> list[ModuleRow]:
         created = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from sqlalchemy import select
 
@@ -32,8 +33,13 @@ def has_scope(granted: frozenset[str], needed: str) -> bool:
 
 
 class Tokens:
+    """Token store; lookups are cached briefly (CACHE_SECONDS) so requests skip the database."""
+
+    CACHE_SECONDS = 5.0
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache: dict[str, tuple[float, frozenset[str] | None]] = {}
 
     def create(self, scopes: list[str], name: str = "") -> str:
         """Store a new token and return its secret (shown once)."""
@@ -55,10 +61,26 @@ class Tokens:
             )
         return token
 
+    def cached_scopes(self, token: str) -> tuple[bool, frozenset[str] | None]:
+        """``(hit, scopes)`` from the cache, without touching the database."""
+        cached = self._cache.get(_digest(token))
+        if cached is not None and time.monotonic() - cached[0] < self.CACHE_SECONDS:
+            return True, cached[1]
+        return False, None
+
     def scopes_of(self, token: str) -> frozenset[str] | None:
         """The scopes of a token, or None when it is not known."""
-        with self.db.read() as session:
-            row = session.scalars(
-                select(TokenRow).where(TokenRow.token_hash == _digest(token))
-            ).first()
-            return None if row is None else frozenset(row.scopes.split())
+        digest = _digest(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
+        with self.db.read_conn() as conn:
+            scopes = conn.execute(
+                select(TokenRow.scopes).where(TokenRow.token_hash == digest)
+            ).scalar()
+        result = None if scopes is None else frozenset(scopes.split())
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, result)
+        return result

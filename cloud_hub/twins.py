@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Connection, Select, Table, bindparam, select, update
 
 from cloud_hub import events
 from cloud_hub.db import Database
@@ -26,25 +25,10 @@ from cloud_hub.twindoc import (
     validate_patch,
 )
 
-ModuleRowAlias = aliased(ModuleRow)
 
-
-def twin_select() -> Select[TwinRow, DeviceRow, ModuleRow]:
-    """SELECT twins joined with their device (and module) rows: the base of twin queries."""
-    return (
-        select(TwinRow, DeviceRow, ModuleRowAlias)
-        .join(DeviceRow, DeviceRow.device_id == TwinRow.device_id)
-        .outerjoin(
-            ModuleRowAlias,
-            (ModuleRowAlias.device_id == TwinRow.device_id)
-            & (ModuleRowAlias.module_id == TwinRow.module_id),
-        )
-    )
-
-
-def twin_json(twin: TwinRow, device: DeviceRow, module: ModuleRow | None = None) -> dict[str, Any]:
+def twin_json(twin: Any, device: Any, module: Any = None) -> dict[str, Any]:
     """The IoT Hub twin JSON of a device (module is None) or module twin."""
-    ident: DeviceRow | ModuleRow = module if module is not None else device
+    ident = module if module is not None else device
     doc: dict[str, Any] = {"deviceId": twin.device_id}
     if twin.module_id != DEVICE_TWIN:
         doc["moduleId"] = twin.module_id
@@ -108,32 +92,114 @@ def _section(body: dict[str, Any], name: str) -> dict[str, Any] | None:
     return {k: v for k, v in value.items() if not k.startswith("$")} if name != "tags" else value
 
 
+class _Rec(dict[str, Any]):
+    """A table row as a dict with attribute access (what twin_json reads)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+_TWINS: Table = TwinRow.__table__  # type: ignore[assignment]
+_DEVICES: Table = DeviceRow.__table__  # type: ignore[assignment]
+_MODULES: Table = ModuleRow.__table__  # type: ignore[assignment]
+_SELECT_TWIN = select(_TWINS).where(
+    _TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m")
+)
+_SELECT_TWIN_LOCKED = _SELECT_TWIN.with_for_update()
+_SELECT_DEVICE = select(_DEVICES).where(_DEVICES.c.device_id == bindparam("d"))
+_SELECT_MODULE = select(_MODULES).where(
+    _MODULES.c.device_id == bindparam("d"), _MODULES.c.module_id == bindparam("m")
+)
+_MODULES_OUTER = _MODULES.alias("m")
+_N_TWIN = len(_TWINS.c)
+_N_DEVICE = len(_DEVICES.c)
+_TWIN_KEYS = [c.key for c in _TWINS.c]
+_DEVICE_KEYS = [c.key for c in _DEVICES.c]
+_MODULE_KEYS = [c.key for c in _MODULES.c]
+
+
+def twin_select() -> Select[Any]:
+    """SELECT twins joined with their device (and module) rows; rows go to ``twin_from_row``.
+
+    Filter with the ``TwinRow`` / ``DeviceRow`` columns (e.g. a query prefilter).
+    """
+    return (
+        select(_TWINS, _DEVICES, _MODULES_OUTER)
+        .join(_DEVICES, _DEVICES.c.device_id == _TWINS.c.device_id)
+        .outerjoin(
+            _MODULES_OUTER,
+            (_MODULES_OUTER.c.device_id == _TWINS.c.device_id)
+            & (_MODULES_OUTER.c.module_id == _TWINS.c.module_id),
+        )
+    )
+
+
+def twin_from_row(row: Any) -> dict[str, Any]:
+    """The twin JSON of one ``twin_select`` row."""
+    values = tuple(row)
+    twin = _Rec(zip(_TWIN_KEYS, values[:_N_TWIN], strict=True))
+    device = _Rec(zip(_DEVICE_KEYS, values[_N_TWIN : _N_TWIN + _N_DEVICE], strict=True))
+    module_values = values[_N_TWIN + _N_DEVICE :]
+    module = None
+    if module_values[0] is not None:
+        module = _Rec(zip(_MODULE_KEYS, module_values, strict=True))
+    return twin_json(twin, device, module)
+
+
+_MUTABLE = (
+    "tags",
+    "desired",
+    "desired_meta",
+    "desired_version",
+    "reported",
+    "reported_meta",
+    "reported_version",
+    "version",
+    "updated_at",
+)
+# One prepared UPDATE of every mutable column (the row is locked while we compute the new state).
+_UPDATE_TWIN = (
+    update(_TWINS)
+    .where(_TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m"))
+    .values({name: bindparam(f"p_{name}") for name in _MUTABLE})
+)
+
+
 class Twins:
+    """Twin operations. The hot paths use SQLAlchemy Core (one SELECT, one UPDATE per patch)."""
+
     def __init__(self, db: Database, bus: EventBus) -> None:
         self.db = db
         self.bus = bus
 
-    def _load(
-        self, session: Session, device_id: str, module_id: str | None, *, lock: bool
-    ) -> TwinRow:
-        twin = session.get(TwinRow, (device_id, _module_key(module_id)), with_for_update=lock)
-        if twin is None:
+    def _load(self, conn: Connection, device_id: str, module_id: str | None, *, lock: bool) -> _Rec:
+        stmt = _SELECT_TWIN_LOCKED if lock and self.db.dialect == "postgresql" else _SELECT_TWIN
+        row = conn.execute(stmt, {"d": device_id, "m": _module_key(module_id)}).first()
+        if row is None:
             if module_id is None:
                 raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
             raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
-        return twin
+        return _Rec(row._mapping)
 
-    def _json(self, session: Session, twin: TwinRow) -> dict[str, Any]:
-        device = session.get(DeviceRow, twin.device_id)
-        assert device is not None  # foreign key
+    def _json(self, conn: Connection, twin: _Rec) -> dict[str, Any]:
+        device = conn.execute(_SELECT_DEVICE, {"d": twin.device_id}).one()
         module = None
         if twin.module_id != DEVICE_TWIN:
-            module = session.get(ModuleRow, (twin.device_id, twin.module_id))
-        return twin_json(twin, device, module)
+            found = conn.execute(_SELECT_MODULE, {"d": twin.device_id, "m": twin.module_id}).first()
+            module = None if found is None else _Rec(found._mapping)
+        return twin_json(twin, _Rec(device._mapping), module)
+
+    def _save(self, conn: Connection, twin: _Rec, changes: dict[str, Any]) -> None:
+        twin.update(changes)
+        params = {f"p_{name}": twin[name] for name in _MUTABLE}
+        conn.execute(_UPDATE_TWIN, {"d": twin.device_id, "m": twin.module_id, **params})
 
     def get_twin(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
-        with self.db.read() as session:
-            return self._json(session, self._load(session, device_id, module_id, lock=False))
+        with self.db.read_conn() as conn:
+            return self._json(conn, self._load(conn, device_id, module_id, lock=False))
 
     def patch_twin(
         self,
@@ -192,11 +258,11 @@ class Twins:
         stamp = iso(now) or ""
         desired_event: events.TwinDesiredChanged | None = None
         tags_event: events.TwinTagsChanged | None = None
-        with self.db.write() as session:
-            twin = self._load(session, device_id, module_id, lock=True)
+        with self.db.write_conn() as conn:
+            twin = self._load(conn, device_id, module_id, lock=True)
             if not etag_matches(if_match, twin_etag(twin.version)):
                 raise PreconditionFailed("twin etag does not match If-Match")
-            changed = False
+            changes: dict[str, Any] = {}
             if tags_patch is not None:
                 if replace:
                     new_tags = strip_nulls(tags_patch)
@@ -204,8 +270,7 @@ class Twins:
                     new_tags, _ = merge_patch(twin.tags or {}, {}, tags_patch, stamp, 0)
                 check_size(new_tags, "tags", MAX_TAGS_BYTES)
                 if new_tags != (twin.tags or {}):
-                    twin.tags = new_tags
-                    changed = True
+                    changes["tags"] = new_tags
                     tags_event = events.TwinTagsChanged(device_id, module_id, new_tags)
             if desired_patch is not None and (desired_patch or replace):
                 version = twin.desired_version + 1
@@ -220,15 +285,12 @@ class Twins:
                     )
                     pushed = desired_patch
                 check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
-                twin.desired = new_desired
-                twin.desired_meta = new_meta
-                twin.desired_version = version
-                changed = True
+                changes.update(desired=new_desired, desired_meta=new_meta, desired_version=version)
                 desired_event = events.TwinDesiredChanged(device_id, module_id, pushed, version)
-            if changed:
-                twin.version += 1
-                twin.updated_at = now
-            result = self._json(session, twin)
+            if changes:
+                changes.update(version=twin.version + 1, updated_at=now)
+                self._save(conn, twin, changes)
+            result = self._json(conn, twin)
         if tags_event is not None:
             self.bus.publish(tags_event)
         if desired_event is not None:
@@ -240,31 +302,37 @@ class Twins:
         validate_patch(patch, "properties.reported")
         now = utc_now()
         stamp = iso(now) or ""
-        with self.db.write() as session:
-            twin = self._load(session, device_id, module_id, lock=True)
+        with self.db.write_conn() as conn:
+            twin = self._load(conn, device_id, module_id, lock=True)
             version = twin.reported_version + 1
             new_reported, new_meta = merge_patch(
                 twin.reported or {}, twin.reported_meta or {}, patch, stamp, version
             )
             check_size(new_reported, "properties.reported", MAX_PROPERTIES_BYTES)
-            twin.reported = new_reported
-            twin.reported_meta = new_meta
-            twin.reported_version = version
-            twin.version += 1
-            twin.updated_at = now
+            self._save(
+                conn,
+                twin,
+                {
+                    "reported": new_reported,
+                    "reported_meta": new_meta,
+                    "reported_version": version,
+                    "version": twin.version + 1,
+                    "updated_at": now,
+                },
+            )
         self.bus.publish(events.TwinReportedChanged(device_id, module_id, patch, version))
         return version
 
     def get_desired(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
         """Desired properties with ``$version`` (what a device gets on a twin GET)."""
-        with self.db.read() as session:
-            twin = self._load(session, device_id, module_id, lock=False)
+        with self.db.read_conn() as conn:
+            twin = self._load(conn, device_id, module_id, lock=False)
             return {**(twin.desired or {}), "$version": twin.desired_version}
 
     def get_device_side(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
         """The twin as a device sees it: ``{"desired": {...}, "reported": {...}}`` with versions."""
-        with self.db.read() as session:
-            twin = self._load(session, device_id, module_id, lock=False)
+        with self.db.read_conn() as conn:
+            twin = self._load(conn, device_id, module_id, lock=False)
             return {
                 "desired": {**(twin.desired or {}), "$version": twin.desired_version},
                 "reported": {**(twin.reported or {}), "$version": twin.reported_version},

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Response
 
+from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.errors import InvalidInput
 from cloud_hub.queries import Queries
@@ -20,7 +21,7 @@ router = APIRouter(tags=["query"])
     dependencies=[Depends(require(SCOPE_REGISTRY_READ))],
     summary="Query device or module twins",
 )
-def query_devices(
+async def query_devices(
     response: Response,
     body: dict[str, Any] = Body(
         ..., examples=[{"query": "SELECT * FROM devices WHERE tags.location.region = 'west'"}]
@@ -32,7 +33,7 @@ def query_devices(
     text = body.get("query")
     if not isinstance(text, str):
         raise InvalidInput("query must be a string", path="query")
-    page = Queries(hub.db).run(text, max_items, continuation)
+    page = await call_service(Queries(hub.db).run, text, max_items, continuation)
     response.headers["x-ms-item-type"] = page.item_type
     if page.continuation:
         response.headers["x-ms-continuation"] = page.continuation

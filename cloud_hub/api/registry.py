@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Response
 
+from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.services import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
@@ -23,21 +24,21 @@ DEVICE_EXAMPLE = {
 
 
 @router.get("/devices", dependencies=read, summary="List devices (paged by device id)")
-def list_devices(
+async def list_devices(
     response: Response,
     top: int = Query(100, ge=1, le=1000),
     continuation: str | None = Header(None, alias="x-ms-continuation"),
     hub: Hub = Depends(get_hub),
 ) -> list[dict[str, Any]]:
-    devices, token = hub.registry.list_devices(top, continuation)
+    devices, token = await call_service(hub.registry.list_devices, top, continuation)
     if token:
         response.headers["x-ms-continuation"] = token
     return devices
 
 
 @router.get("/devices/{device_id}", dependencies=read, summary="Get a device identity")
-def get_device(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
-    return hub.registry.get_device(device_id)
+async def get_device(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
+    return await call_service(hub.registry.get_device, device_id)
 
 
 @router.put(
@@ -45,37 +46,37 @@ def get_device(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
     dependencies=write,
     summary="Create a device, or update it with If-Match",
 )
-def put_device(
+async def put_device(
     device_id: str,
     body: dict[str, Any] = Body(..., examples=[DEVICE_EXAMPLE]),
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
     if if_match is None:
-        return hub.registry.create_device(device_id, body)
-    return hub.registry.update_device(device_id, body, if_match)
+        return await call_service(hub.registry.create_device, device_id, body)
+    return await call_service(hub.registry.update_device, device_id, body, if_match)
 
 
 @router.delete(
     "/devices/{device_id}", dependencies=write, status_code=204, summary="Delete a device"
 )
-def delete_device(
+async def delete_device(
     device_id: str,
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> Response:
-    hub.registry.delete_device(device_id, if_match)
+    await call_service(hub.registry.delete_device, device_id, if_match)
     return Response(status_code=204)
 
 
 @router.get("/devices/{device_id}/modules", dependencies=read, summary="List a device's modules")
-def list_modules(device_id: str, hub: Hub = Depends(get_hub)) -> list[dict[str, Any]]:
-    return hub.registry.list_modules(device_id)
+async def list_modules(device_id: str, hub: Hub = Depends(get_hub)) -> list[dict[str, Any]]:
+    return await call_service(hub.registry.list_modules, device_id)
 
 
 @router.get("/devices/{device_id}/modules/{module_id}", dependencies=read, summary="Get a module")
-def get_module(device_id: str, module_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
-    return hub.registry.get_module(device_id, module_id)
+async def get_module(device_id: str, module_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
+    return await call_service(hub.registry.get_module, device_id, module_id)
 
 
 @router.put(
@@ -83,7 +84,7 @@ def get_module(device_id: str, module_id: str, hub: Hub = Depends(get_hub)) -> d
     dependencies=write,
     summary="Create a module identity, or update it with If-Match",
 )
-def put_module(
+async def put_module(
     device_id: str,
     module_id: str,
     body: dict[str, Any] = Body(..., examples=[{"moduleId": "camera"}]),
@@ -91,8 +92,8 @@ def put_module(
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
     if if_match is None:
-        return hub.registry.create_module(device_id, module_id, body)
-    return hub.registry.update_module(device_id, module_id, body, if_match)
+        return await call_service(hub.registry.create_module, device_id, module_id, body)
+    return await call_service(hub.registry.update_module, device_id, module_id, body, if_match)
 
 
 @router.delete(
@@ -101,13 +102,13 @@ def put_module(
     status_code=204,
     summary="Delete a module identity",
 )
-def delete_module(
+async def delete_module(
     device_id: str,
     module_id: str,
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> Response:
-    hub.registry.delete_module(device_id, module_id, if_match)
+    await call_service(hub.registry.delete_module, device_id, module_id, if_match)
     return Response(status_code=204)
 
 

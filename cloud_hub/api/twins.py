@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header
 
+from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.services import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
@@ -18,37 +19,39 @@ PATCH_EXAMPLE = {"tags": {"location": {"region": "west"}}, "properties": {"desir
 
 
 @router.get("/twins/{device_id}", dependencies=read, summary="Get a device twin")
-def get_twin(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
-    return hub.twins.get_twin(device_id)
+async def get_twin(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
+    return await call_service(hub.twins.get_twin, device_id)
 
 
 @router.patch(
     "/twins/{device_id}", dependencies=write, summary="Merge-patch tags and desired properties"
 )
-def patch_twin(
+async def patch_twin(
     device_id: str,
     body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
-    return hub.twins.patch_twin(device_id, None, body, if_match)
+    return await call_service(hub.twins.patch_twin, device_id, None, body, if_match)
 
 
 @router.put("/twins/{device_id}", dependencies=write, summary="Replace tags and desired properties")
-def replace_twin(
+async def replace_twin(
     device_id: str,
     body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
-    return hub.twins.replace_twin(device_id, None, body, if_match)
+    return await call_service(hub.twins.replace_twin, device_id, None, body, if_match)
 
 
 @router.get(
     "/twins/{device_id}/modules/{module_id}", dependencies=read, summary="Get a module twin"
 )
-def get_module_twin(device_id: str, module_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
-    return hub.twins.get_twin(device_id, module_id)
+async def get_module_twin(
+    device_id: str, module_id: str, hub: Hub = Depends(get_hub)
+) -> dict[str, Any]:
+    return await call_service(hub.twins.get_twin, device_id, module_id)
 
 
 @router.patch(
@@ -56,14 +59,14 @@ def get_module_twin(device_id: str, module_id: str, hub: Hub = Depends(get_hub))
     dependencies=write,
     summary="Merge-patch a module twin's tags and desired properties",
 )
-def patch_module_twin(
+async def patch_module_twin(
     device_id: str,
     module_id: str,
     body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
-    return hub.twins.patch_twin(device_id, module_id, body, if_match)
+    return await call_service(hub.twins.patch_twin, device_id, module_id, body, if_match)
 
 
 @router.put(
@@ -71,14 +74,14 @@ def patch_module_twin(
     dependencies=write,
     summary="Replace a module twin's tags and desired properties",
 )
-def replace_module_twin(
+async def replace_module_twin(
     device_id: str,
     module_id: str,
     body: dict[str, Any] = Body(..., examples=[PATCH_EXAMPLE]),
     if_match: str | None = Header(None, alias="If-Match"),
     hub: Hub = Depends(get_hub),
 ) -> dict[str, Any]:
-    return hub.twins.replace_twin(device_id, module_id, body, if_match)
+    return await call_service(hub.twins.replace_twin, device_id, module_id, body, if_match)
 
 
 def install(app: FastAPI, hub: Hub) -> None:

@@ -1,0 +1,293 @@
+"""`edgefleet bench hub`: twin patch/s, twin read/s and tag-query latency over a seeded fleet.
+
+Each figure is measured twice in the same run: through the service layer in-process (the baseline)
+and through the REST API of a real `edgefleet hub serve` process on the same database; the report
+gives the HTTP/baseline ratios. Tag queries are also timed with the SQL prefilter switched off to
+show what pushing filters into SQL buys.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cloud_hub.queries import Queries
+from cloud_hub.services import Hub, open_hub
+from cloud_hub.settings import HubSettings
+
+REGIONS = [f"region-{i}" for i in range(10)]
+SEED_BATCH = 500
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def seed(hub: Hub, prefix: str, devices: int, progress: Callable[[int], None]) -> list[str]:
+    ids = [f"{prefix}{i:06d}" for i in range(devices)]
+    for start in range(0, devices, SEED_BATCH):
+        batch = [
+            (
+                device_id,
+                {"capabilities": {"iotEdge": i % 10 == 0}},
+                {
+                    "location": {"region": REGIONS[i % len(REGIONS)], "site": f"site-{i % 500}"},
+                    "bench": prefix,
+                    "rank": i,
+                },
+            )
+            for i, device_id in enumerate(ids[start : start + SEED_BATCH], start)
+        ]
+        hub.registry.create_devices(batch)
+        progress(len(batch))
+    return ids
+
+
+def _service_patches(hub: Hub, ids: list[str], count: int) -> float:
+    rng = random.Random(1)
+    start = time.perf_counter()
+    for i in range(count):
+        hub.twins.patch_desired(rng.choice(ids), None, {"bench": {"seq": i, "fps": i % 30}})
+    return _rate(count, time.perf_counter() - start)
+
+
+def _service_reads(hub: Hub, ids: list[str], count: int) -> float:
+    rng = random.Random(2)
+    start = time.perf_counter()
+    for _ in range(count):
+        hub.twins.get_twin(rng.choice(ids))
+    return _rate(count, time.perf_counter() - start)
+
+
+def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, patch: bool) -> float:
+    per_worker = count // workers
+    errors: list[str] = []
+
+    def work(seed_value: int) -> None:
+        # http.client keeps the client side light, so the figure is mostly the server's cost
+        rng = random.Random(seed_value)
+        parsed = urlsplit(url)
+        conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=30)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            for i in range(per_worker):
+                device = rng.choice(ids)
+                if patch:
+                    body = {"properties": {"desired": {"bench": {"seq": i, "fps": i % 30}}}}
+                    conn.request("PATCH", f"/twins/{device}", json.dumps(body), headers)
+                else:
+                    conn.request("GET", f"/twins/{device}", headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200:
+                    errors.append(f"{response.status} {data[:200]!r}")
+                    return
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(i + 10,)) for i in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"HTTP benchmark failed: {errors[0]}")
+    return _rate(per_worker * workers, elapsed)
+
+
+def _latency_ms(fn: Callable[[], Any], runs: int) -> dict[str, float]:
+    fn()  # warm-up
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "max_ms": round(max(samples), 2),
+    }
+
+
+def _query_all(queries: Queries, text: str) -> int:
+    total, token = 0, None
+    while True:
+        page = queries.run(text, 10_000, token)
+        total += len(page.items)
+        token = page.continuation
+        if not token:
+            return total
+
+
+class _NoPrefilter(Queries):
+    def _prefilter(self, query: Any) -> None:
+        return None
+
+
+@contextmanager
+def _serve(data_dir: Path, database_url: str | None) -> Iterator[str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [sys.executable, "-m", "edgefleet.cli", "hub", "serve", "--data-dir", str(data_dir)]
+    args += ["--port", str(port), "--log-level", "warning"]
+    if database_url:
+        args += ["--database-url", database_url]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"hub exited: {err.strip()[-300:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("hub did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_bench(
+    devices: int,
+    database_url: str | None,
+    data_dir: Path | None,
+    operations: int,
+    workers: int,
+    progress: Callable[[str, int, int], None],
+) -> dict[str, Any]:
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgefleet-bench-")
+        data_dir = Path(tmp.name)
+    hub = open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
+    prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+    try:
+        start = time.perf_counter()
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            progress("seeding", done, devices)
+
+        ids = seed(hub, prefix, devices, step)
+        seed_seconds = time.perf_counter() - start
+        progress("service layer", 0, 1)
+        svc_patch = _service_patches(hub, ids, operations)
+        svc_read = _service_reads(hub, ids, operations)
+
+        queries = Queries(hub.db)
+        plain = _NoPrefilter(hub.db)
+        region_q = (
+            f"SELECT * FROM devices WHERE tags.bench = '{prefix}' "
+            "AND tags.location.region = 'region-3'"
+        )
+        site_q = (
+            f"SELECT deviceId FROM devices WHERE tags.bench = '{prefix}' "
+            "AND tags.location.site = 'site-42'"
+        )
+        count_q = (
+            f"SELECT tags.location.region AS region, COUNT() AS n FROM devices "
+            f"WHERE tags.bench = '{prefix}' GROUP BY tags.location.region"
+        )
+        region_matches = _query_all(queries, region_q)
+        site_matches = _query_all(queries, site_q)
+        progress("queries", 0, 1)
+        query_runs = 5
+        query: dict[str, Any] = {
+            "region_query": {
+                "matches": region_matches,
+                "prefilter": _latency_ms(lambda: _query_all(queries, region_q), query_runs),
+                "python_only": _latency_ms(lambda: _query_all(plain, region_q), query_runs),
+            },
+            "site_query": {
+                "matches": site_matches,
+                "prefilter": _latency_ms(lambda: _query_all(queries, site_q), query_runs),
+                "python_only": _latency_ms(lambda: _query_all(plain, site_q), query_runs),
+            },
+            "group_by_count": _latency_ms(lambda: _query_all(queries, count_q), 3),
+        }
+        for entry in (query["region_query"], query["site_query"]):
+            entry["speedup"] = round(
+                entry["python_only"]["p50_ms"] / max(entry["prefilter"]["p50_ms"], 1e-6), 2
+            )
+
+        progress("HTTP", 0, 1)
+        token = hub.tokens.create(["admin"], name="bench")
+        with _serve(data_dir, database_url) as url:
+            http_patch = _http_run(url, token, ids, operations, workers, patch=True)
+            http_read = _http_run(url, token, ids, operations, workers, patch=False)
+            headers = {"Authorization": f"Bearer {token}", "x-ms-max-item-count": "10000"}
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                http_site = _latency_ms(
+                    lambda: client.post("/devices/query", json={"query": site_q}), query_runs
+                )
+        query["site_query"]["http"] = http_site
+        return {
+            "database": hub.db.dialect,
+            "devices": devices,
+            "operations": operations,
+            "http_workers": workers,
+            "seed_seconds": round(seed_seconds, 2),
+            "twin_patch_per_s": {
+                "service": svc_patch,
+                "http": http_patch,
+                "http_vs_service": round(http_patch / svc_patch, 3) if svc_patch else None,
+            },
+            "twin_read_per_s": {
+                "service": svc_read,
+                "http": http_read,
+                "http_vs_service": round(http_read / svc_read, 3) if svc_read else None,
+            },
+            "tag_query": query,
+        }
+    finally:
+        _cleanup(hub, prefix, database_url is not None)
+        hub.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _cleanup(hub: Hub, prefix: str, shared_database: bool) -> None:
+    """Remove the benchmark's devices from a database the user pointed us at."""
+    if not shared_database:
+        return
+    from sqlalchemy import delete
+
+    from cloud_hub.models import DeviceRow, ModuleRow, TokenRow, TwinRow
+
+    with hub.db.write() as session:
+        like = prefix + "%"
+        session.execute(delete(TwinRow).where(TwinRow.device_id.like(like)))
+        session.execute(delete(ModuleRow).where(ModuleRow.device_id.like(like)))
+        session.execute(delete(DeviceRow).where(DeviceRow.device_id.like(like)))
+        session.execute(delete(TokenRow).where(TokenRow.name == "bench"))
