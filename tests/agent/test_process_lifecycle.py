@@ -72,6 +72,8 @@ def test_deploy_update_remove(agent: AgentProcess, tmp_path: Path) -> None:
     assert rep["lastDesiredStatus"]["code"] == 200
     assert rep["runtime"]["platform"]["os"] == "linux"
     assert a["lastStartTimeUtc"].endswith("Z") and a["settings"]["imageHash"].startswith("sha256:")
+    b = agent.module("b")
+    assert b["lastStartTimeUtc"] <= a["lastStartTimeUtc"]  # startupOrder 0 before 1
     pid_a, pid_b = procs_with(ma), procs_with(mb)
     assert len(pid_a) == 1 and len(pid_b) == 1
     # module env and identity env reach the process; output lands in the module log
@@ -180,3 +182,39 @@ def test_kill9_mid_deployment_and_reboot_without_hub(agent: AgentProcess, tmp_pa
         agent.wait_status(n, "running")
     for m in markers.values():
         assert len(procs_with(m)) == 1
+
+
+def test_restart_counter_resets_after_healthy_time(tmp_path: Path) -> None:
+    agent = AgentProcess(
+        tmp_path,
+        f"dev-{uuid.uuid4().hex[:8]}",
+        "process",
+        reconcile={"healthy_reset_secs": 1, "max_restarts": 10},
+    )
+    marker = f"{tmp_path}/module-flappy"
+    # crashes on its first two runs, then stays up
+    script = (
+        "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; "
+        "[ $n -ge 3 ] && exec sleep 100; exit 1"
+    )
+    mods = {
+        "flappy": {
+            "type": "process",
+            "restartPolicy": "on-failure",
+            "settings": {"command": ["sh", "-c", script, marker], "workingDir": str(tmp_path)},
+        }
+    }
+    agent.deploy(manifest(mods))
+    agent.start()
+    try:
+        agent.wait_for("2 restarts", lambda r: r["modules"]["flappy"]["restartCount"] == 2)
+        agent.wait_for(
+            "counter reset",
+            lambda r: (
+                r["modules"]["flappy"]["restartCount"] == 0
+                and r["modules"]["flappy"]["runtimeStatus"] == "running"
+            ),
+        )
+        assert (tmp_path / "count").read_text().strip() == "3"
+    finally:
+        agent.stop()
