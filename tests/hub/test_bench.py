@@ -1,0 +1,46 @@
+"""`edgefleet bench hub` runs end to end on a small fleet and reports its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.support.hub import edgefleet_cmd
+from tests.support.pg import temporary_database
+
+
+def _bench(*extra: str) -> dict[str, object]:
+    result = subprocess.run(
+        edgefleet_cmd("bench", "hub", "--devices", "60", "--operations", "40", "--json", *extra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def test_bench_hub_reports_both_paths_and_ratios() -> None:
+    report = _bench()
+    assert report["database"] == "sqlite" and report["devices"] == 60
+    for key in ("twin_patch_per_s", "twin_read_per_s"):
+        entry = report[key]
+        assert isinstance(entry, dict)
+        assert entry["service"] > 0 and entry["http"] > 0 and entry["http_vs_service"] > 0
+    query = report["tag_query"]
+    assert isinstance(query, dict)
+    assert query["region_query"]["matches"] == 6
+    assert query["site_query"]["matches"] == 1
+
+
+def test_bench_hub_on_postgresql_leaves_no_devices_behind() -> None:
+    with temporary_database() as url:
+        report = _bench("--database-url", url)
+        assert report["database"] == "postgresql"
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 0
+        engine.dispose()
