@@ -57,6 +57,7 @@ def resolve_path(path: list[str]) -> Any:
             "deviceId": TwinRow.device_id,
             "moduleId": TwinRow.module_id,
             "version": TwinRow.version,
+            "$version": TwinRow.version,
             "status": DeviceRow.status,
             "statusReason": DeviceRow.status_reason,
         }
@@ -142,9 +143,10 @@ class Queries:
         if limit > 0:
             for key, twin in self._keyed_twins(query, after):
                 last_key = key
-                if not matches(query.where, twin):
+                doc = _queryable(twin)
+                if not matches(query.where, doc):
                     continue
-                items.extend(execute(single, [twin]) if query.select is not None else [twin])
+                items.extend(execute(single, [doc]) if query.select is not None else [twin])
                 if len(items) >= limit:
                     break
         emitted += len(items)
@@ -201,7 +203,12 @@ class Queries:
 
     def _twins(self, query: Any, after: list[str] | None) -> Iterator[dict[str, Any]]:
         for _key, twin in self._keyed_twins(query, after):
-            yield twin
+            yield _queryable(twin)
+
+
+def _queryable(twin: dict[str, Any]) -> dict[str, Any]:
+    """The document conditions see: the twin plus ``$version`` (the twin version) at the top."""
+    return {**twin, "$version": twin["version"]}
 
 
 __all__ = ["Queries", "QueryFailed", "QueryPage", "resolve_path"]

@@ -181,3 +181,22 @@ def test_nul_characters_are_rejected_not_crashing(api: TestClient) -> None:
     assert api.put("/devices/a%00b", json={}).status_code == 400
     bad = api.patch("/twins/d1", json={"tags": {"a": "x\u0000y"}})
     assert bad.status_code == 400 and bad.json()["path"] == "tags.a"
+
+
+def test_query_on_twin_version_and_reported(api: TestClient, hub: Hub) -> None:
+    api.put("/devices/a", json={})
+    api.put("/devices/b", json={})
+    for _ in range(3):
+        api.patch("/twins/b", json={"properties": {"desired": {"x": 1}}})
+    hub.twins.patch_reported("a", None, {"fw": "2.0"})
+    rows = api.post(
+        "/devices/query",
+        json={"query": "SELECT deviceId, $version AS v FROM devices WHERE $version > 2"},
+    ).json()
+    assert rows == [{"deviceId": "b", "v": 4}]
+    reported = api.post(
+        "/devices/query",
+        json={"query": "SELECT * FROM devices WHERE properties.reported.fw = '2.0'"},
+    ).json()
+    assert [t["deviceId"] for t in reported] == ["a"]
+    assert "$version" not in reported[0]
