@@ -83,6 +83,7 @@ class EdgeHub:
         self._lock = threading.Lock()
         self._linked: set[str] = set()
         self._state = "stopped"
+        self._online = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -308,7 +309,11 @@ class EdgeHub:
                 except Exception:  # noqa: BLE001
                     log.exception("expiring stored messages failed")
             up = self.upstream
-            if up is None or not up.connected:
+            online = up is not None and bool(up.connected)
+            if online != self._online:
+                self._online = online
+                log.info("upstream %s", "reachable" if online else "unreachable")
+            if not online:
                 self._stop.wait(0.1)
                 continue
             room = self.config.forward_window - len(up.outbox)
