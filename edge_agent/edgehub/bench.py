@@ -1,0 +1,251 @@
+"""``edgefleet bench routes``: the edge hub against a bare paho/mosquitto baseline, same run.
+
+Measures module-to-module latency (one message at a time: send, wait for arrival) and
+throughput (pipelined QoS 1) through the edge hub's local broker, upstream throughput (module ->
+store -> upstream client -> a local mosquitto), and the same latency/throughput for bare paho
+clients publishing and subscribing through mosquitto, then reports the ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+Progress = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _mosquitto(tmp: Path) -> Iterator[int]:
+    if not Path(MOSQUITTO).exists():
+        raise RuntimeError("the benchmark needs mosquitto (apt install mosquitto) for its baseline")
+    port = _free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        ("user root\n" if os.geteuid() == 0 else "")
+        + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        + "max_queued_messages 1000000\nmax_inflight_messages 1000\npersistence false\n"
+    )
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+        self.cond = threading.Condition()
+        self.last: float = 0.0
+
+    def hit(self, *_: Any) -> None:
+        with self.cond:
+            self.n += 1
+            self.last = time.perf_counter()
+            self.cond.notify_all()
+
+    def wait(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.n < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _latency_stats(samples: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples]
+    return {
+        "p50_ms": round(_pct(ms, 0.5), 3),
+        "p99_ms": round(_pct(ms, 0.99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
+    counter = _Counter()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
+    sub.on_message = counter.hit
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("bench/#", 1)
+    sub.loop_start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    time.sleep(0.3)
+    try:
+        samples = []
+        for i in range(n_latency):
+            t0 = time.perf_counter()
+            pub.publish("bench/lat", b"x" * 64, qos=1)
+            counter.wait(i + 1, 10)
+            samples.append(counter.last - t0)
+        base = counter.n
+        t0 = time.perf_counter()
+        infos = [pub.publish("bench/tput", b"x" * 64, qos=1) for _ in range(n_throughput)]
+        for info in infos:
+            info.wait_for_publish(60)
+        counter.wait(base + n_throughput, 60)
+        elapsed = counter.last - t0
+    finally:
+        pub.loop_stop()
+        sub.loop_stop()
+        pub.disconnect()
+        sub.disconnect()
+    return {"latency": _latency_stats(samples), "messages_per_s": round(n_throughput / elapsed)}
+
+
+def run_bench(
+    n_latency: int = 1000, n_throughput: int = 10000, progress: Progress | None = None
+) -> dict[str, Any]:
+    from edge_agent.device_client import DeviceClient
+    from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
+    from edge_agent.module_client import Message, ModuleClient
+
+    say = progress or (lambda _s: None)
+    tmp = Path(tempfile.mkdtemp(prefix="edgefleet-bench-"))
+    try:
+        with _mosquitto(tmp) as port:
+            say("baseline: bare paho through mosquitto")
+            baseline = _baseline(port, n_latency, n_throughput)
+            upstream = DeviceClient(
+                "bench-dev", "127.0.0.1", port, tls=False, outbox_path=tmp / "outbox.db"
+            )
+            upstream.connect(10)
+            hub = EdgeHub(EdgeHubConfig("bench-dev", tmp / "edgehub"), upstream)
+            hub.apply_desired(
+                {
+                    "routes": {
+                        "m2m": "FROM /messages/modules/a/outputs/o1 WHERE $body.v >= 0 "
+                        'INTO BrokeredEndpoint("/modules/b/inputs/i1")',
+                        "up": "FROM /messages/modules/a/outputs/up INTO $upstream",
+                    }
+                }
+            )
+            hub.start()
+            clients: list[ModuleClient] = []
+            try:
+                a, b = (
+                    ModuleClient.create_from_connection_string(
+                        hub.module_env(m)["EdgeHubConnectionString"]
+                    )
+                    for m in ("a", "b")
+                )
+                clients += [a, b]
+                counter = _Counter()
+                b.on_message_received = counter.hit
+                a.connect(10)
+                b.connect(10)
+                body = Message.from_body({"v": 1, "pad": "x" * 48}).data
+
+                say("edge hub: module-to-module latency")
+                samples = []
+                for i in range(n_latency):
+                    t0 = time.perf_counter()
+                    a.send_message_to_output(
+                        Message(body, content_type="application/json", content_encoding="utf-8"),
+                        "o1",
+                    )
+                    counter.wait(i + 1, 10)
+                    samples.append(counter.last - t0)
+
+                say("edge hub: module-to-module throughput")
+                base = counter.n
+                msgs = [
+                    Message(body, content_type="application/json", content_encoding="utf-8")
+                    for _ in range(n_throughput)
+                ]
+                t0 = time.perf_counter()
+                for i in range(0, n_throughput, 500):
+                    a.send_messages_to_output(list(msgs[i : i + 500]), "o1", timeout=60)
+                counter.wait(base + n_throughput, 60)
+                m2m_rate = n_throughput / (counter.last - t0)
+
+                say("edge hub: upstream throughput")
+                up_counter = _Counter()
+                rec = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-up-sub")
+                rec.on_message = up_counter.hit
+                rec.connect("127.0.0.1", port)
+                rec.subscribe("devices/bench-dev/modules/a/messages/events/#", 1)
+                rec.loop_start()
+                time.sleep(0.3)
+                n_up = max(1, n_throughput // 2)
+                up_msgs = [Message(body) for _ in range(n_up)]
+                t0 = time.perf_counter()
+                for i in range(0, n_up, 500):
+                    a.send_messages_to_output(list(up_msgs[i : i + 500]), "up", timeout=60)
+                accepted = time.perf_counter() - t0
+                up_counter.wait(n_up, 120)
+                up_rate = up_counter.n / (up_counter.last - t0)
+                rec.loop_stop()
+                rec.disconnect()
+            finally:
+                for c in clients:
+                    c.shutdown()
+                hub.stop()
+                upstream.shutdown()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lat = _latency_stats(samples)
+    return {
+        "edgehub": {
+            "module_to_module": {"latency": lat, "messages_per_s": round(m2m_rate)},
+            "upstream": {
+                "messages_per_s": round(up_rate),
+                "accepted_per_s": round(n_up / accepted),
+                "messages": n_up,
+            },
+        },
+        "baseline_paho_mosquitto": baseline,
+        "ratios": {
+            "m2m_latency_p50_vs_baseline": round(lat["p50_ms"] / baseline["latency"]["p50_ms"], 2),
+            "m2m_latency_p99_vs_baseline": round(lat["p99_ms"] / baseline["latency"]["p99_ms"], 2),
+            "m2m_throughput_vs_baseline": round(m2m_rate / baseline["messages_per_s"], 3),
+            "upstream_throughput_vs_baseline": round(up_rate / baseline["messages_per_s"], 3),
+        },
+        "params": {"latency_messages": n_latency, "throughput_messages": n_throughput},
+    }
