@@ -1,0 +1,1 @@
+"""Simulated camera module: JPEG frames of photos shipped with scikit-image."""

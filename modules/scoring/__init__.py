@@ -1,0 +1,1 @@
+"""Scoring module: featurizer on an accelerator + classifier head, top-5 results per frame."""

@@ -1,0 +1,78 @@
+"""Images in, top-k ImageNet classes out: preprocess + featurizer (cpu/gpu/fpga-emulator) + head."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    model: str = DEFAULT_MODEL
+    accelerator: str = "cpu"
+    precision: str = "fp32"
+    device: str | None = None  # FPGA emulator device path or name
+    model_dir: str | None = None  # default: the model store's default root
+    head: str = "default"
+    top_k: int = 5
+
+    @classmethod
+    def from_env(cls) -> ScoringConfig:
+        env = os.environ
+        accelerator = env.get("SCORING_ACCELERATOR", "cpu")
+        default_precision = "bfp8" if accelerator == "fpga-emulator" else "fp32"
+        return cls(
+            model=env.get("SCORING_MODEL", DEFAULT_MODEL),
+            accelerator=accelerator,
+            precision=env.get("SCORING_PRECISION", default_precision),
+            device=env.get("EDGEFLEET_FPGA_DEVICE") or None,
+            model_dir=env.get("EDGEFLEET_MODEL_DIR") or None,
+            head=env.get("SCORING_HEAD", "default"),
+            top_k=int(env.get("SCORING_TOP_K", "5")),
+        )
+
+
+class Scorer:
+    """Thread-safe: the message handler and the HTTP endpoint share one session."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        from edge_agent.accelerators.classify import ImageClassifier
+        from edge_agent.accelerators.select import open_accelerator
+        from edge_agent.accelerators.store import ModelStore
+
+        self.config = config
+        store = ModelStore(config.model_dir)
+        self.session = open_accelerator(
+            config.accelerator,
+            config.model,
+            config.precision,
+            store=store,
+            device=config.device,
+        )
+        self.classifier = ImageClassifier(self.session, store, config.head)
+        self._lock = threading.Lock()
+
+    def score(self, image: bytes) -> dict[str, Any]:
+        """JPEG/PNG bytes -> ``{"top5": [{class_id, label, score}], "latencyMs", ...}``."""
+        start = time.perf_counter()
+        with self._lock:
+            batch = self.classifier.preprocess([image])
+            (top,) = self.classifier.top_k(self.classifier.probabilities(batch), self.config.top_k)
+            device_ms = self.session.last_device_ms
+        return {
+            "model": self.config.model,
+            "accelerator": self.session.accelerator,
+            "precision": self.config.precision,
+            "engine": self.session.engine,
+            f"top{self.config.top_k}": top,
+            "latencyMs": round((time.perf_counter() - start) * 1000, 3),
+            "deviceMs": round(device_ms, 3) if device_ms is not None else None,
+        }
+
+    def close(self) -> None:
+        self.session.close()

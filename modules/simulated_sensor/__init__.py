@@ -1,0 +1,1 @@
+"""Simulated temperature/humidity sensor (the shape of IoT Edge's SimulatedTemperatureSensor)."""

@@ -1,0 +1,172 @@
+"""The shipped modules as real processes against a real edge hub (routes, local broker)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgefleet.protocol import Message
+from modules.simulated_sensor.__main__ import SensorSettings
+from tests.support.edgehub import edge_hub
+from tests.support.featurizer_models import build_test_store
+from tests.support.hub import free_port
+from tests.support.modules import Sink, start_module, stop_module
+
+CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+ESPRESSO = 967
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_store(tmp_path_factory.mktemp("models"), precisions=("fp32",))
+
+
+def _log(tmp_path: Path, name: str) -> str:
+    path = tmp_path / f"{name}.log"
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def test_simulated_sensor_sends_json_telemetry_and_stops_on_sigterm(tmp_path: Path) -> None:
+    routes = {
+        "r": "FROM /messages/modules/sensor/outputs/temperatureOutput "
+        'INTO BrokeredEndpoint("/modules/sink/inputs/telemetry")'
+    }
+    with edge_hub(tmp_path, None, {"routes": routes}) as hub:
+        sink = Sink(hub)
+        proc = start_module(hub, "sensor", "modules.simulated_sensor", tmp_path, SendInterval="0.1")
+        try:
+            msgs = sink.wait(lambda m: len(m) >= 3)
+        finally:
+            code = stop_module(proc)
+            sink.close()
+    assert code == 0, _log(tmp_path, "sensor")
+    first = msgs[0]
+    assert first.input_name == "telemetry"
+    assert first.content_type == "application/json" and first.content_encoding == "utf-8"
+    body = json.loads(first.data)
+    assert set(body) == {"machine", "ambient", "timeCreated"}
+    assert 0 <= body["ambient"]["humidity"] <= 100
+    temps = [json.loads(m.data)["machine"]["temperature"] for m in msgs[:3]]
+    assert temps == sorted(temps)  # the machine heats up
+
+
+def test_sensor_settings_follow_twin_desired_properties() -> None:
+    settings = SensorSettings()
+    settings.apply({"SendInterval": 0.5, "SendData": False})
+    assert (settings.interval, settings.send_data) == (0.5, False)
+    with pytest.raises(ValueError):
+        settings.apply({"SendInterval": "fast"})
+
+
+def test_sensor_stops_after_message_count(tmp_path: Path) -> None:
+    routes = {
+        "r": 'FROM /messages/modules/sensor/* INTO BrokeredEndpoint("/modules/sink/inputs/t")'
+    }
+    with edge_hub(tmp_path, None, {"routes": routes}) as hub:
+        sink = Sink(hub)
+        proc = start_module(
+            hub,
+            "sensor",
+            "modules.simulated_sensor",
+            tmp_path,
+            SendInterval="0.05",
+            MessageCount="4",
+        )
+        try:
+            assert proc.wait(60) == 0, _log(tmp_path, "sensor")
+            assert len(sink.wait(lambda m: len(m) >= 4)) == 4
+        finally:
+            stop_module(proc)
+            sink.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, model_dir: Path) -> Iterator[tuple[Sink, dict[str, int]]]:
+    """camera -> scoring -> sink, as the demo deploys them."""
+    routes = {
+        "frames": "FROM /messages/modules/camera/outputs/frames "
+        'INTO BrokeredEndpoint("/modules/scoring/inputs/frames")',
+        "results": "FROM /messages/modules/scoring/outputs/results "
+        'INTO BrokeredEndpoint("/modules/sink/inputs/results")',
+    }
+    port = free_port()
+    with edge_hub(tmp_path, None, {"routes": routes}) as hub:
+        sink = Sink(hub)
+        scoring = start_module(
+            hub,
+            "scoring",
+            "modules.scoring",
+            tmp_path,
+            EDGEFLEET_MODEL_DIR=str(model_dir),
+            SCORING_HTTP_PORT=str(port),
+            SCORING_PRIMARY_KEY="key-one",
+            SCORING_SECONDARY_KEY="key-two",
+        )
+        camera = start_module(
+            hub,
+            "camera",
+            "modules.camera",
+            tmp_path,
+            FRAME_INTERVAL="0.3",
+            CAMERA_IMAGES="chelsea,coffee",
+        )
+        procs: list[subprocess.Popen[bytes]] = [camera, scoring]
+        try:
+            yield sink, {"http_port": port}
+        finally:
+            codes = [stop_module(p) for p in procs]
+            sink.close()
+        assert codes == [0, 0], _log(tmp_path, "scoring") + _log(tmp_path, "camera")
+
+
+def _results(msgs: list[Message]) -> dict[str, dict[str, object]]:
+    return {json.loads(m.data)["frame"]: json.loads(m.data) for m in msgs}
+
+
+def test_camera_frames_are_scored_into_top5_results(
+    pipeline: tuple[Sink, dict[str, int]],
+) -> None:
+    sink, _ = pipeline
+    msgs = sink.wait(lambda m: {"chelsea", "coffee"} <= set(_results(m)), timeout=90)
+    results = _results(msgs)
+    chelsea = results["chelsea"]
+    top5 = chelsea["top5"]
+    assert isinstance(top5, list) and len(top5) == 5
+    assert top5[0]["class_id"] in CAT_CLASSES and "cat" in top5[0]["label"]
+    assert results["coffee"]["top5"][0]["class_id"] == ESPRESSO  # type: ignore[index]
+    assert chelsea["accelerator"] == "cpu" and chelsea["model"] == "efficientnet-lite0"
+    for msg in msgs:
+        assert msg.content_type == "application/json"
+        assert msg.correlation_id == json.loads(msg.data)["frameMessageId"]
+
+
+def test_score_http_endpoint_needs_a_bearer_key(pipeline: tuple[Sink, dict[str, int]]) -> None:
+    from modules.camera.frames import jpeg_frame
+
+    sink, info = pipeline
+    sink.wait(lambda m: len(m) >= 1, timeout=90)  # the scorer is up
+    url = f"http://127.0.0.1:{info['http_port']}/score"
+    image = jpeg_frame("chelsea")
+    headers = {"Content-Type": "image/jpeg"}
+    assert httpx.post(url, content=image, headers=headers).status_code == 401
+    bad = {**headers, "Authorization": "Bearer nope"}
+    assert httpx.post(url, content=image, headers=bad).status_code == 401
+    ok = httpx.post(url, content=image, headers={**headers, "Authorization": "Bearer key-two"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["top5"][0]["class_id"] in CAT_CLASSES
+    as_json = httpx.post(
+        url,
+        json={"image": base64.b64encode(image).decode()},
+        headers={"Authorization": "Bearer key-one"},
+    )
+    assert as_json.status_code == 200 and as_json.json()["top5"][0]["class_id"] in CAT_CLASSES
+    garbage = httpx.post(
+        url, content=b"not an image", headers={**headers, "Authorization": "Bearer key-one"}
+    )
+    assert garbage.status_code == 400 and "decodable" in garbage.json()["message"]
