@@ -40,6 +40,13 @@ def serve(
         None, "--public-host-name", help="Host name devices use (default host:port)."
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    broker: str = typer.Option(
+        "embedded", "--broker", help="embedded (amqtt), mosquitto, or mqtt(s)://host:port."
+    ),
+    mqtt_port: int = typer.Option(
+        0, "--mqtt-port", help="MQTT TLS port (0: a free port, kept across restarts)."
+    ),
+    cert_port: int = typer.Option(0, "--cert-port", help="mosquitto X.509 port (0: free)."),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
     import uvicorn
@@ -56,6 +63,7 @@ def serve(
         port=port,
         public_host_name=public_host_name,
         log_level=log_level,
+        **{"broker": broker, "mqtt_port": mqtt_port, "cert_port": cert_port},
     )
     try:
         hub = open_hub(settings)

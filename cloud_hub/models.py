@@ -117,3 +117,7 @@ class TokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     scopes: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# Feature tables defined in their own modules register on Base.metadata here (one import each).
+from cloud_hub.mqtt import tables as _mqtt_tables  # noqa: E402,F401

@@ -240,12 +240,7 @@ class DeviceClient(_Api):
             if cert_file:
                 ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
             self._mqtt.tls_set_context(ctx)
-        self._mqtt.will_set(
-            p.presence_topic(device_id),
-            p.presence_payload(p.OFFLINE, self.client_id),
-            qos=1,
-            retain=True,
-        )
+        self._conn = ""
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_message = self._on_message
@@ -363,7 +358,7 @@ class DeviceClient(_Api):
             try:
                 info = self._mqtt.publish(
                     p.presence_topic(self.device_id),
-                    p.presence_payload(p.OFFLINE, self.client_id),
+                    p.presence_payload(p.OFFLINE, self.client_id, self._conn),
                     qos=1,
                     retain=True,
                 )
@@ -404,6 +399,13 @@ class DeviceClient(_Api):
             username, password = self._credentials()
             if username is not None:
                 self._mqtt.username_pw_set(username, password)
+            self._conn = uuid.uuid4().hex[:12]
+            self._mqtt.will_set(
+                p.presence_topic(self.device_id),
+                p.presence_payload(p.OFFLINE, self.client_id, self._conn),
+                qos=1,
+                retain=True,
+            )
             try:
                 if first:
                     self._mqtt.connect(self.host, self.port, self._keepalive)
@@ -455,7 +457,7 @@ class DeviceClient(_Api):
         if self._announce:
             client.publish(
                 p.presence_topic(self.device_id),
-                p.presence_payload(p.ONLINE, self.client_id),
+                p.presence_payload(p.ONLINE, self.client_id, self._conn),
                 qos=1,
                 retain=True,
             )

@@ -408,13 +408,19 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
-def presence_payload(state: str, client_id: str | None = None) -> bytes:
-    """JSON ``{"state": "online"|"offline", "ts": <unix seconds>, "clientId": ...}``."""
+def presence_payload(state: str, client_id: str | None = None, conn: str | None = None) -> bytes:
+    """JSON ``{"state": "online"|"offline", "ts": <unix seconds>, "clientId": ..., "conn": ...}``.
+
+    ``conn`` names one connection attempt (its will and its online message share it), so a
+    receiver can ignore the will of an older connection that arrives after a newer online.
+    """
     if state not in (ONLINE, OFFLINE):
         raise ProtocolError(f"bad presence state {state!r}")
     body: dict[str, Any] = {"state": state, "ts": time.time()}
     if client_id:
         body["clientId"] = client_id
+    if conn:
+        body["conn"] = conn
     return json.dumps(body).encode()
 
 

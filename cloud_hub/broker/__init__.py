@@ -1,0 +1,1 @@
+"""MQTT brokers the hub can use: embedded (amqtt), managed mosquitto, or an external URL."""
