@@ -146,13 +146,6 @@ class Reconciler:
     def wake(self) -> None:
         self._wake.set()
 
-    def actual(self) -> dict[str, tuple[str, ModuleState]]:
-        out: dict[str, tuple[str, ModuleState]] = {}
-        for kind, rt in self.runtimes.items():
-            for name, st in rt.modules().items():
-                out[name] = (kind, st)
-        return out
-
     def step(self) -> Plan:
         plan = Plan()
         with self._lock:
@@ -161,13 +154,14 @@ class Reconciler:
             specs = self.specs()
             creds = self.desired.runtime.settings.registryCredentials if self.desired else {}
             current: dict[str, ModuleState] = {}
-            for name, (kind, st) in self.actual().items():
-                if name in specs and specs[name][0].type == kind:
-                    current[name] = st
-                    continue
-                plan.add("remove", name)
-                self.runtimes[kind].stop(name, self.policy.stop_timeout)
-                self.runtimes[kind].remove(name)
+            for kind, rt in self.runtimes.items():
+                for name, st in rt.modules().items():
+                    if name in specs and specs[name][0].type == kind:
+                        current[name] = st
+                        continue
+                    plan.add("remove", name)
+                    rt.stop(name, self.policy.stop_timeout)
+                    rt.remove(name)
             for order in sorted({m.startupOrder for m, _ in specs.values()}):
                 group = [n for n, (m, _) in specs.items() if m.startupOrder == order]
                 futures = [

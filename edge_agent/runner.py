@@ -10,6 +10,9 @@ from pathlib import Path
 
 
 def run_daemon(config: str | Path) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # first: a stop during start-up is clean too
+        signal.signal(sig, lambda *_: stop.set())
     from edge_agent.bootstrap import build_agent
     from edge_agent.config import ConfigError, load_config
 
@@ -28,9 +31,6 @@ def run_daemon(config: str | Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     agent.start()
     logging.getLogger("edgefleet.agent").info("agent %s running", agent.device_id)
     while not stop.wait(1):

@@ -232,3 +232,46 @@ def test_kill9_no_duplicates_and_reboot_without_hub(images: Images, agent: Agent
         agent.wait_status(n, "running")
     assert len(containers(agent.device_id)) == 3
     assert all(c["State"]["Running"] for c in containers(agent.device_id))
+
+
+def test_auto_runtime_switches_module_type(tmp_path: Path) -> None:
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    image = build_busybox_image(f"edgefleet-test-local:{RUN}", ["sleep", "1000"], run_label=RUN)
+    agent = AgentProcess(
+        tmp_path, device, "auto", runtime={"type": "auto", "docker": {"name_prefix": f"{device}-"}}
+    )
+    marker = f"{tmp_path}/module-x"
+    proc_mod = {"type": "process", "settings": {"command": ["sh", "-c", "sleep 1000", marker]}}
+    agent.deploy(manifest({"x": proc_mod}))
+    agent.start()
+    try:
+        agent.wait_status("x", "running")
+        assert agent.reported()["runtime"]["type"] == "docker+process"
+        docker_mod = mod(image, imagePullPolicy="never")
+        agent.deploy(manifest({"x": docker_mod}))
+        agent.wait_for(
+            "x in docker",
+            lambda r: (
+                r["modules"]["x"]["type"] == "docker"
+                and r["modules"]["x"]["runtimeStatus"] == "running"
+            ),
+        )
+        assert len(containers(device, "x")) == 1
+        pids = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+        cmdlines = []
+        for p in pids:
+            try:
+                cmdlines.append((p / "cmdline").read_bytes().decode(errors="replace"))
+            except OSError:
+                pass
+        assert not any(marker in c for c in cmdlines)
+        # imagePullPolicy never with an image that is not here: failed, reported
+        agent.deploy(manifest({"x": mod(f"edgefleet-test-absent:{RUN}", imagePullPolicy="never")}))
+        x = agent.wait_status("x", "failed")
+        assert "imagePullPolicy=never" in x["statusDescription"]
+    finally:
+        agent.stop()
+        cleanup_label(LABEL_AGENT, device)
+        client = docker_client()
+        client.api.remove_image(image, force=True)
+        client.close()

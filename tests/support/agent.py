@@ -127,9 +127,11 @@ class AgentProcess:
             raise AssertionError("agent did not stop on SIGTERM") from None
 
     def kill9(self) -> None:
+        """SIGKILL the agent; its last reported.json is dropped so waits see the next agent."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        (self.data_dir / "reported.json").unlink(missing_ok=True)
 
     def reported(self) -> dict[str, Any]:
         try:
