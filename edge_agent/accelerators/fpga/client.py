@@ -54,6 +54,8 @@ class InferResult:
     device_ms: float  # emulated device latency (cycle model) for the whole batch
     host_ms: float  # wall time the host spent computing it on the device process
     latency: dict[str, Any]  # the cycle model's breakdown
+    model: str = ""  # what the card had loaded when it computed this
+    precision: str = ""
 
 
 def resolve_device_path(device: str | Path | None) -> Path:
@@ -147,6 +149,8 @@ class FpgaDevice:
             device_ms=float(reply["device_ms"]),
             host_ms=float(reply["host_ms"]),
             latency=reply.get("latency", {}),
+            model=str(reply.get("model", "")),
+            precision=str(reply.get("precision", "")),
         )
 
     def close(self) -> None:
@@ -289,13 +293,32 @@ class FpgaFeaturizer:
             self.close()
             raise
         self.load_info = info
+        self._card_model = str(info.get("model", model))
         self.engine = (
             f"fpga-emulator {path} ({precision}, onnxruntime BFP rewrite, "
             f"flash {info.get('flash_ms')} ms)"
         )
 
     def featurize(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        result = self.dev.infer(batch)
+        """Run on the card; if the card lost this session's model (device restarted, or another
+        client flashed another model), flash it again and retry once."""
+        try:
+            result = self.dev.infer(batch)
+        except FpgaDeviceError as exc:
+            if exc.code != "no_model":
+                raise
+            result = None
+        wanted = (self._card_model, self.precision)
+        if result is None or (result.model, result.precision) != wanted:
+            self.dev.load(self.model, self.precision)
+            result = self.dev.infer(batch)
+            if (result.model, result.precision) != wanted:
+                raise FpgaDeviceError(
+                    "contended",
+                    f"another client keeps replacing the card's model ({result.model} "
+                    f"{result.precision} is loaded, this session needs {self.model} "
+                    f"{self.precision})",
+                )
         self.last_device_ms = result.device_ms
         self.last_host_ms = result.host_ms
         return result.features

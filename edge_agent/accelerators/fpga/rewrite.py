@@ -60,25 +60,49 @@ def _opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def infer_shapes(model: onnx.ModelProto, pin_batch: bool = False) -> dict[str, list[int | None]]:
-    """Tensor name -> dims (None where unknown). Uses onnxruntime's symbolic shape inference,
-    which follows shape arithmetic (e.g. the computed pads of TF-style "same" padding), and falls
-    back to ONNX shape inference. ``pin_batch`` sets a symbolic leading input dim to 1 first."""
+def _probe_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, list[int]]:
+    """Run the model once on zeros (symbolic input dims set to 1) and read the shapes of
+    ``names``: exact where static shape inference cannot follow shape arithmetic (e.g. the
+    computed pads of TF-style "same" padding)."""
+    import onnxruntime as ort
+
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    if pin_batch:
-        for vi in work.graph.input:
-            dims = vi.type.tensor_type.shape.dim
-            if dims and not dims[0].HasField("dim_value"):
-                dims[0].dim_value = 1
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    feeds: dict[str, np.ndarray] = {}
+    inits = {t.name for t in work.graph.initializer}
+    for vi in work.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[vi.name] = np.zeros(dims, dtype=dtype)
+    present = {o.name for o in work.graph.output}
+    for name in names:
+        if name not in present:
+            work.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    values = sess.run(names, feeds)
+    return {n: list(np.shape(v)) for n, v in zip(names, values, strict=True)}
 
-        inferred = SymbolicShapeInference.infer_shapes(work, auto_merge=True)
-    except Exception:  # the tool raises plain Exceptions on graphs it cannot follow
-        inferred = None
-    if inferred is None:
-        inferred = shape_inference.infer_shapes(work, data_prop=True)
+
+def infer_shapes(model: onnx.ModelProto, pin_batch: bool = False) -> dict[str, list[int | None]]:
+    """Tensor name -> dims (None where unknown or symbolic) for every tensor ONNX shape inference
+    can type, completed for the inputs/outputs of Conv/MatMul/Gemm by one probe run on zeros.
+    Probed leading dims of a model with a symbolic batch stay None unless ``pin_batch``."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    batch_symbolic = False
+    for vi in work.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            batch_symbolic = True
+            if pin_batch:
+                dims[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(work, data_prop=True)
     out: dict[str, list[int | None]] = {}
     infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     for vi in infos:
@@ -88,6 +112,26 @@ def infer_shapes(model: onnx.ModelProto, pin_batch: bool = False) -> dict[str, l
         out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
     for init in inferred.graph.initializer:
         out[init.name] = list(init.dims)
+    wanted: list[str] = []
+    for node in work.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            for name in [*node.input[:2], node.output[0]]:
+                dims = out.get(name)
+                if name and name not in wanted and (dims is None or None in dims[1:]):
+                    wanted.append(name)
+    if wanted:
+        try:
+            probed = _probe_shapes(work, wanted)
+        except Exception:  # onnxruntime errors: keep what static inference found
+            probed = {}
+        for name, dims in probed.items():
+            known = out.get(name)
+            merged: list[int | None] = list(dims)
+            if known is not None and len(known) == len(dims):
+                merged = [k if k is not None else d for k, d in zip(known, dims, strict=True)]
+            if merged and batch_symbolic and not pin_batch:
+                merged[0] = None
+            out[name] = merged
     return out
 
 
