@@ -155,19 +155,25 @@ class ProcessRuntime:
             p.exit_code = None
             p.done.clear()
             self._write_pidfile(name, popen.pid, p.spec.spec_hash)
-            threading.Thread(
-                target=self._pump, args=(p, popen), name=f"proc-{name}", daemon=True
-            ).start()
+            for target in (self._pump, self._wait):
+                threading.Thread(
+                    target=target, args=(p, popen), name=f"proc-{name}", daemon=True
+                ).start()
 
     def _pump(self, p: _Proc, popen: subprocess.Popen[bytes]) -> None:
         stream: IO[bytes] | None = popen.stdout
-        if stream is not None:
-            for raw in stream:
-                now = datetime.now(UTC).isoformat()
-                text = raw.decode("utf-8", "replace").rstrip("\n")
-                p.log.write(f"{now}\tstdout\t{text}\n")
-            stream.close()
+        if stream is None:
+            return
+        for raw in stream:
+            now = datetime.now(UTC).isoformat()
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            p.log.write(f"{now}\tstdout\t{text}\n")
+        stream.close()
+
+    def _wait(self, p: _Proc, popen: subprocess.Popen[bytes]) -> None:
         code = popen.wait()
+        # like a container: when the main process ends, what it left behind in its group ends too
+        _kill_group(popen.pid, signal.SIGKILL)
         with self._lock:
             if p.popen is popen:
                 p.exit_code = code if code >= 0 else 128 - code

@@ -1,0 +1,57 @@
+"""Process runtime details: exit codes, leftovers of a module, log rotation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edge_agent.runtime.base import ModuleSpec
+from edge_agent.runtime.process import ProcessRuntime, _proc_start_ticks
+
+
+def _wait_exit(rt: ProcessRuntime, name: str) -> int | None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = rt.status(name)
+        if st is not None and not st.running:
+            return st.exit_code
+        time.sleep(0.05)
+    raise AssertionError("module did not exit")
+
+
+def test_exit_code_and_leftover_children_end_with_the_module(tmp_path: Path) -> None:
+    rt = ProcessRuntime(tmp_path)
+    script = "sleep 300 & echo $! > child.pid; exit 4"
+    rt.create(ModuleSpec("m", "process", command=["sh", "-c", script], working_dir=str(tmp_path)))
+    rt.start("m")
+    assert _wait_exit(rt, "m") == 4
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while _proc_start_ticks(child) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _proc_start_ticks(child) is None
+    # a signal death is reported as 128 + signal, like a shell/docker
+    rt.create(ModuleSpec("k", "process", command=["sh", "-c", "kill -9 $$"]))
+    rt.start("k")
+    assert _wait_exit(rt, "k") == 137
+    rt.shutdown()
+
+
+def test_log_rotation_keeps_bounded_files(tmp_path: Path) -> None:
+    rt = ProcessRuntime(tmp_path, log_max_bytes=2048, log_backups=2)
+    script = "i=0; while [ $i -lt 500 ]; do echo line-$i; i=$((i+1)); done"
+    rt.create(ModuleSpec("chatty", "process", command=["sh", "-c", script]))
+    rt.start("chatty")
+    assert _wait_exit(rt, "chatty") == 0
+    deadline = time.monotonic() + 30  # the reader thread may still be draining the pipe
+    while time.monotonic() < deadline and not any(
+        ln.text == "line-499" for ln in rt.logs("chatty", tail=1)
+    ):
+        time.sleep(0.05)
+    files = sorted((tmp_path / "logs").glob("chatty.log*"))
+    assert [f.name for f in files] == ["chatty.log", "chatty.log.1", "chatty.log.2"]
+    assert all(f.stat().st_size < 2048 + 200 for f in files)
+    lines = [ln.text for ln in rt.logs("chatty")]
+    assert lines[-1] == "line-499" and "line-0" not in lines
+    assert lines == sorted(lines, key=lambda t: int(t.split("-")[1]))
+    assert [ln.text for ln in rt.logs("chatty", tail=2)] == ["line-498", "line-499"]
