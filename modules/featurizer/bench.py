@@ -128,6 +128,7 @@ def run_bench(
     eval_per_photo: int = 16,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    import numpy as np
     import onnxruntime as ort
 
     from modules.featurizer.build import preprocess_arrays
@@ -144,6 +145,12 @@ def run_bench(
     base_cls = ImageClassifier(baseline, store)
     say("top-1 of fp32 on the evaluation set")
     reference = top1(base_cls, data)
+    # The set's own sensitivity: fp32 against fp32 on inputs with +-0.5 LSB of uniform noise.
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, data.shape).astype(np.float32)
+    pre = manifest.preprocessing
+    lsb = np.float32(pre.scale) / np.asarray(pre.std, np.float32)[:, None, None]  # one pixel step
+    noisy = top1(base_cls, (data + noise * lsb).astype(np.float32))
+    noise_floor = float((noisy == reference).mean())
     baseline.close()
     say(f"measuring {accelerator} {precision}")
     target = open_accelerator(accelerator, model, precision, store=store, threads=threads)
@@ -178,6 +185,7 @@ def run_bench(
         else None,
         "eval_inputs": int(len(data)),
         "top1_agreement_with_fp32": round(float((predicted == reference).mean()), 4),
+        "fp32_agreement_under_half_lsb_input_noise": round(noise_floor, 4),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "onnxruntime": ort.__version__,

@@ -178,6 +178,17 @@ def _export_featurizer(net: nn.Module, path: Path, size: int) -> None:
     )
 
 
+def optimize_basic(src: Path, dst: Path) -> None:
+    """Constant folding and Pad/BN fusion (portable ONNX, no hardware-specific ops)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
 def export_head(weight: npt.NDArray[np.float32], bias: npt.NDArray[np.float32], path: Path) -> None:
     """A classifier head as ONNX: features [batch, D] -> Gemm -> Softmax -> probabilities."""
     import numpy as np
@@ -279,8 +290,10 @@ def build_model(
     with tempfile.TemporaryDirectory(prefix="edgefleet-build-") as tmp:
         work = Path(tmp)
         say("exporting fp32 featurizer to ONNX")
+        raw = work / "featurizer-raw.onnx"
+        _export_featurizer(net, raw, pre.crop)
         fp32 = work / "featurizer-fp32.onnx"
-        _export_featurizer(net, fp32, pre.crop)
+        optimize_basic(raw, fp32)
         head_file = work / "head.onnx"
         export_head(
             head_layer.weight.detach().numpy().astype(np.float32),
