@@ -45,6 +45,10 @@ DesiredHandler = Callable[[JsonDict], None]
 MessageHandler = Callable[[p.Message], None]
 
 
+def _no_op(*_args: Any) -> None:
+    return None
+
+
 class ClientError(RuntimeError):
     """A request the hub answered with an error status, or a client that cannot connect."""
 
@@ -241,6 +245,10 @@ class DeviceClient(_Api):
                 ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
             self._mqtt.tls_set_context(ctx)
         self._conn = ""
+        # Our own network thread runs loop(); without a socket-write callback paho would write
+        # from the publishing thread directly, racing that loop on the (TLS) socket. With it,
+        # publishes only queue and wake the loop through paho's socket pair.
+        self._mqtt.on_socket_register_write = _no_op
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_message = self._on_message

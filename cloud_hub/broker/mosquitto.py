@@ -129,7 +129,6 @@ per_listener_settings false
 allow_anonymous false
 password_file {self.dir / "passwd"}
 acl_file {self.dir / "acl"}
-use_username_as_clientid true
 persistence true
 persistence_location {self.dir / "data"}/
 autosave_interval 1
@@ -145,7 +144,8 @@ log_type information
 connection_messages true
 
 listener {self.endpoint.port} {self.host}
-{tls}
+{tls}use_username_as_clientid true
+
 listener {self.endpoint.cert_port} {self.host}
 {tls}require_certificate true
 use_identity_as_username true

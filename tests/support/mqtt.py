@@ -159,3 +159,63 @@ def recorder(
     client.connect("127.0.0.1", port)
     client.loop_start()
     return rec
+
+
+def stop_managed_mosquitto(data_dir: Path) -> None:
+    """Kill the mosquitto a hub started under ``data_dir`` (a crashed hub leaves it running)."""
+    pid_file = data_dir / "broker" / "mosquitto.pid"
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text().strip())
+        if b"mosquitto" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def create_device(hub: Any, device_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create a device through the hub's REST API; returns its JSON (with keys)."""
+    with hub.client() as client:
+        device: dict[str, Any] = client.create_device(device_id, body)
+    return device
+
+
+def credentials(hub: Any, device_id: str) -> dict[str, Any]:
+    with hub.client() as client:
+        creds: dict[str, Any] = client.request(
+            "GET", f"/devices/{device_id}/mqttCredentials"
+        ).json()
+    return creds
+
+
+def device_client(
+    hub: Any, device_id: str, tmp: Path, *, key: str | None = None, **kwargs: Any
+) -> Any:
+    """A DeviceClient for a device of a running hub (primary key unless ``key`` is given)."""
+    from edge_agent.device_client import DeviceClient
+
+    creds = credentials(hub, device_id)
+    if key is None:
+        with hub.client() as client:
+            key = client.get_device(device_id)["authentication"]["symmetricKey"]["primaryKey"]
+    kwargs.setdefault("backoff_base", 0.1)
+    kwargs.setdefault("backoff_max", 1.0)
+    return DeviceClient(
+        device_id,
+        creds["host"],
+        creds["port"],
+        symmetric_key=key,
+        ca_file=creds["ca_file"],
+        outbox_path=tmp / f"outbox-{device_id}.db",
+        **kwargs,
+    )
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

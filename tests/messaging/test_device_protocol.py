@@ -1,0 +1,227 @@
+"""The device protocol against a real hub, once with mosquitto and once with the embedded broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.device_client import DeviceClient, MethodRequest, MethodResponse
+from edgefleet import protocol as p
+from tests.support.hub import RunningHub, running_hub
+from tests.support.mqtt import create_device, device_client, stop_managed_mosquitto, wait_until
+
+
+@pytest.fixture(scope="module", params=["mosquitto", "embedded"])
+def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp(f"hub-{request.param}")
+    try:
+        with running_hub(tmp, broker=request.param) as running:
+            yield running
+    finally:
+        stop_managed_mosquitto(tmp / "hub")
+
+
+def _messages(hub: RunningHub, device_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    with hub.client() as client:
+        body = client.request(
+            "GET", f"/devices/{device_id}/messages", params={"limit": limit}
+        ).json()
+    out: list[dict[str, Any]] = body["messages"]
+    return out
+
+
+@pytest.fixture
+def connected(hub: RunningHub, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    device_id = "dev-" + request.node.name.split("[")[0][-20:].replace("_", "-")
+    create_device(hub, device_id)
+    client = device_client(hub, device_id, tmp_path)
+    client.connect(20)
+    try:
+        yield device_id, client
+    finally:
+        client.shutdown()
+
+
+def test_telemetry_is_stored_once_with_properties(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    ids = [
+        client.send_message(p.Message.from_body({"n": i}, custom_properties={"k": "v&w"}))
+        for i in range(20)
+    ]
+    # the same message id twice is stored once
+    dup = p.Message(b"dup", message_id="fixed-id-1")
+    client.send_message(dup)
+    client.send_message(p.Message(b"dup again", message_id="fixed-id-1"))
+    assert client.wait_for_outbox_empty(20)
+    assert wait_until(lambda: len(_messages(hub, device_id)) >= 21)
+    time.sleep(0.3)
+    stored = _messages(hub, device_id)
+    assert [m["messageId"] for m in stored].count("fixed-id-1") == 1
+    assert set(ids) <= {m["messageId"] for m in stored}
+    first = next(m for m in stored if m["messageId"] == ids[0])
+    assert first["properties"] == {"k": "v&w"}
+    assert first["systemProperties"]["$.ct"] == "application/json"
+    assert first["body"] == '{"n":0}'
+    with hub.client() as api:
+        page = api.request(
+            "GET",
+            f"/devices/{device_id}/messages",
+            params={"since": stored[0]["sequenceNumber"], "limit": 5},
+        ).json()
+    assert [m["sequenceNumber"] for m in page["messages"]] == [
+        m["sequenceNumber"] for m in stored[1:6]
+    ]
+
+
+def test_oversized_message_is_rejected_and_counted(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    with hub.client() as api:
+        before = api.request("GET", "/messaging/stats").json()["rejectedTooLarge"]
+    # Published directly: the SDK itself refuses to queue an oversized message.
+    client._mqtt.publish(
+        p.telemetry_topic(device_id, {p.SYS_MESSAGE_ID: "big"}),
+        b"x" * (p.MAX_MESSAGE_BYTES + 1),
+        qos=1,
+    )
+    with pytest.raises(ValueError):
+        client.send_message(b"x" * (p.MAX_MESSAGE_BYTES + 1))
+    client.send_message(b"small")
+    assert client.wait_for_outbox_empty(20)
+
+    def counted() -> bool:
+        with hub.client() as api:
+            return bool(api.request("GET", "/messaging/stats").json()["rejectedTooLarge"] > before)
+
+    assert wait_until(counted)
+    assert wait_until(lambda: len(_messages(hub, device_id)) == 1)
+    assert all(m["messageId"] != "big" for m in _messages(hub, device_id))
+
+
+def test_twin_get_reported_and_desired_push(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    patches: list[dict[str, Any]] = []
+    client.on_twin_desired_properties_patch_received = patches.append
+    twin = client.get_twin()
+    assert twin["reported"]["$version"] == 1
+    version = client.patch_twin_reported_properties({"fw": {"version": "1.2"}})
+    assert version == 2
+    assert client.patch_twin_reported_properties({"fw": {"state": "ok"}}) == 3
+    with hub.client() as api:
+        api.patch_twin(device_id, {"properties": {"desired": {"fps": 7}}})
+        reported = api.get_twin(device_id)["properties"]["reported"]
+    assert reported["fw"] == {"version": "1.2", "state": "ok"}
+    assert wait_until(lambda: any(x.get("fps") == 7 for x in patches))
+    pushed = next(x for x in patches if x.get("fps") == 7)
+    assert pushed["$version"] == client.get_twin()["desired"]["$version"]
+
+
+def test_offline_device_gets_full_twin_on_reconnect_and_ignores_stale(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    create_device(hub, "dev-offline")
+    received: list[dict[str, Any]] = []
+    first = device_client(hub, "dev-offline", tmp_path)
+    first.on_twin_desired_properties_patch_received = received.append
+    first.connect(20)
+    first.shutdown()
+    with hub.client() as api:
+        api.patch_twin("dev-offline", {"properties": {"desired": {"mode": "eco"}}})
+        api.patch_twin("dev-offline", {"properties": {"desired": {"level": 3}}})
+    again = device_client(hub, "dev-offline", tmp_path)
+    got: list[dict[str, Any]] = []
+    again.on_twin_desired_properties_patch_received = got.append
+    again.connect(20)
+    try:
+        assert wait_until(lambda: any(g.get("mode") == "eco" and g.get("level") == 3 for g in got))
+        latest = max(g["$version"] for g in got)
+        # a push older than what the device has seen is ignored
+        again._deliver_desired(
+            p.Topic(p.Kind.TWIN_DESIRED, "dev-offline", version=latest - 1), b'{"mode": "old"}'
+        )
+        assert all(g.get("mode") != "old" for g in got)
+    finally:
+        again.shutdown()
+
+
+def test_direct_methods_answer_time_out_and_need_presence(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    release = threading.Event()
+
+    def handler(req: MethodRequest) -> MethodResponse:
+        if req.name == "slow":
+            release.wait(10)
+        return MethodResponse.create_from_method_request(req, 201, {"got": req.payload})
+
+    client.on_method_request_received = handler
+    with hub.client() as api:
+        assert wait_until(lambda: api.get_device(device_id)["connectionState"] == "Connected")
+        ok = api.request(
+            "POST",
+            f"/twins/{device_id}/methods",
+            json={"methodName": "echo", "payload": {"a": [1, 2]}, "responseTimeoutInSeconds": 10},
+        ).json()
+        assert ok == {"status": 201, "payload": {"got": {"a": [1, 2]}}}
+        slow = api._http.post(
+            f"/twins/{device_id}/methods",
+            json={"methodName": "slow", "responseTimeoutInSeconds": 1},
+        )
+        assert slow.status_code == 504
+        release.set()
+        missing = api._http.post("/twins/no-such-device/methods", json={"methodName": "x"})
+        assert missing.status_code == 404
+    client.shutdown()
+    with hub.client() as api:
+        assert wait_until(lambda: api.get_device(device_id)["connectionState"] == "Disconnected")
+        offline = api._http.post(
+            f"/twins/{device_id}/methods", json={"methodName": "echo", "connectTimeoutInSeconds": 1}
+        )
+        assert offline.status_code == 404
+        assert offline.json()["errorCode"] == "DeviceNotOnline"
+        assert api.get_device(device_id)["lastActivityTime"]
+
+
+def test_modules_share_the_device_connection(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    with hub.client() as api:
+        api.create_module(device_id, "filter")
+    module = client.module("filter")
+    pushes: list[dict[str, Any]] = []
+    module.on_twin_desired_properties_patch_received = pushes.append
+    module.on_method_request_received = lambda req: MethodResponse.create_from_method_request(
+        req, 200, {"module": req.module_id}
+    )
+    assert module.patch_twin_reported_properties({"temp": 1}) == 2
+    mid = module.send_message(p.Message(b"m1", output_name="out1"))
+    with hub.client() as api:
+        api.patch_twin(device_id, {"properties": {"desired": {"x": 1}}}, module_id="filter")
+        twin = api.get_twin(device_id, "filter")
+        assert twin["properties"]["reported"]["temp"] == 1
+        res = api.request(
+            "POST",
+            f"/twins/{device_id}/modules/filter/methods",
+            json={"methodName": "hi", "responseTimeoutInSeconds": 10},
+        ).json()
+        assert res == {"status": 200, "payload": {"module": "filter"}}
+    assert wait_until(lambda: any(x.get("x") == 1 for x in pushes))
+    assert client.get_twin()["reported"].get("temp") is None  # the device twin is separate
+    assert client.wait_for_outbox_empty(20)
+    assert wait_until(lambda: any(m["messageId"] == mid for m in _messages(hub, device_id)))
+    stored = next(m for m in _messages(hub, device_id) if m["messageId"] == mid)
+    assert stored["moduleId"] == "filter"
+    assert stored["systemProperties"]["$.on"] == "out1"
+
+
+def test_both_keys_connect(hub: RunningHub, tmp_path: Path) -> None:
+    device = create_device(hub, "dev-keys")
+    secondary = device["authentication"]["symmetricKey"]["secondaryKey"]
+    client: DeviceClient = device_client(hub, "dev-keys", tmp_path, key=secondary)
+    client.connect(20)
+    try:
+        assert client.patch_twin_reported_properties({"via": "secondary"}) == 2
+    finally:
+        client.shutdown()
