@@ -57,6 +57,7 @@ def manifest(
 class AgentProcess:
     def __init__(self, workdir: Path, device_id: str, runtime_type: str, **extra: Any) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.device_id = device_id
         self.data_dir = workdir / "data"
         self.manifest_path = workdir / "deployment.json"

@@ -1,0 +1,149 @@
+"""The agent against a real hub: deployment from the $edgeAgent twin over MQTT, reported
+properties on the hub, direct methods (`edgefleet logs`), and a reboot while the hub is down."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.agent.test_process_lifecycle import procs_with
+from tests.support.agent import AgentProcess
+from tests.support.hub import RunningHub, running_hub
+
+
+def agent_desired(modules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schemaVersion": "1.1",
+        "runtime": {"type": "docker", "settings": {}},
+        "systemModules": {"edgeAgent": {"type": "docker", "settings": {"image": "a"}}},
+        "modules": modules,
+    }
+
+
+def looping(marker: str) -> dict[str, Any]:
+    script = "while :; do echo tick $IOTEDGE_MODULEID; sleep 0.2; done"
+    return {"type": "process", "settings": {"command": ["sh", "-c", script, marker]}}
+
+
+def hub_reported(hub: RunningHub, device: str) -> dict[str, Any]:
+    twin = hub.client().get_twin(device, "$edgeAgent")
+    reported: dict[str, Any] = twin["properties"]["reported"]
+    return reported
+
+
+def wait_hub(
+    hub: RunningHub, device: str, what: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    rep: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        rep = hub_reported(hub, device)
+        try:
+            if check(rep):
+                return rep
+        except (KeyError, TypeError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {rep}")
+
+
+def test_agent_with_real_hub(tmp_path: Path) -> None:
+    device = f"edge-{uuid.uuid4().hex[:6]}"
+    m1, m2 = f"{tmp_path}/module-one", f"{tmp_path}/module-two"
+    with running_hub(tmp_path) as hub:
+        client = hub.client()
+        client.create_device(device, {"capabilities": {"iotEdge": True}})
+        key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
+        headers = {"Authorization": f"Bearer {hub.token}"}
+        creds = httpx.get(f"{hub.url}/devices/{device}/mqttCredentials", headers=headers).json()
+        scheme = "mqtts" if creds["tls"] else "mqtt"
+        conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
+        agent = AgentProcess(
+            tmp_path / "agent",
+            device,
+            "process",
+            provisioning={"source": "manual", "connection_string": conn},
+            hub={
+                "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
+                "ca_file": creds["ca_file"],
+            },
+            edge_hub=True,
+        )
+        mods = {"one": looping(m1), "two": {**looping(m2), "startupOrder": 1}}
+        client.patch_twin(device, {"properties": {"desired": agent_desired(mods)}}, "$edgeAgent")
+        routes = {"schemaVersion": "1.2", "routes": {"up": "FROM /messages/* INTO $upstream"}}
+        client.patch_twin(device, {"properties": {"desired": routes}}, "$edgeHub")
+        agent.start()
+        try:
+            version = client.get_twin(device, "$edgeAgent")["properties"]["desired"]["$version"]
+            rep = wait_hub(
+                hub,
+                device,
+                "running",
+                lambda r: (
+                    r["lastDesiredVersion"] == version
+                    and r["modules"]["one"]["runtimeStatus"] == "running"
+                    and r["modules"]["two"]["runtimeStatus"] == "running"
+                ),
+            )
+            assert rep["lastDesiredStatus"]["code"] == 200
+            assert rep["systemModules"]["edgeHub"]["runtimeStatus"] == "running"
+
+            # edgefleet logs DEVICE MODULE --tail N goes through the hub's methods endpoint
+            time.sleep(0.5)
+            out = subprocess.run(
+                [sys.executable, "-m", "edgefleet.cli", "logs", device, "one", "--tail", "2"],
+                env=hub.cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.splitlines() == ["tick one", "tick one"]
+            body = {
+                "methodName": "restartModule",
+                "payload": {"schemaVersion": "1.0", "id": "two"},
+                "responseTimeoutInSeconds": 30,
+            }
+            pid_before = procs_with(m2)
+            r = httpx.post(
+                f"{hub.url}/twins/{device}/modules/$edgeAgent/methods",
+                json=body,
+                headers=headers,
+                timeout=60,
+            )
+            assert r.status_code == 200 and r.json()["status"] == 200, r.text
+            assert procs_with(m2) != pid_before and len(procs_with(m2)) == 1
+
+            # a desired change arrives as a twin patch: module two is removed
+            client.patch_twin(
+                device, {"properties": {"desired": {"modules": {"two": None}}}}, "$edgeAgent"
+            )
+            wait_hub(hub, device, "two removed", lambda r: "two" not in r["modules"])
+            assert procs_with(m2) == []
+
+            # a bad deployment is reported with its code and path
+            bad = {"modules": {"one": {"restartPolicy": "sometimes"}}}
+            client.patch_twin(device, {"properties": {"desired": bad}}, "$edgeAgent")
+            rep = wait_hub(hub, device, "400", lambda r: r["lastDesiredStatus"]["code"] == 400)
+            assert "modules.one.restartPolicy" in rep["lastDesiredStatus"]["description"]
+            assert len(procs_with(m1)) == 1
+            assert agent.stop() == 0
+        finally:
+            agent.stop()
+    # reboot with the hub gone: modules come back from the persisted deployment
+    agent.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(procs_with(m1)) != 1:
+            time.sleep(0.1)
+        assert len(procs_with(m1)) == 1 and procs_with(m2) == []
+    finally:
+        assert agent.stop() == 0
