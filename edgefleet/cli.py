@@ -17,6 +17,7 @@ CLI_MODULES: list[str] = [
     "edge_agent.cli",
     "edge_agent.edgehub.cli",
     "edge_agent.accelerators.fpga.cli",
+    "edgefleet.demo",
 ]
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-from edge_agent.module_client import ClientError, ModuleClient
+from edge_agent.module_client import ClientError, Message, ModuleClient
 
 JsonDict = dict[str, Any]
 SettingsCallback = Callable[[JsonDict], None]
@@ -85,6 +85,19 @@ class ModuleRuntime:
             self.log.warning("module twin not read (%s); using environment defaults", exc)
             desired = {}
         self._apply(callback, desired)
+
+    def send(self, message: Message, output: str, attempt_secs: float = 1.0) -> bool:
+        """Send until the edge hub acknowledges or the module is stopping (then False).
+
+        Retries reuse the message id, so the receiver drops duplicates.
+        """
+        while not self.stopping.is_set():
+            try:
+                self.client.send_message_to_output(message, output, timeout=attempt_secs)
+                return True
+            except ClientError as exc:
+                self.log.debug("%s: not acknowledged yet (%s)", output, exc)
+        return False
 
     def report(self, patch: JsonDict) -> None:
         """Patch the module twin's reported properties; offline is logged, not fatal."""

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from edge_agent.module_client import ClientError, Message
+from edge_agent.module_client import Message
 from modules.camera.frames import FrameError, parse_photos
 from modules.camera.frames import jpeg_frame as encode
 from modules.runtime import ModuleRuntime, env_float, main_guard
@@ -48,11 +48,8 @@ def run() -> None:
                 cache[name] = encode(name)
             message = Message(data=cache[name], content_type="image/jpeg")
             message.custom_properties.update({"frameName": name, "frameIndex": str(index)})
-            try:
-                rt.client.send_message_to_output(message, OUTPUT, timeout=10)
+            if rt.send(message, OUTPUT):
                 index += 1
-            except ClientError as exc:
-                rt.log.warning("frame not sent: %s", exc)
             rt.stopping.wait(settings.interval)
         rt.log.info("sent %d frames", index)
 

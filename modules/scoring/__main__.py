@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from edge_agent.module_client import ClientError, Message
+from edge_agent.module_client import Message
 from modules.runtime import ModuleRuntime, main_guard
 from modules.scoring.scorer import Scorer, ScoringConfig
 
@@ -69,10 +69,7 @@ def run() -> None:
             )
             if frame:
                 out.custom_properties["frameName"] = frame
-            try:
-                rt.client.send_message_to_output(out, OUTPUT, timeout=10)
-            except ClientError as exc:
-                rt.log.warning("result not sent: %s", exc)
+            rt.send(out, OUTPUT)
 
         rt.client.on_message_received = on_frame
         rt.on_settings(settings)

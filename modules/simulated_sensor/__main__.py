@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from edge_agent.module_client import ClientError, Message
+from edge_agent.module_client import Message
 from modules.runtime import ModuleRuntime, env_float, main_guard
 from modules.simulated_sensor.sensor import SimulatedMachine
 
@@ -42,11 +42,8 @@ def run() -> None:
                 body = machine.reading()
                 message = Message.from_body(body)
                 message.custom_properties["sensorType"] = "temperature"
-                try:
-                    rt.client.send_message_to_output(message, OUTPUT, timeout=10)
+                if rt.send(message, OUTPUT):
                     sent += 1
-                except ClientError as exc:
-                    rt.log.warning("not sent: %s", exc)
             rt.stopping.wait(settings.interval)
         rt.log.info("sent %d messages", sent)
 

@@ -1,0 +1,499 @@
+"""``edgefleet demo``: a hub, an edge device and its modules on this machine, zero configuration.
+
+Steps: data directory -> hub (embedded MQTT broker, SQLite) -> admin token -> IoT Edge device and
+module identities -> featurizer model (built into the model store if missing) -> deployment
+(simulated sensor, camera -> scoring) -> agent -> wait for the modules -> live view of what
+reaches the hub -> SIGTERM to agent and hub -> summary. Every process logs to
+``<data dir>/logs``; a failed step names itself and the log to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgefleet.cli_apps import app
+from edgefleet.demo_manifest import MODULES, SCORING, SENSOR, demo_manifest
+
+MODEL = "efficientnet-lite0"
+DEVICE_ID = "demo-edge"
+
+
+class DemoError(Exception):
+    def __init__(self, step: str, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.message = message
+        self.log = log
+
+    def line(self) -> str:
+        where = f" (see {self.log})" if self.log else ""
+        return f"error: demo step '{self.step}' failed: {self.message}{where}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgefleet.cli", *args]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class Result:
+    frame: str
+    class_id: int
+    label: str
+    score: float
+    latency_ms: float | None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame,
+            "classId": self.class_id,
+            "label": self.label,
+            "score": round(self.score, 4),
+            "latencyMs": self.latency_ms,
+        }
+
+
+@dataclass
+class Observed:
+    """What the hub stored for the demo device, read through ``GET /devices/{id}/messages``."""
+
+    since: str | None = None
+    by_module: dict[str, int] = field(default_factory=dict)
+    latest_reading: dict[str, Any] | None = None
+    results: dict[str, Result] = field(default_factory=dict)
+    result_count: int = 0
+    last: Result | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_module.values())
+
+    def add(self, message: dict[str, Any]) -> None:
+        module = str(message.get("moduleId") or "(device)")
+        self.by_module[module] = self.by_module.get(module, 0) + 1
+        if message.get("bodyEncoding") != "utf-8":
+            return
+        try:
+            body = json.loads(message.get("body") or "")
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        if module == SENSOR:
+            self.latest_reading = body
+        elif module == SCORING and isinstance(body.get("top5"), list) and body["top5"]:
+            best = body["top5"][0]
+            result = Result(
+                str(body.get("frame") or "?"),
+                int(best.get("class_id", -1)),
+                str(best.get("label", "")),
+                float(best.get("score", 0.0)),
+                body.get("latencyMs"),
+            )
+            self.results[result.frame] = result
+            self.result_count += 1
+            self.last = result
+
+
+class Demo:
+    def __init__(self, data_dir: Path, model_dir: Path | None, console: Any) -> None:
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.hub_dir = data_dir / "hub"
+        self.agent_dir = data_dir / "agent"
+        self.model_dir = model_dir
+        self.console = console
+        self.hub_proc: subprocess.Popen[bytes] | None = None
+        self.agent_proc: subprocess.Popen[bytes] | None = None
+        self.hub_url = ""
+        self.token = ""
+        self.client: Any = None
+        self.exit_codes: dict[str, int | None] = {}
+        self.reported: dict[str, Any] = {}
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def step(self, name: str, log: Path | None = None) -> Iterator[Callable[[str], None]]:
+        """One named step with a spinner; any failure becomes a DemoError naming the step."""
+        start = time.monotonic()
+        with self.console.status(name + " ...") as status:
+            try:
+                yield lambda msg: status.update(f"{name}: {msg}")
+            except DemoError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as the step's failure
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DemoError(name, text, log) from exc
+        self.console.print(f"[green]✓[/green] {name} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+
+    def _popen(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / log_name).open("ab") as log:
+            return subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C reaches only the demo, which stops them in order
+            )
+
+    def start_hub(self) -> None:
+        log = self.logs / "hub.log"
+        with self.step("starting the hub (embedded MQTT broker, SQLite)", log):
+            self.hub_dir.mkdir(parents=True, exist_ok=True)
+            _prepare_hub_ca(self.hub_dir)
+            port = _free_port()
+            args = ["hub", "serve", "--data-dir", str(self.hub_dir), "--host", "127.0.0.1"]
+            args += ["--port", str(port), "--broker", "embedded", "--mqtt-port", "0"]
+            self.hub_proc = self._popen(_cli(*args), "hub.log")
+            self.hub_url = f"http://127.0.0.1:{port}"
+            _wait_http(self.hub_url + "/health", self.hub_proc, log, timeout=90)
+
+    def create_token(self) -> None:
+        log = self.logs / "token.log"
+        with self.step("creating an admin API token", log):
+            args = ["hub", "token", "create", "--data-dir", str(self.hub_dir)]
+            args += ["--scope", "admin", "--name", "edgefleet-demo"]
+            result = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+            log.write_text(result.stderr)
+            if result.returncode != 0:
+                raise RuntimeError(_tail(log, 2) or f"exit code {result.returncode}")
+            self.token = result.stdout.strip()
+            (self.data_dir / "token").write_text(self.token + "\n")
+            from edgefleet.hubclient import HubClient
+
+            self.client = HubClient(self.hub_url, self.token)
+
+    def create_device(self) -> dict[str, Any]:
+        with self.step(f"creating IoT Edge device {DEVICE_ID!r} and its module identities"):
+            device: dict[str, Any] = self.client.create_device(
+                DEVICE_ID, {"capabilities": {"iotEdge": True}}
+            )
+            for module in MODULES:
+                self.client.create_module(DEVICE_ID, module)
+            return device
+
+    def ensure_model(self) -> Path:
+        from edge_agent.accelerators.store import ModelStore
+
+        store = ModelStore(self.model_dir)
+        if store.has(MODEL):
+            self.console.print(f"[green]✓[/green] model {MODEL} found in {store.root}")
+            return store.root
+        with self.step(f"building {MODEL} into {store.root} (once)") as say:
+            from modules.featurizer.build import build_model
+
+            build_model(MODEL, store, ("fp32",), 32, progress=say)
+        return store.root
+
+    def deploy(self, model_dir: Path, frame_interval: float, accelerator: str) -> None:
+        with self.step("setting the deployment (sensor, camera -> scoring)"):
+            doc = demo_manifest(
+                sys.executable,
+                str(model_dir),
+                frame_interval=frame_interval,
+                accelerator=accelerator,
+                precision="bfp8" if accelerator == "fpga-emulator" else "fp32",
+            )
+            (self.data_dir / "deployment.json").write_text(json.dumps(doc, indent=2) + "\n")
+            # what applyConfigurationContent does: every module twin gets its desired properties
+            for module, content in doc["modulesContent"].items():
+                desired = content["properties.desired"]
+                self.client.patch_twin(DEVICE_ID, {"properties": {"desired": desired}}, module)
+
+    def start_agent(self, device: dict[str, Any]) -> None:
+        log = self.logs / "agent.log"
+        with self.step("starting the edge agent", log):
+            creds = self.client.request("GET", f"/devices/{DEVICE_ID}/mqttCredentials").json()
+            host = self.client.health().get("hostName") or self.hub_url.split("://")[1]
+            key = device["authentication"]["symmetricKey"]["primaryKey"]
+            scheme = "mqtts" if creds.get("tls") else "mqtt"
+            ca_file = creds.get("ca_file")
+            config = {
+                "hostname": DEVICE_ID,
+                "provisioning": {
+                    "source": "manual",
+                    "connection_string": f"HostName={host};DeviceId={DEVICE_ID};"
+                    f"SharedAccessKey={key}",
+                },
+                "data_dir": str(self.agent_dir / "data"),
+                "runtime": {"type": "process"},
+                "hub": {
+                    "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
+                    "ca_file": _ca_path(self.hub_dir, ca_file),
+                },
+                "reconcile": {"interval_secs": 1, "stop_timeout_secs": 5},
+            }
+            self.agent_dir.mkdir(parents=True, exist_ok=True)
+            config_path = self.agent_dir / "agent.json"
+            config_path.write_text(json.dumps(config, indent=2))
+            self.agent_proc = self._popen(
+                _cli("agent", "run", "--config", str(config_path)), "agent.log"
+            )
+
+    def wait_modules(self, timeout: float) -> None:
+        log = self.logs / "agent.log"
+        with self.step("waiting for the modules to run", log) as say:
+            deadline = time.monotonic() + timeout
+            states: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                self._check_alive()
+                twin = self.client.get_twin(DEVICE_ID, "$edgeAgent")
+                self.reported = twin.get("properties", {}).get("reported", {})
+                modules = self.reported.get("modules") or {}
+                states = {
+                    m: (modules.get(m) or {}).get("runtimeStatus", "pending") for m in MODULES
+                }
+                say(", ".join(f"{m} {s}" for m, s in states.items()))
+                status = self.reported.get("lastDesiredStatus") or {}
+                if status.get("code", 200) >= 400:
+                    raise RuntimeError(f"the agent rejected the deployment: {status}")
+                if all(s == "running" for s in states.values()):
+                    return
+                time.sleep(0.5)
+            raise TimeoutError(f"modules not running after {timeout:.0f}s: {states}")
+
+    def _check_alive(self) -> None:
+        for name, proc in (("hub", self.hub_proc), ("agent", self.agent_proc)):
+            if proc is not None and proc.poll() is not None:
+                log = self.logs / f"{name}.log"
+                raise DemoError(
+                    f"running the {name}",
+                    f"the {name} exited with code {proc.returncode}: {_tail(log, 3)}",
+                    log,
+                )
+
+    def poll(self, seen: Observed) -> None:
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if seen.since:
+                params["since"] = seen.since
+            page = self.client.request(
+                "GET", f"/devices/{DEVICE_ID}/messages", params=params
+            ).json()
+            for message in page.get("messages", []):
+                seen.add(message)
+            if page.get("next"):
+                seen.since = page["next"]
+            if len(page.get("messages", [])) < 1000:
+                return
+
+    def watch(self, duration: float, live_console: Any) -> Observed:
+        from rich.live import Live
+
+        seen = Observed()
+        end = time.monotonic() + duration
+        with Live(_view(seen, duration), console=live_console, refresh_per_second=4) as live:
+            while True:
+                self._check_alive()
+                try:
+                    self.poll(seen)
+                except Exception as exc:  # noqa: BLE001 - HubClientError, bad JSON
+                    raise DemoError(
+                        "reading messages from the hub", str(exc), self.logs / "hub.log"
+                    ) from exc
+                left = end - time.monotonic()
+                live.update(_view(seen, max(0.0, left)))
+                if left <= 0:
+                    break
+                time.sleep(min(0.5, left))
+        return seen
+
+    def shutdown(self) -> None:
+        """SIGTERM the agent (it stops its modules), then the hub; SIGKILL only after a timeout."""
+        for name, proc, wait in (("agent", self.agent_proc, 40.0), ("hub", self.hub_proc, 30.0)):
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(wait)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+            self.exit_codes[name] = proc.returncode
+        if self.client is not None:
+            self.client.close()
+
+
+def _prepare_hub_ca(hub_dir: Path) -> None:
+    """Create the hub CA before ``hub serve`` starts.
+
+    Work-around: the messaging service builds its TLS context (from ``<data dir>/ca/ca.pem``)
+    before the embedded broker creates the CA, so a fresh data directory fails to start.
+    """
+    try:
+        from cloud_hub.ca import HubCA
+    except ImportError:  # pragma: no cover - the hub is not installed; serve reports it
+        return
+    HubCA(hub_dir / "ca").ensure(["127.0.0.1", "localhost"])
+
+
+def _ca_path(hub_dir: Path, ca_file: str | None) -> str | None:
+    if not ca_file:
+        return None
+    return ca_file if Path(ca_file).is_absolute() else str(hub_dir / "ca" / Path(ca_file).name)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with code {proc.returncode}: {_tail(log, 3)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
+
+
+def _view(seen: Observed, left: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"arriving at the hub ({left:.0f}s left)", title_justify="left")
+    table.add_column("module")
+    table.add_column("messages", justify="right")
+    table.add_column("latest")
+    reading = seen.latest_reading or {}
+    machine, ambient = reading.get("machine") or {}, reading.get("ambient") or {}
+    sensor_text = (
+        f"machine {machine.get('temperature', 0):.1f}°C, "
+        f"ambient {ambient.get('temperature', 0):.1f}°C {ambient.get('humidity', 0):.0f}% rh"
+        if reading
+        else ""
+    )
+    result_text = (
+        f"camera frame {seen.last.frame} -> {seen.last.label} {seen.last.score:.2f}"
+        if seen.last
+        else "(waiting for the first scored frame)"
+    )
+    table.add_row(SENSOR, str(seen.by_module.get(SENSOR, 0)), sensor_text)
+    table.add_row(SCORING, str(seen.by_module.get(SCORING, 0)), result_text)
+    for frame, result in sorted(seen.results.items()):
+        table.add_row("", "", f"  {frame}: {result.label} ({result.class_id}) {result.score:.2f}")
+    table.add_row("total", str(seen.total), "")
+    return table
+
+
+def _summary(demo: Demo, seen: Observed, duration: float) -> dict[str, Any]:
+    modules = demo.reported.get("modules") or {}
+    return {
+        "dataDir": str(demo.data_dir),
+        "hub": demo.hub_url,
+        "deviceId": DEVICE_ID,
+        "durationSecs": duration,
+        "messagesStored": seen.total,
+        "messagesByModule": dict(sorted(seen.by_module.items())),
+        "scoringResults": seen.result_count,
+        "latestResults": [r.json() for _, r in sorted(seen.results.items())],
+        "latestReading": seen.latest_reading,
+        "modules": {m: (modules.get(m) or {}).get("runtimeStatus") for m in MODULES},
+        "exitCodes": demo.exit_codes,
+        "logs": str(demo.logs),
+    }
+
+
+def _print_summary(console: Any, summary: dict[str, Any]) -> None:
+    console.print(
+        f"\n[bold]summary[/bold]: {summary['messagesStored']} messages stored at the hub "
+        f"in {summary['durationSecs']:.0f}s ({summary['messagesByModule']})"
+    )
+    for r in summary["latestResults"]:
+        console.print(
+            f"  camera frame {r['frame']} -> {r['label']} ({r['classId']}) {r['score']:.2f}"
+        )
+    console.print(f"  exit codes: {summary['exitCodes']}; data and logs: {summary['dataDir']}")
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(30.0, "--duration", help="Seconds to watch the live data."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where hub, agent and logs live (default: a new temp dir)."
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="Model store (default: EDGEFLEET_MODEL_DIR or the user store)."
+    ),
+    frame_interval: float = typer.Option(2.0, "--frame-interval", help="Seconds between frames."),
+    accelerator: str = typer.Option(
+        "cpu", "--accelerator", help="Where the scoring module runs the featurizer."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
+) -> None:
+    """Run a hub, an edge agent and the demo modules here; show what reaches the hub."""
+    from rich.console import Console
+
+    console = Console(stderr=True) if as_json else Console()
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+    data_dir = data_dir.resolve()
+    console.print(f"edgefleet demo: data and logs in {data_dir}")
+    run = Demo(data_dir, model_dir.resolve() if model_dir else None, console)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    seen = Observed()
+    error: DemoError | None = None
+    try:
+        with run.step("preparing the data directory"):
+            run.logs.mkdir(parents=True, exist_ok=True)
+        run.start_hub()
+        run.create_token()
+        device = run.create_device()
+        models = run.ensure_model()
+        run.deploy(models, frame_interval, accelerator)
+        run.start_agent(device)
+        run.wait_modules(timeout=120)
+        seen = run.watch(duration, console)
+    except DemoError as exc:
+        error = exc
+    except KeyboardInterrupt:
+        console.print("interrupted; stopping")
+    finally:
+        with console.status("stopping the agent and the hub (SIGTERM) ..."):
+            run.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+    if error is not None:
+        typer.echo(error.line(), err=True)
+        raise typer.Exit(1)
+    summary = _summary(run, seen, duration)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(console, summary)
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
