@@ -147,3 +147,63 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
         assert len(procs_with(m1)) == 1 and procs_with(m2) == []
     finally:
         assert agent.stop() == 0
+
+
+def test_dps_group_enrollment_agent(tmp_path: Path) -> None:
+    import base64
+
+    group_key = base64.b64encode(uuid.uuid4().bytes * 2).decode()
+    device = f"edge-{uuid.uuid4().hex[:6]}"
+    marker = f"{tmp_path}/module-dps"
+    with running_hub(tmp_path) as hub:
+        headers = {"Authorization": f"Bearer {hub.token}"}
+        group = {
+            "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": group_key}},
+            "capabilities": {"iotEdge": True},
+        }
+        assert (
+            httpx.put(
+                f"{hub.url}/enrollmentGroups/plant-a", json=group, headers=headers
+            ).status_code
+            == 200
+        )
+        # the broker endpoint is the hub's; any device's credentials tell where it is
+        hub.client().create_device("probe")
+        creds = httpx.get(f"{hub.url}/devices/probe/mqttCredentials", headers=headers).json()
+        scheme = "mqtts" if creds["tls"] else "mqtt"
+        agent = AgentProcess(
+            tmp_path / "agent",
+            device,
+            "process",
+            provisioning={
+                "source": "dps",
+                "global_endpoint": hub.url,
+                "attestation": {
+                    "method": "symmetric_key",
+                    "registration_id": device,
+                    "enrollment_group_id": "plant-a",
+                    "symmetric_key": group_key,
+                },
+            },
+            hub={
+                "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
+                "ca_file": creds["ca_file"],
+            },
+        )
+        agent.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if httpx.get(f"{hub.url}/devices/{device}", headers=headers).status_code == 200:
+                    break
+                time.sleep(0.2)
+            assert hub.client().get_device(device)["capabilities"]["iotEdge"] is True
+            desired = agent_desired({"dps": looping(marker)})
+            hub.client().patch_twin(device, {"properties": {"desired": desired}}, "$edgeAgent")
+            wait_hub(
+                hub, device, "running", lambda r: r["modules"]["dps"]["runtimeStatus"] == "running"
+            )
+            assert len(procs_with(marker)) == 1
+            assert (agent.data_dir / "provisioning.json").exists()
+        finally:
+            assert agent.stop() == 0
