@@ -6,7 +6,6 @@ import json
 import subprocess
 
 from tests.support.hub import edgefleet_cmd
-from tests.support.pg import temporary_database
 
 
 def _bench(*extra: str) -> dict[str, object]:
@@ -32,15 +31,3 @@ def test_bench_hub_reports_both_paths_and_ratios() -> None:
     assert isinstance(query, dict)
     assert query["region_query"]["matches"] == 6
     assert query["site_query"]["matches"] == 1
-
-
-def test_bench_hub_on_postgresql_leaves_no_devices_behind() -> None:
-    with temporary_database() as url:
-        report = _bench("--database-url", url)
-        assert report["database"] == "postgresql"
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(url)
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 0
-        engine.dispose()
