@@ -227,11 +227,15 @@ class Registry:
             if not etag_matches(if_match, row.etag):
                 raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
             before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
-            status_changed = spec.status != row.status
+            # fields absent from the body keep their values (a partial update is safe)
+            given = spec.model_fields_set
+            new_status = spec.status if "status" in given else row.status
+            status_changed = new_status != row.status
             if status_changed:
                 row.status_updated_time = utc_now()
-            row.status = spec.status
-            row.status_reason = spec.status_reason
+            row.status = new_status
+            if "status_reason" in given:
+                row.status_reason = spec.status_reason
             if spec.authentication is not None:
                 apply_auth(row, spec.authentication, keep=True)
             if spec.capabilities is not None:

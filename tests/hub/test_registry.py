@@ -194,3 +194,12 @@ def test_connection_state_and_identities(hub: Hub) -> None:
     idents = {(i.device_id, i.module_id): i for i in hub.registry.identities()}
     assert set(idents) == {("d1", None), ("d1", "$edgeAgent"), ("d1", "$edgeHub"), ("d2", None)}
     assert idents[("d1", None)].enabled and not idents[("d2", None)].enabled
+
+
+def test_update_keeps_fields_the_body_leaves_out(hub: Hub) -> None:
+    hub.registry.create_device("d1", {"status": "disabled", "statusReason": "maintenance"})
+    updated = hub.registry.update_device("d1", {"capabilities": {"iotEdge": True}}, if_match="*")
+    assert updated["status"] == "disabled" and updated["statusReason"] == "maintenance"
+    assert updated["capabilities"]["iotEdge"] is True
+    enabled = hub.registry.update_device("d1", {"status": "enabled"}, if_match="*")
+    assert enabled["status"] == "enabled" and enabled["statusReason"] == "maintenance"
