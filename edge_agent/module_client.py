@@ -89,6 +89,7 @@ class ModuleClient:
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_message = self._on_message
         self._mqtt.on_publish = self._on_publish
+        self._mqtt.on_subscribe = self._on_subscribe
         self._keepalive = keepalive
         self._connected = threading.Event()
         self._acked = threading.Condition()
@@ -180,7 +181,9 @@ class ModuleClient:
         c.subscribe(
             [(topic, 1) for topic in t.module_subscriptions(self.device_id, self.module_id)]
         )
-        self._connected.set()
+
+    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, codes: Any, props: Any) -> None:
+        self._connected.set()  # inputs, twin and method topics are live from here on
 
     def _on_disconnect(self, c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connected.clear()

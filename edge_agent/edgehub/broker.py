@@ -46,6 +46,10 @@ class BrokerHooks(Protocol):
 
     def on_connection(self, username: str, connected: bool) -> None: ...
 
+    def on_subscribed(self, username: str) -> None:
+        """After a SUBACK: the module may now receive what waited for it."""
+        ...
+
 
 class ProtocolViolation(Exception):
     pass
@@ -384,3 +388,5 @@ class LocalBroker:
         writer.write(
             bytes([SUBACK << 4]) + _enc_len(2 + len(codes)) + struct.pack("!H", pid) + codes
         )
+        if granted:
+            self.hooks.on_subscribed(session.username)

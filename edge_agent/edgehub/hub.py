@@ -22,6 +22,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from edgefleet import protocol as p
 log = logging.getLogger("edgefleet.edgehub")
 
 DEFAULT_TTL_SECS = 7200
+MAX_HELD = 10_000  # messages kept per module until it first subscribes
 
 
 @dataclass
@@ -82,6 +84,7 @@ class EdgeHub:
         self._waiters: dict[str, tuple[threading.Event, list[Any]]] = {}
         self._lock = threading.Lock()
         self._linked: set[str] = set()
+        self._held: dict[str, deque[tuple[str, bytes]]] = {}
         self._state = "stopped"
         self._online = False
 
@@ -137,7 +140,8 @@ class EdgeHub:
         Raises ``RouteError`` (naming the route) and keeps the previous routes when one fails.
         """
         if hasattr(desired, "model_dump"):
-            desired = desired.model_dump(exclude_none=True)
+            # exclude_unset: a plain string route keeps IoT Edge's default (lowest) priority
+            desired = desired.model_dump(exclude_unset=True, exclude_none=True)
         routes = desired.get("routes") or {}
         table = RouteTable.from_desired(routes)
         saf = desired.get("storeAndForwardConfiguration") or {}
@@ -276,11 +280,24 @@ class EdgeHub:
             elif sink.module and sink.input:
                 in_bag = dict(bag)
                 in_bag[p.SYS_INPUT_NAME] = sink.input
-                self.broker.publish(
-                    t.input_topic(self.device_id, sink.module, sink.input, in_bag), payload, 1
-                )
+                topic = t.input_topic(self.device_id, sink.module, sink.input, in_bag)
+                if not self.broker.publish(topic, payload, 1):
+                    self._hold(sink.module, topic, payload)
                 self.counters.to_modules += 1
         return future
+
+    def _hold(self, module_id: str, topic: str, payload: bytes) -> None:
+        """Keep a message for a module that has not subscribed yet (bounded, oldest dropped)."""
+        queue = self._held.setdefault(module_id, deque(maxlen=MAX_HELD))
+        queue.append((topic, payload))
+
+    def on_subscribed(self, username: str) -> None:
+        queue = self._held.pop(username, None)
+        while queue:
+            topic, payload = queue.popleft()
+            if not self.broker.publish(topic, payload, 1):
+                self._hold(username, topic, payload)
+                return
 
     def _flush(self) -> None:
         """Group commit: every upstream message that arrived in this loop turn, one transaction."""

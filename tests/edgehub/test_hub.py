@@ -246,3 +246,22 @@ def test_invalid_routes_are_rejected_and_the_old_ones_kept(tmp_path: Path) -> No
         assert got.wait(5)
         a.shutdown()
         b.shutdown()
+
+
+def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -> None:
+    route = 'FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/late/inputs/i")'
+    with edge_hub(tmp_path, None, {"routes": {"r": route}}) as hub:
+        hub.module_env("late")
+        a = module(hub, "a")
+        for i in range(5):
+            a.send_message_to_output(Message(str(i).encode()), "o")
+        late = ModuleClient.create_from_connection_string(
+            hub.module_env("late")["EdgeHubConnectionString"]
+        )
+        got: list[bytes] = []
+        late.on_message_received = lambda m: got.append(m.data)
+        late.connect(timeout=10)
+        assert _wait(lambda: len(got) == 5)
+        assert got == [b"0", b"1", b"2", b"3", b"4"]
+        a.shutdown()
+        late.shutdown()

@@ -82,13 +82,19 @@ def route_from_desired(name: str, spec: Any) -> CompiledRoute:
         return compile_route(spec, name)
     if not isinstance(spec, Mapping) or not isinstance(spec.get("route"), str):
         raise RouteError(f"route '{name}' must be a string or an object with 'route'", "", 0)
-    priority = spec.get("priority", 0)
-    ttl = spec.get("timeToLiveSecs", 0)
+    priority = spec.get("priority")
+    ttl = spec.get("timeToLiveSecs") or 0
+    if priority is None:  # IoT Edge's RouteSpec default: below every explicit priority
+        return compile_route(spec["route"], name, DEFAULT_PRIORITY, _ttl(name, ttl))
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise RouteError(f"route '{name}': priority must be an integer 0-9", "", 0)
+    return compile_route(spec["route"], name, priority, _ttl(name, ttl))
+
+
+def _ttl(name: str, ttl: Any) -> int:
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
         raise RouteError(f"route '{name}': timeToLiveSecs must be a non-negative integer", "", 0)
-    return compile_route(spec["route"], name, priority, ttl)
+    return ttl
 
 
 class RouteTable:
