@@ -143,6 +143,7 @@ class ModelStore:
                         shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
                 os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)  # modules may run under another uid (containers)
             digest = sha256_file(tmp)
             rel = f"blobs/{digest}.{ext}"
             final = self.root / rel
@@ -165,6 +166,7 @@ class ModelStore:
             out.write(manifest.model_dump_json(indent=2))
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
         return target
 
