@@ -59,7 +59,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = N
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     Console().print(table)
