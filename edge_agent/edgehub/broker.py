@@ -210,6 +210,8 @@ class LocalBroker:
                 await self._loop(session, reader, writer)
         except (ProtocolViolation, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as e:
             log.debug("connection closed: %s", e)
+        except (struct.error, IndexError, ValueError) as e:  # malformed packet contents
+            log.debug("malformed packet, connection closed: %s", e)
         except asyncio.CancelledError:
             pass
         finally:
