@@ -207,3 +207,49 @@ def test_dps_group_enrollment_agent(tmp_path: Path) -> None:
             assert (agent.data_dir / "provisioning.json").exists()
         finally:
             assert agent.stop() == 0
+
+
+def test_device_certificate_agent(tmp_path: Path) -> None:
+    device = f"edge-{uuid.uuid4().hex[:6]}"
+    marker = f"{tmp_path}/module-x509"
+    with running_hub(tmp_path, broker="mosquitto") as hub:
+        headers = {"Authorization": f"Bearer {hub.token}"}
+        hub.client().create_device(device, {"capabilities": {"iotEdge": True}})
+        issued = httpx.post(f"{hub.url}/devices/{device}/certificate", headers=headers).json()
+        creds = httpx.get(f"{hub.url}/devices/{device}/mqttCredentials", headers=headers).json()
+        (tmp_path / "device.pem").write_text(issued["certificate"])
+        (tmp_path / "device.key").write_text(issued["privateKey"])
+        (tmp_path / "ca.pem").write_text(issued["caCertificate"])
+        hub.client().patch_twin(
+            device,
+            {"properties": {"desired": agent_desired({"x": looping(marker)})}},
+            "$edgeAgent",
+        )
+        agent = AgentProcess(
+            tmp_path / "agent",
+            device,
+            "process",
+            provisioning={
+                "source": "manual",
+                "iothub_hostname": f"127.0.0.1:{hub.port}",
+                "device_id": device,
+                "authentication": {
+                    "method": "x509",
+                    "identity_cert": str(tmp_path / "device.pem"),
+                    "identity_pk": str(tmp_path / "device.key"),
+                },
+            },
+            hub={
+                "mqtt_url": f"mqtts://{creds['host']}:{creds['cert_port']}",
+                "ca_file": str(tmp_path / "ca.pem"),
+            },
+            edge_hub=False,
+        )
+        agent.start()
+        try:
+            wait_hub(
+                hub, device, "running", lambda r: r["modules"]["x"]["runtimeStatus"] == "running"
+            )
+            assert len(procs_with(marker)) == 1
+        finally:
+            assert agent.stop() == 0
