@@ -70,6 +70,7 @@ class Result:
     label: str
     score: float
     latency_ms: float | None
+    device_ms: float | None
 
     def json(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class Result:
             "label": self.label,
             "score": round(self.score, 4),
             "latencyMs": self.latency_ms,
+            "deviceMs": self.device_ms,
         }
 
 
@@ -117,6 +119,7 @@ class Observed:
                 str(best.get("label", "")),
                 float(best.get("score", 0.0)),
                 body.get("latencyMs"),
+                body.get("deviceMs"),
             )
             self.results[result.frame] = result
             self.result_count += 1
@@ -152,6 +155,8 @@ class Demo:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported as the step's failure
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if isinstance(exc, ModuleNotFoundError):
+                    text += '; the demo needs pip install "edgefleet[hub,agent,ml]"'
                 raise DemoError(name, text, log) from exc
         self.console.print(f"[green]✓[/green] {name} [dim]({time.monotonic() - start:.1f}s)[/dim]")
 
@@ -224,6 +229,8 @@ class Demo:
                 frame_interval=frame_interval,
                 accelerator=accelerator,
                 precision="bfp8" if accelerator == "fpga-emulator" else "fp32",
+                # the scoring module starts an emulated card on this socket (one per demo)
+                fpga_device=str(self.data_dir / "fpga0.sock"),
             )
             (self.data_dir / "deployment.json").write_text(json.dumps(doc, indent=2) + "\n")
             # what applyConfigurationContent does: every module twin gets its desired properties

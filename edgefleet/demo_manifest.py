@@ -47,12 +47,15 @@ def demo_manifest(
     frame_interval: float = 2.0,
     accelerator: str = "cpu",
     precision: str = "fp32",
+    fpga_device: str | None = None,
 ) -> dict[str, Any]:
     scoring_env = {
         "EDGEFLEET_MODEL_DIR": model_dir,
         "SCORING_ACCELERATOR": accelerator,
         "SCORING_PRECISION": precision,
     }
+    if fpga_device:
+        scoring_env["EDGEFLEET_FPGA_DEVICE"] = fpga_device
     return {
         "modulesContent": {
             "$edgeAgent": {
