@@ -74,6 +74,9 @@ def logs(
     hub: str | None = typer.Option(None, help="Hub URL (or EDGEFLEET_HUB)."),
     token: str | None = typer.Option(None, help="Bearer token (or EDGEFLEET_TOKEN)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON log records."),
+    upload: bool = typer.Option(
+        False, "--upload", help="Upload the logs to the hub (uploadModuleLogs) instead."
+    ),
 ) -> None:
     """Show a module's logs from an edge device (the $edgeAgent getModuleLogs method)."""
     url, headers = _hub_options(hub, token)
@@ -81,12 +84,15 @@ def logs(
     for key, value in (("tail", tail), ("since", since), ("until", until), ("regex", regex)):
         if value is not None:
             flt[key] = value
-    payload = {
+    payload: dict[str, Any] = {
         "schemaVersion": "1.0",
         "items": [{"id": module, "filter": flt}],
         "encoding": "none",
         "contentType": "json",
     }
+    if upload:
+        _upload_logs(url, headers, device, payload, as_json)
+        return
     result = invoke_agent_method(url, headers, device, "getModuleLogs", payload)
     if as_json:
         typer.echo(json.dumps(result))
@@ -94,6 +100,36 @@ def logs(
     for item in result or []:
         for rec in item.get("payload") or []:
             typer.echo(rec["content"])
+
+
+def _upload_logs(
+    url: str, headers: dict[str, str], device: str, payload: dict[str, Any], as_json: bool
+) -> None:
+    import time
+
+    import httpx
+
+    try:
+        r = httpx.post(f"{url}/devices/{device}/logUploads", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise _fail(f"hub {url} unreachable: {exc}") from None
+    if r.status_code >= 400:
+        raise _fail(f"no upload URL: HTTP {r.status_code} {r.text[:200]}")
+    payload = {**payload, "sasUrl": r.json()["sasUrl"], "encoding": "gzip"}
+    task = invoke_agent_method(url, headers, device, "uploadModuleLogs", payload)
+    deadline = time.monotonic() + 120
+    while task.get("status") in ("NotStarted", "Running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status_payload = {"schemaVersion": "1.0", "correlationId": task["correlationId"]}
+        task = invoke_agent_method(url, headers, device, "getTaskStatus", status_payload)
+    if task.get("status") != "Completed":
+        raise _fail(f"upload {task.get('status')}: {task.get('message', '')}")
+    listing = httpx.get(f"{url}/devices/{device}/logUploads", headers=headers, timeout=30).json()
+    if as_json:
+        typer.echo(json.dumps({"task": task, "uploads": listing}))
+        return
+    for item in listing:
+        typer.echo(f"{item['name']}\t{item['bytes']} bytes")
 
 
 @bench_app.command("agent")

@@ -3,6 +3,8 @@ properties on the hub, direct methods (`edgefleet logs`), and a reboot while the
 
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import sys
 import time
@@ -107,6 +109,32 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
             )
             assert out.returncode == 0, out.stderr
             assert out.stdout.splitlines() == ["tick one", "tick one"]
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgefleet.cli",
+                    "logs",
+                    device,
+                    "one",
+                    "--tail",
+                    "3",
+                    "--upload",
+                    "--json",
+                ],
+                env=hub.cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0, out.stderr
+            uploaded = json.loads(out.stdout)
+            assert uploaded["task"]["status"] == "Completed"
+            (item,) = uploaded["uploads"]
+            raw = httpx.get(
+                f"{hub.url}/devices/{device}/logUploads/{item['name']}", headers=headers
+            ).content
+            assert [r["content"] for r in json.loads(gzip.decompress(raw))] == ["tick one"] * 3
             body = {
                 "methodName": "restartModule",
                 "payload": {"schemaVersion": "1.0", "id": "two"},
