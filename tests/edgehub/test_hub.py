@@ -265,3 +265,44 @@ def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -
         assert got == [b"0", b"1", b"2", b"3", b"4"]
         a.shutdown()
         late.shutdown()
+
+
+def test_the_agent_factory_starts_a_hub_under_the_agent_data_dir(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from edge_agent.edgehub.service import start_for_agent
+    from edgefleet.manifest import parse_edge_hub
+
+    agent = SimpleNamespace(
+        device_id=DEVICE,
+        store=SimpleNamespace(path=tmp_path / "deployment.json"),
+        channel=SimpleNamespace(),  # a local (hub-less) channel: no upstream client
+    )
+    hub = start_for_agent(agent)
+    try:
+        hub.apply(
+            parse_edge_hub(
+                {
+                    "schemaVersion": "1.1",
+                    "routes": {
+                        "r": 'FROM /messages/* INTO BrokeredEndpoint("/modules/b/inputs/i")'
+                    },
+                }
+            )
+        )
+        assert hub.status() == "running"
+        assert (tmp_path / "edgehub" / "store.db").exists()
+        env = hub.module_env("a")
+        assert (
+            env["IOTEDGE_MODULEID"] == "a" and "SharedAccessKey=" in env["EdgeHubConnectionString"]
+        )
+        a, b = module(hub, "a"), module(hub, "b")
+        got = threading.Event()
+        b.on_message_received = lambda _m: got.set()
+        a.send_message_to_output(Message(b"hi"), "o")
+        assert got.wait(5)
+        a.shutdown()
+        b.shutdown()
+    finally:
+        hub.stop()
+    assert hub.status() == "stopped"
