@@ -75,7 +75,7 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 
 
 class _Agent:
-    def __init__(self, root: Path, runtime: str, extra: dict[str, Any]) -> None:
+    def __init__(self, root: Path, runtime: str, extra: dict[str, Any], edge_hub: bool) -> None:
         self.root = root
         self.manifest = root / "deployment.json"
         self.data = root / "data"
@@ -84,7 +84,7 @@ class _Agent:
             "data_dir": str(self.data),
             "runtime": {"type": runtime, **extra},
             "reconcile": {"report_debounce_secs": 0.05, "stop_timeout_secs": 1},
-            "edge_hub": False,
+            "edge_hub": edge_hub,
             "log_level": "warning",
         }
         (root / "agent.json").write_text(json.dumps(cfg))
@@ -117,7 +117,7 @@ class _Agent:
         self.log.close()
 
 
-def bench_process(n: int, root: Path) -> dict[str, Any]:
+def bench_process(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
     marker = f"efbench-{uuid.uuid4().hex[:8]}"
     argv = ["sh", "-c", "while :; do sleep 1; done"]
     # baseline: the same N processes started directly
@@ -130,7 +130,7 @@ def bench_process(n: int, root: Path) -> dict[str, Any]:
     for p in procs:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-    agent = _Agent(root, "process", {})
+    agent = _Agent(root, "process", {}, edge_hub)
     try:
         _wait(lambda: "lastDesiredStatus" in agent.reported())
         time.sleep(2)
@@ -193,7 +193,7 @@ def _bench_image(client: Any) -> str:
     return tag
 
 
-def bench_docker(n: int, root: Path) -> dict[str, Any]:
+def bench_docker(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
     import docker
 
     client = docker.from_env()
@@ -217,7 +217,7 @@ def bench_docker(n: int, root: Path) -> dict[str, Any]:
             client.api.remove_container(cid, force=True)
         device = f"efbench-{run}"
         extra = {"docker": {"name_prefix": f"{device}-"}}
-        agent = _Agent(root, "docker", extra)
+        agent = _Agent(root, "docker", extra, edge_hub)
         try:
             _wait(lambda: "lastDesiredStatus" in agent.reported())
             time.sleep(2)
@@ -266,11 +266,19 @@ def docker_available() -> bool:
         return False
 
 
-def run_bench(n: int, runtimes: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+def run_bench(
+    n: int, runtimes: list[str], progress: Callable[[str], None], edge_hub: bool = True
+) -> dict[str, Any]:
     results = []
     for runtime in runtimes:
         progress(runtime)
         with tempfile.TemporaryDirectory(prefix=f"efbench-{runtime}-") as tmp:
             fn = bench_process if runtime == "process" else bench_docker
-            results.append(fn(n, Path(tmp)))
-    return {"benchmark": "agent", "modules": n, "results": results, "target_rss_mb": 60}
+            results.append(fn(n, Path(tmp), edge_hub))
+    return {
+        "benchmark": "agent",
+        "modules": n,
+        "edge_hub": edge_hub,
+        "results": results,
+        "target_rss_mb": 60,
+    }

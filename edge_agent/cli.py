@@ -136,6 +136,7 @@ def _upload_logs(
 def bench_agent(
     modules: int = typer.Option(5, "--modules", "-n", min=1, max=100, help="Modules to deploy."),
     runtime: str = typer.Option("auto", help="process | docker | auto (both when possible)."),
+    edge_hub: bool = typer.Option(True, help="Run the in-agent edge hub (the default config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Agent RSS when idle and time from a desired change to all modules running."""
@@ -155,7 +156,10 @@ def bench_agent(
         task = bar.add_task("agent bench", total=None)
         try:
             result = run_bench(
-                modules, runtimes, lambda rt: bar.update(task, description=f"runtime {rt}")
+                modules,
+                runtimes,
+                lambda rt: bar.update(task, description=f"runtime {rt}"),
+                edge_hub,
             )
         except Exception as exc:  # engine trouble and the like: one line, no traceback
             raise _fail(f"bench failed: {exc}") from None
