@@ -115,6 +115,7 @@ def test_deploy_update_remove(agent: AgentProcess, tmp_path: Path) -> None:
     rep = agent.wait_for("400", lambda r: r["lastDesiredStatus"]["code"] == 400)
     assert "modules.a.restartPolicy" in rep["lastDesiredStatus"]["description"]
     assert len(procs_with(ma)) == 1
+    assert (agent.data_dir / "deployment.json").stat().st_mode & 0o077 == 0  # owner-only
     assert agent.stop() == 0
     assert procs_with(ma) == []  # processes are stopped with the agent
 
