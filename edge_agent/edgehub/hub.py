@@ -44,7 +44,8 @@ MAX_HELD = 10_000  # messages kept per module until it first subscribes
 class EdgeHubConfig:
     device_id: str
     data_dir: Path
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where the local broker listens ("0.0.0.0" for containers)
+    advertise_host: str | None = None  # what modules connect to (default: host)
     port: int = 0  # 0: a free port, chosen at start (see ``EdgeHub.port``)
     store_max_bytes: int = 0  # 0: no cap
     forward_window: int = 256  # messages handed to the upstream outbox ahead of its PUBACKs
@@ -163,7 +164,7 @@ class EdgeHub:
                 self._save_creds()
         if self._state == "running":
             self._link_module(module_id)
-        host = self.config.host
+        host = self.config.advertise_host or self.config.host
         conn = (
             f"HostName={host};GatewayHostName={host};Port={self.port};"
             f"DeviceId={self.device_id};ModuleId={module_id};SharedAccessKey={password}"
