@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.accelerators.cpu import OrtFeaturizer, open_cpu
+from edge_agent.accelerators.session import FeaturizerSession
 from edge_agent.accelerators.store import ModelStore
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -64,7 +65,7 @@ def open_gpu(
     precision: str = "fp16",
     threads: int | None = None,
     warmup: int = 3,
-) -> OrtFeaturizer:
+) -> FeaturizerSession:
     usable, reason = gpu_status()
     if not usable:
         cpu_precision = "fp32" if precision == "fp16" else precision

@@ -35,7 +35,9 @@ def open_accelerator(
     if name == "cpu":
         from edge_agent.accelerators.cpu import open_cpu
 
-        return open_cpu(store, model, precision, threads=threads, warmup=warmup)
+        return open_cpu(
+            store, model, precision, threads=threads, warmup=warmup, engine=options.get("engine")
+        )
     if name == "gpu":
         from edge_agent.accelerators.gpu import open_gpu
 

@@ -63,6 +63,8 @@ def cpu_peak(cores: int | None = None) -> dict[str, Any]:
         "amx_int8": "amx_int8" in flags,
         "fp32_gmacs": round(n * ghz * fp32_per_cycle, 1),
         "int8_gmacs": round(n * ghz * int8_per_cycle, 1),
+        # AMX TMUL: 1024 int8 MACs/cycle/core (OpenVINO/oneDNN use it; onnxruntime convs do not)
+        "amx_int8_gmacs": round(n * ghz * 1024, 1) if "amx_int8" in flags else None,
     }
 
 
@@ -126,6 +128,7 @@ def run_bench(
     seconds: float = 15.0,
     threads: int | None = None,
     eval_per_photo: int = 16,
+    engine: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
@@ -140,7 +143,9 @@ def run_bench(
     data = preprocess_arrays(eval_images(eval_per_photo), manifest.preprocessing)
     one, eight = data[:1], data[:8]
     say("measuring the onnxruntime fp32 CPU baseline")
-    baseline = open_accelerator("cpu", model, "fp32", store=store, threads=threads)
+    baseline = open_accelerator(
+        "cpu", model, "fp32", store=store, threads=threads, engine="onnxruntime"
+    )
     base = measure(baseline, one, eight, iterations, seconds)
     base_cls = ImageClassifier(baseline, store)
     say("top-1 of fp32 on the evaluation set")
@@ -153,7 +158,9 @@ def run_bench(
     noise_floor = float((noisy == reference).mean())
     baseline.close()
     say(f"measuring {accelerator} {precision}")
-    target = open_accelerator(accelerator, model, precision, store=store, threads=threads)
+    target = open_accelerator(
+        accelerator, model, precision, store=store, threads=threads, engine=engine
+    )
     result = measure(target, one, eight, iterations, seconds)
     say("top-1 agreement with fp32")
     predicted = top1(ImageClassifier(target, store), data)

@@ -13,6 +13,7 @@ import typer
 
 from edgefleet.cli_apps import bench_app, models_app
 
+ENGINE_HELP = "CPU engine: auto, onnxruntime or openvino (default: $EDGEFLEET_CPU_ENGINE or auto)."
 MODEL_DIR_HELP = "Model store directory (default: $EDGEFLEET_MODEL_DIR or the user data dir)."
 
 
@@ -174,6 +175,7 @@ def predict(
     precision: str = typer.Option("fp32", "--precision", help="fp32, int8, fp16 (gpu), bfp8..."),
     head: str = typer.Option("default", "--head", help="Classifier head (see models list)."),
     top: int = typer.Option(5, "--top"),
+    engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -183,7 +185,9 @@ def predict(
 
     store = _store(model_dir)
     with _clear_errors():
-        session = open_accelerator(accelerator, model, precision, store=store, warmup=0)
+        session = open_accelerator(
+            accelerator, model, precision, store=store, warmup=0, engine=engine
+        )
         _notice(session)
         classifier = ImageClassifier(session, store, head)
         results = classifier.classify(list(images), top)
@@ -262,6 +266,7 @@ def bench_featurizer(
     iterations: int = typer.Option(200, "--iterations", help="Batch-1 runs (at most)."),
     seconds: float = typer.Option(15.0, "--seconds", help="Time cap per measurement."),
     threads: int | None = typer.Option(None, "--threads", help="Default: physical cores."),
+    engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -271,7 +276,15 @@ def bench_featurizer(
     store = _store(model_dir)
     with _clear_errors(), _status(not as_json) as say:
         report = run_bench(
-            store, model, accelerator, precision, iterations, seconds, threads, progress=say
+            store,
+            model,
+            accelerator,
+            precision,
+            iterations,
+            seconds,
+            threads,
+            engine=engine,
+            progress=say,
         )
     if report["notice"]:
         typer.echo(f"warning: {report['notice']}", err=True)
