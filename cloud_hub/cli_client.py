@@ -21,6 +21,7 @@ HUB_OPT = typer.Option(None, "--hub", envvar=ENV_HUB, help="Hub base URL.")
 TOKEN_OPT = typer.Option(None, "--token", envvar=ENV_TOKEN, help="Hub API token.")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 MODULE_OPT = typer.Option(None, "--module", "-m", help="A module of the device.")
+IMPORT_BATCH = 500
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -335,36 +336,35 @@ def device_import(
         if not isinstance(record, dict) or not isinstance(record.get("deviceId"), str):
             _fail(f"{source}:{number}: each line needs a string deviceId")
         records.append(record)
-    created = updated = 0
-    with _client(hub, token) as client:
-        for record in records:
-            device_id = record["deviceId"]
-            identity = {
-                k: record[k]
-                for k in ("deviceId", "status", "statusReason", "authentication", "capabilities")
-                if record.get(k) is not None
-            }
+    from rich.console import Console
+    from rich.progress import Progress
+
+    errors: list[dict[str, Any]] = []
+    with (
+        _client(hub, token) as client,
+        Progress(console=Console(stderr=True), transient=True) as progress,
+    ):
+        task = progress.add_task("importing", total=len(records))
+        for first in range(0, len(records), IMPORT_BATCH):
+            items = [
+                {**record, "id": record["deviceId"], "importMode": "createOrUpdate"}
+                for record in records[first : first + IMPORT_BATCH]
+            ]
             try:
-                client.create_device(device_id, identity)
-                created += 1
+                result = client.bulk_devices(items)
             except HubClientError as exc:
-                if exc.status != 409:
-                    _fail(f"{device_id}: {exc}")
-                client.update_device(device_id, identity)
-                updated += 1
-            twin = {
-                "tags": record.get("tags") or {},
-                "properties": {"desired": (record.get("properties") or {}).get("desired") or {}},
-            }
-            try:
-                client.replace_twin(device_id, twin)
-            except HubClientError as exc:
-                _fail(f"{device_id}: {exc}")
-    summary = {"created": created, "updated": updated}
+                _fail(str(exc))
+            errors.extend(result.get("errors", []))
+            progress.advance(task, len(items))
+    summary = {"imported": len(records) - len(errors), "errors": errors}
     if as_json:
         _print_json(summary)
     else:
-        typer.echo(f"imported {len(records)} devices ({created} created, {updated} updated)")
+        typer.echo(f"imported {summary['imported']} of {len(records)} devices")
+        for error in errors:
+            typer.echo(f"  {error.get('deviceId')}: {error.get('errorStatus')}", err=True)
+    if errors:
+        raise typer.Exit(1)
 
 
 # -- twins -----------------------------------------------------------------------------------

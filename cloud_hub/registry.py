@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud_hub import events
@@ -112,7 +114,7 @@ class Registry:
         )
         apply_auth(row, spec.authentication, keep=False)
         created_modules: list[ModuleRow] = []
-        with self.db.write() as session:
+        with _unique(f"device {device_id!r} already exists"), self.db.write() as session:
             if session.get(DeviceRow, device_id) is not None:
                 raise AlreadyExists(f"device {device_id!r} already exists", path="deviceId")
             session.add(row)
@@ -152,7 +154,7 @@ class Registry:
             )
             apply_auth(row, spec.authentication, keep=False)
             rows.append(row)
-        with self.db.write() as session:
+        with _unique("a device of the batch already exists"), self.db.write() as session:
             existing = session.scalars(
                 select(DeviceRow.device_id).where(
                     DeviceRow.device_id.in_([r.device_id for r in rows])
@@ -333,7 +335,7 @@ class Registry:
             raise InvalidInput("moduleId in the body differs from the URL", path="moduleId")
         row = self._new_module_row(device_id, module_id, spec.managed_by)
         apply_auth(row, spec.authentication, keep=False)
-        with self.db.write() as session:
+        with _unique(f"module {device_id}/{module_id} already exists"), self.db.write() as session:
             if session.get(DeviceRow, device_id) is None:
                 raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
             if session.get(ModuleRow, (device_id, module_id)) is not None:
@@ -463,6 +465,15 @@ class Registry:
                 row = session.get(ModuleRow, (device_id, module_id))
             if row is not None:
                 row.last_activity_time = utc_now()
+
+
+@contextmanager
+def _unique(message: str) -> Iterator[None]:
+    """A concurrent insert of the same key is a conflict (409), not a server error."""
+    try:
+        yield
+    except IntegrityError:
+        raise AlreadyExists(message) from None
 
 
 def _identity(row: DeviceRow | ModuleRow, module_id: str | None, enabled: bool) -> Identity:

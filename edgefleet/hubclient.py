@@ -119,6 +119,22 @@ class HubClient:
             if not token:
                 return devices
 
+    def bulk_devices(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """IoT Hub bulk registry call: items carry ``id`` and ``importMode`` (<= 1000 items).
+
+        Returns ``{"isSuccessful", "errors", "warnings"}``; per-item failures do not raise.
+        """
+        response = self._http.post(
+            "/devices", json=items, params={"api-version": API_VERSION}, timeout=120
+        )
+        body = _body(response)
+        if response.status_code == 400 and isinstance(body, dict) and "isSuccessful" in body:
+            return body
+        if response.status_code >= 400:
+            raise HubClientError(_error_text(response), response.status_code, body)
+        result: dict[str, Any] = body
+        return result
+
     def create_module(
         self, device_id: str, module_id: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -36,6 +36,26 @@ async def list_devices(
     return devices
 
 
+@router.post(
+    "/devices",
+    dependencies=write,
+    summary="Bulk create/update/delete devices (importMode per item)",
+)
+async def bulk_devices(
+    response: Response,
+    body: list[dict[str, Any]] = Body(
+        ..., examples=[[{"id": "camera-02", "importMode": "createOrUpdate", "tags": {"a": 1}}]]
+    ),
+    hub: Hub = Depends(get_hub),
+) -> dict[str, Any]:
+    from cloud_hub.bulk import bulk_import
+
+    result = await call_service(bulk_import, hub, body)
+    if not result["isSuccessful"]:
+        response.status_code = 400
+    return result
+
+
 @router.get("/devices/{device_id}", dependencies=read, summary="Get a device identity")
 async def get_device(device_id: str, hub: Hub = Depends(get_hub)) -> dict[str, Any]:
     return await call_service(hub.registry.get_device, device_id)

@@ -200,3 +200,48 @@ def test_query_on_twin_version_and_reported(api: TestClient, hub: Hub) -> None:
     ).json()
     assert [t["deviceId"] for t in reported] == ["a"]
     assert "$version" not in reported[0]
+
+
+def test_bulk_import_modes_and_per_item_errors(api: TestClient) -> None:
+    api.put("/devices/old", json={})
+    api.put("/devices/gone", json={})
+    items = [
+        {"id": "n1", "importMode": "create", "tags": {"site": "a"}},
+        {"id": "n2", "tags": {"site": "b"}, "properties": {"desired": {"fps": 3}}},
+        {"id": "old", "importMode": "createOrUpdate", "status": "disabled"},
+        {"id": "gone", "importMode": "delete"},
+        {"id": "n1", "importMode": "update", "tags": {"site": "c"}},
+    ]
+    result = api.post("/devices", json=items)
+    assert result.status_code == 200, result.text
+    assert result.json() == {"isSuccessful": True, "errors": [], "warnings": []}
+    assert api.get("/twins/n1").json()["tags"] == {"site": "c"}
+    n2 = api.get("/twins/n2").json()
+    assert n2["tags"] == {"site": "b"} and n2["properties"]["desired"]["fps"] == 3
+    assert api.get("/devices/old").json()["status"] == "disabled"
+    assert api.get("/devices/gone").status_code == 404
+
+    bad = api.post(
+        "/devices",
+        json=[
+            {"id": "ok-1"},
+            {"id": "old", "importMode": "create"},
+            {"id": "bad key", "importMode": "create"},
+            {"id": "k", "authentication": {"symmetricKey": {"primaryKey": "short"}}},
+            {"id": "m", "importMode": "sideways"},
+            {"nope": 1},
+        ],
+    )
+    assert bad.status_code == 400
+    body = bad.json()
+    assert body["isSuccessful"] is False and body["message"].startswith("5 of 6 items failed")
+    paths = sorted(e["path"] for e in body["errors"])
+    assert paths == [
+        "[1].deviceId",
+        "[2].deviceId",
+        "[3].authentication.symmetricKey.primaryKey",
+        "[4].importMode",
+        "[5].id",
+    ]
+    assert api.get("/devices/ok-1").status_code == 200  # the good item still went in
+    assert api.post("/devices", json={"id": "x"}).status_code == 400
