@@ -158,7 +158,8 @@ class LocalBroker:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     def connected(self, username: str) -> bool:
-        return any(s.username == username and s.writer for s in self.sessions.values())
+        sessions = list(self.sessions.values())  # may run outside the loop thread
+        return any(s.username == username and s.writer for s in sessions)
 
     # --- delivery (call in the loop thread) ---------------------------------------------------
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,7 @@ class _Counters:
     routed: int = 0
     to_modules: int = 0
     unrouted: int = 0
-    denied: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    oversized: int = 0
 
 
 class EdgeHub:
@@ -185,6 +184,7 @@ class EdgeHub:
             routedMessages=self.counters.routed,
             moduleDeliveries=self.counters.to_modules,
             unroutedMessages=self.counters.unrouted,
+            oversizedMessages=self.counters.oversized,
             upstreamConnected=bool(self.upstream is not None and self.upstream.connected),
         )
         return out
@@ -240,6 +240,12 @@ class EdgeHub:
     def _on_output(
         self, module_id: str, local: t.LocalTopic, payload: bytes
     ) -> Awaitable[None] | None:
+        if len(payload) > p.MAX_MESSAGE_BYTES:  # the hub would refuse it: never store it
+            log.warning(
+                "dropped a %d-byte message from %s (limit 256 KiB)", len(payload), module_id
+            )
+            self.counters.oversized += 1
+            return None
         bag = dict(local.bag or {})
         bag[p.SYS_OUTPUT_NAME] = local.name
         bag[p.SYS_CONNECTION_DEVICE_ID] = self.device_id
