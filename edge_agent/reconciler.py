@@ -85,6 +85,7 @@ def module_spec(name: str, mod: Module, extra_env: dict[str, str] | None = None)
         working_dir=mod.settings.workingDir,
         env=env,
         image_pull_policy=mod.imagePullPolicy,
+        health_check=hc.model_dump() if (hc := mod.settings.healthCheck) else None,
     )
 
 

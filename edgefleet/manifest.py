@@ -61,6 +61,18 @@ class Runtime(_Model):
     settings: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
 
+class HealthCheck(_Model):
+    """Process modules' health check (Docker modules use the image's HEALTHCHECK)."""
+
+    command: list[str] | str
+    intervalSecs: float = Field(default=30.0, gt=0)
+    timeoutSecs: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+
+    def argv(self) -> list[str]:
+        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+
+
 class ModuleSettings(_Model):
     """Docker settings (``image``, ``createOptions``) or process settings (``command``...)."""
 
@@ -68,6 +80,7 @@ class ModuleSettings(_Model):
     createOptions: str = ""
     command: list[str] | str | None = None
     workingDir: str | None = None
+    healthCheck: HealthCheck | None = None
 
     @field_validator("createOptions", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgefleet.manifest import RegistryCredential
 
@@ -28,6 +28,7 @@ class ModuleSpec:
     working_dir: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     image_pull_policy: str = "on-create"
+    health_check: dict[str, Any] | None = None  # process modules: command, interval...
 
     @property
     def spec_hash(self) -> str:
@@ -40,6 +41,7 @@ class ModuleSpec:
                 self.command,
                 self.working_dir,
                 sorted(self.env.items()),
+                self.health_check,
             ],
             sort_keys=True,
             default=str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -88,6 +89,7 @@ class _Proc:
         self.image_hash = _file_hash(spec.command[0]) if spec.command else ""
         self.done = threading.Event()
         self.done.set()
+        self.health: str | None = None
 
 
 class ProcessRuntime:
@@ -155,7 +157,11 @@ class ProcessRuntime:
             p.exit_code = None
             p.done.clear()
             self._write_pidfile(name, popen.pid, p.spec.spec_hash)
-            for target in (self._pump, self._wait):
+            p.health = "starting" if p.spec.health_check else None
+            targets = [self._pump, self._wait]
+            if p.spec.health_check:
+                targets.append(self._probe)
+            for target in targets:
                 threading.Thread(
                     target=target, args=(p, popen), name=f"proc-{name}", daemon=True
                 ).start()
@@ -180,6 +186,41 @@ class ProcessRuntime:
                 p.finished_at = datetime.now(UTC)
                 self._pidfile(p.spec.name).unlink(missing_ok=True)
         p.done.set()
+
+    def _probe(self, p: _Proc, popen: subprocess.Popen[bytes]) -> None:
+        """Run the module's health check command every interval while it runs."""
+        hc = p.spec.health_check or {}
+        cmd = hc.get("command")
+        argv = shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd or []]
+        interval = float(hc.get("intervalSecs", 30))
+        timeout = float(hc.get("timeoutSecs", 10))
+        retries = int(hc.get("retries", 3))
+        env = dict(os.environ) if self.inherit_env else {"PATH": os.environ.get("PATH", "")}
+        env.update(p.spec.env)
+        failures = 0
+        while not p.done.wait(interval):
+            try:
+                ok = (
+                    subprocess.run(
+                        argv,
+                        cwd=p.spec.working_dir or None,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        timeout=timeout,
+                    ).returncode
+                    == 0
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if p.popen is not popen:
+                return
+            failures = 0 if ok else failures + 1
+            if ok:
+                p.health = "healthy"
+            elif failures >= retries:
+                p.health = "unhealthy"
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
         p = self._procs.get(name)
@@ -210,7 +251,7 @@ class ProcessRuntime:
             exit_code=None if running else p.exit_code,
             started_at=p.started_at,
             finished_at=p.finished_at,
-            health=None,
+            health=p.health if running else None,
             image_hash=p.image_hash,
             ident=str(p.popen.pid) if p.popen else "",
         )

@@ -219,3 +219,33 @@ def test_restart_counter_resets_after_healthy_time(tmp_path: Path) -> None:
         assert (tmp_path / "count").read_text().strip() == "3"
     finally:
         agent.stop()
+
+
+def test_process_health_check_on_unhealthy(agent: AgentProcess, tmp_path: Path) -> None:
+    # healthy for about a second after each start, then the health file disappears
+    script = "touch healthy; sleep 1; rm -f healthy; sleep 1000"
+    mods = {
+        "sick": {
+            "type": "process",
+            "restartPolicy": "on-unhealthy",
+            "settings": {
+                "command": ["sh", "-c", script, f"{tmp_path}/module-sick"],
+                "workingDir": str(tmp_path),
+                "healthCheck": {"command": "test -f healthy", "intervalSecs": 0.2, "retries": 2},
+            },
+        },
+        "fine": {
+            "type": "process",
+            "restartPolicy": "on-unhealthy",
+            "settings": {
+                "command": ["sh", "-c", "sleep 1000", f"{tmp_path}/module-fine"],
+                "healthCheck": {"command": ["true"], "intervalSecs": 0.2},
+            },
+        },
+    }
+    agent.deploy(manifest(mods))
+    agent.start()
+    # the process never exits by itself: only the failed health check can restart it
+    agent.wait_for("sick restarted", lambda r: r["modules"]["sick"]["restartCount"] >= 1)
+    fine = agent.module("fine")
+    assert fine["runtimeStatus"] == "running" and fine["restartCount"] == 0
