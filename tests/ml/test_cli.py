@@ -111,3 +111,23 @@ def test_bench_reports_latency_baseline_peak_and_agreement(model_dir: Path) -> N
     assert 0 < report["fraction_of_peak"] < 1
     assert report["eval_inputs"] >= 200
     assert 0.5 <= report["top1_agreement_with_fp32"] <= 1.0
+
+
+def test_openvino_engine_runs_the_same_artifacts(model_dir: Path, tmp_path: Path) -> None:
+    cat = write_image(tmp_path / "cat.jpg", data.chelsea())
+    result = run_cli(
+        "models",
+        "predict",
+        str(cat),
+        "--precision",
+        "int8",
+        "--engine",
+        "openvino",
+        "--model-dir",
+        str(model_dir),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["top"][0]["class_id"] in {281, 282, 285}
+    bad = run_cli("models", "predict", str(cat), "--engine", "tvm", "--model-dir", str(model_dir))
+    assert bad.returncode == 1 and "unknown CPU engine" in bad.stderr
