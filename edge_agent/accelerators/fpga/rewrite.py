@@ -135,6 +135,28 @@ def infer_shapes(model: onnx.ModelProto, pin_batch: bool = False) -> dict[str, l
     return out
 
 
+def _nonnegative_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors produced by Relu or by Clip with a constant ``min >= 0`` (ReLU6)."""
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    found: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type == "Relu":
+            found.add(node.output[0])
+        elif node.op_type == "Clip":
+            low = None
+            if len(node.input) > 1 and node.input[1] in consts:
+                low = consts[node.input[1]]
+            for attr in node.attribute:  # opset < 11
+                if attr.name == "min":
+                    low = np.array(attr.f)
+            if low is not None and low.size == 1 and float(low.reshape(-1)[0]) >= 0:
+                found.add(node.output[0])
+    return found
+
+
 class _Builder:
     def __init__(
         self, model: onnx.ModelProto, fmt: BfpFormat, shapes: dict[str, list[int | None]]
@@ -147,6 +169,7 @@ class _Builder:
         self.shapes = shapes
         self.cache: dict[tuple[str, int], str] = {}
         self._consts: dict[tuple[str, bytes], str] = {}
+        self.nonnegative = _nonnegative_tensors(model)
 
     def fresh(self, base: str) -> str:
         self.counter += 1
@@ -204,7 +227,9 @@ class _Builder:
             blocks = self.node("Reshape", [source, self.const(np.array(target, np.int64))])
             red_axis = axis + 1
         axes = self.const(np.array([red_axis], np.int64))
-        amax = self.node("ReduceMax", [self.node("Abs", [blocks]), axes], keepdims=1)
+        # Outputs of Relu / Clip(min >= 0) need no Abs (saves a pass over the tensor).
+        magnitudes = blocks if name in self.nonnegative else self.node("Abs", [blocks])
+        amax = self.node("ReduceMax", [magnitudes, axes], keepdims=1)
         # 2**floor(log2(amax)), exact: E8M0 holds a bare power of two, rounded down.
         pow2 = self.node("Cast", [amax], to=TensorProto.FLOAT8E8M0, round_mode="down")
         pow2f = self.node("Cast", [pow2], to=TensorProto.FLOAT)
