@@ -25,7 +25,13 @@ from edge_agent.accelerators.fpga.client import (
     FpgaDeviceError,
     start_device_process,
 )
-from edge_agent.accelerators.fpga.protocol import MAGIC, encode_frame, parse_header, read_frame
+from edge_agent.accelerators.fpga.protocol import (
+    MAGIC,
+    MAX_PAYLOAD,
+    encode_frame,
+    parse_header,
+    read_frame,
+)
 from edge_agent.accelerators.select import open_accelerator
 from edge_agent.accelerators.store import ModelStore
 from tests.support.fpga import TINY_INPUT, reference_features, tiny_store
@@ -157,6 +163,10 @@ def test_malformed_requests_get_errors_not_a_crash(device: DeviceProcess) -> Non
             assert reply["ok"] is False and reply["code"] == "bad_request", reply
         sock.sendall(encode_frame({"op": "ping"}))
         assert parse_header(read_frame(sock)[0])["ok"] is True
+    # an absurd payload length is refused before anything is allocated
+    with _raw(device.path) as sock:
+        sock.sendall(struct.pack(">4sII", MAGIC, 2, MAX_PAYLOAD + 1) + b"{}")
+        assert parse_header(read_frame(sock)[0])["code"] == "protocol"
     # a client that vanishes mid-frame does not hurt either
     with _raw(device.path) as sock:
         sock.sendall(struct.pack(">4sII", MAGIC, 100, 1000) + b"{")

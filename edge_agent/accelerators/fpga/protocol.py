@@ -25,7 +25,7 @@ from typing import Any
 MAGIC = b"EFD1"
 PREFIX = struct.Struct(">4sII")
 MAX_HEADER = 64 * 1024
-MAX_PAYLOAD = 512 * 1024 * 1024
+MAX_PAYLOAD = 128 * 1024 * 1024  # batch 64 of 3x299x299 float32 fits
 
 
 class ProtocolError(Exception):
