@@ -8,9 +8,12 @@ sane range) and are labelled ``synthetic_weights: true`` — they measure cost, 
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,13 +164,33 @@ def _synthetic_init(net: nn.Module, name: str, calib: npt.NDArray[np.float32]) -
     net.eval()
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's and quantizer's warnings (they are about expected cases, e.g. the
+    per-tensor fallback for DenseNet's standalone BatchNorm) so the CLI output stays readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
 def _export_featurizer(net: nn.Module, path: Path, size: int) -> None:
     import torch
 
     from modules.featurizer.architectures import FeaturizerOnly
 
+    with _quiet():
+        _torch_export(torch, FeaturizerOnly(net).eval(), path, size)
+
+
+def _torch_export(torch: Any, module: nn.Module, path: Path, size: int) -> None:
     torch.onnx.export(
-        FeaturizerOnly(net).eval(),
+        module,
         (torch.zeros(1, 3, size, size),),
         str(path),
         input_names=[INPUT_NAME],
@@ -230,28 +253,31 @@ class _Calibration:
 
 def quantize_int8(src: Path, dst: Path, calib: npt.NDArray[np.float32], workdir: Path) -> None:
     """Static int8 QDQ: uint8 activations, per-channel int8 weights, MinMax calibration."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as _quantize
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepped = workdir / "prepped.onnx"
-    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepped),
-        str(dst),
-        _Calibration(calib),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    with _quiet():
+        quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+        _quantize(
+            str(prepped),
+            str(dst),
+            _Calibration(calib),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    with _quiet():
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dst))
 
 
