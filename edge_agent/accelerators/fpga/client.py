@@ -287,6 +287,13 @@ class FpgaFeaturizer:
                 device=path.stem, socket_path=path, model_dir=store.root
             )
             self.notice = f"started an emulated FPGA device for this session at {path}"
+        else:
+            device_store = str(self.dev.status().get("model_dir", ""))
+            if Path(device_store).resolve() != Path(store.root).resolve():
+                self.notice = (
+                    f"the device at {path} loads models from its own store {device_store}, "
+                    f"not {store.root}"
+                )
         try:
             info = self.dev.load(model, precision)
         except Exception:
