@@ -195,6 +195,7 @@ class Demo:
                 raise RuntimeError(_tail(log, 2) or f"exit code {result.returncode}")
             self.token = result.stdout.strip()
             (self.data_dir / "token").write_text(self.token + "\n")
+            (self.data_dir / "hub-url").write_text(self.hub_url + "\n")
             from edgefleet.hubclient import HubClient
 
             self.client = HubClient(self.hub_url, self.token)
@@ -216,9 +217,13 @@ class Demo:
             self.console.print(f"[green]✓[/green] model {MODEL} found in {store.root}")
             return store.root
         with self.step(f"building {MODEL} into {store.root} (once)") as say:
+            import warnings
+
             from modules.featurizer.build import build_model
 
-            build_model(MODEL, store, ("fp32",), 32, progress=say)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's ONNX exporter notes, not for users
+                build_model(MODEL, store, ("fp32",), 32, progress=say)
         return store.root
 
     def deploy(self, model_dir: Path, frame_interval: float, accelerator: str) -> None:

@@ -44,6 +44,7 @@ class ModuleRuntime:
         self.stopping = threading.Event()
         self._client = client
         self._callbacks: list[SettingsCallback] = []
+        self._effective: list[Callable[[], JsonDict]] = []
 
     @property
     def client(self) -> ModuleClient:
@@ -76,9 +77,16 @@ class ModuleRuntime:
             self._client.shutdown()
         self.log.info("stopped")
 
-    def on_settings(self, callback: SettingsCallback) -> None:
-        """Call ``callback`` with the twin's desired properties now, then with every patch."""
+    def on_settings(
+        self, callback: SettingsCallback, effective: Callable[[], JsonDict] | None = None
+    ) -> None:
+        """Call ``callback`` with the twin's desired properties now, then with every patch.
+
+        With ``effective``, its result is sent as reported properties after each change.
+        """
         self._callbacks.append(callback)
+        if effective is not None:
+            self._effective.append(effective)
         try:
             desired = self.client.get_twin(timeout=10).get("desired") or {}
         except ClientError as exc:
@@ -116,6 +124,8 @@ class ModuleRuntime:
             callback(settings)
         except (TypeError, ValueError) as exc:
             self.log.warning("ignored desired properties %s: %s", settings, exc)
+        for effective in self._effective:
+            self.report(effective())
 
 
 def main_guard(run: Callable[[], None]) -> int:

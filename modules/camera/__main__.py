@@ -25,6 +25,9 @@ class CameraSettings:
         self.interval = max(0.01, env_float("FRAME_INTERVAL", 2.0))
         self.photos = parse_photos(os.environ.get("CAMERA_IMAGES"))
 
+    def reported(self) -> dict[str, Any]:
+        return {"FrameInterval": self.interval, "Images": ",".join(self.photos)}
+
     def apply(self, desired: dict[str, Any]) -> None:
         if "FrameInterval" in desired:
             self.interval = max(0.01, float(desired["FrameInterval"]))
@@ -39,7 +42,7 @@ def run() -> None:
     settings = CameraSettings()
     cache: dict[str, bytes] = {}
     with ModuleRuntime("camera") as rt:
-        rt.on_settings(settings.apply)
+        rt.on_settings(settings.apply, settings.reported)
         index = 0
         while not rt.stopping.is_set():
             photos = settings.photos

@@ -72,7 +72,7 @@ def run() -> None:
             rt.send(out, OUTPUT)
 
         rt.client.on_message_received = on_frame
-        rt.on_settings(settings)
+        rt.on_settings(settings, lambda: {"TopK": scorer.config.top_k})
         rt.log.info(
             "scoring %s (%s) on %s",
             scorer.config.model,

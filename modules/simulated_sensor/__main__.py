@@ -22,6 +22,9 @@ class SensorSettings:
         self.interval = max(0.01, env_float("SendInterval", 5.0))
         self.send_data = True
 
+    def reported(self) -> dict[str, Any]:
+        return {"SendInterval": self.interval, "SendData": self.send_data}
+
     def apply(self, desired: dict[str, Any]) -> None:
         if "SendInterval" in desired:
             self.interval = max(0.01, float(desired["SendInterval"]))
@@ -34,8 +37,7 @@ def run() -> None:
     limit = int(os.environ.get("MessageCount", "-1") or "-1")
     machine = SimulatedMachine()
     with ModuleRuntime("simulated_sensor") as rt:
-        rt.on_settings(settings.apply)
-        rt.report({"SendInterval": settings.interval})
+        rt.on_settings(settings.apply, settings.reported)
         sent = 0
         while not rt.stopping.is_set() and (limit < 0 or sent < limit):
             if settings.send_data:

@@ -5,23 +5,63 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+from edgefleet.hubclient import HubClient, HubClientError
 from tests.support.hub import edgefleet_cmd
 
 CAT_CLASSES = {281, 282, 285}
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _wait(check: Any, proc: subprocess.Popen[str], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        assert proc.poll() is None, f"demo exited ({proc.returncode}) while waiting for {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _sensor_reported(hub: HubClient) -> dict[str, Any]:
+    try:
+        twin = hub.get_twin("demo-edge", "simulatedSensor")
+    except HubClientError:
+        return {}
+    return dict(twin["properties"]["reported"])
+
+
 def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    args = ["demo", "--duration", "12", "--frame-interval", "1", "--json"]
+    args = ["demo", "--duration", "20", "--frame-interval", "1", "--json"]
     args += ["--data-dir", str(data_dir), "--model-dir", str(tmp_path / "models")]
-    result = subprocess.run(
-        edgefleet_cmd(*args), capture_output=True, text=True, timeout=170, cwd=tmp_path
+    proc = subprocess.Popen(
+        edgefleet_cmd(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
+    try:
+        # while it runs, a desired-property change reaches the sensor module through the hub
+        url = _wait(lambda: _read(data_dir / "hub-url"), proc, "the hub")
+        token = _wait(lambda: _read(data_dir / "token"), proc, "the token")
+        with HubClient(url, token) as hub:
+            _wait(lambda: _sensor_reported(hub).get("SendInterval") == 1.0, proc, "the sensor")
+            patch = {"properties": {"desired": {"SendInterval": 0.3}}}
+            hub.patch_twin("demo-edge", patch, "simulatedSensor")
+            _wait(lambda: _sensor_reported(hub).get("SendInterval") == 0.3, proc, "the patch", 15)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout)
     assert summary["messagesStored"] > 0
     assert summary["messagesByModule"]["simulatedSensor"] > 0
     assert summary["scoringResults"] > 0
@@ -35,11 +75,18 @@ def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     }
     assert summary["exitCodes"] == {"agent": 0, "hub": 0}
     # the model was built into the empty store on the way (shown as a step on stderr)
-    assert "building efficientnet-lite0" in result.stderr
+    assert "building efficientnet-lite0" in stderr
     # every module stopped on the agent's SIGTERM
     for module in ("simulatedSensor", "camera", "scoring"):
         log = (data_dir / "agent" / "data" / "logs" / f"{module}.log").read_text()
         assert log.rstrip().endswith("stopped"), log[-500:]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_a_failed_step_is_one_clear_line(tmp_path: Path) -> None:
