@@ -18,6 +18,7 @@ from tests.support.docker import (
     build_busybox_image,
     cleanup_label,
     docker_client,
+    free_port,
     running_registry,
 )
 
@@ -102,8 +103,18 @@ def mod(image: str, cmd: list[str] | None = None, **kw: Any) -> dict[str, Any]:
     }
 
 
+def chunked(module: dict[str, Any], size: int = 40) -> dict[str, Any]:
+    """Split createOptions into createOptions, createOptions01, ... as IoT Edge tools do."""
+    text = module["settings"]["createOptions"]
+    parts = [text[i : i + size] for i in range(0, len(text), size)]
+    settings = {"image": module["settings"]["image"], "createOptions": parts[0]}
+    settings.update({f"createOptions{i:02d}": part for i, part in enumerate(parts[1:], 1)})
+    return {**module, "settings": settings}
+
+
 def test_deploy_update_remove_gc(images: Images, agent: AgentProcess, tmp_path: Path) -> None:
     creds = images.reg.credentials()
+    port = free_port()
     share = tmp_path / "share"
     share.mkdir()
     mods = {
@@ -114,7 +125,25 @@ def test_deploy_update_remove_gc(images: Images, agent: AgentProcess, tmp_path: 
             opts={"HostConfig": {"Binds": [f"{share}:/share"]}},
             startupOrder=1,
         ),
-        "worker": mod(images.v1, startupOrder=0),
+        "worker": chunked(
+            mod(
+                images.v1,
+                startupOrder=0,
+                opts={
+                    "ExposedPorts": {"80/tcp": {}},
+                    "HostConfig": {
+                        "PortBindings": {"80/tcp": [{"HostPort": str(port)}]},
+                        "Devices": [
+                            {
+                                "PathOnHost": "/dev/null",
+                                "PathInContainer": "/dev/catapult0",
+                                "CgroupPermissions": "rwm",
+                            }
+                        ],
+                    },
+                },
+            )
+        ),
     }
     agent.deploy(manifest(mods, creds))
     agent.start()
@@ -128,6 +157,9 @@ def test_deploy_update_remove_gc(images: Images, agent: AgentProcess, tmp_path: 
     env = info["Config"]["Env"]
     assert "GREETING=hello" in env and f"IOTEDGE_DEVICEID={agent.device_id}" in env
     assert "IOTEDGE_MODULEID=web" in env
+    (worker,) = containers(agent.device_id, "worker")  # createOptions01.. chunks reassembled
+    assert worker["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == str(port)
+    assert worker["HostConfig"]["Devices"][0]["PathInContainer"] == "/dev/catapult0"
     deadline = time.monotonic() + 30
     while not (share / "out").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
