@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table, bindparam, select, update
@@ -26,46 +27,48 @@ from cloud_hub.twindoc import (
 )
 
 
-def twin_json(twin: Any, device: Any, module: Any = None) -> dict[str, Any]:
-    """The IoT Hub twin JSON of a device (module is None) or module twin."""
+def twin_json(
+    twin: Mapping[str, Any], device: Mapping[str, Any], module: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The IoT Hub twin JSON of a device (module is None) or module twin (rows as mappings)."""
     ident = module if module is not None else device
-    doc: dict[str, Any] = {"deviceId": twin.device_id}
-    if twin.module_id != DEVICE_TWIN:
-        doc["moduleId"] = twin.module_id
+    doc: dict[str, Any] = {"deviceId": twin["device_id"]}
+    if twin["module_id"] != DEVICE_TWIN:
+        doc["moduleId"] = twin["module_id"]
     doc.update(
         {
-            "etag": twin_etag(twin.version),
-            "deviceEtag": device.etag,
-            "status": device.status,
-            "statusReason": device.status_reason,
-            "statusUpdateTime": iso(device.status_updated_time),
-            "connectionState": ident.connection_state,
-            "lastActivityTime": iso(ident.last_activity_time),
-            "cloudToDeviceMessageCount": ident.cloud_to_device_message_count,
-            "authenticationType": ident.auth_type,
+            "etag": twin_etag(twin["version"]),
+            "deviceEtag": device["etag"],
+            "status": device["status"],
+            "statusReason": device["status_reason"],
+            "statusUpdateTime": iso(device["status_updated_time"]),
+            "connectionState": ident["connection_state"],
+            "lastActivityTime": iso(ident["last_activity_time"]),
+            "cloudToDeviceMessageCount": ident["cloud_to_device_message_count"],
+            "authenticationType": ident["auth_type"],
             "x509Thumbprint": {
-                "primaryThumbprint": ident.primary_thumbprint,
-                "secondaryThumbprint": ident.secondary_thumbprint,
+                "primaryThumbprint": ident["primary_thumbprint"],
+                "secondaryThumbprint": ident["secondary_thumbprint"],
             },
             "modelId": "",
-            "version": twin.version,
-            "tags": twin.tags or {},
+            "version": twin["version"],
+            "tags": twin["tags"] or {},
             "properties": {
                 "desired": {
-                    **(twin.desired or {}),
-                    "$metadata": twin.desired_meta or {},
-                    "$version": twin.desired_version,
+                    **(twin["desired"] or {}),
+                    "$metadata": twin["desired_meta"] or {},
+                    "$version": twin["desired_version"],
                 },
                 "reported": {
-                    **(twin.reported or {}),
-                    "$metadata": twin.reported_meta or {},
-                    "$version": twin.reported_version,
+                    **(twin["reported"] or {}),
+                    "$metadata": twin["reported_meta"] or {},
+                    "$version": twin["reported_version"],
                 },
             },
         }
     )
-    if twin.module_id == DEVICE_TWIN:
-        doc["capabilities"] = {"iotEdge": device.iot_edge}
+    if twin["module_id"] == DEVICE_TWIN:
+        doc["capabilities"] = {"iotEdge": device["iot_edge"]}
     return doc
 
 
