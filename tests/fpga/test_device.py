@@ -202,6 +202,9 @@ def test_kill9_restart_and_sigterm_removes_socket(store: ModelStore, sock_dir: P
     try:
         client = FpgaDevice(path)
         client.load("efficientnet-lite0", "bfp8")
+        session = open_accelerator(
+            "fpga-emulator", "resnet50", "msfp9", store=store, device=str(path)
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.proc.wait(30)
         assert path.exists()  # a hard kill leaves the socket file behind
@@ -211,6 +214,15 @@ def test_kill9_restart_and_sigterm_removes_socket(store: ModelStore, sock_dir: P
         try:
             st = client.status()  # the same client reconnects to the new process
             assert st["pid"] == second.pid and st["model"] is None  # a fresh card is empty
+            # an open featurizer session reconnects and flashes its model again by itself
+            x = _batch(1, seed=3)
+            np.testing.assert_allclose(
+                session.featurize(x),
+                reference_features(store, "resnet50", "msfp9", x),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            session.close()
             client.load("efficientnet-lite0", "bfp8")
             assert client.infer(_batch(1)).features.shape == (1, 24)
             # a second device on a live path is refused
