@@ -132,7 +132,8 @@ def test_twins_and_methods_are_relayed_between_module_and_hub(tmp_path: Path) ->
         svc.publish(
             p.twin_desired_topic(DEVICE, 4, "m1"), json.dumps({"threshold": 9, "$version": 4})
         )
-        assert _wait(lambda: patches == [{"threshold": 9, "$version": 4}])
+        # (a resync after the upstream connect may have relayed the full desired first)
+        assert _wait(lambda: bool(patches) and patches[-1] == {"threshold": 9, "$version": 4})
         svc.publish(p.method_request_topic(DEVICE, "ping", "r1", "m1"), json.dumps({"x": 1}))
         assert _wait(lambda: calls == [(200, {"echo": {"x": 1}})])
         svc.loop_stop()
