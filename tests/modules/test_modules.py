@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,43 @@ def test_simulated_sensor_sends_json_telemetry_and_stops_on_sigterm(tmp_path: Pa
     assert 0 <= body["ambient"]["humidity"] <= 100
     temps = [json.loads(m.data)["machine"]["temperature"] for m in msgs[:3]]
     assert temps == sorted(temps)  # the machine heats up
+
+
+def test_sensor_keeps_sending_after_the_edge_hub_restarts(tmp_path: Path) -> None:
+    routes = {
+        "r": 'FROM /messages/modules/sensor/* INTO BrokeredEndpoint("/modules/sink/inputs/t")'
+    }
+    port = free_port()
+    with edge_hub(tmp_path, None, {"routes": routes}, port=port) as hub:
+        sink = Sink(hub)
+        proc = start_module(hub, "sensor", "modules.simulated_sensor", tmp_path, SendInterval="0.1")
+        try:
+            sink.wait(lambda m: len(m) >= 2)
+        finally:
+            sink.close()
+    try:
+        assert proc.poll() is None, _log(tmp_path, "sensor")  # the hub is gone; the module waits
+        with edge_hub(tmp_path, None, {"routes": routes}, port=port) as hub:
+            restarted = datetime.now(UTC)
+            sink = Sink(hub)
+            try:
+                msgs = sink.wait(lambda m: len(_created_after(m, restarted)) >= 2)
+            finally:
+                sink.close()
+                code = stop_module(proc)
+    finally:
+        stop_module(proc)
+    assert code == 0, _log(tmp_path, "sensor")
+    assert all(json.loads(m.data)["machine"]["temperature"] > 0 for m in msgs)
+
+
+def _created_after(msgs: list[Message], when: datetime) -> list[Message]:
+    """Readings the sensor made after ``when`` (not replays of stored ones)."""
+    return [
+        m
+        for m in msgs
+        if datetime.fromisoformat(json.loads(m.data)["timeCreated"].replace("Z", "+00:00")) > when
+    ]
 
 
 def test_sensor_settings_follow_twin_desired_properties() -> None:
@@ -170,3 +208,49 @@ def test_score_http_endpoint_needs_a_bearer_key(pipeline: tuple[Sink, dict[str, 
         url, content=b"not an image", headers={**headers, "Authorization": "Bearer key-one"}
     )
     assert garbage.status_code == 400 and "decodable" in garbage.json()["message"]
+
+
+def test_scoring_survives_frames_that_are_not_images(tmp_path: Path, model_dir: Path) -> None:
+    from modules.camera.frames import jpeg_frame
+
+    routes = {
+        "in": "FROM /messages/modules/feeder/outputs/* "
+        'INTO BrokeredEndpoint("/modules/scoring/inputs/frames")',
+        "out": "FROM /messages/modules/scoring/outputs/results "
+        'INTO BrokeredEndpoint("/modules/sink/inputs/results")',
+    }
+
+    def frame(body: bytes, name: str) -> Message:
+        msg = Message(data=body, content_type="image/jpeg")
+        msg.custom_properties["frameName"] = name
+        return msg
+
+    with edge_hub(tmp_path, None, {"routes": routes}) as hub:
+        sink = Sink(hub)
+        feeder = Sink(hub, "feeder")
+        scoring = start_module(
+            hub, "scoring", "modules.scoring", tmp_path, EDGEFLEET_MODEL_DIR=str(model_dir)
+        )
+        try:
+            # frames sent before the scorer subscribed reach nobody: resend until one is scored
+            for _ in range(60):
+                feeder.client.send_message_to_output(frame(jpeg_frame("coffee"), "coffee"), "f")
+                try:
+                    sink.wait(lambda m: len(m) >= 1, timeout=2)
+                    break
+                except AssertionError:
+                    continue
+            for body, name in ((b"\x00garbage", "garbage"), (b"", "empty")):
+                feeder.client.send_message_to_output(frame(body, name), "f")
+            feeder.client.send_message_to_output(frame(jpeg_frame("chelsea"), "chelsea"), "f")
+            msgs = sink.wait(lambda m: "chelsea" in _results(m), timeout=60)
+            assert scoring.poll() is None, _log(tmp_path, "scoring")
+            results = _results(msgs)
+            assert set(results) == {"coffee", "chelsea"}
+            assert results["chelsea"]["top5"][0]["class_id"] in CAT_CLASSES  # type: ignore[index]
+        finally:
+            code = stop_module(scoring)
+            feeder.close()
+            sink.close()
+    assert code == 0
+    assert _log(tmp_path, "scoring").count("not scored") == 2
