@@ -78,6 +78,7 @@ class Agent:
         self.last_desired_version: int | None = None
         self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
         self.hub_desired: EdgeHubDesired | None = None
+        self._seen_versions: tuple[Any, Any] | None = None
         self._stop = threading.Event()
         self._report_due = threading.Event()
         self._sync_due = threading.Event()
@@ -167,11 +168,12 @@ class Agent:
         agent_raw = self.channel.get_desired("$edgeAgent", timeout=10)
         if agent_raw is None:
             return  # hub unreachable: keep running what we have
-        version = agent_raw.get("$version")
-        if version is not None and version == self.last_desired_version:
-            if self.last_desired_status["code"] == 200:
-                return
         hub_raw = self.channel.get_desired("$edgeHub", timeout=10)
+        version = agent_raw.get("$version")
+        seen = (version, (hub_raw or {}).get("$version"))
+        if seen == self._seen_versions and self.last_desired_status["code"] == 200:
+            return
+        self._seen_versions = seen
         self.apply_desired(agent_raw, hub_raw, version)
 
     def apply_desired(

@@ -163,6 +163,14 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
             rep = wait_hub(hub, device, "400", lambda r: r["lastDesiredStatus"]["code"] == 400)
             assert "modules.one.restartPolicy" in rep["lastDesiredStatus"]["description"]
             assert len(procs_with(m1)) == 1
+            fixed = {"modules": {"one": {"restartPolicy": "always"}}}
+            client.patch_twin(device, {"properties": {"desired": fixed}}, "$edgeAgent")
+            wait_hub(hub, device, "200", lambda r: r["lastDesiredStatus"]["code"] == 200)
+            # a change of the $edgeHub twin alone is applied too (here: a broken route)
+            bad_route = {"routes": {"up": "FROM /messages/* WHERE INTO $upstream"}}
+            client.patch_twin(device, {"properties": {"desired": bad_route}}, "$edgeHub")
+            rep = wait_hub(hub, device, "400", lambda r: r["lastDesiredStatus"]["code"] == 400)
+            assert "routes" in rep["lastDesiredStatus"]["description"]
             assert agent.stop() == 0
         finally:
             agent.stop()
