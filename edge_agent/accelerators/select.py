@@ -9,7 +9,7 @@ from typing import Any
 from edge_agent.accelerators.session import AcceleratorError, FeaturizerSession
 from edge_agent.accelerators.store import ModelStore
 
-ACCELERATORS = ("cpu", "gpu", "fpga-emulator")
+ACCELERATORS = ("auto", "cpu", "gpu", "fpga-emulator")
 # The FPGA emulator's client module must expose
 #   open_featurizer(store: ModelStore, model: str, precision: str, device: str | None, **kw)
 #       -> FeaturizerSession   (featurize(); last_device_ms set after each call)
@@ -29,9 +29,19 @@ def open_accelerator(
 ) -> FeaturizerSession:
     """Open the featurizer ``model`` at ``precision`` on accelerator ``name``.
 
-    ``gpu`` without a GPU returns the CPU path with ``session.notice`` saying why.
+    ``gpu`` without a GPU returns the CPU path with ``session.notice`` saying why. ``auto`` is
+    ``gpu`` when a GPU is usable, else ``cpu`` (fp16 then runs as fp32).
     """
     store = store if isinstance(store, ModelStore) else ModelStore(store)
+    if name == "auto":
+        from edge_agent.accelerators.gpu import gpu_status
+
+        usable, _reason = gpu_status()
+        if usable:
+            name = "gpu"
+        else:
+            name = "cpu"
+            precision = "fp32" if precision == "fp16" else precision
     if name == "cpu":
         from edge_agent.accelerators.cpu import open_cpu
 

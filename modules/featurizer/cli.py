@@ -171,7 +171,9 @@ def verify(
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files (JPEG/PNG)."),
     model: str = typer.Option("efficientnet-lite0", "--model"),
-    accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, gpu or fpga-emulator"),
+    accelerator: str = typer.Option(
+        "auto", "--accelerator", help="auto (gpu when present, else cpu), cpu, gpu, fpga-emulator"
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32, int8, fp16 (gpu), bfp8..."),
     head: str = typer.Option("default", "--head", help="Classifier head (see models list)."),
     top: int = typer.Option(5, "--top"),

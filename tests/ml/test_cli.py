@@ -58,6 +58,10 @@ def test_gpu_request_without_gpu_says_so_and_runs_on_cpu(model_dir: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "GPU path unavailable" in result.stderr and "running on the CPU" in result.stderr
     assert json.loads(result.stdout)[0]["top"][0]["class_id"] in {281, 282, 285}
+    # the default accelerator, auto, picks the GPU only when there is one: here the CPU, quietly
+    auto = run_cli("models", "predict", str(cat), "--model-dir", str(model_dir), "--json")
+    assert auto.returncode == 0 and "warning" not in auto.stderr
+    assert json.loads(auto.stdout) == json.loads(result.stdout)
 
 
 def test_bad_inputs_fail_with_one_clear_line(model_dir: Path, tmp_path: Path) -> None:
@@ -66,7 +70,7 @@ def test_bad_inputs_fail_with_one_clear_line(model_dir: Path, tmp_path: Path) ->
     for args in (
         [str(junk)],
         [str(junk), "--accelerator", "tpu"],
-        [str(junk), "--precision", "fp16"],  # fp16 is a GPU precision
+        [str(junk), "--accelerator", "cpu", "--precision", "fp16"],  # fp16 is a GPU precision
     ):
         result = run_cli("models", "predict", *args, "--model-dir", str(model_dir))
         assert result.returncode == 1
