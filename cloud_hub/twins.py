@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, bindparam, select, update
+from sqlalchemy import Connection, Select, Table, Update, bindparam, select, update
 
 from cloud_hub import events
 from cloud_hub.db import Database
@@ -163,12 +164,17 @@ _MUTABLE = (
     "version",
     "updated_at",
 )
-# One prepared UPDATE of every mutable column (the row is locked while we compute the new state).
-_UPDATE_TWIN = (
-    update(_TWINS)
-    .where(_TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m"))
-    .values({name: bindparam(f"p_{name}") for name in _MUTABLE})
-)
+
+
+@functools.cache
+def _update_stmt(columns: tuple[str, ...]) -> Update:
+    """A reusable UPDATE of just these columns (only changed JSON documents are re-encoded)."""
+    assert set(columns) <= set(_MUTABLE)
+    return (
+        update(_TWINS)
+        .where(_TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m"))
+        .values({name: bindparam(f"p_{name}") for name in columns})
+    )
 
 
 class Twins:
@@ -197,8 +203,9 @@ class Twins:
 
     def _save(self, conn: Connection, twin: _Rec, changes: dict[str, Any]) -> None:
         twin.update(changes)
-        params = {f"p_{name}": twin[name] for name in _MUTABLE}
-        conn.execute(_UPDATE_TWIN, {"d": twin.device_id, "m": twin.module_id, **params})
+        params = {f"p_{name}": value for name, value in changes.items()}
+        stmt = _update_stmt(tuple(sorted(changes)))
+        conn.execute(stmt, {"d": twin.device_id, "m": twin.module_id, **params})
 
     def get_twin(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
         with self.db.read_conn() as conn:
