@@ -1,9 +1,9 @@
 """`edgefleet bench hub`: twin patch/s, twin read/s and tag-query latency over a seeded fleet.
 
-Each figure is measured twice in the same run: through the service layer in-process (the baseline)
-and through the REST API of a real `edgefleet hub serve` process on the same database; the report
-gives the HTTP/baseline ratios. Tag queries are also timed with the SQL prefilter switched off to
-show what pushing filters into SQL buys.
+Each figure is measured twice in the same run, with the same number of concurrent workers: through
+the service layer in-process (the baseline) and through the REST API of a real `edgefleet hub serve`
+process on the same database; the report gives the HTTP/baseline ratios. Tag queries are also timed
+with the SQL prefilter switched off to show what pushing filters into SQL buys.
 """
 
 from __future__ import annotations
@@ -58,20 +58,43 @@ def seed(hub: Hub, prefix: str, devices: int, progress: Callable[[int], None]) -
     return ids
 
 
-def _service_patches(hub: Hub, ids: list[str], count: int) -> float:
-    rng = random.Random(1)
+def _threaded(workers: int, count: int, work: Callable[[random.Random, int], None]) -> float:
+    """Run ``count`` operations split over ``workers`` threads; returns operations/s."""
+    per_worker = count // workers
+    failures: list[BaseException] = []
+
+    def run(seed_value: int) -> None:
+        rng = random.Random(seed_value)
+        try:
+            for i in range(per_worker):
+                work(rng, i)
+        except BaseException as exc:  # reported after the join
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i + 1,)) for i in range(workers)]
     start = time.perf_counter()
-    for i in range(count):
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"service benchmark failed: {failures[0]}")
+    return _rate(per_worker * workers, elapsed)
+
+
+def _service_patches(hub: Hub, ids: list[str], count: int, workers: int) -> float:
+    def patch(rng: random.Random, i: int) -> None:
         hub.twins.patch_desired(rng.choice(ids), None, {"bench": {"seq": i, "fps": i % 30}})
-    return _rate(count, time.perf_counter() - start)
+
+    return _threaded(workers, count, patch)
 
 
-def _service_reads(hub: Hub, ids: list[str], count: int) -> float:
-    rng = random.Random(2)
-    start = time.perf_counter()
-    for _ in range(count):
+def _service_reads(hub: Hub, ids: list[str], count: int, workers: int) -> float:
+    def read(rng: random.Random, _i: int) -> None:
         hub.twins.get_twin(rng.choice(ids))
-    return _rate(count, time.perf_counter() - start)
+
+    return _threaded(workers, count, read)
 
 
 def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, patch: bool) -> float:
@@ -202,8 +225,8 @@ def run_bench(
         ids = seed(hub, prefix, devices, step)
         seed_seconds = time.perf_counter() - start
         progress("service layer", 0, 1)
-        svc_patch = _service_patches(hub, ids, operations)
-        svc_read = _service_reads(hub, ids, operations)
+        svc_patch = _service_patches(hub, ids, operations, workers)
+        svc_read = _service_reads(hub, ids, operations, workers)
 
         queries = Queries(hub.db)
         plain = _NoPrefilter(hub.db)
@@ -256,7 +279,7 @@ def run_bench(
             "database": hub.db.dialect,
             "devices": devices,
             "operations": operations,
-            "http_workers": workers,
+            "workers": workers,
             "seed_seconds": round(seed_seconds, 2),
             "twin_patch_per_s": {
                 "service": svc_patch,

@@ -134,7 +134,9 @@ def bench_hub(
     ),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the data here."),
     operations: int = typer.Option(2000, "--operations", min=10, help="Patches/reads per path."),
-    workers: int = typer.Option(4, "--workers", min=1, help="Concurrent HTTP clients."),
+    workers: int = typer.Option(
+        4, "--workers", min=1, help="Concurrent workers (threads, HTTP clients)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Twin patch/s, twin read/s and tag-query latency: service layer vs HTTP, same run."""
