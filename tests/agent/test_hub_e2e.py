@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.agent.test_process_lifecycle import procs_with
-from tests.support.agent import AgentProcess
+from tests.support.agent import AgentProcess, procs_with
 from tests.support.hub import RunningHub, running_hub
 
 
