@@ -321,3 +321,24 @@ def test_session_reflashes_its_model_after_another_client_replaced_it(
         session.close()
     with device.client() as dev:
         assert dev.ping()  # closing a session does not stop a device it did not start
+
+
+def test_device_started_with_a_model_serves_it(store: ModelStore, sock_dir: Path) -> None:
+    proc = start_device_process(
+        "fpga3",
+        sock_dir / "fpga3.sock",
+        model_dir=store.root,
+        flash_ms=300,
+        load="resnet50",
+        precision="bfp8",
+    )
+    try:
+        with proc.client() as dev:
+            x = _batch(2, seed=4)
+            out = dev.infer(x)  # waits for the flash that started with the process
+            assert out.model == "resnet50" and out.precision == "bfp8"
+            np.testing.assert_allclose(
+                out.features, reference_features(store, "resnet50", "bfp8", x), rtol=1e-5, atol=1e-6
+            )
+    finally:
+        assert proc.stop() == 0

@@ -36,12 +36,23 @@ def serve_cmd(
     config: Path | None = typer.Option(None, "--config", help="Card config YAML (cycle model)."),
     flash_ms: float | None = typer.Option(None, "--flash-ms", help="Override the flash delay."),
     threads: int | None = typer.Option(None, "--threads", help="Host compute threads."),
+    load: str | None = typer.Option(None, "--load", help="Flash this model at start."),
+    precision: str = typer.Option("msfp9", "--precision", help="Precision for --load."),
 ) -> None:
     """Run the emulated FPGA card as a device process serving a local UNIX socket."""
     from edge_agent.accelerators.fpga.server import DeviceError, serve
 
     try:
-        code = serve(device, socket_path, model_dir, config, flash_ms, threads)
+        code = serve(
+            device,
+            socket_path,
+            model_dir,
+            config,
+            flash_ms,
+            threads,
+            preload=load,
+            precision=precision,
+        )
     except DeviceError as exc:
         _fail(str(exc))
     except OSError as exc:

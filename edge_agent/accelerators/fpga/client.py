@@ -204,13 +204,16 @@ def start_device_process(
     config: str | Path | None = None,
     flash_ms: float | None = None,
     threads: int | None = None,
+    load: str | None = None,
+    precision: str = "msfp9",
     env: dict[str, str] | None = None,
     log: Any = None,
     timeout: float = 60.0,
 ) -> DeviceProcess:
     """Start ``edgefleet fpga-emulator serve`` as a child process and wait until it answers.
 
-    For the agent's device plugin and for tests; ``log`` is a file for the process's stderr.
+    For the agent's device plugin and for tests; ``load`` flashes a model at start (in the
+    background: ``status()["busy"]`` until done); ``log`` is a file for the process's stderr.
     """
     path = Path(socket_path) if socket_path is not None else resolve_device_path(device)
     cmd = [sys.executable, "-m", "edgefleet.cli", "fpga-emulator", "serve", "--device", device]
@@ -223,6 +226,8 @@ def start_device_process(
         cmd += ["--flash-ms", str(flash_ms)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
+    if load is not None:
+        cmd += ["--load", load, "--precision", precision]
     proc = subprocess.Popen(
         cmd,
         env={**os.environ, **(env or {})},

@@ -398,8 +398,13 @@ def serve(
     flash_ms: float | None = None,
     threads: int | None = None,
     ready: threading.Event | None = None,
+    preload: str | None = None,
+    precision: str = "msfp9",
 ) -> int:
-    """Run the device until SIGTERM/SIGINT; remove the socket on the way out."""
+    """Run the device until SIGTERM/SIGINT; remove the socket on the way out.
+
+    ``preload`` flashes that model in the background once the socket is up (``status`` shows
+    ``busy`` meanwhile; infer requests wait for it)."""
     config = load_config(config_path)
     if flash_ms is not None:
         config = config.model_copy(update={"flash_ms": flash_ms, "flash_ms_per_mbyte": 0.0})
@@ -421,6 +426,19 @@ def serve(
     )
     if ready is not None:
         ready.set()
+    if preload:
+
+        def _preload() -> None:
+            try:
+                card.load(preload, precision)
+                print(f"{device}: loaded {preload} {precision}", file=sys.stderr, flush=True)
+            except DeviceError as exc:
+                print(f"{device}: preload failed: {exc}", file=sys.stderr, flush=True)
+
+        loader = threading.Thread(target=_preload, daemon=True)
+        loader.start()
+        while loader.is_alive() and not card.busy and card.loaded is None:
+            time.sleep(0.005)  # serve once the flash holds the card: infer waits for it
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
