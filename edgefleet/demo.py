@@ -141,6 +141,8 @@ class Demo:
         self.client: Any = None
         self.exit_codes: dict[str, int | None] = {}
         self.reported: dict[str, Any] = {}
+        self.seen = Observed()
+        self.watched = 0.0
 
     # --- steps ----------------------------------------------------------------------------------
 
@@ -320,11 +322,13 @@ class Demo:
             if len(page.get("messages", [])) < 1000:
                 return
 
-    def watch(self, duration: float, live_console: Any) -> Observed:
+    def watch(self, duration: float, live_console: Any) -> None:
+        """Show what reaches the hub for ``duration`` seconds (``self.seen`` keeps it)."""
         from rich.live import Live
 
-        seen = Observed()
-        end = time.monotonic() + duration
+        seen = self.seen
+        start = time.monotonic()
+        end = start + duration
         with Live(_view(seen, duration), console=live_console, refresh_per_second=4) as live:
             while True:
                 self._check_alive()
@@ -336,10 +340,10 @@ class Demo:
                     ) from exc
                 left = end - time.monotonic()
                 live.update(_view(seen, max(0.0, left)))
+                self.watched = time.monotonic() - start
                 if left <= 0:
                     break
                 time.sleep(min(0.5, left))
-        return seen
 
     def shutdown(self) -> None:
         """SIGTERM the agent (it stops its modules), then the hub; SIGKILL only after a timeout."""
@@ -421,13 +425,15 @@ def _view(seen: Observed, left: float) -> Any:
     return table
 
 
-def _summary(demo: Demo, seen: Observed, duration: float) -> dict[str, Any]:
+def _summary(demo: Demo, interrupted: bool) -> dict[str, Any]:
     modules = demo.reported.get("modules") or {}
+    seen = demo.seen
     return {
         "dataDir": str(demo.data_dir),
         "hub": demo.hub_url,
         "deviceId": DEVICE_ID,
-        "durationSecs": duration,
+        "durationSecs": round(demo.watched, 1),
+        "interrupted": interrupted,
         "messagesStored": seen.total,
         "messagesByModule": dict(sorted(seen.by_module.items())),
         "scoringResults": seen.result_count,
@@ -476,8 +482,8 @@ def demo(
     console.print(f"edgefleet demo: data and logs in {data_dir}")
     run = Demo(data_dir, model_dir.resolve() if model_dir else None, console)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    seen = Observed()
     error: DemoError | None = None
+    interrupted = False
     try:
         with run.step("preparing the data directory"):
             run.logs.mkdir(parents=True, exist_ok=True)
@@ -488,10 +494,11 @@ def demo(
         run.deploy(models, frame_interval, accelerator)
         run.start_agent(device)
         run.wait_modules(timeout=120)
-        seen = run.watch(duration, console)
+        run.watch(duration, console)
     except DemoError as exc:
         error = exc
     except KeyboardInterrupt:
+        interrupted = True
         console.print("interrupted; stopping")
     finally:
         with console.status("stopping the agent and the hub (SIGTERM) ..."):
@@ -500,11 +507,13 @@ def demo(
     if error is not None:
         typer.echo(error.line(), err=True)
         raise typer.Exit(1)
-    summary = _summary(run, seen, duration)
+    summary = _summary(run, interrupted)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(console, summary)
+    if interrupted:
+        raise typer.Exit(130)
 
 
 def _raise_interrupt(_signum: int, _frame: Any) -> None:
