@@ -138,6 +138,7 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                     data_dir=data_dir,
                     host=cfg.edge_hub_host,
                     port=candidate,
+                    store_max_bytes=cfg.edge_hub_store_max_bytes,
                 ),
                 upstream,
             )

@@ -132,6 +132,9 @@ class AgentConfig(_Strict):
     edge_hub: bool = Field(default=True, description="Run the edge hub inside the agent")
     edge_hub_host: str = Field(default="127.0.0.1", description="Edge hub listen address")
     edge_hub_port: int = Field(default=0, ge=0, le=65535, description="0: chosen once, kept")
+    edge_hub_store_max_bytes: int = Field(
+        default=1 << 30, ge=0, description="Store-and-forward cap (oldest evicted); 0: none"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

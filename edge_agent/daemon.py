@@ -46,6 +46,9 @@ class EdgeHubService(Protocol):
     def stop(self) -> None: ...
 
 
+STATS_REFRESH_SECS = 60.0  # edge hub counters change with every message: report them slowly
+
+
 def _utc(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -79,6 +82,8 @@ class Agent:
         self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
         self.hub_desired: EdgeHubDesired | None = None
         self._seen_versions: tuple[Any, Any] | None = None
+        self._hub_stats: dict[str, Any] | None = None
+        self._hub_stats_at = 0.0
         self._stop = threading.Event()
         self._report_due = threading.Event()
         self._sync_due = threading.Event()
@@ -256,6 +261,9 @@ class Agent:
                 "settings": {},
             },
         }
+        stats = self._edge_hub_stats()
+        if stats is not None:
+            system["edgeHub"]["storeAndForward"] = stats
         if desired is not None:
             system["edgeAgent"]["settings"]["image"] = (
                 desired.systemModules.edgeAgent.settings.image
@@ -276,6 +284,20 @@ class Agent:
             "systemModules": system,
             "modules": modules,
         }
+
+    def _edge_hub_stats(self) -> dict[str, Any] | None:
+        """The edge hub's queue and routing counters, refreshed at most every minute."""
+        stats_fn = getattr(self.edge_hub, "stats", None)
+        if stats_fn is None:
+            return None
+        now = time.monotonic()
+        if self._hub_stats is None or now - self._hub_stats_at >= STATS_REFRESH_SECS:
+            try:
+                self._hub_stats = dict(stats_fn())
+            except Exception:  # a stats hiccup must not stop reporting
+                log.debug("edge hub stats failed", exc_info=True)
+            self._hub_stats_at = now
+        return self._hub_stats
 
     def _send_report(self, force: bool = False) -> None:
         report = self.reported()

@@ -47,6 +47,9 @@ def test_edge_hub_env_stable_across_restarts(agent: AgentProcess) -> None:
         lambda r: r["systemModules"]["edgeHub"]["runtimeStatus"] == "running",
     )
     assert rep["lastDesiredStatus"]["code"] == 200
+    saf = rep["systemModules"]["edgeHub"]["storeAndForward"]  # the edge hub's queue counters
+    assert saf["queuedMessages"] == 0 and "evictedMessages" in saf
+    assert saf["maxBytes"] == 1 << 30  # the agent's default cap
     log = agent.data_dir / "logs" / "sensor.log"
     first = _env_line(log)
     assert first.group(2) == agent.device_id and first.group(3) == "sensor"
