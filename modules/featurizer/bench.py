@@ -129,6 +129,7 @@ def run_bench(
     threads: int | None = None,
     eval_per_photo: int = 16,
     engine: str | None = None,
+    device: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
@@ -159,7 +160,7 @@ def run_bench(
     baseline.close()
     say(f"measuring {accelerator} {precision}")
     target = open_accelerator(
-        accelerator, model, precision, store=store, threads=threads, engine=engine
+        accelerator, model, precision, store=store, threads=threads, engine=engine, device=device
     )
     result = measure(target, one, eight, iterations, seconds)
     say("top-1 agreement with fp32")

@@ -14,6 +14,7 @@ import typer
 from edgefleet.cli_apps import bench_app, models_app
 
 ENGINE_HELP = "CPU engine: auto, onnxruntime or openvino (default: $EDGEFLEET_CPU_ENGINE or auto)."
+DEVICE_HELP = "FPGA emulator device name or socket path (fpga-emulator only)."
 MODEL_DIR_HELP = "Model store directory (default: $EDGEFLEET_MODEL_DIR or the user data dir)."
 
 
@@ -178,6 +179,7 @@ def predict(
     head: str = typer.Option("default", "--head", help="Classifier head (see models list)."),
     top: int = typer.Option(5, "--top"),
     engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -188,7 +190,7 @@ def predict(
     store = _store(model_dir)
     with _clear_errors():
         session = open_accelerator(
-            accelerator, model, precision, store=store, warmup=0, engine=engine
+            accelerator, model, precision, store=store, warmup=0, engine=engine, device=device
         )
         _notice(session)
         classifier = ImageClassifier(session, store, head)
@@ -269,6 +271,7 @@ def bench_featurizer(
     seconds: float = typer.Option(15.0, "--seconds", help="Time cap per measurement."),
     threads: int | None = typer.Option(None, "--threads", help="Default: physical cores."),
     engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -286,6 +289,7 @@ def bench_featurizer(
             seconds,
             threads,
             engine=engine,
+            device=device,
             progress=say,
         )
     if report["notice"]:
