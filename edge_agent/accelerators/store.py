@@ -72,7 +72,7 @@ class Preprocessing(BaseModel):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    interpolation: Literal["area", "linear", "cubic"] = "linear"
+    interpolation: Literal["area", "linear", "cubic"] = "linear"  # enlarging; shrinking uses area
 
 
 class Artifact(BaseModel):
