@@ -71,6 +71,8 @@ class BuiltinMethods:
             return exc.status, {"message": str(exc)}
         except (ValueError, TypeError, re.error) as exc:
             return 400, {"message": f"bad payload: {exc}"}
+        except Exception as exc:  # the runtime refused (engine down ...): IoT Edge's 500
+            return 500, {"message": str(exc) or type(exc).__name__}
 
     def ping(self, payload: dict[str, Any]) -> Any:
         return None

@@ -167,7 +167,13 @@ class Reconciler:
                 group = [n for n, (m, _) in specs.items() if m.startupOrder == order]
                 futures = [
                     self._pool.submit(
-                        self._converge, n, specs[n][0], specs[n][1], current.get(n), creds, plan
+                        self._converge_safe,
+                        n,
+                        specs[n][0],
+                        specs[n][1],
+                        current.get(n),
+                        creds,
+                        plan,
                     )
                     for n in group
                 ]
@@ -201,6 +207,23 @@ class Reconciler:
                 self.on_change()
 
     # ------------------------------------------------------------------ one module
+    def _converge_safe(
+        self,
+        name: str,
+        mod: Module,
+        spec: ModuleSpec,
+        st: ModuleState | None,
+        creds: dict[str, Any],
+        plan: Plan,
+    ) -> None:
+        """One module's trouble (a start refused by the engine ...) never stops the others."""
+        try:
+            self._converge(name, mod, spec, st, creds, plan)
+        except Exception as exc:
+            rec = self.records.setdefault(name, Record())
+            rec.status, rec.description = "failed", str(exc) or type(exc).__name__
+            log.warning("module %s: %s", name, rec.description)
+
     def _converge(
         self,
         name: str,
@@ -330,6 +353,7 @@ class Reconciler:
             rt.stop(name, self.policy.stop_timeout)
             rt.start(name)
             rec = self.records.setdefault(name, Record())
+            rec.restart_count = 0  # an operator's restart revives a module that gave up
             rec.last_restart = datetime.now(UTC)
             self._observe(rec, rt.status(name))
         self._notify()
