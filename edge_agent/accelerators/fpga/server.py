@@ -443,6 +443,8 @@ def serve(
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        if card.lock.acquire(timeout=30):  # let an in-flight load/infer finish first
+            card.lock.release()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         for sig, handler in previous.items():
