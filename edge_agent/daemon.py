@@ -309,5 +309,6 @@ class Agent:
         if self.channel.report(patch):
             self._last_reported = report
             self._reported_modules = set(report["modules"])
-        else:
-            self._report_due.set()  # retry on the next round
+        else:  # hub unreachable: retry a little later (the latest state, not a backlog)
+            self._stop.wait(5)
+            self._report_due.set()
