@@ -116,10 +116,12 @@ class ProcessRuntime:
         if not spec.command:
             raise RuntimeError_("settings.command is empty")
         exe = spec.command[0]
-        if not (shutil.which(exe) or (os.sep in exe and os.access(exe, os.X_OK))):
-            raise RuntimeError_(f"command not found: {exe}")
         if spec.working_dir and not Path(spec.working_dir).is_dir():
             raise RuntimeError_(f"workingDir does not exist: {spec.working_dir}")
+        # a relative path runs relative to workingDir, as Popen(cwd=...) does
+        local = Path(spec.working_dir or ".") / exe
+        if not (shutil.which(exe) or (os.sep in exe and os.access(local, os.X_OK))):
+            raise RuntimeError_(f"command not found: {exe}")
 
     def create(self, spec: ModuleSpec) -> None:
         with self._lock:

@@ -55,3 +55,19 @@ def test_log_rotation_keeps_bounded_files(tmp_path: Path) -> None:
     assert lines[-1] == "line-499" and "line-0" not in lines
     assert lines == sorted(lines, key=lambda t: int(t.split("-")[1]))
     assert [ln.text for ln in rt.logs("chatty", tail=2)] == ["line-498", "line-499"]
+
+
+def test_relative_command_runs_in_working_dir(tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\necho ran in $(pwd)\n")
+    script.chmod(0o755)
+    rt = ProcessRuntime(tmp_path / "data")
+    spec = ModuleSpec("rel", "process", command=["./run.sh"], working_dir=str(tmp_path))
+    rt.prepare(spec, {})
+    rt.create(spec)
+    rt.start("rel")
+    assert _wait_exit(rt, "rel") == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not rt.logs("rel"):
+        time.sleep(0.05)
+    assert rt.logs("rel")[0].text == f"ran in {tmp_path}"
