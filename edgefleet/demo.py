@@ -489,6 +489,10 @@ def demo(
             run.logs.mkdir(parents=True, exist_ok=True)
         run.start_hub()
         run.create_token()
+        console.print(
+            f"  hub {run.hub_url}; while it runs: EDGEFLEET_HUB={run.hub_url} "
+            f"EDGEFLEET_TOKEN=$(cat {data_dir / 'token'}) edgefleet twin show {DEVICE_ID}"
+        )
         device = run.create_device()
         models = run.ensure_model()
         run.deploy(models, frame_interval, accelerator)

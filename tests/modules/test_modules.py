@@ -254,3 +254,38 @@ def test_scoring_survives_frames_that_are_not_images(tmp_path: Path, model_dir: 
             sink.close()
     assert code == 0
     assert _log(tmp_path, "scoring").count("not scored") == 2
+
+
+def test_scoring_on_the_fpga_emulator_reports_device_latency(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """The device path comes from the environment, as a mapped /dev/catapult0 would."""
+    routes = {
+        "in": "FROM /messages/modules/camera/outputs/frames "
+        'INTO BrokeredEndpoint("/modules/scoring/inputs/frames")',
+        "out": "FROM /messages/modules/scoring/outputs/results "
+        'INTO BrokeredEndpoint("/modules/sink/inputs/results")',
+    }
+    socket = tmp_path / "fpga0.sock"
+    with edge_hub(tmp_path, None, {"routes": routes}) as hub:
+        sink = Sink(hub)
+        env = {
+            "EDGEFLEET_MODEL_DIR": str(model_dir),
+            "SCORING_ACCELERATOR": "fpga-emulator",
+            "EDGEFLEET_FPGA_DEVICE": str(socket),
+        }
+        scoring = start_module(hub, "scoring", "modules.scoring", tmp_path, **env)
+        camera = start_module(
+            hub, "camera", "modules.camera", tmp_path, FRAME_INTERVAL="0.5", CAMERA_IMAGES="chelsea"
+        )
+        try:
+            msgs = sink.wait(lambda m: len(m) >= 1, timeout=120)
+        finally:
+            codes = [stop_module(camera), stop_module(scoring)]
+            sink.close()
+    assert codes == [0, 0], _log(tmp_path, "scoring")
+    result = json.loads(msgs[0].data)
+    assert result["accelerator"] == "fpga-emulator" and result["precision"] == "bfp8"
+    assert result["deviceMs"] > 0
+    assert result["top5"][0]["class_id"] in CAT_CLASSES
+    assert not socket.exists()  # the card the module started stopped with it
