@@ -253,7 +253,13 @@ class EmulatedCard:
                 )
             batch = np.frombuffer(payload, dtype="<f4").reshape(shape)
             start = time.perf_counter()
-            (features,) = loaded.session.run([loaded.output_name], {loaded.input_name: batch})
+            # One image per run: the inserted quantizers stream each activation several times,
+            # which stays in cache for one image but not for a batch (measured ~20% faster).
+            parts = [
+                loaded.session.run([loaded.output_name], {loaded.input_name: batch[i : i + 1]})[0]
+                for i in range(shape[0])
+            ]
+            features = parts[0] if len(parts) == 1 else np.concatenate(parts)
             host_ms = (time.perf_counter() - start) * 1000.0
             features = np.ascontiguousarray(features, dtype="<f4")
             latency = loaded.cycle_model.latency(
