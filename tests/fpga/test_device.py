@@ -342,3 +342,31 @@ def test_device_started_with_a_model_serves_it(store: ModelStore, sock_dir: Path
             )
     finally:
         assert proc.stop() == 0
+
+
+def test_bench_fpga_host_reports_ratios(store: ModelStore) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefleet.cli",
+            "bench",
+            "fpga-host",
+            "--model",
+            "resnet50",
+            "--precision",
+            "msfp8",
+            "--iterations",
+            "2",
+            "--model-dir",
+            str(store.root),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["quantized_layers"] == 3
+    assert report["host_vs_fp32_batch1"]["cpu"] > 0 and report["host_vs_fp32_batch8"]["wall"] > 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import fpga_app
+from edgefleet.cli_apps import bench_app, fpga_app
 
 
 def _fail(message: str) -> None:
@@ -117,4 +117,49 @@ def load_cmd(
         info,
         as_json,
         [f"loaded {info['model']} {info['precision']} (flash {info['flash_ms']} ms)"],
+    )
+
+
+@bench_app.command("fpga-host")
+def bench_fpga_host(
+    model: str = typer.Option("efficientnet-lite0", "--model"),
+    precision: str = typer.Option("bfp8", "--precision", help="bfp8, msfp9 or msfp8"),
+    iterations: int = typer.Option(20, "--iterations"),
+    threads: int = typer.Option(1, "--threads", help="1 gives load-robust CPU-time ratios."),
+    model_dir: Path | None = typer.Option(None, "--model-dir"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Host cost of the FPGA emulator's BFP graph vs the fp32 graph (wall and CPU time)."""
+    from rich.progress import Progress
+
+    from edge_agent.accelerators.bfp import UnknownFormatError
+    from edge_agent.accelerators.fpga.hostbench import host_overhead
+    from edge_agent.accelerators.fpga.rewrite import RewriteError
+    from edge_agent.accelerators.store import ModelStore, StoreError
+
+    try:
+        with Progress(transient=True, disable=as_json) as bar:
+            task = bar.add_task("fpga-host", total=None)
+            report = host_overhead(
+                ModelStore(model_dir),
+                model,
+                precision,
+                iterations,
+                threads,
+                progress=lambda msg: bar.update(task, description=msg),
+            )
+    except (StoreError, UnknownFormatError, RewriteError) as exc:
+        _fail(str(exc))
+    b1, b8 = report["host_vs_fp32_batch1"], report["host_vs_fp32_batch8"]
+    ms = report["ms"]
+    _emit(
+        report,
+        as_json,
+        [
+            f"{model} {precision}: {report['quantized_layers']} layers in BFP, "
+            f"{threads} thread(s), {iterations} rounds",
+            f"  batch 1: fp32 {ms['fp32_batch1']['wall_p50']} ms, "
+            f"BFP {ms['bfp_batch1']['wall_p50']} ms -> {b1['wall']}x wall, {b1['cpu']}x CPU time",
+            f"  batch 8: {b8['wall']}x wall, {b8['cpu']}x CPU time (BFP image by image)",
+        ],
     )
