@@ -231,27 +231,14 @@ class DeviceClient(_Api):
         self._announce = announce_presence
         self.outbox = Outbox(outbox_path)
 
-        self._mqtt = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        self._mqtt.max_inflight_messages_set(max_inflight + 32)
-        self._mqtt.max_queued_messages_set(0)
+        self._ssl: ssl.SSLContext | None = None
         if tls:
-            ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             if cert_file:
-                ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-            self._mqtt.tls_set_context(ctx)
+                self._ssl.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         self._conn = ""
-        # Our own network thread runs loop(); without a socket-write callback paho would write
-        # from the publishing thread directly, racing that loop on the (TLS) socket. With it,
-        # publishes only queue and wake the loop through paho's socket pair.
-        self._mqtt.on_socket_register_write = _no_op
-        self._mqtt.on_connect = self._on_connect
-        self._mqtt.on_disconnect = self._on_disconnect
-        self._mqtt.on_message = self._on_message
+        self._mqtt = self._new_mqtt()
+        self._resubmit = threading.Event()
 
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -400,10 +387,39 @@ class DeviceClient(_Api):
             )
         return None, None
 
+    def _new_mqtt(self) -> mqtt.Client:
+        """A fresh paho client for every connection attempt: the outbox, not paho's in-memory
+        queue, is what gets resent after a reconnect (paho can strand its queued messages)."""
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.max_inflight_messages_set(self._max_inflight + 32)
+        client.max_queued_messages_set(0)
+        if self._ssl is not None:
+            client.tls_set_context(self._ssl)
+        # Our own network thread runs loop(); without a socket-write callback paho would write
+        # from the publishing thread directly, racing that loop on the (TLS) socket. With it,
+        # publishes only queue and wake the loop through paho's socket pair.
+        client.on_socket_register_write = _no_op
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
     def _network_loop(self) -> None:
         attempt = 0
         first = True
         while not self._stop.is_set():
+            if not first:
+                old, self._mqtt = self._mqtt, self._new_mqtt()
+                try:
+                    old.disconnect()
+                except Exception:  # noqa: BLE001 - already closed
+                    pass
+            first = False
             username, password = self._credentials()
             if username is not None:
                 self._mqtt.username_pw_set(username, password)
@@ -415,11 +431,7 @@ class DeviceClient(_Api):
                 retain=True,
             )
             try:
-                if first:
-                    self._mqtt.connect(self.host, self.port, self._keepalive)
-                    first = False
-                else:
-                    self._mqtt.reconnect()
+                self._mqtt.connect(self.host, self.port, self._keepalive)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self._last_error = str(exc) or type(exc).__name__
             else:
@@ -469,6 +481,7 @@ class DeviceClient(_Api):
                 qos=1,
                 retain=True,
             )
+        self._resubmit.set()  # publish the whole outbox again on this connection
         self._connected.set()
         self._ordered_pool.submit(self._resync_twins)
 
@@ -495,10 +508,18 @@ class DeviceClient(_Api):
 
     def _flush_acked(self) -> None:
         """Delete acknowledged publishes from the outbox (only the outbox thread calls this)."""
-        done = [seq for seq, info in self._inflight if info.is_published()]
+        done: list[int] = []
+        pending: list[tuple[int, mqtt.MQTTMessageInfo]] = []
+        for seq, info in self._inflight:  # one look per entry: the flag flips concurrently
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                continue  # never sent (connection gone): resubmitted after the reconnect
+            if info._published:  # is_published() without its exceptions
+                done.append(seq)
+            else:
+                pending.append((seq, info))
         if not done:
             return
-        self._inflight = [(seq, info) for seq, info in self._inflight if not info.is_published()]
+        self._inflight = pending
         try:
             self.outbox.remove(done)
         except Exception:  # noqa: BLE001 - closed during shutdown: resent next run
@@ -506,25 +527,36 @@ class DeviceClient(_Api):
 
     def _outbox_loop(self) -> None:
         while not self._stop.is_set():
-            self._flush_acked()
-            if not self._connected.wait(0.2):
-                continue
-            room = self._max_inflight - len(self._inflight)
-            if room <= 0:
-                time.sleep(0.002)
-                continue
-            batch = self.outbox.after(self._last_submitted, min(room, 64))
-            if not batch:
-                self.outbox.wait_for_new(self._last_submitted, 0.02 if self._inflight else 0.2)
-                continue
-            for seq, topic, payload in batch:
-                if not self._connected.is_set():
-                    break
-                info = self._mqtt.publish(topic, payload, qos=1)
-                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                    break
-                self._inflight.append((seq, info))
-                self._last_submitted = seq
+            try:
+                self._outbox_step()
+            except Exception:  # noqa: BLE001 - the outbox thread must not die
+                log.exception("outbox loop error")
+                self._stop.wait(0.5)
+
+    def _outbox_step(self) -> None:
+        self._flush_acked()
+        if self._resubmit.is_set():
+            self._resubmit.clear()
+            self._inflight = []
+            self._last_submitted = 0
+        if not self._connected.wait(0.2):
+            return
+        room = self._max_inflight - len(self._inflight)
+        if room <= 0:
+            time.sleep(0.002)
+            return
+        batch = self.outbox.after(self._last_submitted, min(room, 64))
+        if not batch:
+            self.outbox.wait_for_new(self._last_submitted, 0.02 if self._inflight else 0.2)
+            return
+        for seq, topic, payload in batch:
+            if not self._connected.is_set():
+                break
+            info = self._mqtt.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                break
+            self._inflight.append((seq, info))
+            self._last_submitted = seq
 
     # -- requests -------------------------------------------------------------------------------
 

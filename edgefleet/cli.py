@@ -18,6 +18,7 @@ CLI_MODULES: list[str] = [
     "edge_agent.edgehub.cli",
     "edge_agent.accelerators.fpga.cli",
     "edgefleet.demo",
+    "edge_agent.messaging_cli",
 ]
 
 

@@ -111,6 +111,8 @@ class MosquittoBroker:
         self._held: set[str] = set()
         self._newly_held: set[str] = set()
         self._kick_cert: tuple[Path, Path] | None = None
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -202,6 +204,28 @@ crlfile {self.ca.crl_file}
 
     def _start(self) -> None:
         self.write_config()
+        self._launch()
+        self._watchdog = threading.Thread(target=self._watch, name="mosquitto-watch", daemon=True)
+        self._watchdog.start()
+
+    def _alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _pid_alive(self.pid)
+
+    def _watch(self) -> None:
+        """Restart mosquitto when it exits while the hub runs (its sessions come from disk)."""
+        while not self._stopping.wait(0.2):
+            if not self._alive():
+                log.warning("mosquitto exited; restarting it")
+                try:
+                    self.pid_file.unlink(missing_ok=True)
+                    self._launch()
+                except Exception:  # noqa: BLE001 - retried on the next tick
+                    log.exception("restarting mosquitto failed")
+
+    def _launch(self) -> None:
+        self.proc = None
         if self.pid_file.exists():
             try:
                 pid = int(self.pid_file.read_text().strip())
@@ -239,6 +263,9 @@ crlfile {self.ca.crl_file}
         await asyncio.to_thread(self._stop)
 
     def _stop(self) -> None:
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
         if self.pid is None:
             return
         try:

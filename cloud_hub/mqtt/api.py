@@ -267,9 +267,54 @@ async def revoke_certificate(device_id: str, request: Request) -> dict[str, Any]
     return await call_service(_revoke, _messaging(request), device_id)
 
 
+def _send_c2d(messaging: Messaging, device_id: str, body: Any) -> dict[str, Any]:
+    messaging.hub.registry.get_device(device_id)
+    if not isinstance(body, dict) or "payload" not in body:
+        raise InvalidInput("body must be {'payload': ..., 'properties': {...}}", path="payload")
+    props = body.get("properties") or {}
+    if not isinstance(props, dict):
+        raise InvalidInput("properties must be an object of strings", path="properties")
+    payload = body["payload"]
+    message = (
+        p.Message.from_body(payload)
+        if isinstance(payload, dict | list | str)
+        else p.Message.from_body(json_bytes(payload))
+    )
+    message.custom_properties = {str(k): str(v) for k, v in props.items()}
+    if body.get("messageId"):
+        message.message_id = str(body["messageId"])
+    try:
+        topic = message.c2d_topic(device_id)
+    except p.ProtocolError as exc:
+        raise InvalidInput(str(exc), path="properties") from exc
+    messaging.service.publish(topic, message.data)
+    return {"messageId": message.message_id}
+
+
+def json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+@router.post(
+    "/devices/{device_id}/messages/devicebound",
+    dependencies=write,
+    summary="Send a cloud-to-device message (QoS 1, kept for an offline device's session)",
+)
+async def send_c2d(device_id: str, request: Request, body: Any = Body(...)) -> dict[str, Any]:
+    return await call_service(_send_c2d, _messaging(request), device_id, body)
+
+
 @router.get("/messaging/stats", dependencies=read, summary="Ingest counters of this hub process")
-async def stats(request: Request) -> dict[str, Any]:
-    return _messaging(request).service.stats.json()
+async def stats(
+    request: Request, reset: bool = Query(False, description="Start a new measurement window.")
+) -> dict[str, Any]:
+    service = _messaging(request).service
+    body = await call_service(service.stats.json)
+    if reset:
+        service.stats.reset_window()
+    return body
 
 
 def install(app: FastAPI, hub: Hub) -> None:

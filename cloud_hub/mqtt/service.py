@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,15 +72,39 @@ class _MethodCall:
 
 @dataclass
 class Stats:
+    """Counters of this process; ``latencies`` are creation-to-commit seconds of recent messages
+    that carry a numeric ``$.ctime`` (unix seconds; the benchmark sets it)."""
+
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
     stored: int = 0
+    window_stored: int = 0
+    window_first: float | None = None
+    window_last: float | None = None
     duplicates: int = 0
     rejected_too_large: int = 0
     rejected_unknown_device: int = 0
     malformed: int = 0
     batches: int = 0
 
-    def json(self) -> dict[str, int]:
+    def reset_window(self) -> None:
+        """Start a new measurement window (latencies and first/last commit)."""
+        self.latencies.clear()
+        self.window_stored = 0
+        self.window_first = self.window_last = None
+
+    def json(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
+
         return {
+            "latencyMs": {"count": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
+            "window": {
+                "stored": self.window_stored,
+                "firstCommit": self.window_first,
+                "lastCommit": self.window_last,
+            },
             "stored": self.stored,
             "duplicates": self.duplicates,
             "rejectedTooLarge": self.rejected_too_large,
@@ -292,11 +317,23 @@ class MqttService:
                     .where(DeviceRow.device_id.in_(touch))
                     .values(last_activity_time=datetime.now(UTC))
                 )
+        committed = time.time()
         for device_id in touch:
             self._activity[device_id] = now
+        for item in batch:
+            ctime = item.message.creation_time
+            if ctime and ctime[0].isdigit():
+                try:
+                    self.stats.latencies.append(committed - float(ctime))
+                except ValueError:
+                    pass
         count = getattr(result, "rowcount", -1)
         inserted = count if isinstance(count, int) and count >= 0 else len(rows)
         self.stats.stored += inserted
+        self.stats.window_stored += inserted
+        if self.stats.window_first is None:
+            self.stats.window_first = committed
+        self.stats.window_last = committed
         self.stats.duplicates += len(rows) - inserted
         self.stats.batches += 1
 
@@ -316,6 +353,10 @@ class MqttService:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self._client.publish(topic, payload, qos=1)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish QoS 1 as the hub (cloud-to-device messages)."""
+        self._publish(topic, payload)
 
     def _handle_control(self, msg: mqtt.MQTTMessage) -> None:
         topic = p.parse_topic(msg.topic)

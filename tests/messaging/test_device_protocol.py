@@ -216,6 +216,21 @@ def test_modules_share_the_device_connection(hub: RunningHub, connected: Any) ->
     assert stored["systemProperties"]["$.on"] == "out1"
 
 
+def test_cloud_to_device_message_reaches_the_device(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    got: list[p.Message] = []
+    client.on_message_received = got.append
+    with hub.client() as api:
+        api.request(
+            "POST",
+            f"/devices/{device_id}/messages/devicebound",
+            json={"payload": {"cmd": "blink"}, "properties": {"prio": "high"}},
+        )
+    assert wait_until(lambda: bool(got))
+    assert got[0].json() == {"cmd": "blink"}
+    assert got[0].custom_properties == {"prio": "high"}
+
+
 def test_both_keys_connect(hub: RunningHub, tmp_path: Path) -> None:
     device = create_device(hub, "dev-keys")
     secondary = device["authentication"]["symmetricKey"]["secondaryKey"]
