@@ -370,3 +370,51 @@ def test_bench_fpga_host_reports_ratios(store: ModelStore) -> None:
     report = json.loads(out.stdout)
     assert report["quantized_layers"] == 3
     assert report["host_vs_fp32_batch1"]["cpu"] > 0 and report["host_vs_fp32_batch8"]["wall"] > 0
+
+
+_SESSION_SCRIPT = """
+import sys, time
+from edge_agent.accelerators.select import open_accelerator
+session = open_accelerator(
+    "fpga-emulator", "efficientnet-lite0", "bfp8", store=sys.argv[1], device=sys.argv[2]
+)
+print(session.notice, flush=True)
+if sys.argv[3] == "hang":
+    time.sleep(600)
+"""  # never calls session.close()
+
+
+def _wait_gone(path: Path, seconds: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not path.exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("ending", ["exit", "kill9"])
+def test_a_device_started_for_a_session_does_not_outlive_its_process(
+    store: ModelStore, sock_dir: Path, ending: str
+) -> None:
+    path = sock_dir / f"fpga-{ending}.sock"
+    mode = "exit" if ending == "exit" else "hang"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SESSION_SCRIPT, str(store.root), str(path), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "started" in proc.stdout.readline()
+        assert path.exists()
+        if ending == "kill9":
+            proc.kill()
+        proc.wait(60)
+        assert _wait_gone(path), "the session's device is still serving"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

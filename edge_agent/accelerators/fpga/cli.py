@@ -38,6 +38,9 @@ def serve_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Host compute threads."),
     load: str | None = typer.Option(None, "--load", help="Flash this model at start."),
     precision: str = typer.Option("msfp9", "--precision", help="Precision for --load."),
+    parent_pid: int | None = typer.Option(
+        None, "--parent-pid", help="Stop when this parent process is gone."
+    ),
 ) -> None:
     """Run the emulated FPGA card as a device process serving a local UNIX socket."""
     from edge_agent.accelerators.fpga.server import DeviceError, serve
@@ -52,6 +55,7 @@ def serve_cmd(
             threads,
             preload=load,
             precision=precision,
+            parent_pid=parent_pid,
         )
     except DeviceError as exc:
         _fail(str(exc))

@@ -11,6 +11,7 @@ Needs only numpy (no onnxruntime): modules that get the device path mapped in ca
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -206,6 +207,7 @@ def start_device_process(
     threads: int | None = None,
     load: str | None = None,
     precision: str = "msfp9",
+    exit_with_parent: bool = False,
     env: dict[str, str] | None = None,
     log: Any = None,
     timeout: float = 60.0,
@@ -213,7 +215,8 @@ def start_device_process(
     """Start ``edgefleet fpga-emulator serve`` as a child process and wait until it answers.
 
     For the agent's device plugin and for tests; ``load`` flashes a model at start (in the
-    background: ``status()["busy"]`` until done); ``log`` is a file for the process's stderr.
+    background: ``status()["busy"]`` until done); ``exit_with_parent`` makes the device stop when
+    this process dies; ``log`` is a file for the process's stderr.
     """
     path = Path(socket_path) if socket_path is not None else resolve_device_path(device)
     cmd = [sys.executable, "-m", "edgefleet.cli", "fpga-emulator", "serve", "--device", device]
@@ -228,6 +231,8 @@ def start_device_process(
         cmd += ["--threads", str(threads)]
     if load is not None:
         cmd += ["--load", load, "--precision", precision]
+    if exit_with_parent:
+        cmd += ["--parent-pid", str(os.getpid())]
     proc = subprocess.Popen(
         cmd,
         env={**os.environ, **(env or {})},
@@ -289,8 +294,9 @@ class FpgaFeaturizer:
             if not start:
                 raise FpgaDeviceError("unreachable", f"no FPGA emulator device at {path}")
             self._owned = start_device_process(
-                device=path.stem, socket_path=path, model_dir=store.root
+                device=path.stem, socket_path=path, model_dir=store.root, exit_with_parent=True
             )
+            atexit.register(self.close)  # callers that never close() must not leak the device
             self.notice = f"started an emulated FPGA device for this session at {path}"
         else:
             device_store = str(self.dev.status().get("model_dir", ""))

@@ -406,11 +406,13 @@ def serve(
     ready: threading.Event | None = None,
     preload: str | None = None,
     precision: str = "msfp9",
+    parent_pid: int | None = None,
 ) -> int:
     """Run the device until SIGTERM/SIGINT; remove the socket on the way out.
 
     ``preload`` flashes that model in the background once the socket is up (``status`` shows
-    ``busy`` meanwhile; infer requests wait for it)."""
+    ``busy`` meanwhile; infer requests wait for it). With ``parent_pid`` the device stops when
+    that process is gone (a device started for one session must not outlive it)."""
     config = load_config(config_path)
     if flash_ms is not None:
         config = config.model_copy(update={"flash_ms": flash_ms, "flash_ms_per_mbyte": 0.0})
@@ -432,6 +434,16 @@ def serve(
     )
     if ready is not None:
         ready.set()
+    if parent_pid is not None:
+
+        def _watch_parent() -> None:
+            while not stopping.is_set():
+                if os.getppid() != parent_pid:  # reparented: our starter died
+                    _stop(signal.SIGTERM, None)
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=_watch_parent, daemon=True).start()
     if preload:
 
         def _preload() -> None:
