@@ -39,7 +39,7 @@ class Messaging:
     def __init__(self, hub: Hub) -> None:
         extra = hub.settings.model_extra or {}
         self.hub = hub
-        self.ca = HubCA(hub.settings.data_dir / "ca")
+        self.ca = HubCA((hub.settings.data_dir / "ca").resolve())
         host = str(extra.get("mqtt_host") or hub.settings.host)
         self.ca.ensure(sorted({host, "localhost", "127.0.0.1"}, key=lambda h: h != host))
         options: dict[str, Any] = {

@@ -240,3 +240,17 @@ def test_both_keys_connect(hub: RunningHub, tmp_path: Path) -> None:
         assert client.patch_twin_reported_properties({"via": "secondary"}) == 2
     finally:
         client.shutdown()
+
+
+def test_disabled_device_is_disconnected(hub: RunningHub, tmp_path: Path) -> None:
+    create_device(hub, "dev-disable")
+    client = device_client(hub, "dev-disable", tmp_path)
+    client.connect(20)
+    try:
+        with hub.client() as api:
+            api.update_device("dev-disable", {"deviceId": "dev-disable", "status": "disabled"})
+        assert wait_until(lambda: not client.connected, 10)
+        time.sleep(1.0)
+        assert not client.connected
+    finally:
+        client.shutdown()
