@@ -418,3 +418,18 @@ def test_a_device_started_for_a_session_does_not_outlive_its_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_a_corrupted_artifact_is_refused_and_the_loaded_model_stays(tmp_path: Path) -> None:
+    from edge_agent.accelerators.fpga.cycle_model import CardConfig
+    from edge_agent.accelerators.fpga.server import DeviceError, EmulatedCard
+
+    store = tiny_store(tmp_path / "models")
+    card = EmulatedCard("fpga5", store, CardConfig(flash_ms=0, flash_ms_per_mbyte=0))
+    card.load("efficientnet-lite0", "bfp8")
+    blob = store.featurizer_path("resnet50", verify=False)
+    blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DeviceError) as err:
+        card.load("resnet50", "bfp8")
+    assert err.value.code == "load_failed" and "corrupted" in str(err.value)
+    assert card.status()["model"] == "efficientnet-lite0"

@@ -37,7 +37,12 @@ from edge_agent.accelerators.fpga.protocol import (
     read_frame,
     send_frame,
 )
-from edge_agent.accelerators.store import DATA_DIR_ENV, ModelStore, StoreError
+from edge_agent.accelerators.store import (
+    DATA_DIR_ENV,
+    ModelNotFoundError,
+    ModelStore,
+    StoreError,
+)
 
 SOCKET_DIR_ENV = "EDGEFLEET_DEVICE_DIR"
 SUPPORTED_FEATURIZERS = ("resnet50", "resnet152", "vgg16", "densenet121", "efficientnet-lite0")
@@ -158,8 +163,10 @@ class EmulatedCard:
         try:
             manifest = self.store.get(model)
             path = self.store.featurizer_path(model, "fp32")
-        except StoreError as exc:
+        except ModelNotFoundError as exc:
             raise DeviceError("model_not_found", str(exc)) from exc
+        except StoreError as exc:  # e.g. an artifact failing its sha256 check
+            raise DeviceError("load_failed", str(exc)) from exc
         fmt = get_format(precision)
         try:
             graph = onnx.load(str(path))
