@@ -19,7 +19,7 @@ and ``M`` magnitude bits. Exact semantics, identical in this module and in the O
   or any value when ``E`` was clamped to ``emax``) saturate to ``+-(2**M - 1) * s``; no inf.
 * **Subnormals / underflow.** There is no per-element exponent: values much smaller than the block
   maximum lose bits and round to zero (below ``s/2``). When ``E`` is clamped to ``emin`` the step
-  stays ``2**(emin - M + 1)`` (gradual underflow). NaN stays NaN.
+  stays ``2**(emin - M + 1)`` (gradual underflow). A NaN makes its whole block undefined.
 * **Error bound.** Without clamping, ``|q*s - x| <= s/2`` for every value that does not saturate
   and ``< s`` for the block maximum, so ``|error| <= max|x| * 2**(1 - M)`` for every value.
 
