@@ -268,13 +268,18 @@ class MqttService:
                     batch.append(self._ingest.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            try:
-                self._store(batch)
-            except Exception:
-                # Not acknowledged: the broker redelivers after a reconnect.
-                log.exception("storing %d messages failed; dropping the connection", len(batch))
-                self._client.reconnect()
-                continue
+            delay = 0.2
+            while True:
+                try:
+                    self._store(batch)
+                    break
+                except Exception:
+                    # Nothing is acknowledged before the commit: retry; if the hub dies
+                    # meanwhile, the broker redelivers the whole batch.
+                    log.exception("storing %d messages failed; retrying", len(batch))
+                    if self._stop.wait(delay):
+                        return
+                    delay = min(delay * 2, 5.0)
             for item in batch:
                 self._ack(item.generation, item.mid)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.device_client import DeviceClient, MethodRequest, MethodResponse
+from edge_agent.device_client import ClientError, DeviceClient, MethodRequest, MethodResponse
 from edgefleet import protocol as p
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, device_client, stop_managed_mosquitto, wait_until
@@ -254,3 +254,28 @@ def test_disabled_device_is_disconnected(hub: RunningHub, tmp_path: Path) -> Non
         assert not client.connected
     finally:
         client.shutdown()
+
+
+def test_malformed_requests_get_error_answers(hub: RunningHub, connected: Any) -> None:
+    device_id, client = connected
+    rid = client._new_rid()
+    with pytest.raises(ClientError) as bad_json:
+        client._request(p.twin_reported_topic(device_id, rid), b"{not json", rid, 15)
+    assert bad_json.value.status == 400
+    rid = client._new_rid()
+    with pytest.raises(ClientError) as not_object:
+        client._request(p.twin_reported_topic(device_id, rid), b"[1, 2]", rid, 15)
+    assert not_object.value.status == 400
+    with pytest.raises(ClientError) as no_module:
+        client.module("no-such-module").get_twin(timeout=15)
+    assert no_module.value.status == 404
+    # a message with non-UTF-8 body and an odd property bag is stored and read back
+    client._mqtt.publish(
+        p.telemetry_topic(device_id, {p.SYS_MESSAGE_ID: "bin-1", "k": "%ZZ/+#"}),
+        b"\xff\xfe\x00",
+        qos=1,
+    )
+    assert wait_until(lambda: any(m["messageId"] == "bin-1" for m in _messages(hub, device_id)))
+    stored = next(m for m in _messages(hub, device_id) if m["messageId"] == "bin-1")
+    assert stored["bodyEncoding"] == "base64" and stored["properties"] == {"k": "%ZZ/+#"}
+    assert client.patch_twin_reported_properties({"ok": True}) >= 2
