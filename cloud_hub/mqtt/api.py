@@ -41,7 +41,9 @@ class Messaging:
         self.hub = hub
         self.ca = HubCA((hub.settings.data_dir / "ca").resolve())
         host = str(extra.get("mqtt_host") or hub.settings.host)
-        self.ca.ensure(sorted({host, "localhost", "127.0.0.1"}, key=lambda h: h != host))
+        self.advertised_host = _advertised_host(hub.settings.public_host_name, host)
+        names = [self.advertised_host, host, "localhost", "127.0.0.1"]
+        self.ca.ensure(list(dict.fromkeys(n for n in names if n not in ("0.0.0.0", "::"))))
         options: dict[str, Any] = {
             "registry": hub.registry,
             "ca": self.ca,
@@ -97,7 +99,7 @@ class Messaging:
         keys = device.get("authentication", {}).get("symmetricKey", {})
         key = keys.get("primaryKey")
         return {
-            "host": ep.host,
+            "host": self.advertised_host if ep.kind != "external" else ep.host,
             "port": ep.port,
             "tls": ep.tls,
             "ca_file": str(ep.ca_file) if ep.ca_file else None,
@@ -106,6 +108,19 @@ class Messaging:
             "password": p.mqtt_password(device_id, key) if key else None,
             "cert_port": ep.cert_port,
         }
+
+
+def _advertised_host(public_host_name: str | None, host: str) -> str:
+    """The host name devices should use: the public host name's host, else the bind address
+    (the machine's name when bound to every interface)."""
+    if public_host_name:
+        name, sep, port = public_host_name.rpartition(":")
+        return name if sep and port.isdigit() and ":" not in name else public_host_name
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        return socket.getfqdn()
+    return host
 
 
 def _messaging(request: Request) -> Messaging:
