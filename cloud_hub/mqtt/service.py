@@ -163,6 +163,7 @@ class MqttService:
             bus.subscribe(
                 (events.DeviceCreated, events.DeviceDeleted), lambda _e: self._refresh_known()
             ),
+            bus.subscribe(events.DeviceDeleted, self._purge_messages),
         ]
         targets: list[tuple[Callable[[], None], str]] = [(self._writer, "mqtt-ingest")]
         targets += [(self._control_worker, f"mqtt-control-{i}") for i in range(4)]
@@ -186,6 +187,15 @@ class MqttService:
             thread.join(10)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _purge_messages(self, event: events.DeviceDeleted) -> None:
+        """A deleted device's stored messages go with it (a new device may reuse the id)."""
+        from sqlalchemy import delete
+
+        with self.hub.db.write() as session:
+            session.execute(delete(MessageRow).where(MessageRow.device_id == event.device_id))
+        with self._lock:
+            self._online.pop(event.device_id, None)
 
     def _refresh_known(self) -> None:
         from sqlalchemy import select

@@ -279,3 +279,20 @@ def test_malformed_requests_get_error_answers(hub: RunningHub, connected: Any) -
     stored = next(m for m in _messages(hub, device_id) if m["messageId"] == "bin-1")
     assert stored["bodyEncoding"] == "base64" and stored["properties"] == {"k": "%ZZ/+#"}
     assert client.patch_twin_reported_properties({"ok": True}) >= 2
+
+
+def test_deleted_device_takes_its_messages_along(hub: RunningHub, tmp_path: Path) -> None:
+    create_device(hub, "dev-deleted")
+    client = device_client(hub, "dev-deleted", tmp_path)
+    client.connect(20)
+    try:
+        sent = client.send_message(b"before delete")
+        assert client.wait_for_outbox_empty(20)
+        assert wait_until(lambda: [m["messageId"] for m in _messages(hub, "dev-deleted")] == [sent])
+        with hub.client() as api:
+            api.delete_device("dev-deleted")
+        assert wait_until(lambda: not client.connected, 10)
+    finally:
+        client.shutdown()
+    create_device(hub, "dev-deleted")
+    assert _messages(hub, "dev-deleted") == []
