@@ -195,6 +195,17 @@ class HubCA:
                 self._write_crl()
         return IssuedCert(device_id, cert_file, key_file, cert.serial_number, thumbprint(pem))
 
+    def issue_untracked(self, device_id: str, directory: Path) -> tuple[Path, Path]:
+        """A short-lived certificate for the hub itself acting as ``device_id`` (to take over and
+        close a connection); not recorded in ``issued.json``, so a CRL hold never covers it."""
+        self.ensure()
+        cert, key = self._leaf(device_id, ExtendedKeyUsageOID.CLIENT_AUTH, None, 1)
+        name = hashlib.sha256(device_id.encode()).hexdigest()[:16]
+        cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
+        _write_private(key_file, _key_pem(key))
+        _write_private(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        return cert_file, key_file
+
     # -- revocation ---------------------------------------------------------------------------
 
     def issued(self) -> dict[str, str]:

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
 SERVICE_USERS = (p.HUB_USERNAME, p.HUB_USERNAME + "/aux")
 """Privileged users: the hub's service client and an auxiliary one (benchmarks, tools)."""
-KICK_CN = p.HUB_USERNAME + "/kick"
 
 
 def hash_password(password: str) -> str:
@@ -110,7 +109,6 @@ class MosquittoBroker:
         self._sync_lock = threading.Lock()
         self._held: set[str] = set()
         self._newly_held: set[str] = set()
-        self._kick_cert: tuple[Path, Path] | None = None
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -151,6 +149,7 @@ listener {self.endpoint.port} {self.host}
 listener {self.endpoint.cert_port} {self.host}
 {tls}require_certificate true
 use_identity_as_username true
+use_username_as_clientid true
 crlfile {self.ca.crl_file}
 """
         self.conf_file.write_text(conf)
@@ -180,7 +179,7 @@ crlfile {self.ca.crl_file}
         # Deleted devices' certificates stay on hold too.
         issued = set(self.ca.issued().values())
         known = {i.device_id for i in self.registry.identities() if i.module_id is None}
-        held = disabled | (issued - known - {KICK_CN})
+        held = disabled | (issued - known)
         fingerprint = hashlib.sha256(
             json.dumps([sorted(users), acl, sorted(held), sorted(self.ca.revoked())]).encode()
         ).hexdigest()
@@ -301,25 +300,20 @@ crlfile {self.ca.crl_file}
             self.kick(device_id, None)
 
     def kick(self, device_id: str, client_id: str | None) -> None:
-        """Close a live certificate connection: take over its client id, then leave."""
+        """Close a live certificate connection of a device: both listeners replace the client id
+        by the user name, so a connection with a hub-made certificate for the same CN takes the
+        session over (clean), then leaves. Password users are dropped by the reload itself."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        if self.pid is None:
+        if self.pid is None or self.endpoint.cert_port is None:
             return
-        if self._kick_cert is None:
-            issued = self.ca.issue_device_cert(KICK_CN, days=3650)
-            self._kick_cert = (issued.cert_file, issued.key_file)
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or device_id, clean_session=True
-        )
+        cert_file, key_file = self.ca.issue_untracked(device_id, self.dir / "kick")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, clean_session=True)
         client.tls_set(
-            ca_certs=str(self.ca.ca_file),
-            certfile=str(self._kick_cert[0]),
-            keyfile=str(self._kick_cert[1]),
+            ca_certs=str(self.ca.ca_file), certfile=str(cert_file), keyfile=str(key_file)
         )
         try:
-            assert self.endpoint.cert_port is not None
             client.connect(self.host, self.endpoint.cert_port, keepalive=10)
             client.loop_start()
             time.sleep(0.3)
@@ -327,6 +321,9 @@ crlfile {self.ca.crl_file}
             client.loop_stop()
         except (OSError, ValueError) as exc:
             log.info("kick of %s failed: %s", device_id, exc)
+        finally:
+            cert_file.unlink(missing_ok=True)
+            key_file.unlink(missing_ok=True)
 
 
 def _atomic_write(path: Path, text: str) -> None:

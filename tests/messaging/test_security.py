@@ -219,3 +219,37 @@ def test_revoked_certificate_is_disconnected_and_refused(hub: RunningHub, tmp_pa
         assert late not in _stored_ids(hub, "x509-dev")
     finally:
         client.shutdown()
+
+
+def test_disabled_x509_device_is_held_then_released(hub: RunningHub, tmp_path: Path) -> None:
+    create_device(hub, "x509-hold")
+    creds = credentials(hub, "x509-hold")
+    with hub.client() as api:
+        issued = api.request("POST", "/devices/x509-hold/certificate").json()
+    cert, key = tmp_path / "hold.pem", tmp_path / "hold.key"
+    cert.write_text(issued["certificate"])
+    key.write_text(issued["privateKey"])
+    client = DeviceClient.create_from_x509_certificate(
+        cert,
+        key,
+        f"{creds['host']}:{creds['cert_port']}",
+        "x509-hold",
+        client_id="not-my-id",  # the broker replaces it with the certificate's CN
+        ca_file=creds["ca_file"],
+        outbox_path=tmp_path / "o.db",
+        backoff_base=0.1,
+        backoff_max=1.0,
+    )
+    client.connect(20)
+    try:
+        with hub.client() as api:
+            api.update_device("x509-hold", {"deviceId": "x509-hold", "status": "disabled"})
+        assert wait_until(lambda: not client.connected, 10)
+        time.sleep(1.5)
+        assert not client.connected
+        with hub.client() as api:
+            api.update_device("x509-hold", {"deviceId": "x509-hold", "status": "enabled"})
+        assert wait_until(lambda: client.connected, 20)
+        assert client.patch_twin_reported_properties({"back": True}) >= 2
+    finally:
+        client.shutdown()
