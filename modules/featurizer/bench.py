@@ -191,6 +191,10 @@ def run_bench(
         "fraction_of_peak": round(achieved / peak_gmacs, 3)
         if target.accelerator == "cpu"
         else None,
+        # above 1.0 means the engine used AMX tiles (OpenVINO does); this is the share of that peak
+        "fraction_of_amx_peak": (
+            round(achieved / peak["amx_int8_gmacs"], 3) if int8 and peak["amx_int8_gmacs"] else None
+        ),
         "eval_inputs": int(len(data)),
         "top1_agreement_with_fp32": round(float((predicted == reference).mean()), 4),
         "fp32_agreement_under_half_lsb_input_noise": round(noise_floor, 4),
