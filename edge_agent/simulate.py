@@ -8,6 +8,7 @@ created in the hub's registry when missing (``{prefix}{i}``); credentials come f
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ def simulate(
     progress: Callable[[float, int], None] | None = None,
 ) -> dict[str, Any]:
     """Send ``rate`` messages/s per device for ``duration`` seconds; returns figures."""
+    own_dir = outbox_dir is None
     workdir = outbox_dir or Path(tempfile.mkdtemp(prefix="edgefleet-sim-"))
     clients: list[DeviceClient] = []
     for dev in devices:
@@ -75,6 +77,7 @@ def simulate(
     for client in clients:
         client.connect(30)
     sent = 0
+    left = -1
     start = time.monotonic()
     tick = 0.1
     owed = 0.0
@@ -103,6 +106,8 @@ def simulate(
     finally:
         for client in clients:
             client.shutdown()
+        if own_dir and left == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
     return {
         "devices": len(clients),
         "sent": sent,
