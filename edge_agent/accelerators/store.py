@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 MODEL_DIR_ENV = "EDGEFLEET_MODEL_DIR"
 DATA_DIR_ENV = "EDGEFLEET_DATA_DIR"
@@ -110,8 +110,10 @@ class ModelManifest(BaseModel):
     calibration: dict[str, str] = Field(default_factory=dict)  # precision -> how it was calibrated
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def precisions(self) -> list[str]:
+        """The featurizer precision variants available (written into the JSON too)."""
         return sorted(self.featurizer)
 
 
