@@ -32,7 +32,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.query",
     "cloud_hub.api.enrollment",
     "cloud_hub.api.logupload",
-    "cloud_hub.edge_modules",
+    "cloud_hub.edge_deployment",
     "cloud_hub.mqtt.api",
 ]
 

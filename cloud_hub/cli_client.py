@@ -207,6 +207,33 @@ def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+@device_app.command("set-modules")
+def device_set_modules(
+    device_id: str,
+    content: Path = typer.Option(
+        ..., "--content", "-k", help="Deployment manifest (JSON or YAML) with modulesContent."
+    ),
+    hub: str | None = HUB_OPT,
+    token: str | None = TOKEN_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Set an IoT Edge device's modules from a deployment manifest (applyConfigurationContent)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(content.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {content}: {exc}")
+    if not isinstance(doc, dict):
+        _fail(f"{content}: a deployment manifest must be a JSON/YAML object")
+    with _client(hub, token) as client:
+        client.apply_configuration_content(device_id, doc)
+    if as_json:
+        _print_json({"deviceId": device_id, "applied": str(content)})
+    else:
+        typer.echo(f"deployment {content} applied to {device_id}")
+
+
 @device_app.command("rotate-key")
 def device_rotate_key(
     device_id: str,

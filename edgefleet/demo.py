@@ -1,7 +1,7 @@
 """``edgefleet demo``: a hub, an edge device and its modules on this machine, zero configuration.
 
-Steps: data directory -> hub (embedded MQTT broker, SQLite) -> admin token -> IoT Edge device and
-module identities -> featurizer model (built into the model store if missing) -> deployment
+Steps: data directory -> hub (embedded MQTT broker, SQLite) -> admin token -> IoT Edge device ->
+featurizer model (built into the model store if missing) -> deployment
 (simulated sensor, camera -> scoring) -> agent -> wait for the modules -> live view of what
 reaches the hub -> SIGTERM to agent and hub -> summary. Every process logs to
 ``<data dir>/logs``; a failed step names itself and the log to read.
@@ -178,7 +178,6 @@ class Demo:
         log = self.logs / "hub.log"
         with self.step("starting the hub (embedded MQTT broker, SQLite)", log):
             self.hub_dir.mkdir(parents=True, exist_ok=True)
-            _prepare_hub_ca(self.hub_dir)
             port = _free_port()
             args = ["hub", "serve", "--data-dir", str(self.hub_dir), "--host", "127.0.0.1"]
             args += ["--port", str(port), "--broker", "embedded", "--mqtt-port", "0"]
@@ -203,12 +202,10 @@ class Demo:
             self.client = HubClient(self.hub_url, self.token)
 
     def create_device(self) -> dict[str, Any]:
-        with self.step(f"creating IoT Edge device {DEVICE_ID!r} and its module identities"):
+        with self.step(f"creating IoT Edge device {DEVICE_ID!r}"):
             device: dict[str, Any] = self.client.create_device(
                 DEVICE_ID, {"capabilities": {"iotEdge": True}}
             )
-            for module in MODULES:
-                self.client.create_module(DEVICE_ID, module)
             return device
 
     def ensure_model(self) -> Path:
@@ -240,10 +237,7 @@ class Demo:
                 fpga_device=str(self.data_dir / "fpga0.sock"),
             )
             (self.data_dir / "deployment.json").write_text(json.dumps(doc, indent=2) + "\n")
-            # what applyConfigurationContent does: every module twin gets its desired properties
-            for module, content in doc["modulesContent"].items():
-                desired = content["properties.desired"]
-                self.client.patch_twin(DEVICE_ID, {"properties": {"desired": desired}}, module)
+            self.client.apply_configuration_content(DEVICE_ID, doc)
 
     def start_agent(self, device: dict[str, Any]) -> None:
         log = self.logs / "agent.log"
@@ -360,19 +354,6 @@ class Demo:
             self.exit_codes[name] = proc.returncode
         if self.client is not None:
             self.client.close()
-
-
-def _prepare_hub_ca(hub_dir: Path) -> None:
-    """Create the hub CA before ``hub serve`` starts.
-
-    Work-around: the messaging service builds its TLS context (from ``<data dir>/ca/ca.pem``)
-    before the embedded broker creates the CA, so a fresh data directory fails to start.
-    """
-    try:
-        from cloud_hub.ca import HubCA
-    except ImportError:  # pragma: no cover - the hub is not installed; serve reports it
-        return
-    HubCA(hub_dir / "ca").ensure(["127.0.0.1", "localhost"])
 
 
 def _ca_path(hub_dir: Path, ca_file: str | None) -> str | None:

@@ -155,6 +155,10 @@ class HubClient:
         result: list[dict[str, Any]] = self._json("GET", f"/devices/{_q(device_id)}/modules")
         return result
 
+    def apply_configuration_content(self, device_id: str, content: dict[str, Any]) -> None:
+        """Set an edge device's modules: every module twin gets its ``modulesContent`` desired."""
+        self.request("POST", f"/devices/{_q(device_id)}/applyConfigurationContent", json=content)
+
     # -- twins -------------------------------------------------------------------------------
 
     def _twin_path(self, device_id: str, module_id: str | None) -> str:

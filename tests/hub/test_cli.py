@@ -116,3 +116,20 @@ def test_client_errors_are_one_line(tmp_path: Path) -> None:
     assert env_less.returncode != 0
     assert env_less.stderr.startswith("error: cannot reach hub")
     assert env_less.stderr.strip().count("\n") == 0
+
+
+def test_set_modules_applies_a_manifest_file(live_hub: RunningHub, tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    manifest = repo / "manifests" / "process-demo.json"
+    cli_json(live_hub, "device", "create", "edge-cli", "--edge")
+    cli(live_hub, "device", "set-modules", "edge-cli", "--content", str(manifest))
+    twin = cli_json(live_hub, "twin", "show", "edge-cli", "-m", "$edgeAgent")
+    wanted = json.loads(manifest.read_text())["modulesContent"]["$edgeAgent"]
+    assert twin["properties"]["desired"]["modules"].keys() == (
+        wanted["properties.desired"]["modules"].keys()
+    )
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"modulesContent": {"$edgeAgent": {"properties.desired": {}}}}')
+    refused = cli(live_hub, "device", "set-modules", "edge-cli", "--content", str(broken), ok=False)
+    assert refused.returncode != 0 and "400" in refused.stderr and "Traceback" not in refused.stderr
