@@ -1,4 +1,4 @@
-"""SQLAlchemy tables of the hub (devices, modules, twins, API tokens)."""
+"""SQLAlchemy tables of the hub (devices, modules, twins, API tokens, provisioning, logs)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -116,6 +118,66 @@ class TokenRow(Base):
     name: Mapped[str] = mapped_column(String(128), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     scopes: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EnrollmentGroupRow(Base):
+    """A DPS-style enrollment group; its keys are stored as the registry stores device keys."""
+
+    __tablename__ = "enrollment_groups"
+
+    group_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    primary_key: Mapped[str] = mapped_column(String(128))
+    secondary_key: Mapped[str] = mapped_column(String(128))
+    iot_edge: Mapped[bool] = mapped_column(Boolean, default=False)
+    provisioning_status: Mapped[str] = mapped_column(String(16), default="enabled")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RegistrationRow(Base):
+    """The last successful self-registration of one registration id (= device id)."""
+
+    __tablename__ = "registrations"
+
+    registration_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    group_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("enrollment_groups.group_id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogUploadTokenRow(Base):
+    """A log upload capability (the secret is in the URL); only its SHA-256 is stored."""
+
+    __tablename__ = "log_upload_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.device_id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogUploadRow(Base):
+    """One uploaded module log (JSON, possibly gzip); the bytes live in ``content``."""
+
+    __tablename__ = "log_uploads"
+    __table_args__ = (UniqueConstraint("device_id", "name", name="uq_log_uploads_device_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.device_id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(192))
+    module: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cloud_hub.db import Database
+from cloud_hub.enrollments import Enrollments
 from cloud_hub.events import EventBus
+from cloud_hub.logstore import LogUploads
 from cloud_hub.registry import Registry
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import Tokens
@@ -33,6 +35,8 @@ class Hub:
     registry: Registry
     twins: Twins
     tokens: Tokens
+    enrollments: Enrollments
+    log_uploads: LogUploads
     background: list[BackgroundService] = field(default_factory=list)
 
     def add_background(self, service: BackgroundService) -> None:
@@ -50,11 +54,17 @@ def open_hub(settings: HubSettings, *, migrate: bool = True) -> Hub:
     if migrate:
         db.migrate()
     bus = EventBus()
-    return Hub(
+    registry = Registry(db, bus)
+    hub = Hub(
         settings=settings,
         db=db,
         events=bus,
-        registry=Registry(db, bus),
+        registry=registry,
         twins=Twins(db, bus),
         tokens=Tokens(db),
+        enrollments=Enrollments(db, registry),
+        log_uploads=LogUploads(db),
     )
+    if migrate:
+        hub.enrollments.import_legacy_file(settings.data_dir)
+    return hub

@@ -1,0 +1,233 @@
+"""Enrollment groups, registrations and log uploads in the database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from cloud_hub import logstore
+from cloud_hub.app import create_app
+from cloud_hub.enrollments import RegistrationRefused, derive_device_key
+from cloud_hub.errors import DeviceNotFound, HubError, InvalidInput, NotFound
+from cloud_hub.logstore import UploadRefused
+from cloud_hub.models import LogUploadTokenRow
+from cloud_hub.services import Hub, open_hub
+from cloud_hub.twindoc import utc_now
+from edge_agent.provisioning import sas_token
+
+GROUP_KEY = base64.b64encode(b"group-key-0123456789abcdef012345").decode()
+
+
+def _group(status: str = "enabled", edge: bool = True) -> dict[str, Any]:
+    return {
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": GROUP_KEY}},
+        "capabilities": {"iotEdge": edge},
+        "provisioningStatus": status,
+    }
+
+
+def _register(hub: Hub, registration_id: str, group_id: str = "line-1") -> dict[str, Any]:
+    key = derive_device_key(GROUP_KEY, registration_id)
+    token = sas_token(key, f"{group_id}/registrations/{registration_id}")
+    return hub.enrollments.register(registration_id, group_id, token)
+
+
+@pytest.fixture
+def second(hub: Hub) -> Iterator[Hub]:
+    """Another Hub object (another hub process's services) on the same database."""
+    other = open_hub(hub.settings)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
+def test_group_is_stored_and_keys_generated(hub: Hub) -> None:
+    group = hub.enrollments.put_group("g1", {})
+    keys = group["attestation"]["symmetricKey"]
+    assert len(base64.b64decode(keys["primaryKey"])) == 32
+    assert keys["primaryKey"] != keys["secondaryKey"]
+    assert group["provisioningStatus"] == "enabled"
+    assert group["capabilities"] == {"iotEdge": False}
+    assert hub.enrollments.get_group("g1")["attestation"] == group["attestation"]
+    replaced = hub.enrollments.put_group("g1", _group())
+    assert replaced["attestation"]["symmetricKey"]["primaryKey"] == GROUP_KEY
+    assert hub.enrollments.get_group("g1")["capabilities"] == {"iotEdge": True}
+    assert replaced["createdDateTimeUtc"] == group["createdDateTimeUtc"]
+    hub.enrollments.delete_group("g1")
+    with pytest.raises(NotFound):
+        hub.enrollments.get_group("g1")
+
+
+def test_group_created_on_one_hub_is_seen_by_another(hub: Hub, second: Hub) -> None:
+    hub.enrollments.put_group("line-1", _group())
+    assert second.enrollments.get_group("line-1")["attestation"]["symmetricKey"]["primaryKey"] == (
+        GROUP_KEY
+    )
+    # a device registers through the second hub; the first hub sees device and registration
+    assert _register(second, "edge-7")["status"] == "assigned"
+    assert hub.registry.get_device("edge-7")["capabilities"]["iotEdge"] is True
+    assert hub.enrollments.get_registration("edge-7")["enrollmentGroupId"] == "line-1"
+    # disabling on the first hub is seen at once by the second
+    hub.enrollments.put_group("line-1", _group(status="disabled"))
+    with pytest.raises(RegistrationRefused):
+        _register(second, "edge-8")
+
+
+def test_reregistration_is_idempotent(hub: Hub) -> None:
+    hub.enrollments.put_group("line-1", _group())
+    first = _register(hub, "edge-7")
+    device = hub.registry.get_device("edge-7")
+    again = _register(hub, "edge-7")
+    assert first["status"] == again["status"] == "assigned"
+    assert again["deviceId"] == "edge-7" and again["registrationCount"] == 2
+    after = hub.registry.get_device("edge-7")
+    assert after["generationId"] == device["generationId"] and after["etag"] == device["etag"]
+    key = derive_device_key(GROUP_KEY, "edge-7")
+    assert hub.registry.authenticate("edge-7", key)
+    assert [r["registrationId"] for r in hub.enrollments.list_registrations("line-1")] == ["edge-7"]
+
+
+def test_disabled_group_refuses_registration(hub: Hub) -> None:
+    hub.enrollments.put_group("line-1", _group(status="disabled"))
+    with pytest.raises(RegistrationRefused) as err:
+        _register(hub, "edge-7")
+    assert err.value.status == 401
+    assert not hub.registry.device_exists("edge-7")
+    hub.enrollments.put_group("line-1", _group())
+    assert _register(hub, "edge-7")["status"] == "assigned"
+
+
+def test_wrong_key_unknown_group_and_foreign_device_are_refused(hub: Hub) -> None:
+    hub.enrollments.put_group("line-1", _group())
+    other_key = derive_device_key(base64.b64encode(b"x" * 32).decode(), "edge-9")
+    with pytest.raises(RegistrationRefused):
+        hub.enrollments.register(
+            "edge-9", "line-1", sas_token(other_key, "line-1/registrations/edge-9")
+        )
+    with pytest.raises(RegistrationRefused):  # a token for another registration id
+        key = derive_device_key(GROUP_KEY, "edge-7")
+        hub.enrollments.register("edge-9", "line-1", sas_token(key, "line-1/registrations/edge-7"))
+    with pytest.raises(RegistrationRefused):
+        _register(hub, "edge-9", group_id="nope")
+    hub.registry.create_device("taken")  # exists with its own random keys
+    with pytest.raises(RegistrationRefused):
+        _register(hub, "taken")
+    with pytest.raises(NotFound):
+        hub.enrollments.get_registration("edge-9")
+
+
+@pytest.mark.parametrize(
+    ("group_id", "body", "path"),
+    [
+        ("bad id", {}, "enrollmentGroupId"),
+        ("g", {"attestation": "x"}, "attestation"),
+        ("g", {"attestation": {"type": "x509"}}, "attestation.type"),
+        ("g", {"attestation": {"symmetricKey": []}}, "attestation.symmetricKey"),
+        (
+            "g",
+            {"attestation": {"symmetricKey": {"primaryKey": "not base64!"}}},
+            "attestation.symmetricKey.primaryKey",
+        ),
+        (
+            "g",
+            {"attestation": {"symmetricKey": {"secondaryKey": "c2hvcnQ="}}},
+            "attestation.symmetricKey.secondaryKey",
+        ),
+        ("g", {"capabilities": {"iotEdge": "yes"}}, "capabilities.iotEdge"),
+        ("g", {"capabilities": 3}, "capabilities"),
+        ("g", {"provisioningStatus": "paused"}, "provisioningStatus"),
+    ],
+)
+def test_bad_group_input_names_the_field(
+    hub: Hub, group_id: str, body: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(InvalidInput) as err:
+        hub.enrollments.put_group(group_id, body)
+    assert err.value.path == path
+    with TestClient(create_app(hub=hub)) as client:
+        token = hub.tokens.create(["registry:write"])
+        r = client.put(
+            f"/enrollmentGroups/{group_id}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 400 and r.json()["path"] == path, r.text
+
+
+def test_bad_registration_input_names_the_field(hub: Hub) -> None:
+    with pytest.raises(InvalidInput) as err:
+        hub.enrollments.register("edge 7", "line-1", "")
+    assert err.value.path == "registrationId"
+    with pytest.raises(InvalidInput) as err:
+        hub.enrollments.register("edge-7", 5, "")
+    assert err.value.path == "enrollmentGroupId"
+
+
+def test_groups_from_the_legacy_json_file_are_imported(hub: Hub) -> None:
+    legacy = {"old": _group(), "bad id": _group()}
+    (hub.settings.data_dir / "enrollment-groups.json").write_text(json.dumps(legacy))
+    again = open_hub(hub.settings)
+    try:
+        assert again.enrollments.get_group("old")["capabilities"] == {"iotEdge": True}
+        with pytest.raises(NotFound):
+            again.enrollments.get_group("bad id")
+    finally:
+        again.close()
+    assert not (hub.settings.data_dir / "enrollment-groups.json").exists()
+    assert (hub.settings.data_dir / "enrollment-groups.json.imported").exists()
+
+
+def test_log_upload_roundtrip_across_hubs(hub: Hub, second: Hub) -> None:
+    hub.registry.create_device("edge-1")
+    token = hub.log_uploads.new_token("edge-1")
+    with hub.db.read() as session:
+        stored = session.scalars(select(LogUploadTokenRow.token_hash)).all()
+    assert len(stored) == 1 and token not in stored[0]  # only a digest is kept
+    stored_one = second.log_uploads.store(token, "talker", b'[{"msg":"one"}]')
+    stored_two = second.log_uploads.store(token, "talker", b"\x1f\x8b" + b"gz")
+    assert stored_two["name"].endswith(".json.gz") and stored_one["name"].endswith(".json")
+    listing = hub.log_uploads.list("edge-1")
+    assert [(i["module"], i["bytes"]) for i in listing] == [("talker", 15), ("talker", 4)]
+    assert hub.log_uploads.read("edge-1", stored_one["name"]) == b'[{"msg":"one"}]'
+    with pytest.raises(NotFound):
+        hub.log_uploads.read("edge-2", stored_one["name"])
+    assert hub.log_uploads.list("edge-2") == []
+
+
+def test_log_upload_refusals(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DeviceNotFound):
+        hub.log_uploads.new_token("ghost")
+    hub.registry.create_device("edge-1")
+    token = hub.log_uploads.new_token("edge-1")
+    with pytest.raises(UploadRefused):
+        hub.log_uploads.store("nope", "talker", b"x")
+    with pytest.raises(InvalidInput) as err:
+        hub.log_uploads.store(token, "../etc", b"x")
+    assert err.value.path == "module"
+    monkeypatch.setattr(logstore, "MAX_BYTES", 4)
+    with pytest.raises(HubError) as too_big:
+        hub.log_uploads.store(token, "talker", b"12345")
+    assert too_big.value.status == 413
+    with hub.db.write() as session:  # the hour is over
+        session.execute(update(LogUploadTokenRow).values(expires_at=utc_now() - timedelta(1)))
+    with pytest.raises(UploadRefused):
+        hub.log_uploads.store(token, "talker", b"x")
+
+
+def test_deleting_the_device_removes_its_logs_and_tokens(hub: Hub) -> None:
+    hub.registry.create_device("edge-1")
+    token = hub.log_uploads.new_token("edge-1")
+    hub.log_uploads.store(token, "talker", b"[]")
+    hub.registry.delete_device("edge-1")
+    with pytest.raises(UploadRefused):
+        hub.log_uploads.store(token, "talker", b"[]")
+    hub.registry.create_device("edge-1")
+    assert hub.log_uploads.list("edge-1") == []
