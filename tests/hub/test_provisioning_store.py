@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -20,7 +24,9 @@ from cloud_hub.logstore import UploadRefused
 from cloud_hub.models import LogUploadTokenRow
 from cloud_hub.services import Hub, open_hub
 from cloud_hub.twindoc import utc_now
-from edge_agent.provisioning import sas_token
+from edge_agent.provisioning import register, sas_token
+from tests.support.hub import running_hub
+from tests.support.pg import temporary_database
 
 GROUP_KEY = base64.b64encode(b"group-key-0123456789abcdef012345").decode()
 
@@ -231,3 +237,39 @@ def test_deleting_the_device_removes_its_logs_and_tokens(hub: Hub) -> None:
         hub.log_uploads.store(token, "talker", b"[]")
     hub.registry.create_device("edge-1")
     assert hub.log_uploads.list("edge-1") == []
+
+
+def test_two_hub_processes_and_kill_9(tmp_path: Path) -> None:
+    """Group on hub A, registration and log upload through hub B, all survive A's SIGKILL."""
+    with (
+        temporary_database() as url,
+        running_hub(tmp_path / "a", database_url=url) as hub_a,
+        running_hub(tmp_path / "b", database_url=url) as hub_b,
+    ):
+        auth_a = {"Authorization": f"Bearer {hub_a.token}"}
+        auth_b = {"Authorization": f"Bearer {hub_b.token}"}
+        r = httpx.put(f"{hub_a.url}/enrollmentGroups/line-1", json=_group(), headers=auth_a)
+        assert r.status_code == 200, r.text
+        key = derive_device_key(GROUP_KEY, "edge-7")
+        assert register(hub_b.url, "line-1", "edge-7", key)["deviceId"] == "edge-7"
+        assert register(hub_a.url, "line-1", "edge-7", key)["status"] == "assigned"
+        sas_url = httpx.post(f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b).json()
+        put = httpx.put(
+            sas_url["sasUrl"].replace(hub_b.url, hub_a.url), params={"module": "m"}, content=b"[1]"
+        )
+        assert put.status_code == 201, put.text
+        os.kill(hub_a.process.pid, signal.SIGKILL)
+        hub_a.process.wait(10)
+        regs = httpx.get(f"{hub_b.url}/enrollmentGroups/line-1/registrations", headers=auth_b)
+        assert [(r["registrationId"], r["registrationCount"]) for r in regs.json()] == [
+            ("edge-7", 2)
+        ]
+        (item,) = httpx.get(f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b).json()
+        got = httpx.get(f"{hub_b.url}/devices/edge-7/logUploads/{item['name']}", headers=auth_b)
+        assert got.content == b"[1]"
+        with running_hub(tmp_path / "a", database_url=url) as again:
+            group = httpx.get(
+                f"{again.url}/enrollmentGroups/line-1",
+                headers={"Authorization": f"Bearer {again.token}"},
+            ).json()
+            assert group["attestation"]["symmetricKey"]["primaryKey"] == GROUP_KEY
