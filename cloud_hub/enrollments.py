@@ -263,5 +263,8 @@ class Enrollments:
                 imported += 1
             except HubError as exc:
                 log.warning("enrollment group %r not imported: %s", group_id, exc.message)
-        path.replace(path.with_name(LEGACY_FILE + ".imported"))
+        try:
+            path.replace(path.with_name(LEGACY_FILE + ".imported"))
+        except OSError:  # another hub process on this data dir was quicker
+            pass
         return imported

@@ -107,7 +107,7 @@ class LogUploads:
                 self.device_for(token)
         raise UploadRefused("could not store the upload")
 
-    def list(self, device_id: str) -> list[dict[str, Any]]:
+    def uploads(self, device_id: str) -> list[dict[str, Any]]:
         with self.db.read() as session:
             rows = session.execute(
                 select(

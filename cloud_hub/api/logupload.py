@@ -44,7 +44,7 @@ async def upload(
 
 @router.get("/devices/{device_id}/logUploads", dependencies=read, summary="List uploaded logs")
 def list_uploads(device_id: str, hub: Hub = Depends(get_hub)) -> list[dict[str, Any]]:
-    return hub.log_uploads.list(device_id)
+    return hub.log_uploads.uploads(device_id)
 
 
 @router.get(

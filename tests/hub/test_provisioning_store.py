@@ -200,12 +200,12 @@ def test_log_upload_roundtrip_across_hubs(hub: Hub, second: Hub) -> None:
     stored_one = second.log_uploads.store(token, "talker", b'[{"msg":"one"}]')
     stored_two = second.log_uploads.store(token, "talker", b"\x1f\x8b" + b"gz")
     assert stored_two["name"].endswith(".json.gz") and stored_one["name"].endswith(".json")
-    listing = hub.log_uploads.list("edge-1")
+    listing = hub.log_uploads.uploads("edge-1")
     assert [(i["module"], i["bytes"]) for i in listing] == [("talker", 15), ("talker", 4)]
     assert hub.log_uploads.read("edge-1", stored_one["name"]) == b'[{"msg":"one"}]'
     with pytest.raises(NotFound):
         hub.log_uploads.read("edge-2", stored_one["name"])
-    assert hub.log_uploads.list("edge-2") == []
+    assert hub.log_uploads.uploads("edge-2") == []
 
 
 def test_log_upload_refusals(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +236,7 @@ def test_deleting_the_device_removes_its_logs_and_tokens(hub: Hub) -> None:
     with pytest.raises(UploadRefused):
         hub.log_uploads.store(token, "talker", b"[]")
     hub.registry.create_device("edge-1")
-    assert hub.log_uploads.list("edge-1") == []
+    assert hub.log_uploads.uploads("edge-1") == []
 
 
 def test_two_hub_processes_and_kill_9(tmp_path: Path) -> None:
