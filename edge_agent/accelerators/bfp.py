@@ -160,6 +160,26 @@ def quantize(x: npt.ArrayLike, fmt: str | BfpFormat, axis: int = -1) -> FloatArr
     return np.ascontiguousarray(np.moveaxis(out, -1, axis)).astype(np.float32, copy=False)
 
 
+def conv_input_axis(rank: int, depthwise: bool) -> int:
+    """The axis along which a Conv's activation input ``[N, C, *spatial]`` is blocked.
+
+    A regular conv reduces over input channels: blocks run along ``C`` at each pixel. A depthwise
+    conv (``Cin/group == 1``) reduces over one channel's kh x kw window, so a block must stay
+    inside one channel: it runs along the last spatial axis (the width) of that channel. Blocks
+    across channels would share one exponent between channels whose ranges differ by orders of
+    magnitude and flush the small channels to zero.
+    """
+    return rank - 1 if depthwise and rank > 2 else 1
+
+
+def quantize_conv_input(
+    x: npt.ArrayLike, fmt: str | BfpFormat, depthwise: bool = False
+) -> FloatArray:
+    """Quantize-dequantize a Conv's activation input with the blocking of ``conv_input_axis``."""
+    arr = np.asarray(x, dtype=np.float32)
+    return quantize(arr, fmt, axis=conv_input_axis(arr.ndim, depthwise))
+
+
 def quantize_conv_weight(w: npt.ArrayLike, fmt: str | BfpFormat) -> FloatArray:
     """Quantize a Conv weight ``[Cout, Cin/group, kh, kw]``.
 

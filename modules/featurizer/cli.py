@@ -273,6 +273,9 @@ def bench_featurizer(
     engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
+    eval_set: str = typer.Option(
+        "objects", "--eval-set", help="Headline accuracy set: objects or hard (both reported)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Latency/throughput of a featurizer vs the onnxruntime fp32 CPU baseline, and accuracy."""
@@ -290,6 +293,7 @@ def bench_featurizer(
             threads,
             engine=engine,
             device=device,
+            eval_set=eval_set,
             progress=say,
         )
     if report["notice"]:
@@ -308,9 +312,16 @@ def bench_featurizer(
         f"  speed-up: {report['speedup_p50']}x latency, {report['speedup_throughput']}x throughput",
         f"  {report['achieved_gmacs_per_s']} GMAC/s = {report['fraction_of_peak']} of the "
         f"{report['physical_peak']['used_gmacs']} GMAC/s peak",
-        f"  top-1 agreement with fp32: {report['top1_agreement_with_fp32']:.2%} "
-        f"on {report['eval_inputs']} inputs",
     ]
+    for name, acc in report["accuracy"].items():
+        clear = acc.get("top1_agreement_where_fp32_margin_ge_0.05")
+        lines.append(
+            f"  top-1 agreement with fp32 on the {name!r} set: "
+            f"{acc['top1_agreement_with_fp32']:.2%} of {acc['inputs']} inputs "
+            f"({acc['disagreements']} differ; {clear if clear is None else f'{clear:.2%}'} where "
+            f"fp32's top-2 margin >= 0.05; fp32 vs itself under half-LSB noise: "
+            f"{acc['fp32_agreement_under_half_lsb_input_noise']:.2%})"
+        )
     if "emulated_device_ms" in report:
         lines.append(f"  emulated device latency: p50 {report['emulated_device_ms']['p50_ms']} ms")
     typer.echo("\n".join(lines))

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_agent.accelerators.bfp import (
     FORMATS,
     quantize,
+    quantize_conv_input,
     quantize_conv_weight,
     quantize_matmul_weight,
 )
@@ -64,6 +65,28 @@ def test_conv_activation_quantizer_is_bit_exact(fmt: str, channels: int) -> None
 
 
 @pytest.mark.parametrize("fmt", FMTS)
+@pytest.mark.parametrize("width", [7, 16, 40])
+def test_depthwise_activation_is_blocked_within_each_channel(fmt: str, width: int) -> None:
+    # A depthwise 1x1 conv with unit weights returns its quantized input: blocks run along the
+    # width of one channel, so a channel of tiny values keeps its bits next to a huge one.
+    channels = 24
+    ones = np.ones((channels, 1, 1, 1), np.float32)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, 5, width])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=channels)
+    q, report = rewrite(_model([node], [x_info], {"w": ones}), fmt)
+    assert report.quantized_nodes == 1 and not report.skipped
+    x = _activations(np.random.default_rng(width), (2, channels, 5, width))
+    x[:, 0] *= np.float32(1e4)  # one loud channel must not flush its neighbours
+    y = _run(q, x=x)
+    np.testing.assert_array_equal(y, quantize_conv_input(x, fmt, depthwise=True))
+    np.testing.assert_array_equal(y, quantize(x, fmt, axis=3))
+    alone = _run(q, x=np.concatenate([np.zeros_like(x[:, :1]), x[:, 1:]], axis=1))
+    np.testing.assert_array_equal(y[:, 1:], alone[:, 1:])
+    across = quantize(x, fmt, axis=1)  # the wrong, cross-channel blocking flushes them
+    assert np.abs(across[:, 1:] - x[:, 1:]).sum() > 1.5 * np.abs(y[:, 1:] - x[:, 1:]).sum()
+
+
+@pytest.mark.parametrize("fmt", FMTS)
 def test_matmul_activation_quantizer_is_bit_exact(fmt: str) -> None:
     k = 72
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", k])
@@ -104,7 +127,7 @@ def test_conv_relu_conv_matches_layerwise_reference(fmt: str) -> None:
     second = _model([nodes[2]], [r1_info], {"wd": quantize_conv_weight(wd, fmt)})
     x = _activations(rng, (2, 3, 9, 9))
     r1 = _run(first, x=quantize(x, fmt, axis=1))
-    expected = _run(second, r1=quantize(r1, fmt, axis=1))
+    expected = _run(second, r1=quantize_conv_input(r1, fmt, depthwise=True))
     np.testing.assert_allclose(_run(q, x=x), expected, rtol=1e-5, atol=1e-5)
     # and it really is quantized: differs from the float model
     assert not np.allclose(_run(model, x=x), expected, rtol=1e-4, atol=1e-4)

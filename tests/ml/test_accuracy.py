@@ -1,25 +1,28 @@
-"""Real predictions and int8-vs-fp32 agreement on the evaluation set (EfficientNet-Lite0)."""
+"""Real predictions and int8-vs-fp32 agreement on the evaluation sets (EfficientNet-Lite0)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from skimage import data
 
 from edge_agent.accelerators.classify import ImageClassifier
 from edge_agent.accelerators.select import open_accelerator
 from edge_agent.accelerators.store import ModelStore
-from modules.featurizer.bench import top1
+from modules.featurizer.bench import MARGIN, agreement, probabilities, top1
 from modules.featurizer.build import preprocess_arrays
-from modules.featurizer.evalset import eval_images
+from modules.featurizer.evalset import calibration_images, eval_images
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968}  # espresso, cup
 
-# Measured 0.84 on the 208 inputs; the issue's target of 0.99 is NOT met (see docs/featurizer.md:
-# on this set fp32 itself keeps only ~0.97 of its top-1 under +-0.5 LSB of input noise).
-INT8_MIN_AGREEMENT = 0.80
+# The issue asks for >= 0.99 top-1 agreement. On the 210-input ``objects`` set int8 agrees on
+# 0.971 (6 inputs differ); every one of them is a near-tie of fp32 (top-2 margin < 0.035: tiger
+# cat vs Egyptian cat, moped vs motor scooter), and on the inputs where fp32's margin is >= 0.05
+# int8 agrees on all. So the overall 0.99 is NOT met; see docs/featurizer.md.
+INT8_MIN_AGREEMENT = 0.96
+INT8_MIN_AGREEMENT_CLEAR = 0.99  # where fp32's top-2 margin >= 0.05
+INT8_MIN_AGREEMENT_HARD = 0.80  # the former texture/microscopy set (measured 0.846)
 
 
 def _classifier(model_dir: Path, precision: str) -> ImageClassifier:
@@ -37,11 +40,22 @@ def test_fp32_and_int8_recognize_the_cat_and_the_coffee(model_dir: Path) -> None
         assert sum(e["class_id"] in CAT_CLASSES for e in cat[:3]) == 3
 
 
-def test_int8_agrees_with_fp32_on_the_evaluation_set(model_dir: Path) -> None:
-    images = eval_images()
-    assert len(images) >= 200
+def test_int8_agrees_with_fp32_on_the_evaluation_sets(model_dir: Path) -> None:
     fp32 = _classifier(model_dir, "fp32")
-    batch = preprocess_arrays(images, fp32.manifest.preprocessing)
-    reference = top1(fp32, batch)
-    agreement = float(np.mean(top1(_classifier(model_dir, "int8"), batch) == reference))
-    assert agreement >= INT8_MIN_AGREEMENT, agreement
+    int8 = _classifier(model_dir, "int8")
+    for name in ("objects", "hard"):
+        images = eval_images(name)
+        assert len(images) >= 200
+        batch = preprocess_arrays(images, fp32.manifest.preprocessing)
+        result = agreement(probabilities(fp32, batch), top1(int8, batch))
+        if name == "objects":
+            assert result["top1_agreement_with_fp32"] >= INT8_MIN_AGREEMENT, result
+            clear = result[f"top1_agreement_where_fp32_margin_ge_{MARGIN}"]
+            assert clear >= INT8_MIN_AGREEMENT_CLEAR, result
+        else:
+            assert result["top1_agreement_with_fp32"] >= INT8_MIN_AGREEMENT_HARD, result
+
+
+def test_calibration_never_sees_an_evaluation_input() -> None:
+    evaluation = {img.tobytes() for name in ("objects", "hard") for img in eval_images(name)}
+    assert not any(img.tobytes() in evaluation for img in calibration_images(64))

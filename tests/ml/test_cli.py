@@ -115,6 +115,8 @@ def test_bench_reports_latency_baseline_peak_and_agreement(model_dir: Path) -> N
     assert 0 < report["fraction_of_peak"] < 1
     assert report["eval_inputs"] >= 200
     assert 0.5 <= report["top1_agreement_with_fp32"] <= 1.0
+    assert report["eval_set"] == "objects" and list(report["accuracy"]) == ["objects", "hard"]
+    assert all(acc["inputs"] >= 200 for acc in report["accuracy"].values())
 
 
 def test_openvino_engine_runs_the_same_artifacts(model_dir: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Weights are quantized offline (``edge_agent.accelerators.bfp``) and stored back as float32
 initializers. Activations are quantized at run time by standard ONNX operators inserted before each
 Conv/MatMul/Gemm input, with the semantics of ``bfp.quantize`` (blocks along the reduction axis:
-channels for Conv, the last axis for MatMul/Gemm inputs):
+channels for Conv, the width of each channel for a depthwise Conv — whose reduction is one
+channel's kh x kw window —, the last axis for MatMul/Gemm inputs):
 
 ``[Pad] -> Reshape [.., C/B, B, ..] -> Abs -> ReduceMax`` gives each block's max magnitude;
 ``Cast(to=FLOAT8E8M0, round_mode="down") -> Cast(FLOAT)`` is exactly ``2**floor(log2(amax))``;
@@ -30,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference, version_con
 
 from edge_agent.accelerators.bfp import (
     BfpFormat,
+    conv_input_axis,
     get_format,
     quantize_conv_weight,
     quantize_matmul_weight,
@@ -321,7 +323,12 @@ def rewrite(
         a_name, w_name = inputs[0], inputs[1]
         rank_w = len(b.shapes.get(w_name) or [])
         if node.op_type == "Conv":
-            a_axis, w_kind, w_axis = 1, "conv", 1
+            # A depthwise conv reduces over one channel's kh x kw window: its input is blocked
+            # along the width of each channel, never across channels (see bfp.conv_input_axis).
+            w_dims = b.shapes.get(w_name) or []
+            per_group = w_dims[1] if len(w_dims) > 1 else None
+            depthwise = int(attrs.get("group", 1)) > 1 and per_group == 1
+            a_axis, w_kind, w_axis = conv_input_axis(rank_w, depthwise), "conv", 1
         elif node.op_type == "Gemm":
             a_axis = 0 if attrs.get("transA", 0) else 1
             w_kind, w_axis = "matmul", 1 if attrs.get("transB", 0) else 0
@@ -332,7 +339,7 @@ def rewrite(
                 before = len(b.cache)
                 hint = None
                 w_shape = b.shapes.get(w_name)
-                if node.op_type == "Conv" and w_shape and w_shape[1] is not None:
+                if a_axis == 1 and node.op_type == "Conv" and w_shape and w_shape[1] is not None:
                     hint = int(w_shape[1]) * int(attrs.get("group", 1))
                 conv_rank = rank_w if node.op_type == "Conv" else None
                 inputs[0] = b.quantize_activation(a_name, a_axis, conv_rank, hint)
