@@ -2,7 +2,9 @@
 
 Each figure is measured twice in the same run, with the same number of concurrent workers: through
 the service layer in-process (the baseline) and through the REST API of a real `edgefleet hub serve`
-process on the same database; the report gives the HTTP/baseline ratios. Tag queries are also timed
+process on the same database (``workers`` concurrent keep-alive clients); the report gives the
+HTTP/baseline ratios and the server process's CPU time per HTTP operation (Linux), a figure that
+other load on the machine disturbs less than the rates. Tag queries are also timed
 with the SQL prefilter switched off to show what pushing filters into SQL buys.
 """
 
@@ -135,6 +137,30 @@ def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, pa
     return _rate(per_worker * workers, elapsed)
 
 
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _http_measured(
+    pid: int, url: str, token: str, ids: list[str], count: int, workers: int, patch: bool
+) -> tuple[float, float | None]:
+    """(operations/s, server CPU ms per operation) of one HTTP run."""
+    before = _process_cpu_s(pid)
+    rate = _http_run(url, token, ids, count, workers, patch)
+    after = _process_cpu_s(pid)
+    done = (count // workers) * workers
+    if before is None or after is None or not done:
+        return rate, None
+    return rate, round((after - before) * 1000 / done, 3)
+
+
 def _latency_ms(fn: Callable[[], Any], runs: int) -> dict[str, float]:
     fn()  # warm-up
     samples = []
@@ -164,7 +190,7 @@ class _NoPrefilter(Queries):
 
 
 @contextmanager
-def _serve(data_dir: Path, database_url: str | None) -> Iterator[str]:
+def _serve(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
     import socket
 
     with socket.socket() as sock:
@@ -190,7 +216,7 @@ def _serve(data_dir: Path, database_url: str | None) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("hub did not become ready")
             time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -266,9 +292,9 @@ def run_bench(
 
         progress("HTTP", 0, 1)
         token = hub.tokens.create(["admin"], name="bench")
-        with _serve(data_dir, database_url) as url:
-            http_patch = _http_run(url, token, ids, operations, workers, patch=True)
-            http_read = _http_run(url, token, ids, operations, workers, patch=False)
+        with _serve(data_dir, database_url) as (url, pid):
+            http_patch, patch_cpu = _http_measured(pid, url, token, ids, operations, workers, True)
+            http_read, read_cpu = _http_measured(pid, url, token, ids, operations, workers, False)
             headers = {"Authorization": f"Bearer {token}", "x-ms-max-item-count": "10000"}
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 http_site = _latency_ms(
@@ -280,16 +306,19 @@ def run_bench(
             "devices": devices,
             "operations": operations,
             "workers": workers,
+            "http_clients": workers,
             "seed_seconds": round(seed_seconds, 2),
             "twin_patch_per_s": {
                 "service": svc_patch,
                 "http": http_patch,
                 "http_vs_service": round(http_patch / svc_patch, 3) if svc_patch else None,
+                "http_server_cpu_ms_per_op": patch_cpu,
             },
             "twin_read_per_s": {
                 "service": svc_read,
                 "http": http_read,
                 "http_vs_service": round(http_read / svc_read, 3) if svc_read else None,
+                "http_server_cpu_ms_per_op": read_cpu,
             },
             "tag_query": query,
         }

@@ -113,10 +113,6 @@ _SELECT_TWIN = select(_TWINS).where(
     _TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m")
 )
 _SELECT_TWIN_LOCKED = _SELECT_TWIN.with_for_update()
-_SELECT_DEVICE = select(_DEVICES).where(_DEVICES.c.device_id == bindparam("d"))
-_SELECT_MODULE = select(_MODULES).where(
-    _MODULES.c.device_id == bindparam("d"), _MODULES.c.module_id == bindparam("m")
-)
 _MODULES_OUTER = _MODULES.alias("m")
 _N_TWIN = len(_TWINS.c)
 _N_DEVICE = len(_DEVICES.c)
@@ -143,6 +139,10 @@ def twin_select() -> Select[Any]:
 
 def twin_from_row(row: Any) -> dict[str, Any]:
     """The twin JSON of one ``twin_select`` row."""
+    return twin_json(*_split_row(row))
+
+
+def _split_row(row: Any) -> tuple[_Rec, _Rec, _Rec | None]:
     values = tuple(row)
     twin = _Rec(zip(_TWIN_KEYS, values[:_N_TWIN], strict=True))
     device = _Rec(zip(_DEVICE_KEYS, values[_N_TWIN : _N_TWIN + _N_DEVICE], strict=True))
@@ -150,7 +150,14 @@ def twin_from_row(row: Any) -> dict[str, Any]:
     module = None
     if module_values[0] is not None:
         module = _Rec(zip(_MODULE_KEYS, module_values, strict=True))
-    return twin_json(twin, device, module)
+    return twin, device, module
+
+
+# One statement for a twin with its device (and module) row: a single round trip per read.
+_SELECT_FULL = twin_select().where(
+    _TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m")
+)
+_SELECT_FULL_LOCKED = _SELECT_FULL.with_for_update(of=_TWINS)
 
 
 _MUTABLE = (
@@ -193,13 +200,17 @@ class Twins:
             raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
         return _Rec(row._mapping)
 
-    def _json(self, conn: Connection, twin: _Rec) -> dict[str, Any]:
-        device = conn.execute(_SELECT_DEVICE, {"d": twin.device_id}).one()
-        module = None
-        if twin.module_id != DEVICE_TWIN:
-            found = conn.execute(_SELECT_MODULE, {"d": twin.device_id, "m": twin.module_id}).first()
-            module = None if found is None else _Rec(found._mapping)
-        return twin_json(twin, _Rec(device._mapping), module)
+    def _load_full(
+        self, conn: Connection, device_id: str, module_id: str | None, *, lock: bool
+    ) -> tuple[_Rec, _Rec, _Rec | None]:
+        """The twin row with its device and module rows (locks only the twin row)."""
+        stmt = _SELECT_FULL_LOCKED if lock and self.db.dialect == "postgresql" else _SELECT_FULL
+        row = conn.execute(stmt, {"d": device_id, "m": _module_key(module_id)}).first()
+        if row is None:
+            if module_id is None:
+                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+            raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+        return _split_row(row)
 
     def _save(self, conn: Connection, twin: _Rec, changes: dict[str, Any]) -> None:
         twin.update(changes)
@@ -209,7 +220,7 @@ class Twins:
 
     def get_twin(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
         with self.db.read_conn() as conn:
-            return self._json(conn, self._load(conn, device_id, module_id, lock=False))
+            return twin_json(*self._load_full(conn, device_id, module_id, lock=False))
 
     def patch_twin(
         self,
@@ -269,7 +280,7 @@ class Twins:
         desired_event: events.TwinDesiredChanged | None = None
         tags_event: events.TwinTagsChanged | None = None
         with self.db.write_conn() as conn:
-            twin = self._load(conn, device_id, module_id, lock=True)
+            twin, device, module = self._load_full(conn, device_id, module_id, lock=True)
             if not etag_matches(if_match, twin_etag(twin.version)):
                 raise PreconditionFailed("twin etag does not match If-Match")
             changes: dict[str, Any] = {}
@@ -300,7 +311,7 @@ class Twins:
             if changes:
                 changes.update(version=twin.version + 1, updated_at=now)
                 self._save(conn, twin, changes)
-            result = self._json(conn, twin)
+            result = twin_json(twin, device, module)
         if tags_event is not None:
             self.bus.publish(tags_event)
         if desired_event is not None:

@@ -164,6 +164,31 @@ class EmbeddedBroker:
     def kick(self, device_id: str, client_id: str | None) -> None:
         self.sync()
 
+    def publish_direct(self, messages: list[tuple[str, bytes]], timeout: float = 30.0) -> bool:
+        """Hand the hub's own publishes to the broker in process, in order; False if stopped.
+
+        The same broadcast an MQTT PUBLISH from the service client gets (no retain; each
+        subscriber's QoS; queued for offline persistent sessions), without TLS, packet coding
+        and PUBACKs on both sides. Call from any thread but the broker's loop.
+        """
+        broker = self._broker
+        if broker is None:
+            return False
+        loop: asyncio.AbstractEventLoop = broker._loop
+        if loop.is_closed():
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(_broadcast(broker, messages), loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        future.result(timeout)
+        return True
+
+
+async def _broadcast(broker: AmqttBroker, messages: list[tuple[str, bytes]]) -> None:
+    for topic, payload in messages:
+        await broker.internal_message_broadcast(topic, payload)
+
 
 def _close(handler: Any) -> None:
     asyncio.ensure_future(handler.stop())

@@ -57,7 +57,9 @@ class Messaging:
             hub.settings.host,
             options,
         )
-        self.service = MqttService(hub, self.broker.endpoint)
+        self.service = MqttService(
+            hub, self.broker.endpoint, direct_publish=getattr(self.broker, "publish_direct", None)
+        )
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None

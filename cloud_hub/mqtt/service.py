@@ -5,6 +5,9 @@ acknowledgements). Telemetry goes to a writer thread that inserts batches (dupli
 the unique (device, message id) key) and acknowledges every PUBLISH of a batch only after its
 commit, so a hub crash leaves un-acked messages with the broker, which redelivers them.
 Twin and method traffic runs on a small thread pool, acknowledged after it is handled.
+Desired-property pushes are queued by the publishing (request) thread and sent, in commit order,
+by one pusher thread; with the embedded broker the hub's publishes skip the socket
+(``direct_publish``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from edgefleet import protocol as p
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
+PUSH_BATCH_MAX = 500
 BATCH_WAIT_S = 0.01
 ACTIVITY_EVERY_S = 2.0
 
@@ -115,9 +119,17 @@ class Stats:
 
 
 class MqttService:
-    def __init__(self, hub: Hub, endpoint: Endpoint, client_id: str = p.HUB_USERNAME) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        endpoint: Endpoint,
+        client_id: str = p.HUB_USERNAME,
+        direct_publish: Callable[[list[tuple[str, bytes]]], bool] | None = None,
+    ) -> None:
         self.hub = hub
         self.endpoint = endpoint
+        self._direct = direct_publish
+        self._pushes: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
         self.stats = Stats()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -167,6 +179,7 @@ class MqttService:
         ]
         targets: list[tuple[Callable[[], None], str]] = [(self._writer, "mqtt-ingest")]
         targets += [(self._control_worker, f"mqtt-control-{i}") for i in range(4)]
+        targets.append((self._pusher, "mqtt-desired"))
         for target, name in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -182,6 +195,7 @@ class MqttService:
     def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        self._pushes.put(None)  # the pusher sends what is queued, then ends
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
@@ -367,7 +381,17 @@ class MqttService:
             self._ack(generation, msg.mid)
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        self._client.publish(topic, payload, qos=1)
+        self._publish_many([(topic, payload)])
+
+    def _publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._direct is not None:
+            try:
+                if self._direct(messages):
+                    return
+            except Exception:  # noqa: BLE001 - fall back to the service client
+                log.exception("direct publish failed; publishing over MQTT")
+        for topic, payload in messages:
+            self._client.publish(topic, payload, qos=1)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish QoS 1 as the hub (cloud-to-device messages)."""
@@ -448,8 +472,31 @@ class MqttService:
     # -- desired pushes and methods -------------------------------------------------------------
 
     def _push_desired(self, event: events.TwinDesiredChanged) -> None:
+        """Event handler (request thread): queue the push; never blocks on the broker.
+
+        Encoded here, so a caller changing its patch dict afterwards cannot change what is sent.
+        """
         body = json.dumps({**event.patch, "$version": event.version}).encode()
-        self._publish(p.twin_desired_topic(event.device_id, event.version, event.module_id), body)
+        topic = p.twin_desired_topic(event.device_id, event.version, event.module_id)
+        self._pushes.put((topic, body))
+
+    def _pusher(self) -> None:
+        """Send queued desired pushes in order, a batch at a time, until the stop sentinel."""
+        while True:
+            batch = [self._pushes.get()]
+            while len(batch) < PUSH_BATCH_MAX:
+                try:
+                    batch.append(self._pushes.get_nowait())
+                except queue.Empty:
+                    break
+            messages = [item for item in batch if item is not None]
+            try:
+                if messages:
+                    self._publish_many(messages)
+            except Exception:
+                log.exception("pushing %d desired patches failed", len(messages))
+            if len(messages) < len(batch):  # the stop sentinel
+                return
 
     def invoke_method(
         self,
