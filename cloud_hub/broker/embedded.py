@@ -100,6 +100,9 @@ class EmbeddedBroker:
             service_password=self._service_password,
         )
         self._broker: AmqttBroker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: asyncio.Queue[list[tuple[str, bytes]] | None] | None = None
+        self._sender: asyncio.Task[None] | None = None
 
     def check_password(self, username: str, password: str) -> bool:
         if username in (p.HUB_USERNAME, p.HUB_USERNAME + "/aux"):
@@ -137,9 +140,20 @@ class EmbeddedBroker:
         }
         self._broker = AmqttBroker(config)
         await self._broker.start()
+        self._outbox = asyncio.Queue()
+        self._sender = asyncio.create_task(_send_loop(self._broker, self._outbox))
+        self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
         global _ACTIVE
+        self._loop = None  # publish_direct answers False from here on
+        if self._outbox is not None and self._sender is not None:
+            self._outbox.put_nowait(None)  # send what is queued first
+            try:
+                await asyncio.wait_for(self._sender, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("embedded broker: queued hub publishes not all sent")
+            self._outbox = self._sender = None
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
@@ -164,30 +178,33 @@ class EmbeddedBroker:
     def kick(self, device_id: str, client_id: str | None) -> None:
         self.sync()
 
-    def publish_direct(self, messages: list[tuple[str, bytes]], timeout: float = 30.0) -> bool:
-        """Hand the hub's own publishes to the broker in process, in order; False if stopped.
+    def publish_direct(self, messages: list[tuple[str, bytes]]) -> bool:
+        """Queue the hub's own publishes for the broker, in order, without waiting.
 
-        The same broadcast an MQTT PUBLISH from the service client gets (no retain; each
-        subscriber's QoS; queued for offline persistent sessions), without TLS, packet coding
-        and PUBACKs on both sides. Call from any thread but the broker's loop.
+        They get the same broadcast an MQTT PUBLISH from the service client gets (no retain; each
+        subscriber's QoS; queued for offline persistent sessions), without TLS, packet coding and
+        PUBACKs on both sides of a socket. Thread-safe; False when the broker is not running.
         """
-        broker = self._broker
-        if broker is None:
-            return False
-        loop: asyncio.AbstractEventLoop = broker._loop
-        if loop.is_closed():
+        loop, outbox = self._loop, self._outbox
+        if loop is None or outbox is None or loop.is_closed():
             return False
         try:
-            future = asyncio.run_coroutine_threadsafe(_broadcast(broker, messages), loop)
+            loop.call_soon_threadsafe(outbox.put_nowait, messages)
         except RuntimeError:  # the loop closed meanwhile
             return False
-        future.result(timeout)
         return True
 
 
-async def _broadcast(broker: AmqttBroker, messages: list[tuple[str, bytes]]) -> None:
-    for topic, payload in messages:
-        await broker.internal_message_broadcast(topic, payload)
+async def _send_loop(
+    broker: AmqttBroker, outbox: asyncio.Queue[list[tuple[str, bytes]] | None]
+) -> None:
+    """Broadcast queued hub publishes one at a time (order kept) until the None sentinel."""
+    while (messages := await outbox.get()) is not None:
+        for topic, payload in messages:
+            try:
+                await broker.internal_message_broadcast(topic, payload)
+            except Exception:
+                log.exception("embedded broker: broadcasting to %s failed", topic)
 
 
 def _close(handler: Any) -> None:

@@ -5,9 +5,9 @@ acknowledgements). Telemetry goes to a writer thread that inserts batches (dupli
 the unique (device, message id) key) and acknowledges every PUBLISH of a batch only after its
 commit, so a hub crash leaves un-acked messages with the broker, which redelivers them.
 Twin and method traffic runs on a small thread pool, acknowledged after it is handled.
-Desired-property pushes are queued by the publishing (request) thread and sent, in commit order,
-by one pusher thread; with the embedded broker the hub's publishes skip the socket
-(``direct_publish``).
+Desired-property pushes never wait in the publishing (request) thread: with the embedded broker
+every hub publish goes to the broker's in-process queue (``direct_publish``, no socket); with
+another broker desired pushes are queued for one pusher thread, which publishes them in order.
 """
 
 from __future__ import annotations
@@ -478,6 +478,8 @@ class MqttService:
         """
         body = json.dumps({**event.patch, "$version": event.version}).encode()
         topic = p.twin_desired_topic(event.device_id, event.version, event.module_id)
+        if self._direct is not None and self._direct([(topic, body)]):
+            return  # the embedded broker's own queue keeps the order
         self._pushes.put((topic, body))
 
     def _pusher(self) -> None:
