@@ -77,14 +77,16 @@ def augment(
     crop: float = 0.45,
     brightness: float = 0.3,
     contrast: float = 0.2,
+    min_width: float = 0.5,
 ) -> npt.NDArray[np.uint8]:
-    """A random crop (``1 - crop`` to 100 % of each side, aspect within 0.8-1.25), a horizontal
-    flip half of the time, a brightness (+-``brightness``) and contrast (+-``contrast``) change."""
+    """A random crop (``1 - crop`` to 100 % of the height; the width follows with an aspect change
+    of 0.8-1.25, kept within ``min_width`` to 100 %), a horizontal flip half of the time, a
+    brightness (+-``brightness``) and contrast (+-``contrast``) change."""
     import numpy as np
 
     h, w = image.shape[:2]
     fh = rng.uniform(1.0 - crop, 1.0)
-    fw = float(np.clip(fh * rng.uniform(0.8, 1.25), 1.0 - crop, 1.0))
+    fw = float(np.clip(fh * rng.uniform(0.8, 1.25), min_width, 1.0))
     ch, cw = max(32, int(h * fh)), max(32, int(w * fw))
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     out = image[top : top + ch, left : left + cw].astype(np.float32)
@@ -98,7 +100,7 @@ def augment(
 
 
 def _moderate(image: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDArray[np.uint8]:
-    return augment(image, rng, crop=0.3, brightness=0.15, contrast=0.1)
+    return augment(image, rng, crop=0.3, brightness=0.15, contrast=0.1, min_width=0.7)
 
 
 def augmented_set(

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.accelerators.bfp import (
     FORMATS,
+    get_format,
     quantize,
     quantize_conv_input,
     quantize_conv_weight,
@@ -65,10 +66,10 @@ def test_conv_activation_quantizer_is_bit_exact(fmt: str, channels: int) -> None
 
 
 @pytest.mark.parametrize("fmt", FMTS)
-@pytest.mark.parametrize("width", [7, 16, 40])
+@pytest.mark.parametrize("width", [7, 16, 40, 56])
 def test_depthwise_activation_is_blocked_within_each_channel(fmt: str, width: int) -> None:
-    # A depthwise 1x1 conv with unit weights returns its quantized input: blocks run along the
-    # width of one channel, so a channel of tiny values keeps its bits next to a huge one.
+    # A depthwise 1x1 conv with unit weights returns its quantized input: each channel's plane is
+    # one block, so a quiet channel keeps its bits next to a loud one.
     channels = 24
     ones = np.ones((channels, 1, 1, 1), np.float32)
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, 5, width])
@@ -76,14 +77,19 @@ def test_depthwise_activation_is_blocked_within_each_channel(fmt: str, width: in
     q, report = rewrite(_model([node], [x_info], {"w": ones}), fmt)
     assert report.quantized_nodes == 1 and not report.skipped
     x = _activations(np.random.default_rng(width), (2, channels, 5, width))
-    x[:, 0] *= np.float32(1e4)  # one loud channel must not flush its neighbours
+    x[:, 0] *= np.float32(1e6)  # one loud channel must not flush its neighbours
     y = _run(q, x=x)
     np.testing.assert_array_equal(y, quantize_conv_input(x, fmt, depthwise=True))
-    np.testing.assert_array_equal(y, quantize(x, fmt, axis=3))
+    per_plane = get_format(fmt, block_size=5 * width)  # one shared exponent per channel plane
+    planes = quantize(x.reshape(2, channels, -1), per_plane, axis=-1).reshape(x.shape)
+    np.testing.assert_array_equal(y, planes)
     alone = _run(q, x=np.concatenate([np.zeros_like(x[:, :1]), x[:, 1:]], axis=1))
     np.testing.assert_array_equal(y[:, 1:], alone[:, 1:])
-    across = quantize(x, fmt, axis=1)  # the wrong, cross-channel blocking flushes them
-    assert np.abs(across[:, 1:] - x[:, 1:]).sum() > 1.5 * np.abs(y[:, 1:] - x[:, 1:]).sum()
+    even = np.random.default_rng(0).uniform(0.5, 1.0, x.shape).astype(np.float32)
+    even[:, 0] *= np.float32(1e6)
+    assert np.count_nonzero(_run(q, x=even)) == even.size
+    across = quantize(even, fmt, axis=1)  # the wrong, cross-channel blocking flushes them
+    assert not np.any(across[:, 1:8])
 
 
 @pytest.mark.parametrize("fmt", FMTS)

@@ -3,8 +3,8 @@
 Weights are quantized offline (``edge_agent.accelerators.bfp``) and stored back as float32
 initializers. Activations are quantized at run time by standard ONNX operators inserted before each
 Conv/MatMul/Gemm input, with the semantics of ``bfp.quantize`` (blocks along the reduction axis:
-channels for Conv, the width of each channel for a depthwise Conv — whose reduction is one
-channel's kh x kw window —, the last axis for MatMul/Gemm inputs):
+channels for Conv; for a depthwise Conv, whose reduction is one channel's kh x kw window, one
+block per channel plane; the last axis for MatMul/Gemm inputs):
 
 ``[Pad] -> Reshape [.., C/B, B, ..] -> Abs -> ReduceMax`` gives each block's max magnitude;
 ``Cast(to=FLOAT8E8M0, round_mode="down") -> Cast(FLOAT)`` is exactly ``2**floor(log2(amax))``;
@@ -31,7 +31,6 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference, version_con
 
 from edge_agent.accelerators.bfp import (
     BfpFormat,
-    conv_input_axis,
     get_format,
     quantize_conv_weight,
     quantize_matmul_weight,
@@ -191,11 +190,17 @@ class _Builder:
         return out
 
     def quantize_activation(
-        self, name: str, axis: int, rank: int | None = None, channels: int | None = None
+        self,
+        name: str,
+        axis: int,
+        rank: int | None = None,
+        channels: int | None = None,
+        block: int | None = None,
     ) -> str:
         """Insert the run-time BFP quantize-dequantize of tensor ``name`` along ``axis``.
 
-        ``rank``/``channels`` (known from the consumer's weight) stand in for inferred dims."""
+        ``rank``/``channels`` (known from the consumer's weight) stand in for inferred dims;
+        ``block`` overrides the format's block size."""
         shape = list(self.shapes.get(name) or [None] * (rank or 0))
         if not shape:
             raise RewriteError(f"tensor {name!r} has no inferred shape; cannot block it")
@@ -210,7 +215,7 @@ class _Builder:
         if channels is None:
             raise RewriteError(f"tensor {name!r} has a dynamic reduction dim (axis {axis})")
         fmt = self.fmt
-        block = fmt.block_size
+        block = block or fmt.block_size
         nblocks = -(-channels // block)
         tail = shape[axis + 1 :]
         static_tail = all(d is not None for d in tail)
@@ -250,11 +255,14 @@ class _Builder:
             "QuantizeLinear",
             [scaled, self.const(np.array(1.0, np.float32)), self.const(np.array(0, np.int8))],
         )
-        codes = self.node(
-            "Clip",
-            [codes, self.const(np.array(-qmax, np.int8)), self.const(np.array(qmax, np.int8))],
-        )
-        out = self.node("DequantizeLinear", [codes, step], axis=red_axis, block_size=block)
+        if qmax < 127 or name not in self.nonnegative:  # else QuantizeLinear already saturated
+            codes = self.node(
+                "Clip",
+                [codes, self.const(np.array(-qmax, np.int8)), self.const(np.array(qmax, np.int8))],
+            )
+        # codes x step, exact (|codes| <= 127, the step a power of two); Cast + broadcast Mul
+        # measured faster on onnxruntime than a blocked DequantizeLinear.
+        out = self.node("Mul", [self.node("Cast", [codes], to=TensorProto.FLOAT), step])
         if nblocks > 1:
             out = self.node("Reshape", [out, self.node("Shape", [source])])
             if pad:
@@ -267,6 +275,26 @@ class _Builder:
                         self.const(np.array([axis], np.int64)),
                     ],
                 )
+        self.cache[key] = out
+        return out
+
+    def quantize_plane(self, name: str) -> str:
+        """Quantize a depthwise Conv's input ``[N, C, H, W]`` with one block per channel plane, as
+        ``bfp.quantize_conv_input(depthwise=True)``: a depthwise conv reduces over one channel's
+        window, so no block may span two channels."""
+        key = (name, -100)
+        if key in self.cache:
+            return self.cache[key]
+        shape = self.shapes.get(name)
+        if not shape or len(shape) < 3 or any(d is None for d in shape[1:]):
+            raise RewriteError(f"tensor {name!r} needs static channel and spatial dims")
+        plane = int(np.prod([int(d or 0) for d in shape[2:]]))
+        flat = self.node("Reshape", [name, self.const(np.array([0, 0, plane], np.int64))])
+        self.shapes[flat] = [shape[0], shape[1], plane]
+        if name in self.nonnegative:
+            self.nonnegative.add(flat)
+        quantized = self.quantize_activation(flat, 2, block=plane)
+        out = self.node("Reshape", [quantized, self.node("Shape", [name])])
         self.cache[key] = out
         return out
 
@@ -322,13 +350,12 @@ def rewrite(
         inputs = list(node.input)
         a_name, w_name = inputs[0], inputs[1]
         rank_w = len(b.shapes.get(w_name) or [])
+        depthwise = False
         if node.op_type == "Conv":
-            # A depthwise conv reduces over one channel's kh x kw window: its input is blocked
-            # along the width of each channel, never across channels (see bfp.conv_input_axis).
             w_dims = b.shapes.get(w_name) or []
             per_group = w_dims[1] if len(w_dims) > 1 else None
             depthwise = int(attrs.get("group", 1)) > 1 and per_group == 1
-            a_axis, w_kind, w_axis = conv_input_axis(rank_w, depthwise), "conv", 1
+            a_axis, w_kind, w_axis = 1, "conv", 1
         elif node.op_type == "Gemm":
             a_axis = 0 if attrs.get("transA", 0) else 1
             w_kind, w_axis = "matmul", 1 if attrs.get("transB", 0) else 0
@@ -339,10 +366,13 @@ def rewrite(
                 before = len(b.cache)
                 hint = None
                 w_shape = b.shapes.get(w_name)
-                if a_axis == 1 and node.op_type == "Conv" and w_shape and w_shape[1] is not None:
+                if node.op_type == "Conv" and w_shape and w_shape[1] is not None:
                     hint = int(w_shape[1]) * int(attrs.get("group", 1))
                 conv_rank = rank_w if node.op_type == "Conv" else None
-                inputs[0] = b.quantize_activation(a_name, a_axis, conv_rank, hint)
+                if depthwise:
+                    inputs[0] = b.quantize_plane(a_name)
+                else:
+                    inputs[0] = b.quantize_activation(a_name, a_axis, conv_rank, hint)
                 report.quantized_activations += len(b.cache) - before
             if weights:
                 qw_name = weight(w_name, w_kind, w_axis)
