@@ -9,8 +9,9 @@ block per channel plane; the last axis for MatMul/Gemm inputs):
 ``[Pad] -> Reshape [.., C/B, B, ..] -> Abs -> ReduceMax`` gives each block's max magnitude;
 ``Cast(to=FLOAT8E8M0, round_mode="down") -> Cast(FLOAT)`` is exactly ``2**floor(log2(amax))``;
 ``Mul 2**-(M-1) -> Clip`` gives the step ``s`` within the format's exponent range;
-``Div s -> QuantizeLinear(scale 1, int8) -> Clip(+-(2**M-1), int8) -> DequantizeLinear(s,
-block_size=B)`` rounds half to even, saturates and rescales (all exact: ``s`` is a power of two).
+``Div s -> QuantizeLinear(scale 1, int8) -> Clip(+-(2**M-1), int8) -> Cast(FLOAT) -> Mul s``
+rounds half to even, saturates and rescales (all exact: ``s`` is a power of two; the int8 Clip is
+left out for bfp8 on non-negative inputs, where QuantizeLinear's saturation already does it).
 Channel counts that are not a multiple of ``B`` are zero-padded for the block view and sliced back.
 Accumulation and bias stay float32 (as in Brainwave's float accumulators). Models below opset 24
 are converted with ``onnx.version_converter`` first.
@@ -250,7 +251,7 @@ class _Builder:
         qmax = fmt.qmax
         scaled = self.node("Div", [blocks, step])  # exact: step is a power of two
         # QuantizeLinear with unit scale = round half to even + saturate to int8 in one pass;
-        # Clip (int8) narrows to +-(2**M - 1); blocked DequantizeLinear multiplies by the step.
+        # Clip (int8) narrows to +-(2**M - 1); Cast + Mul multiplies by the step.
         codes = self.node(
             "QuantizeLinear",
             [scaled, self.const(np.array(1.0, np.float32)), self.const(np.array(0, np.int8))],
