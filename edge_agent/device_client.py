@@ -667,6 +667,33 @@ class DeviceClient(_Api):
         if response is not None:
             self._send_method_response(response)
 
+    def _fetch_twin_while_connected(self, api: _Api, module_id: str | None) -> JsonDict | None:
+        """Get a twin, retrying with backoff while this connection lasts.
+
+        A request sent right after CONNACK can be lost while the broker is still setting up the
+        session's subscriptions; giving up would leave the device on a stale desired state until
+        the next desired change, so the fetch is retried instead. A connection on which the hub
+        never answers (a broker that took the session over badly) is dropped after a few tries:
+        the reconnect resyncs again.
+        """
+        delay = 0.5
+        conn = self._conn
+        for _ in range(3):
+            if self._stop.is_set() or not self._connected.is_set() or self._conn != conn:
+                return None
+            try:
+                return api.get_twin(timeout=5)
+            except (ClientError, TimeoutError) as exc:
+                log.info(
+                    "twin resync of %s/%s failed, retrying: %s", self.device_id, module_id, exc
+                )
+                self._stop.wait(delay)
+                delay *= 2
+        if not self._stop.is_set() and self._conn == conn:
+            log.warning("no twin answer on this connection of %s: reconnecting", self.device_id)
+            self._mqtt.disconnect()
+        return None
+
     def _resync_twins(self) -> None:
         """After (re)connect: fetch full twins of channels that listen for desired changes."""
         with self._lock:
@@ -677,11 +704,9 @@ class DeviceClient(_Api):
             ]
         for module_id, handlers in targets:
             api: _Api = self if module_id is None else self.module(module_id)
-            try:
-                twin = api.get_twin(timeout=15)
-            except (ClientError, TimeoutError) as exc:
-                log.info("twin resync of %s/%s failed: %s", self.device_id, module_id, exc)
-                continue
+            twin = self._fetch_twin_while_connected(api, module_id)
+            if twin is None:
+                continue  # disconnected or stopping: the next connect resyncs again
             desired = twin.get("desired", {})
             version = int(desired.get("$version", 0))
             if version <= handlers.last_desired_version:
