@@ -238,7 +238,12 @@ class DeviceClient(_Api):
                 self._ssl.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         self._conn = ""
         self._mqtt = self._new_mqtt()
-        self._resubmit = threading.Event()
+        # The outbox thread publishes only on the connection it has adopted: (number, client) of
+        # the newest successful connect. A new number means "resend the outbox from its start";
+        # publishing on a client it has not adopted could overtake the older messages that the
+        # resend is about to repeat (the hub keeps the first copy of a message id).
+        self._connection: tuple[int, mqtt.Client | None] = (0, None)
+        self._adopted = 0
 
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -246,8 +251,8 @@ class DeviceClient(_Api):
         self._handlers: dict[str | None, _Handlers] = {None: _Handlers()}
         self._modules: dict[str, ModuleChannel] = {}
         self._pending: dict[str, _Pending] = {}
-        # Publishes handed to paho and not yet acknowledged: (outbox seq, paho info). paho keeps
-        # them across reconnects and resends them itself; a new process resends the outbox.
+        # Publishes handed to paho on the adopted connection and not yet acknowledged:
+        # (outbox seq, paho info). After a reconnect (or in a new process) the outbox is resent.
         self._inflight: list[tuple[int, mqtt.MQTTMessageInfo]] = []
         self._last_submitted = 0
         self._last_error: str | None = None
@@ -481,7 +486,7 @@ class DeviceClient(_Api):
                 qos=1,
                 retain=True,
             )
-        self._resubmit.set()  # publish the whole outbox again on this connection
+        self._connection = (self._connection[0] + 1, client)  # one assignment: read atomically
         self._connected.set()
         self._ordered_pool.submit(self._resync_twins)
 
@@ -535,12 +540,16 @@ class DeviceClient(_Api):
 
     def _outbox_step(self) -> None:
         self._flush_acked()
-        if self._resubmit.is_set():
-            self._resubmit.clear()
-            self._inflight = []
-            self._last_submitted = 0
         if not self._connected.wait(0.2):
             return
+        number, client = self._connection
+        if number != self._adopted or client is None:
+            # A new connection: whatever was in flight on the old one is sent again, in order.
+            self._adopted = number
+            self._inflight = []
+            self._last_submitted = 0
+            if client is None:
+                return
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             time.sleep(0.002)
@@ -550,9 +559,9 @@ class DeviceClient(_Api):
             self.outbox.wait_for_new(self._last_submitted, 0.02 if self._inflight else 0.2)
             return
         for seq, topic, payload in batch:
-            if not self._connected.is_set():
+            if not self._connected.is_set() or self._connection[0] != number:
                 break
-            info = self._mqtt.publish(topic, payload, qos=1)
+            info = client.publish(topic, payload, qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 break
             self._inflight.append((seq, info))
