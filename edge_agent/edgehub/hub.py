@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.edgehub import topics as t
+from edge_agent.edgehub import twin_notify
 from edge_agent.edgehub.broker import LocalBroker
 from edge_agent.edgehub.routes import RouteMessage, RouteTable, module_source
 from edge_agent.edgehub.store import Item, MessageStore
@@ -59,6 +60,7 @@ class _Counters:
     to_modules: int = 0
     unrouted: int = 0
     oversized: int = 0
+    twin_changes: int = 0
 
 
 class EdgeHub:
@@ -185,6 +187,7 @@ class EdgeHub:
             moduleDeliveries=self.counters.to_modules,
             unroutedMessages=self.counters.unrouted,
             oversizedMessages=self.counters.oversized,
+            twinChangeNotifications=self.counters.twin_changes,
             upstreamConnected=bool(self.upstream is not None and self.upstream.connected),
         )
         return out
@@ -269,6 +272,12 @@ class EdgeHub:
             msg.custom_properties,
             {k: v for k, v in system.items() if v is not None},
         )
+        return self._route(module_id, route_msg, bag, payload)
+
+    def _route(
+        self, module_id: str, route_msg: RouteMessage, bag: dict[str, str], payload: bytes
+    ) -> asyncio.Future[None] | None:
+        """Deliver to every matching endpoint; the future resolves once stored for upstream."""
         results = self.table.evaluate(route_msg)
         if not results:
             self.counters.unrouted += 1
@@ -413,6 +422,8 @@ class EdgeHub:
                     patch, timeout=self.config.twin_timeout_secs
                 )
                 status = 204
+                if isinstance(patch, dict):
+                    self._notify_twin_change(module_id, patch, version)
         except ValueError:
             status, body = 400, b'{"message": "reported patch is not JSON"}'
         except Exception as exc:  # noqa: BLE001 - ClientError/TimeoutError from upstream
@@ -420,6 +431,31 @@ class EdgeHub:
             body = json.dumps({"message": str(exc)}).encode()
         topic = p.twin_response_topic(self.device_id, status, rid, version, module_id)
         self._send_local(topic, body)
+
+    def _notify_twin_change(self, module_id: str, patch: dict[str, Any], version: int) -> None:
+        """Route the /twinChangeNotifications message of an accepted reported patch.
+
+        Runs in a pool thread; returns once the notification is delivered or, for $upstream,
+        committed to the store, so the module's 204 follows a durable notification.
+        """
+        change = twin_notify.reported_change(self.device_id, module_id, patch, version)
+        if len(change.body) > p.MAX_MESSAGE_BYTES:
+            log.warning("dropped a %d-byte twin change notification", len(change.body))
+            self.counters.oversized += 1
+            return
+
+        async def route() -> None:
+            self.counters.twin_changes += 1
+            future = self._route(module_id, change.route_message, change.bag, change.body)
+            if future is not None:
+                await future
+
+        try:
+            asyncio.run_coroutine_threadsafe(route(), self._loop).result(
+                self.config.twin_timeout_secs
+            )
+        except Exception:  # noqa: BLE001 - the twin is updated; only the notification is lost
+            log.exception("routing the twin change notification of %s failed", module_id)
 
     def _resolve(self, rid: str | None, result: tuple[int, bytes]) -> None:
         with self._lock:
