@@ -10,6 +10,7 @@ from edge_agent.channel import LocalChannel, TwinChannel
 from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
 from edge_agent.daemon import Agent
 from edge_agent.reconciler import Policy, Reconciler
+from edge_agent.restart_state import RestartStateStore
 from edge_agent.runtime.base import Runtime
 from edge_agent.runtime.process import ProcessRuntime
 from edge_agent.store import DeploymentStore
@@ -101,7 +102,7 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
     return Agent(
         device_id=device_id,
         channel=channel,
-        reconciler=Reconciler(runtimes, policy),
+        reconciler=Reconciler(runtimes, policy, state=RestartStateStore(cfg.data_dir)),
         store=DeploymentStore(cfg.data_dir),
         runtime_type=runtime_type,
         hostname=cfg.hostname,

@@ -8,6 +8,13 @@ policy with IoT Edge's backoff ``min(base * 2**n, max)`` seconds, ``failed`` aft
 restarts and a counter reset after ``healthy_reset_secs`` of healthy running. Modules run in
 ``startupOrder`` groups: lower first, equal orders in parallel. A module whose pull or create
 fails is reported and retried with the same backoff; the others go on.
+
+With a ``RestartStateStore`` the per-module restart state (counter, times, exit code, status,
+backoff end, the spec hash it belongs to) is saved on every change and loaded at start, so an
+agent restart neither revives a ``failed`` module nor restarts a crash loop's counter. A module
+that had exited before the agent restarted and that its runtime no longer shows (process
+modules die with the agent) is created but not started: its restart policy goes on from the
+saved exit.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edge_agent.restart_state import RestartStateStore, from_utc_text, to_utc_text
 from edge_agent.runtime.base import ModuleSpec, ModuleState, Runtime, RuntimeError_
 from edgefleet.manifest import EdgeAgentDesired, Module
 
@@ -57,6 +65,74 @@ class Record:
     finished_at: datetime | None = None
     image_hash: str = ""
     deployed: ModuleSpec | None = None  # the spec the module runs with (reported version/image)
+    spec_hash: str = ""  # the spec this bookkeeping belongs to
+    running: bool = False  # at the last observation
+    backoff_until: datetime | None = None  # end of the current backoff, for the saved state
+    resumed: bool = False  # exited before the agent restarted, not started since
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "specHash": self.spec_hash,
+            "restartCount": self.restart_count,
+            "lastRestartTimeUtc": to_utc_text(self.last_restart),
+            "lastStartTimeUtc": to_utc_text(self.started_at),
+            "lastExitTimeUtc": to_utc_text(self.finished_at),
+            "exitCode": self.exit_code,
+            "running": self.running,
+            "status": self.status,
+            "description": self.description,
+            "failures": self.failures,
+            "backoffUntilUtc": to_utc_text(self.backoff_until),
+            "imageHash": self.image_hash,
+        }
+
+    @classmethod
+    def from_state(cls, entry: dict[str, Any], policy: Policy) -> Record:
+        """A record from saved state; raises ValueError for an entry of the wrong shape."""
+
+        def num(key: str) -> int:
+            value = entry.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{key}: {value!r}")
+            return value
+
+        def text(key: str) -> str:
+            value = entry.get(key, "")
+            if not isinstance(value, str):
+                raise ValueError(f"{key}: {value!r}")
+            return value
+
+        now_wall, now = datetime.now(UTC), time.monotonic()
+
+        def when(key: str) -> datetime | None:
+            # a clock that went back (no RTC after a reboot) must not hold a module for years
+            t = from_utc_text(entry.get(key))
+            return min(t, now_wall) if t is not None else None
+
+        code = entry.get("exitCode")
+        if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+            raise ValueError(f"exitCode: {code!r}")
+        rec = cls(
+            restart_count=num("restartCount"),
+            last_restart=when("lastRestartTimeUtc"),
+            status=text("status") or "unknown",
+            description=text("description"),
+            failures=num("failures"),
+            exit_code=code,
+            started_at=when("lastStartTimeUtc"),
+            finished_at=when("lastExitTimeUtc"),
+            image_hash=text("imageHash"),
+            spec_hash=text("specHash"),
+            running=entry.get("running") is True,
+        )
+        until = from_utc_text(entry.get("backoffUntilUtc"))
+        if until is not None:
+            left = min(max((until - now_wall).total_seconds(), 0.0), policy.backoff_max)
+            rec.backoff_until = now_wall + timedelta(seconds=left)
+            if rec.failures:  # a failed pull/create waits out its backoff
+                rec.retry_at = now + left
+        rec.resumed = not rec.running and rec.finished_at is not None and code is not None
+        return rec
 
 
 @dataclass
@@ -96,6 +172,7 @@ class Reconciler:
         policy: Policy | None = None,
         env_provider: EnvProvider | None = None,
         on_change: Callable[[], None] | None = None,
+        state: RestartStateStore | None = None,
     ) -> None:
         self.runtimes = runtimes
         self.policy = policy or Policy()
@@ -109,6 +186,28 @@ class Reconciler:
         self._last_report: dict[str, Any] | None = None
         self._last_gc = time.monotonic()
         self.passes = 0
+        self.state = state
+        if state is not None:
+            self._load_state(state)
+
+    # ------------------------------------------------------------------ saved restart state
+    def _load_state(self, state: RestartStateStore) -> None:
+        for name, entry in state.load().items():
+            try:
+                self.records[name] = Record.from_state(entry, self.policy)
+            except ValueError as exc:
+                log.warning("restart state of %s ignored: %s", name, exc)
+        if self.records:
+            log.info(
+                "restart state loaded: %s",
+                ", ".join(f"{n} {r.status} x{r.restart_count}" for n, r in self.records.items()),
+            )
+
+    def _persist(self) -> None:
+        """Save the restart state (the store writes only when it changed)."""
+        if self.state is None:
+            return
+        self.state.save({n: r.to_state() for n, r in list(self.records.items())})
 
     # ------------------------------------------------------------------ desired state
     def set_desired(self, desired: EdgeAgentDesired) -> None:
@@ -183,6 +282,7 @@ class Reconciler:
                 self._last_gc = time.monotonic()
                 self._gc(specs)
             self.passes += 1
+            self._persist()
         self._notify()
         return plan
 
@@ -245,6 +345,10 @@ class Reconciler:
             rt.remove(name)
             self.records[name] = rec = Record()
             st = None
+        elif rec.spec_hash and rec.spec_hash != spec.spec_hash:
+            # saved state of an older version of the module: a new deployment starts afresh
+            self.records[name] = rec = Record()
+        rec.spec_hash = spec.spec_hash
         if st is None:
             if now < rec.retry_at:
                 rec.status = "backoff"
@@ -253,12 +357,14 @@ class Reconciler:
             try:
                 rt.prepare(spec, creds)
                 rt.create(spec)
-                if mod.status == "running":
+                if mod.status == "running" and not rec.resumed:
                     plan.add("start", name)
                     rt.start(name)
             except (RuntimeError_, OSError) as exc:
                 rec.failures += 1
-                rec.retry_at = now + self.policy.backoff(rec.failures - 1)
+                delay = self.policy.backoff(rec.failures - 1)
+                rec.retry_at = now + delay
+                rec.backoff_until = datetime.now(UTC) + timedelta(seconds=delay)
                 rec.status, rec.description = "failed", str(exc)
                 log.warning("module %s: %s", name, exc)
                 try:
@@ -267,10 +373,14 @@ class Reconciler:
                     pass
                 return
             rec.failures = 0
+            rec.backoff_until = None
             rec.description = ""
             rec.deployed = spec
-            self._observe(rec, rt.status(name))
-            return
+            st = rt.status(name)
+            if st is None or not rec.resumed:
+                self._observe(rec, st)
+                return
+            # it had exited before the agent restarted: its restart policy goes on below
         rec.deployed = spec
         self._observe(rec, st)
         if mod.status == "stopped":
@@ -296,12 +406,13 @@ class Reconciler:
                 rec.restart_count = 0
             return
         rec.healthy_since = None
-        if st.started_at is None:  # created, never started (crash between create and start)
+        if st.started_at is None and not rec.resumed:
+            # created, never started (crash between create and start)
             plan.add("start", name)
             rt.start(name)
             self._observe(rec, rt.status(name))
             return
-        code = st.exit_code or 0
+        code = rec.exit_code or 0  # the saved exit of a resumed module, else the observed one
         wanted = policy == "always" or (policy in ("on-failure", "on-unhealthy") and code != 0)
         if not wanted:
             rec.status = "stopped" if code == 0 else "failed"
@@ -323,21 +434,28 @@ class Reconciler:
         if since is not None and (now_wall - since).total_seconds() < delay:
             rec.status = "backoff"
             rec.description = f"{reason}; restart in {delay:g}s"
+            rec.backoff_until = since + timedelta(seconds=delay)
             return
         plan.add("restart", name)
         rt.stop(name, self.policy.stop_timeout)
         rt.start(name)
         rec.restart_count += 1
         rec.last_restart = datetime.now(UTC)
+        rec.backoff_until = None
         self._observe(rec, rt.status(name))
+        self._persist()  # at once: a crash right after a restart must not lose the count
 
     def _observe(self, rec: Record, st: ModuleState | None) -> None:
         if st is None:
             return
-        rec.exit_code = st.exit_code
-        rec.started_at = st.started_at or rec.started_at
-        rec.finished_at = st.finished_at
         rec.image_hash = st.image_hash
+        if st.started_at is None:  # created, never ran here: keep what we knew of earlier runs
+            return
+        rec.resumed = False
+        rec.running = st.running
+        rec.exit_code = st.exit_code
+        rec.started_at = st.started_at
+        rec.finished_at = st.finished_at
         if st.running:
             rec.status = "unhealthy" if st.health == "unhealthy" else "running"
 
@@ -355,7 +473,9 @@ class Reconciler:
             rec = self.records.setdefault(name, Record())
             rec.restart_count = 0  # an operator's restart revives a module that gave up
             rec.last_restart = datetime.now(UTC)
+            rec.backoff_until = None
             self._observe(rec, rt.status(name))
+            self._persist()
         self._notify()
 
     def runtime_for(self, name: str) -> Runtime | None:
