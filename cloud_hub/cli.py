@@ -46,7 +46,7 @@ def serve(
     mqtt_port: int = typer.Option(
         0, "--mqtt-port", help="MQTT TLS port (0: a free port, kept across restarts)."
     ),
-    cert_port: int = typer.Option(0, "--cert-port", help="mosquitto X.509 port (0: free)."),
+    cert_port: int = typer.Option(0, "--cert-port", help="X.509 client-cert port (0: free)."),
     access_log: bool = typer.Option(
         False, "--access-log", help="Log every request (off by default: it costs throughput)."
     ),

@@ -38,9 +38,10 @@ def mqtt_credentials(
     token: str | None = TOKEN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """MQTT host, port, TLS CA, client id, user name and password of a device (primary key)."""
+    """MQTT host, port, TLS CA, client id, user name and password of a device (primary key), and
+    the port of the X.509 listener."""
     creds = _call(hub, token, "GET", f"/devices/{device_id}/mqttCredentials")
-    keys = ("host", "port", "tls", "ca_file", "client_id", "username", "password")
+    keys = ("host", "port", "tls", "ca_file", "client_id", "username", "password", "cert_port")
     out = {k: creds.get(k) for k in keys}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -67,6 +68,7 @@ def device_cert(
             typer.echo(f"revoked serial {result['revokedSerialNumber']} of {device_id}")
         return
     issued = _call(hub, token, "POST", f"/devices/{device_id}/certificate")
+    creds = _call(hub, token, "GET", f"/devices/{device_id}/mqttCredentials")
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_id)
     cert_file, key_file, ca_file = (
@@ -85,6 +87,8 @@ def device_cert(
         "caFile": str(ca_file),
         "thumbprint": issued["thumbprint"],
         "serialNumber": issued["serialNumber"],
+        # DeviceClient.create_from_x509_certificate(certFile, keyFile, hostname, deviceId, ...)
+        "hostname": f"{creds['host']}:{creds['cert_port']}" if creds.get("cert_port") else None,
     }
     if as_json:
         typer.echo(json.dumps(result, indent=2))

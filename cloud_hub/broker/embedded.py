@@ -1,10 +1,20 @@
 """``--broker embedded``: amqtt inside the hub process (the zero-install default).
 
-TLS with the hub CA's server certificate; devices authenticate with the same user names and
-passwords as on mosquitto (``{id}`` / ``{id}/secondary``, :func:`edgefleet.protocol.mqtt_password`),
-checked against the registry at connect; the topic plugin confines each device to
-``devices/{id}/...``. The embedded broker keeps sessions in memory only, so it dies with the hub:
-use mosquitto where a hub crash must not lose in-flight messages. No X.509 client certificates.
+Two TLS listeners with the hub CA's server certificate, as on mosquitto:
+
+- ``port``: the same user names and passwords as on mosquitto (``{id}`` / ``{id}/secondary``,
+  :func:`edgefleet.protocol.mqtt_password`), checked against the registry at connect;
+- ``cert_port``: requires a client certificate signed by the hub CA (the TLS handshake checks the
+  chain); the certificate's CN is the device id. At connect its serial is checked against the
+  hub's CRL and the device against the registry (disabled and deleted devices are refused).
+
+Whatever the client sends, the client id of a device connection is forced to its user name (the
+CN on the certificate listener), like mosquitto's ``use_username_as_clientid``; a refused
+connection gets a throw-away client id, so it cannot take over anybody's session. amqtt looks up
+the session by client id before any auth plugin runs, so this happens in a
+:class:`BrokerProtocolHandler` subclass right after the CONNECT packet is read. The topic plugin
+confines each device to ``devices/{id}/...``. The embedded broker keeps sessions in memory only,
+so it dies with the hub: use mosquitto where a hub crash must not lose in-flight messages.
 """
 
 from __future__ import annotations
@@ -12,14 +22,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import amqtt.broker
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BaseContext
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud_hub.broker.base import Endpoint, persisted_ports, service_secret
 from cloud_hub.ca import HubCA
@@ -47,12 +64,12 @@ class EdgefleetAuthPlugin(BaseAuthPlugin):
         super().__init__(context)
 
     async def authenticate(self, *, session: Session) -> bool | None:
+        """The credentials were checked when the CONNECT was read (:func:`_admit`); an admitted
+        session carries the broker's private admission token as its password."""
         broker = _ACTIVE
         if broker is None or not session.username:
             return False
-        return await asyncio.to_thread(
-            broker.check_password, session.username, _password(session.password)
-        )
+        return hmac.compare_digest(_password(session.password), broker.admission_token)
 
 
 class EdgefleetTopicPlugin(BaseTopicPlugin):
@@ -81,24 +98,98 @@ def allowed(username: str, topic: str, action: Any) -> bool:
     return topic.startswith(prefix)
 
 
+CERT_LISTENER = "certificate"
+
+
+class _ListenerWriter(StreamWriterAdapter):
+    """amqtt's stream writer, plus the name of the listener the connection came in on."""
+
+    def __init__(self, writer: asyncio.StreamWriter, listener_name: str) -> None:
+        super().__init__(writer)
+        self.edgefleet_listener = listener_name
+
+
+class _AdmittingHandler(BrokerProtocolHandler):
+    """Decides who a connection is as soon as its CONNECT is read, before amqtt looks up (and
+    possibly takes over) the session of the client id it claims."""
+
+    @classmethod
+    async def init_from_connect(
+        cls,
+        reader: Any,
+        writer: Any,
+        plugins_manager: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        handler, session = await super().init_from_connect(reader, writer, plugins_manager, loop)
+        listener = getattr(writer, "edgefleet_listener", None)
+        broker = _ACTIVE
+        if listener is not None and broker is not None:
+            await broker.admit(session, listener)
+        return handler, session
+
+
+# amqtt's broker builds its protocol handlers through this module-level name; the subclass only
+# acts on connections accepted by EdgefleetAmqttBroker (writers that carry a listener name).
+amqtt.broker.BrokerProtocolHandler = _AdmittingHandler
+
+
+class EdgefleetAmqttBroker(AmqttBroker):
+    """amqtt's broker with a client-certificate listener and listener-aware connections."""
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        from amqtt.adapters import StreamReaderAdapter
+
+        await self._client_connected(
+            listener_name, StreamReaderAdapter(reader), _ListenerWriter(writer, listener_name)
+        )
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """Retained messages only for the client's own subscriptions: on every (re)connect amqtt
+        replays the retained messages of every filter that any client subscribed to (the hub's
+        ``devices/+/presence`` would hand each device everybody's presence)."""
+        subscribers = self._subscriptions.get(subscription[0], [])
+        if any(s.client_id == session.client_id for s, _qos in subscribers):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        context = AmqttBroker._create_ssl_context(listener)
+        if listener.get("cafile"):  # only the certificate listener names a CA for clients
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
 class EmbeddedBroker:
     def __init__(self, data_dir: Path, host: str, options: dict[str, Any]) -> None:
         self.registry = options["registry"]
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
-        port = persisted_ports(
-            data_dir / "broker", self.host, {"port": int(options.get("mqtt_port") or 0)}
-        )["port"]
+        ports = persisted_ports(
+            data_dir / "broker",
+            self.host,
+            {
+                "port": int(options.get("mqtt_port") or 0),
+                "cert_port": int(options.get("cert_port") or 0),
+            },
+        )
         self._service_password = service_secret(data_dir)
+        self.admission_token = secrets.token_urlsafe(32)
         self.endpoint = Endpoint(
             kind="embedded",
             host=self.host,
-            port=port,
+            port=ports["port"],
             tls=True,
             ca_file=self.ca.ca_file,
             service_username=p.HUB_USERNAME,
             service_password=self._service_password,
+            cert_port=ports["cert_port"],
         )
+        self._cert_serials: dict[str, int] = {}
+        """Client id -> serial of the certificate its current connection presented."""
         self._broker: AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: asyncio.Queue[list[tuple[str, bytes]] | None] | None = None
@@ -119,26 +210,90 @@ class EmbeddedBroker:
             return False
         return hmac.compare_digest(password, p.mqtt_password(device_id, key))
 
+    def certificate_identity(self, der: bytes | None) -> tuple[str, int] | None:
+        """(device id, serial) of a client certificate the TLS handshake verified, or None when
+        it is no device certificate, is revoked or on hold in the CRL, or its device is disabled
+        or deleted."""
+        if not der:
+            return None
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            device_id = p.validate_id(str(names[0].value), "device id") if names else ""
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (ValueError, x509.ExtensionNotFound, p.ProtocolError):
+            return None
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usage or device_id.startswith(p.HUB_USERNAME):
+            return None
+        if cert.serial_number in self.revoked_serials():
+            return None
+        ident = self.registry.identity(device_id)
+        if ident is None or not ident.enabled:
+            return None
+        return device_id, cert.serial_number
+
+    def revoked_serials(self) -> set[int]:
+        """Serials in the hub CA's CRL (revoked, or held for a disabled/deleted device)."""
+        try:
+            crl = x509.load_pem_x509_crl(self.ca.crl_file.read_bytes())
+        except FileNotFoundError:
+            return set()
+        return {entry.serial_number for entry in crl}
+
+    async def admit(self, session: Session, listener: str) -> None:
+        """Check a new connection's credentials and fix its client id (see the module doc)."""
+        password, session.password = _password(session.password), None
+        username: str | None = None
+        serial: int | None = None
+        if listener == CERT_LISTENER:
+            der = session.ssl_object.getpeercert(True) if session.ssl_object else None
+            found = await asyncio.to_thread(self.certificate_identity, der)
+            if found is not None:
+                username, serial = found
+        elif session.username:
+            claimed = session.username
+            if await asyncio.to_thread(self.check_password, claimed, password):
+                username = claimed
+        if username is None:
+            log.info("refusing a connection on the %s listener", listener)
+            session.username = None
+            session.client_id = f"$refused/{secrets.token_hex(8)}"
+            session.clean_session = True
+            return
+        session.username = username
+        session.password = self.admission_token
+        if username not in (p.HUB_USERNAME, p.HUB_USERNAME + "/aux"):
+            session.client_id = username
+        if serial is None:
+            self._cert_serials.pop(session.client_id or "", None)
+        else:
+            self._cert_serials[username] = serial
+
     async def start(self) -> None:
         global _ACTIVE
         self.ca.ensure([self.host, "localhost", "127.0.0.1"])
         _ACTIVE = self
+        tls = {
+            "type": "tcp",
+            "ssl": True,
+            "certfile": str(self.ca.server_cert_file),
+            "keyfile": str(self.ca.server_key_file),
+        }
         config = {
             "listeners": {
-                "default": {
-                    "type": "tcp",
-                    "bind": f"{self.host}:{self.endpoint.port}",
-                    "ssl": True,
-                    "certfile": str(self.ca.server_cert_file),
-                    "keyfile": str(self.ca.server_key_file),
-                }
+                "default": {**tls, "bind": f"{self.host}:{self.endpoint.port}"},
+                CERT_LISTENER: {
+                    **tls,
+                    "bind": f"{self.host}:{self.endpoint.cert_port}",
+                    "cafile": str(self.ca.ca_file),
+                },
             },
             "plugins": {
                 f"{__name__}.EdgefleetAuthPlugin": {},
                 f"{__name__}.EdgefleetTopicPlugin": {},
             },
         }
-        self._broker = AmqttBroker(config)
+        self._broker = EdgefleetAmqttBroker(config)
         await self._broker.start()
         self._outbox = asyncio.Queue()
         self._sender = asyncio.create_task(_send_loop(self._broker, self._outbox))
@@ -161,18 +316,23 @@ class EmbeddedBroker:
             _ACTIVE = None
 
     def sync(self) -> None:
-        """Credentials are checked against the registry at every connect; drop disabled ones."""
+        """Credentials are checked against the registry and the CRL at every connect; drop the
+        connections of disabled or deleted devices and of revoked certificates."""
         broker = self._broker
         if broker is None:
             return
+        revoked = self.revoked_serials()
         for session, handler in list(broker._sessions.values()):
             username = session.username or ""
-            if username.startswith(p.HUB_USERNAME):
+            if not username or username.startswith(p.HUB_USERNAME):
                 continue
             device_id, _slot = p.device_of_username(username)
             ident = self.registry.identity(device_id)
             if ident is None or not ident.enabled:
                 log.info("closing the connection of disabled device %s", device_id)
+                broker._loop.call_soon_threadsafe(_close, handler)
+            elif self._cert_serials.get(session.client_id or "") in revoked:
+                log.info("closing the connection of %s: its certificate is revoked", device_id)
                 broker._loop.call_soon_threadsafe(_close, handler)
 
     def kick(self, device_id: str, client_id: str | None) -> None:

@@ -2,7 +2,7 @@
 
 Settings (``hub serve`` options, kept in ``HubSettings.model_extra``): ``broker`` (``embedded``,
 ``mosquitto`` or ``mqtt(s)://host:port``), ``mqtt_port`` (0 = a free port, kept across restarts),
-``cert_port`` (mosquitto's X.509 listener), ``mqtt_host``.
+``cert_port`` (the broker's X.509 listener), ``mqtt_host``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edge_agent.device_client import DeviceClient
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, wait_until
 
@@ -37,7 +38,9 @@ def test_mqtt_credentials_json(hub: RunningHub) -> None:
     result = run_cli(hub, "device", "mqtt-credentials", "cli-creds", "--json")
     assert result.returncode == 0, result.stderr
     creds = json.loads(result.stdout)
-    assert set(creds) == {"host", "port", "tls", "ca_file", "client_id", "username", "password"}
+    keys = {"host", "port", "tls", "ca_file", "client_id", "username", "password", "cert_port"}
+    assert set(creds) == keys
+    assert creds["cert_port"] and creds["cert_port"] != creds["port"]
     assert creds["client_id"] == creds["username"] == "cli-creds"
     assert creds["tls"] is True and Path(creds["ca_file"]).exists()
 
@@ -56,6 +59,20 @@ def test_device_cert_writes_files(hub: RunningHub, tmp_path: Path) -> None:
     out = json.loads(result.stdout)
     assert Path(out["certFile"]).read_text().startswith("-----BEGIN CERTIFICATE")
     assert "PRIVATE KEY" in Path(out["keyFile"]).read_text()
+    # what the command printed is enough to connect (to the embedded broker's X.509 listener)
+    client = DeviceClient.create_from_x509_certificate(
+        out["certFile"],
+        out["keyFile"],
+        out["hostname"],
+        "cli-x509",
+        ca_file=out["caFile"],
+        outbox_path=tmp_path / "outbox.db",
+    )
+    try:
+        client.connect(20)
+        assert client.patch_twin_reported_properties({"cli": True}) >= 2
+    finally:
+        client.shutdown()
     revoked = run_cli(hub, "device", "cert", "cli-x509", "--revoke", "--json")
     assert revoked.returncode == 0, revoked.stderr
     assert json.loads(revoked.stdout)["revokedSerialNumber"] == out["serialNumber"]
