@@ -13,6 +13,7 @@ from cloud_hub.logstore import LogUploads
 from cloud_hub.registry import Registry
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import Tokens
+from cloud_hub.twin_commit import TwinCommitter
 from cloud_hub.twins import Twins
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,18 @@ class Hub:
     enrollments: Enrollments
     log_uploads: LogUploads
     background: list[BackgroundService] = field(default_factory=list)
+    #: group commit of the REST API's twin writes (see cloud_hub.twin_commit)
+    twin_commit: TwinCommitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.twin_commit = TwinCommitter(self.twins)
 
     def add_background(self, service: BackgroundService) -> None:
         """Started in order when the app starts, stopped in reverse order when it stops."""
         self.background.append(service)
 
     def close(self) -> None:
+        self.twin_commit.close()
         self.db.dispose()
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table, Update, bindparam, select, update
 
 from cloud_hub import events
 from cloud_hub.db import Database
-from cloud_hub.errors import DeviceNotFound, InvalidInput, ModuleNotFound, PreconditionFailed
+from cloud_hub.errors import (
+    DeviceNotFound,
+    HubError,
+    InvalidInput,
+    ModuleNotFound,
+    PreconditionFailed,
+)
 from cloud_hub.events import EventBus
 from cloud_hub.identity import etag_matches, twin_etag
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, ModuleRow, TwinRow
@@ -26,6 +34,8 @@ from cloud_hub.twindoc import (
     utc_now,
     validate_patch,
 )
+
+log = logging.getLogger(__name__)
 
 
 def twin_json(
@@ -94,6 +104,31 @@ def _section(body: dict[str, Any], name: str) -> dict[str, Any] | None:
         return None
     validate_patch(value, path)
     return {k: v for k, v in value.items() if not k.startswith("$")} if name != "tags" else value
+
+
+@dataclass(frozen=True)
+class TwinWrite:
+    """One PATCH/PUT of a twin's tags and desired properties (sections already validated)."""
+
+    device_id: str
+    module_id: str | None
+    tags_patch: dict[str, Any] | None
+    desired_patch: dict[str, Any] | None
+    if_match: str | None = None
+    replace: bool = False
+
+
+def twin_write_sections(
+    body: Any, replace: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(tags, desired) of a PATCH (``replace`` False) or PUT body, validated (InvalidInput)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object", path="body")
+    tags = _section(body, "tags")
+    desired = _section(body, "desired")
+    if replace:
+        return tags or {}, desired or {}
+    return tags, desired
 
 
 class _Rec(dict[str, Any]):
@@ -230,11 +265,9 @@ class Twins:
         if_match: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch tags and desired properties (the service-side PATCH /twins/{id})."""
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object", path="body")
-        tags_patch = _section(body, "tags")
-        desired_patch = _section(body, "desired")
-        return self._update(device_id, module_id, tags_patch, desired_patch, if_match, False)
+        return self._update(
+            device_id, module_id, *twin_write_sections(body, False), if_match, False
+        )
 
     def replace_twin(
         self,
@@ -244,11 +277,7 @@ class Twins:
         if_match: str | None = None,
     ) -> dict[str, Any]:
         """Replace tags and desired properties (PUT /twins/{id}); reported is left alone."""
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object", path="body")
-        tags = _section(body, "tags") or {}
-        desired = _section(body, "desired") or {}
-        return self._update(device_id, module_id, tags, desired, if_match, True)
+        return self._update(device_id, module_id, *twin_write_sections(body, True), if_match, True)
 
     def patch_desired(
         self,
@@ -275,48 +304,104 @@ class Twins:
         if_match: str | None,
         replace: bool,
     ) -> dict[str, Any]:
+        with self.db.write_conn() as conn:
+            result, changed = self._apply(
+                conn, TwinWrite(device_id, module_id, tags_patch, desired_patch, if_match, replace)
+            )
+        for event in changed:
+            self.bus.publish(event)
+        return result
+
+    def write_batch(self, writes: Sequence[TwinWrite]) -> list[dict[str, Any] | Exception]:
+        """Apply several twin writes in one transaction (group commit); one outcome per write.
+
+        A write that fails with a HubError (404, 412, a limit) changes nothing and the others
+        commit; any other failure (a database error, a lock timeout) rolls the batch back and
+        every write is retried alone in its own transaction. Events follow the commit, in order.
+        An outcome is the twin JSON or the exception that write raised.
+        """
+        outcomes: list[dict[str, Any] | Exception] = []
+        changed: list[Any] = []
+        try:
+            with self.db.write_conn() as conn:
+                for write in writes:
+                    try:
+                        result, write_events = self._apply(conn, write)
+                    except HubError as exc:  # raised before anything of this write was written
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(result)
+                        changed += write_events
+        except Exception as exc:
+            if len(writes) == 1:
+                return [exc]
+            log.info(
+                "twin batch of %d rolled back; retrying one by one", len(writes), exc_info=True
+            )
+            return [self._write_alone(write) for write in writes]
+        for event in changed:
+            self.bus.publish(event)
+        return outcomes
+
+    def _write_alone(self, write: TwinWrite) -> dict[str, Any] | Exception:
+        try:
+            return self._update(
+                write.device_id,
+                write.module_id,
+                write.tags_patch,
+                write.desired_patch,
+                write.if_match,
+                write.replace,
+            )
+        except Exception as exc:
+            return exc
+
+    def _apply(self, conn: Connection, write: TwinWrite) -> tuple[dict[str, Any], list[Any]]:
+        """One twin write inside the caller's transaction: (twin JSON, events to publish).
+
+        Every check (existence, If-Match, limits) comes before the UPDATE, so a HubError leaves
+        the transaction untouched.
+        """
+        device_id, module_id = write.device_id, write.module_id
+        tags_patch, desired_patch = write.tags_patch, write.desired_patch
+        if_match, replace = write.if_match, write.replace
         now = utc_now()
         stamp = iso(now) or ""
         desired_event: events.TwinDesiredChanged | None = None
         tags_event: events.TwinTagsChanged | None = None
-        with self.db.write_conn() as conn:
-            twin, device, module = self._load_full(conn, device_id, module_id, lock=True)
-            if not etag_matches(if_match, twin_etag(twin.version)):
-                raise PreconditionFailed("twin etag does not match If-Match")
-            changes: dict[str, Any] = {}
-            if tags_patch is not None:
-                if replace:
-                    new_tags = strip_nulls(tags_patch)
-                else:
-                    new_tags, _ = merge_patch(twin.tags or {}, {}, tags_patch, stamp, 0)
-                check_size(new_tags, "tags", MAX_TAGS_BYTES)
-                if new_tags != (twin.tags or {}):
-                    changes["tags"] = new_tags
-                    tags_event = events.TwinTagsChanged(device_id, module_id, new_tags)
-            if desired_patch is not None and (desired_patch or replace):
-                version = twin.desired_version + 1
-                old = twin.desired or {}
-                if replace:
-                    new_desired = strip_nulls(desired_patch)
-                    new_meta = build_metadata(new_desired, stamp, version)
-                    pushed = replacement_patch(old, new_desired)
-                else:
-                    new_desired, new_meta = merge_patch(
-                        old, twin.desired_meta or {}, desired_patch, stamp, version
-                    )
-                    pushed = desired_patch
-                check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
-                changes.update(desired=new_desired, desired_meta=new_meta, desired_version=version)
-                desired_event = events.TwinDesiredChanged(device_id, module_id, pushed, version)
-            if changes:
-                changes.update(version=twin.version + 1, updated_at=now)
-                self._save(conn, twin, changes)
-            result = twin_json(twin, device, module)
-        if tags_event is not None:
-            self.bus.publish(tags_event)
-        if desired_event is not None:
-            self.bus.publish(desired_event)
-        return result
+        twin, device, module = self._load_full(conn, device_id, module_id, lock=True)
+        if not etag_matches(if_match, twin_etag(twin.version)):
+            raise PreconditionFailed("twin etag does not match If-Match")
+        changes: dict[str, Any] = {}
+        if tags_patch is not None:
+            if replace:
+                new_tags = strip_nulls(tags_patch)
+            else:
+                new_tags, _ = merge_patch(twin.tags or {}, {}, tags_patch, stamp, 0)
+            check_size(new_tags, "tags", MAX_TAGS_BYTES)
+            if new_tags != (twin.tags or {}):
+                changes["tags"] = new_tags
+                tags_event = events.TwinTagsChanged(device_id, module_id, new_tags)
+        if desired_patch is not None and (desired_patch or replace):
+            version = twin.desired_version + 1
+            old = twin.desired or {}
+            if replace:
+                new_desired = strip_nulls(desired_patch)
+                new_meta = build_metadata(new_desired, stamp, version)
+                pushed = replacement_patch(old, new_desired)
+            else:
+                new_desired, new_meta = merge_patch(
+                    old, twin.desired_meta or {}, desired_patch, stamp, version
+                )
+                pushed = desired_patch
+            check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
+            changes.update(desired=new_desired, desired_meta=new_meta, desired_version=version)
+            desired_event = events.TwinDesiredChanged(device_id, module_id, pushed, version)
+        if changes:
+            changes.update(version=twin.version + 1, updated_at=now)
+            self._save(conn, twin, changes)
+        result = twin_json(twin, device, module)
+        return result, [e for e in (tags_event, desired_event) if e is not None]
 
     def patch_reported(self, device_id: str, module_id: str | None, patch: dict[str, Any]) -> int:
         """Merge a device's reported-properties patch; returns the new reported ``$version``."""

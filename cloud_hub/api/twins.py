@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header
 from starlette.responses import Response
 
 from cloud_hub.api import call_service, json_response
+from cloud_hub.api.fast_twins import FastTwinRoutes
 from cloud_hub.auth import get_hub, require
 from cloud_hub.services import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
@@ -107,3 +108,5 @@ async def replace_module_twin(
 
 def install(app: FastAPI, hub: Hub) -> None:
     app.include_router(router)
+    # GET/PATCH/PUT twin requests are answered by the lean path; the routes above document them
+    app.add_middleware(FastTwinRoutes, hub=hub)

@@ -1,0 +1,133 @@
+"""Group commit of twin writes and the lean twin route (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import DataError
+
+from cloud_hub import events
+from cloud_hub.app import create_app
+from cloud_hub.errors import DeviceNotFound, InvalidInput, PreconditionFailed
+from cloud_hub.services import Hub
+from cloud_hub.twins import TwinWrite
+
+
+@pytest.fixture
+def api(hub: Hub) -> Iterator[TestClient]:
+    token = hub.tokens.create(["admin"])
+    with TestClient(create_app(hub=hub)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def _desired_events(hub: Hub) -> list[events.TwinDesiredChanged]:
+    seen: list[events.TwinDesiredChanged] = []
+    hub.events.subscribe(events.TwinDesiredChanged, seen.append)
+    return seen
+
+
+def test_a_failing_write_leaves_the_rest_of_its_batch_committed(hub: Hub) -> None:
+    hub.registry.create_device("d1")
+    hub.registry.create_device("d2")
+    seen = _desired_events(hub)
+    outcomes = hub.twins.write_batch(
+        [
+            TwinWrite("d1", None, None, {"a": 1}),
+            TwinWrite("d2", None, None, {"b": 1}, if_match='"stale"'),
+            TwinWrite("ghost", None, None, {"c": 1}),
+            TwinWrite("d1", None, {"site": "x"}, {"a": 2}),  # sees the first write of the batch
+            TwinWrite("d2", None, None, {f"k{i}": "x" * 4000 for i in range(9)}),  # > 32 KiB
+        ]
+    )
+    first, stale, ghost, second, too_big = outcomes
+    assert isinstance(first, dict) and first["properties"]["desired"]["$version"] == 2
+    assert isinstance(stale, PreconditionFailed)
+    assert isinstance(ghost, DeviceNotFound)
+    assert isinstance(second, dict) and second["properties"]["desired"]["$version"] == 3
+    assert second["tags"] == {"site": "x"} and second["version"] == 3
+    assert isinstance(too_big, InvalidInput) and too_big.path == "properties.desired"
+    stored = hub.twins.get_twin("d1")
+    assert stored["properties"]["desired"]["a"] == 2 and stored["etag"] == second["etag"]
+    untouched = hub.twins.get_twin("d2")
+    assert untouched["version"] == 1 and "b" not in untouched["properties"]["desired"]
+    assert [(e.device_id, e.version) for e in seen] == [("d1", 2), ("d1", 3)]
+
+
+def test_a_database_error_retries_the_batch_one_write_at_a_time(hub: Hub) -> None:
+    hub.registry.create_device("d1")
+    seen = _desired_events(hub)
+    # a NUL character in an id: PostgreSQL rejects the statement (aborting the transaction),
+    # SQLite finds no such device
+    outcomes = hub.twins.write_batch(
+        [
+            TwinWrite("d1", None, None, {"a": 1}),
+            TwinWrite("a\x00b", None, None, {"a": 1}),
+            TwinWrite("d1", None, None, {"a": 2}),
+        ]
+    )
+    assert isinstance(outcomes[1], DataError | DeviceNotFound)
+    assert [o["properties"]["desired"]["a"] for o in (outcomes[0], outcomes[2])] == [1, 2]  # type: ignore[index]
+    assert hub.twins.get_twin("d1")["properties"]["desired"]["$version"] == 3
+    assert [e.version for e in seen] == [2, 3]
+
+
+def test_concurrent_patches_over_http_all_apply_once(api: TestClient, hub: Hub) -> None:
+    api.put("/devices/busy", json={})
+    clients, patches = 8, 10
+    versions: list[int] = []
+    failures: list[str] = []
+
+    def patcher(k: int) -> None:
+        for i in range(patches):
+            response = api.patch("/twins/busy", json={"properties": {"desired": {f"c{k}": i}}})
+            if response.status_code != 200:
+                failures.append(response.text)
+                return
+            versions.append(response.json()["properties"]["desired"]["$version"])
+
+    threads = [threading.Thread(target=patcher, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    # every patch got its own $version, and the twin holds the last value of every client
+    assert sorted(versions) == list(range(2, 2 + clients * patches))
+    desired = api.get("/twins/busy").json()["properties"]["desired"]
+    assert desired["$version"] == 1 + clients * patches
+    assert {k: desired[f"c{k}"] for k in range(clients)} == dict.fromkeys(range(clients), 9)
+
+
+def test_lean_twin_route_keeps_the_api_contract(api: TestClient, hub: Hub) -> None:
+    api.put("/devices/d1", json={})
+    no_token = api.get("/twins/d1", headers={"Authorization": ""})
+    assert no_token.status_code == 401 and no_token.headers["www-authenticate"] == "Bearer"
+    reader = hub.tokens.create(["registry:read"])
+    as_reader = {"Authorization": f"Bearer {reader}"}
+    assert api.get("/twins/d1", headers=as_reader).status_code == 200
+    forbidden = api.patch("/twins/d1", json={"tags": {"a": 1}}, headers=as_reader)
+    assert forbidden.status_code == 403 and forbidden.json()["errorCode"] == "Forbidden"
+    broken = api.patch(
+        "/twins/d1", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 400 and broken.json()["path"] == "body:1"
+    not_object = api.patch("/twins/d1", json=[1])
+    assert not_object.status_code == 400 and not_object.json()["path"] == "body"
+    # python's json reading: integers beyond 64 bits stay exact
+    big: dict[str, Any] = api.patch("/twins/d1", json={"tags": {"n": 2**70}}).json()
+    assert big["tags"]["n"] == 2**70
+    etag = big["etag"]
+    assert (
+        api.patch("/twins/d1", json={"tags": {"n": 1}}, headers={"If-Match": '"no"'}).status_code
+        == 412
+    )
+    ok = api.put("/twins/d1", json={"tags": {"only": True}}, headers={"If-Match": etag})
+    assert ok.status_code == 200 and ok.json()["tags"] == {"only": True}
+    assert api.post("/twins/d1", json={}).status_code == 405
+    missing = api.patch("/twins/d1/modules/nope", json={"tags": {"a": 1}})
+    assert missing.status_code == 404 and missing.json()["errorCode"] == "ModuleNotFound"
