@@ -99,6 +99,7 @@ def allowed(username: str, topic: str, action: Any) -> bool:
 
 
 CERT_LISTENER = "certificate"
+REFUSED_PREFIX = "$refused/"
 
 
 class _ListenerWriter(StreamWriterAdapter):
@@ -142,9 +143,30 @@ class EdgefleetAmqttBroker(AmqttBroker):
     ) -> None:
         from amqtt.adapters import StreamReaderAdapter
 
-        await self._client_connected(
-            listener_name, StreamReaderAdapter(reader), _ListenerWriter(writer, listener_name)
-        )
+        try:
+            await self._client_connected(
+                listener_name, StreamReaderAdapter(reader), _ListenerWriter(writer, listener_name)
+            )
+        except (ConnectionError, ssl.SSLError) as exc:  # e.g. a refused client hung up first
+            log.debug("connection on %s ended: %s", listener_name, exc)
+
+    async def _handle_client_session(
+        self,
+        reader: Any,
+        writer: Any,
+        client_session: Session,
+        handler: Any,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        try:
+            await super()._handle_client_session(
+                reader, writer, client_session, handler, server, listener_name
+            )
+        finally:
+            # amqtt keeps the session of a refused connection; ours have throw-away ids
+            if (client_session.client_id or "").startswith(REFUSED_PREFIX):
+                self._sessions.pop(client_session.client_id or "", None)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -257,7 +279,7 @@ class EmbeddedBroker:
         if username is None:
             log.info("refusing a connection on the %s listener", listener)
             session.username = None
-            session.client_id = f"$refused/{secrets.token_hex(8)}"
+            session.client_id = REFUSED_PREFIX + secrets.token_hex(8)
             session.clean_session = True
             return
         session.username = username
