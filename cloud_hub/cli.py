@@ -50,6 +50,27 @@ def serve(
     access_log: bool = typer.Option(
         False, "--access-log", help="Log every request (off by default: it costs throughput)."
     ),
+    message_retention_hours: float = typer.Option(
+        168.0,
+        "--message-retention-hours",
+        min=0,
+        envvar="EDGEFLEET_MESSAGE_RETENTION_HOURS",
+        help="Delete stored telemetry older than this (0: keep forever).",
+    ),
+    message_retention_count: int = typer.Option(
+        0,
+        "--message-retention-count",
+        min=0,
+        envvar="EDGEFLEET_MESSAGE_RETENTION_COUNT",
+        help="Keep at most the newest N stored messages per device (0: unlimited).",
+    ),
+    message_prune_interval: float = typer.Option(
+        300.0,
+        "--message-prune-interval",
+        min=0.01,
+        envvar="EDGEFLEET_MESSAGE_PRUNE_INTERVAL",
+        help="Seconds between retention passes (one also runs at start).",
+    ),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
     import uvicorn
@@ -67,6 +88,11 @@ def serve(
         public_host_name=public_host_name,
         log_level=log_level,
         **{"broker": broker, "mqtt_port": mqtt_port, "cert_port": cert_port},
+        **{
+            "message_retention_hours": message_retention_hours,
+            "message_retention_count": message_retention_count,
+            "message_prune_interval": message_prune_interval,
+        },
     )
     try:
         hub = open_hub(settings)

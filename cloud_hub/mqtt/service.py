@@ -8,6 +8,7 @@ Twin and method traffic runs on a small thread pool, acknowledged after it is ha
 Desired-property pushes never wait in the publishing (request) thread: with the embedded broker
 every hub publish goes to the broker's in-process queue (``direct_publish``, no socket); with
 another broker desired pushes are queued for one pusher thread, which publishes them in order.
+Stored telemetry is pruned by ``cloud_hub.mqtt.retention`` (started and stopped with the client).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from cloud_hub import events
 from cloud_hub.broker.base import Endpoint
 from cloud_hub.errors import HubError, InvalidInput, NotFound
 from cloud_hub.models import DeviceRow
+from cloud_hub.mqtt.retention import MessagePruner, RetentionPolicy
 from cloud_hub.mqtt.tables import MessageRow
 from cloud_hub.services import Hub
 from edgefleet import protocol as p
@@ -89,6 +91,8 @@ class Stats:
     rejected_unknown_device: int = 0
     malformed: int = 0
     batches: int = 0
+    expired: int = 0
+    prune_passes: int = 0
 
     def reset_window(self) -> None:
         """Start a new measurement window (latencies and first/last commit)."""
@@ -115,6 +119,8 @@ class Stats:
             "rejectedUnknownDevice": self.rejected_unknown_device,
             "malformed": self.malformed,
             "batches": self.batches,
+            "expired": self.expired,
+            "prunePasses": self.prune_passes,
         }
 
 
@@ -164,6 +170,10 @@ class MqttService:
         self._activity: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
         self._unsubscribe: list[Callable[[], None]] = []
+        self.retention = RetentionPolicy.from_settings(hub.settings.model_extra)
+        self._pruner = MessagePruner(
+            hub.db, self.retention, on_removed=self._count_expired, on_pass=self._count_pass
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -191,8 +201,10 @@ class MqttService:
                 f"hub service client cannot connect to the broker at "
                 f"{self.endpoint.host}:{self.endpoint.port}"
             )
+        self._pruner.start()
 
     def stop(self) -> None:
+        self._pruner.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._pushes.put(None)  # the pusher sends what is queued, then ends
@@ -201,6 +213,12 @@ class MqttService:
             thread.join(10)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _count_expired(self, count: int) -> None:
+        self.stats.expired += count
+
+    def _count_pass(self) -> None:
+        self.stats.prune_passes += 1
 
     def _purge_messages(self, event: events.DeviceDeleted) -> None:
         """A deleted device's stored messages go with it (a new device may reuse the id)."""

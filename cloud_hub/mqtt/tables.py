@@ -1,4 +1,4 @@
-"""Tables of the MQTT side (migration 0002_messages)."""
+"""Tables of the MQTT side (migrations 0002_messages, 0004_message_retention)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ from cloud_hub.models import Base, JsonDoc
 
 
 class MessageRow(Base):
-    """One stored device-to-cloud message; (device_id, message_id) is unique (dedup)."""
+    """One stored device-to-cloud message; (device_id, message_id) is unique (dedup).
+
+    ``seq`` is never reused (SQLite AUTOINCREMENT, a PostgreSQL sequence), so a ``since`` cursor
+    stays valid after the retention pruner deleted the newest rows.
+    """
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("device_id", "message_id", name="uq_messages_device_id_message_id"),
         Index("ix_messages_device_id_seq", "device_id", "seq"),
+        Index("ix_messages_enqueued_at", "enqueued_at"),
+        {"sqlite_autoincrement": True},
     )
 
     seq: Mapped[int] = mapped_column(
