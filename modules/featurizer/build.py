@@ -272,6 +272,37 @@ def quantize_int8(src: Path, dst: Path, calib: npt.NDArray[np.float32], workdir:
         )
 
 
+STATS_IMAGES = 64  # calibration views behind the stored conv input means
+
+
+def add_conv_input_means(path: Path, data: npt.NDArray[np.float32]) -> dict[str, Any]:
+    """Measure every Conv input's per-channel mean on ``data`` and store it in the artifact's
+    metadata (``edge_agent.accelerators.bias_correction``), for whoever quantizes it later."""
+    import onnx
+
+    from edge_agent.accelerators.bias_correction import conv_input_means, embed_means
+
+    model = onnx.load(str(path))
+    batches = ({INPUT_NAME: data[i : i + 8]} for i in range(0, len(data), 8))
+    means = conv_input_means(model, batches)
+    embed_means(model, means)
+    onnx.save(model, str(path))
+    return dict(means)
+
+
+def int8_bias_corrected(src: Path, dst: Path, means: dict[str, Any]) -> int:
+    """A copy of the fp32 featurizer whose conv biases absorb the mean output shift that the
+    quantizer's per-channel int8 weight rounding will cause (the weights stay float)."""
+    import onnx
+
+    from edge_agent.accelerators.bias_correction import correct_conv_biases, int8_per_channel
+
+    model = onnx.load(str(src))
+    count = correct_conv_biases(model, means, int8_per_channel)
+    onnx.save(model, str(dst))
+    return count
+
+
 def convert_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -320,6 +351,11 @@ def build_model(
         _export_featurizer(net, raw, pre.crop)
         fp32 = work / "featurizer-fp32.onnx"
         optimize_basic(raw, fp32)
+        say("measuring conv input means for bias correction")
+        stats = calib if len(calib) >= STATS_IMAGES else None
+        if stats is None:
+            stats = preprocess_arrays(calibration_images(STATS_IMAGES), pre)
+        means = add_conv_input_means(fp32, stats)
         head_file = work / "head.onnx"
         export_head(
             head_layer.weight.detach().numpy().astype(np.float32),
@@ -331,11 +367,15 @@ def build_model(
         if "int8" in precisions:
             say(f"quantizing to int8 QDQ (calibrating on {len(calib)} images)")
             int8 = work / "featurizer-int8.onnx"
-            quantize_int8(fp32, int8, calib, work)
+            corrected = work / "featurizer-fp32-int8-bias-corrected.onnx"
+            int8_bias_corrected(fp32, corrected, means)
+            quantize_int8(corrected, int8, calib, work)
             featurizer["int8"] = store.add_artifact(int8)
             calibration["int8"] = (
                 f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, "
-                f"{len(calib)} augmented views of the scikit-image object photos (seed 7)"
+                f"{len(calib)} augmented views of the scikit-image object photos (seed 7); "
+                f"conv biases corrected for the int8 weight rounding (means of "
+                f"{len(stats)} views)"
             )
         if "fp16" in precisions:
             say("converting to fp16 (for the GPU path)")

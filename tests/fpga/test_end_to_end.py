@@ -16,11 +16,13 @@ from edge_agent.accelerators.select import open_accelerator
 from edge_agent.accelerators.store import ModelStore
 from tests.support.featurizer_models import build_test_store
 
-# The issue asks for >= 0.99. bfp8 agrees with fp32 on 0.971 of the 210 ``objects`` inputs
-# (6 differ, every one a near-tie of fp32 with a top-2 margin < 0.05) and on all inputs where
-# fp32's margin is >= 0.05; see docs/fpga-emulator.md.
-BFP8_MIN_AGREEMENT = 0.96  # measured 0.971; margin for near-ties flipping on other CPUs
+# The issue asks for >= 0.99. With bias correction at load time (each conv bias absorbs the mean
+# shift of its BFP weight rounding, from the calibration means stored in the fp32 artifact) bfp8
+# agrees with fp32 on 0.995 of the 210 ``objects`` inputs (1 differs, a near-tie of fp32) and on
+# 0.875 of ``hard``; before the correction 0.971 / 0.798. See docs/fpga-emulator.md.
+BFP8_MIN_AGREEMENT = 0.99  # measured 0.995 (209/210)
 BFP8_MIN_AGREEMENT_CLEAR = 0.99
+BFP8_MIN_AGREEMENT_HARD = 0.85  # measured 0.875
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE = {967, 968}  # espresso, cup
 
@@ -100,12 +102,16 @@ def test_bfp8_agrees_with_fp32_on_the_evaluation_set(
     )
     try:
         manifest = store.get("efficientnet-lite0")
-        batch = preprocess_arrays(eval_images("objects"), manifest.preprocessing)
-        assert len(batch) >= 200
-        reference = probabilities(ImageClassifier(fp32, store), batch)
-        result = agreement(reference, top1(ImageClassifier(bfp8, store), batch))
+        results = {}
+        for name in ("objects", "hard"):
+            batch = preprocess_arrays(eval_images(name), manifest.preprocessing)
+            assert len(batch) >= 200
+            reference = probabilities(ImageClassifier(fp32, store), batch)
+            results[name] = agreement(reference, top1(ImageClassifier(bfp8, store), batch))
     finally:
         bfp8.close()
         fp32.close()
+    result = results["objects"]
     assert result["top1_agreement_with_fp32"] >= BFP8_MIN_AGREEMENT, result
     assert result[f"top1_agreement_where_fp32_margin_ge_{MARGIN}"] >= BFP8_MIN_AGREEMENT_CLEAR
+    assert results["hard"]["top1_agreement_with_fp32"] >= BFP8_MIN_AGREEMENT_HARD, results

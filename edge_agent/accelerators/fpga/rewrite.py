@@ -36,6 +36,7 @@ from edge_agent.accelerators.bfp import (
     quantize_conv_weight,
     quantize_matmul_weight,
 )
+from edge_agent.accelerators.bias_correction import correct_conv_biases, read_means
 
 TARGET_OPSET = 24
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -52,6 +53,7 @@ class RewriteReport:
     quantized_nodes: int = 0
     quantized_weights: int = 0
     quantized_activations: int = 0
+    bias_corrected: int = 0  # Convs whose bias absorbed the mean error of their BFP weights
     skipped: list[str] = field(default_factory=list)
 
 
@@ -307,8 +309,13 @@ def rewrite(
     *,
     weights: bool = True,
     activations: bool = True,
+    bias_correction: bool = True,
 ) -> tuple[onnx.ModelProto, RewriteReport]:
-    """Return a copy of ``model`` computing every Conv/MatMul/Gemm in BFP ``fmt``, and a report."""
+    """Return a copy of ``model`` computing every Conv/MatMul/Gemm in BFP ``fmt``, and a report.
+
+    With ``bias_correction`` (and weights quantized), when the model carries calibration means
+    of its Conv inputs (``bias_correction.METADATA_KEY``, written by ``models build``), each
+    Conv's float32 bias absorbs the mean output shift of its BFP weight rounding."""
     f = get_format(fmt, block_size)
     if f.qmax > 127:
         raise RewriteError(f"format {f.name} has more than 8 bits per element")
@@ -322,6 +329,11 @@ def rewrite(
             raise RewriteError(f"cannot convert the model to opset {TARGET_OPSET}: {exc}") from exc
     work.ir_version = max(work.ir_version, 10)
     report = RewriteReport(fmt=f.name, block_size=f.block_size)
+    means = read_means(model) if bias_correction and weights else None
+    if means:
+        report.bias_corrected = correct_conv_biases(
+            work, means, lambda w: quantize_conv_weight(w, f)
+        )
     graph = work.graph
     inits = {t.name: t for t in graph.initializer}
     b = _Builder(work, f, shapes)
