@@ -6,6 +6,7 @@ The clock is controlled through stored timestamps: old messages are inserted wit
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,6 +118,28 @@ def test_zero_keeps_forever(hub: Hub) -> None:
     assert stored(hub.db) == [f"ancient-{i}" for i in range(5)]
     defaults = RetentionPolicy.from_settings({})
     assert (defaults.hours, defaults.count) == (168.0, 0)
+
+
+def test_ingest_while_pruning_keeps_every_new_message(hub: Hub) -> None:
+    """Writes interleave with the pruner's small transactions; only expired rows go."""
+    add_messages(hub.db, "busy", 3000, datetime.now(UTC) - timedelta(days=9), "old")
+    pruner = MessagePruner(hub.db, RetentionPolicy(hours=168, batch=50))
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            for k in range(40):
+                add_messages(hub.db, "busy", 5, datetime.now(UTC), f"new{k}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    removed = pruner.prune_once()
+    writer.join(60)
+    assert not writer.is_alive() and errors == []
+    assert removed == 3000
+    assert sorted(stored(hub.db)) == sorted(f"new{k}-{i}" for k in range(40) for i in range(5))
 
 
 def test_paging_stays_correct_after_pruning(hub: Hub) -> None:
