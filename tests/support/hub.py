@@ -147,8 +147,9 @@ def running_hub(
             stop_process(process)
             raise
         stop_process(process)
-        last_error = log_path.read_text(errors="replace")[-2000:]
-        if "address already in use" not in last_error.lower() or attempt == 2:
+        log = log_path.read_text(errors="replace")
+        last_error = log if len(log) <= 6000 else f"{log[:3000]}\n...\n{log[-3000:]}"
+        if "address already in use" not in log.lower() or attempt == 2:
             break
     raise RuntimeError(f"hub did not become ready:\n{last_error}")
 
