@@ -3,8 +3,9 @@
 Each figure is measured twice in the same run, with the same number of concurrent workers: through
 the service layer in-process (the baseline) and through the REST API of a real `edgefleet hub serve`
 process on the same database (``workers`` concurrent keep-alive clients); the report gives the
-HTTP/baseline ratios and the server process's CPU time per HTTP operation (Linux), a figure that
-other load on the machine disturbs less than the rates. Tag queries are also timed
+HTTP/baseline ratios, the server process's CPU time per HTTP operation (Linux), a figure that
+other load on the machine disturbs less than the rates, and the client's (this process's) CPU time
+per HTTP operation, CPU the hub does not get when both share the machine. Tag queries are also timed
 with the SQL prefilter switched off to show what pushing filters into SQL buys.
 """
 
@@ -148,17 +149,33 @@ def _process_cpu_s(pid: int) -> float | None:
         return None
 
 
+def _own_cpu_s() -> float:
+    import os
+
+    times = os.times()
+    return times.user + times.system
+
+
 def _http_measured(
     pid: int, url: str, token: str, ids: list[str], count: int, workers: int, patch: bool
-) -> tuple[float, float | None]:
-    """(operations/s, server CPU ms per operation) of one HTTP run."""
+) -> tuple[float, float | None, float | None]:
+    """(operations/s, server CPU ms per operation, client CPU ms per operation) of one run.
+
+    The client (this process: ``workers`` threads on keep-alive http.client connections) runs on
+    the same machine as the hub, so its CPU is CPU the hub did not get.
+    """
     before = _process_cpu_s(pid)
+    client_before = _own_cpu_s()
     rate = _http_run(url, token, ids, count, workers, patch)
+    client_ms = _own_cpu_s() - client_before
     after = _process_cpu_s(pid)
     done = (count // workers) * workers
-    if before is None or after is None or not done:
-        return rate, None
-    return rate, round((after - before) * 1000 / done, 3)
+    if not done:
+        return rate, None, None
+    client = round(client_ms * 1000 / done, 3)
+    if before is None or after is None:
+        return rate, None, client
+    return rate, round((after - before) * 1000 / done, 3), client
 
 
 def _latency_ms(fn: Callable[[], Any], runs: int) -> dict[str, float]:
@@ -293,8 +310,12 @@ def run_bench(
         progress("HTTP", 0, 1)
         token = hub.tokens.create(["admin"], name="bench")
         with _serve(data_dir, database_url) as (url, pid):
-            http_patch, patch_cpu = _http_measured(pid, url, token, ids, operations, workers, True)
-            http_read, read_cpu = _http_measured(pid, url, token, ids, operations, workers, False)
+            http_patch, patch_cpu, patch_client = _http_measured(
+                pid, url, token, ids, operations, workers, True
+            )
+            http_read, read_cpu, read_client = _http_measured(
+                pid, url, token, ids, operations, workers, False
+            )
             headers = {"Authorization": f"Bearer {token}", "x-ms-max-item-count": "10000"}
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 http_site = _latency_ms(
@@ -313,12 +334,14 @@ def run_bench(
                 "http": http_patch,
                 "http_vs_service": round(http_patch / svc_patch, 3) if svc_patch else None,
                 "http_server_cpu_ms_per_op": patch_cpu,
+                "http_client_cpu_ms_per_op": patch_client,
             },
             "twin_read_per_s": {
                 "service": svc_read,
                 "http": http_read,
                 "http_vs_service": round(http_read / svc_read, 3) if svc_read else None,
                 "http_server_cpu_ms_per_op": read_cpu,
+                "http_client_cpu_ms_per_op": read_client,
             },
             "tag_query": query,
         }

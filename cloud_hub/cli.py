@@ -217,6 +217,7 @@ def _print_bench(result: dict[str, Any]) -> None:
         f"HTTP ({clients} clients)",
         "HTTP / service",
         "hub CPU ms per HTTP op",
+        "client CPU ms per HTTP op",
     ):
         table.add_column(column)
     for key, label in (("twin_patch_per_s", "twin patches/s"), ("twin_read_per_s", "reads/s")):
@@ -227,6 +228,7 @@ def _print_bench(result: dict[str, Any]) -> None:
             str(entry["http"]),
             str(entry["http_vs_service"]),
             str(entry.get("http_server_cpu_ms_per_op")),
+            str(entry.get("http_client_cpu_ms_per_op")),
         )
     Console().print(table)
     queries = Table(title="tag queries (p50 ms)")

@@ -28,6 +28,7 @@ def test_bench_hub_reports_both_paths_and_ratios() -> None:
         assert isinstance(entry, dict)
         assert entry["service"] > 0 and entry["http"] > 0 and entry["http_vs_service"] > 0
         assert entry["http_server_cpu_ms_per_op"] >= 0  # read from /proc on Linux
+        assert entry["http_client_cpu_ms_per_op"] >= 0
     query = report["tag_query"]
     assert isinstance(query, dict)
     assert query["region_query"]["matches"] == 6
