@@ -351,13 +351,19 @@ class MqttService:
             return
         db = self.hub.db
         insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-        stmt = insert(MessageRow).on_conflict_do_nothing(index_elements=["device_id", "message_id"])
+        # RETURNING counts the rows really inserted (an ORM bulk insert has no rowcount, and a
+        # batched executemany's rowcount is not reliable): duplicates are what is left.
+        stmt = (
+            insert(MessageRow)
+            .on_conflict_do_nothing(index_elements=["device_id", "message_id"])
+            .returning(MessageRow.seq)
+        )
         now = time.monotonic()
         touch = sorted(
             {r["device_id"] for r in rows if now - self._activity.get(r["device_id"], 0) > 1}
         )
         with db.write() as session:
-            result = session.execute(stmt, rows)
+            inserted = len(session.connection().execute(stmt, rows).all())
             if touch:
                 session.execute(
                     update(DeviceRow)
@@ -374,8 +380,6 @@ class MqttService:
                     self.stats.latencies.append(committed - float(ctime))
                 except ValueError:
                     pass
-        count = getattr(result, "rowcount", -1)
-        inserted = count if isinstance(count, int) and count >= 0 else len(rows)
         self.stats.stored += inserted
         self.stats.window_stored += inserted
         if self.stats.window_first is None:

@@ -49,6 +49,8 @@ def connected(hub: RunningHub, tmp_path: Path, request: pytest.FixtureRequest) -
 
 def test_telemetry_is_stored_once_with_properties(hub: RunningHub, connected: Any) -> None:
     device_id, client = connected
+    with hub.client() as api:
+        before = api.request("GET", "/messaging/stats").json()
     ids = [
         client.send_message(p.Message.from_body({"n": i}, custom_properties={"k": "v&w"}))
         for i in range(20)
@@ -59,7 +61,17 @@ def test_telemetry_is_stored_once_with_properties(hub: RunningHub, connected: An
     client.send_message(p.Message(b"dup again", message_id="fixed-id-1"))
     assert client.wait_for_outbox_empty(20)
     assert wait_until(lambda: len(_messages(hub, device_id)) >= 21)
-    time.sleep(0.3)
+
+    def stats() -> dict[str, Any]:
+        with hub.client() as api:
+            out: dict[str, Any] = api.request("GET", "/messaging/stats").json()
+        return out
+
+    # the hub counts the copy it dropped, and only what it really stored
+    assert wait_until(lambda: stats()["duplicates"] > before["duplicates"])
+    after = stats()
+    assert after["duplicates"] - before["duplicates"] == 1
+    assert after["stored"] - before["stored"] == 21
     stored = _messages(hub, device_id)
     assert [m["messageId"] for m in stored].count("fixed-id-1") == 1
     assert set(ids) <= {m["messageId"] for m in stored}
