@@ -13,8 +13,10 @@ block per channel plane; the last axis for MatMul/Gemm inputs):
 rounds half to even, saturates and rescales (all exact: ``s`` is a power of two; the int8 Clip is
 left out for bfp8 on non-negative inputs, where QuantizeLinear's saturation already does it).
 Channel counts that are not a multiple of ``B`` are zero-padded for the block view and sliced back.
-Accumulation and bias stay float32 (as in Brainwave's float accumulators). Models below opset 24
-are converted with ``onnx.version_converter`` first.
+Accumulation and bias stay float32 (as in Brainwave's float accumulators). When the model carries
+calibration means of its Conv inputs (written by ``models build``), each Conv's bias first absorbs
+the mean output shift of its BFP weight rounding (``edge_agent.accelerators.bias_correction``).
+Models below opset 24 are converted with ``onnx.version_converter`` first.
 
 A tensor that feeds several quantized ops is quantized once. Activation channel counts (and, for
 the cheapest form, the dims after the reduction axis) must be static; the batch may be dynamic.
