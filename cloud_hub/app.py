@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_hub.errors import HubError
 from cloud_hub.services import Hub, open_hub
@@ -35,6 +36,24 @@ EXTENSIONS: list[str] = [
     "cloud_hub.edge_deployment",
     "cloud_hub.mqtt.api",
 ]
+
+
+class HubApp(FastAPI):
+    """FastAPI with optional ASGI layers in front of its own middleware stack.
+
+    ``add_front_layer`` puts a layer before FastAPI's middleware (error, telemetry and exception
+    middleware, routing): for hot routes that answer requests themselves and pass the rest on.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front: ASGIApp = super().__call__
+
+    def add_front_layer(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
+        self._front = layer(self._front)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._front(scope, receive, send)
 
 
 def _loc_path(loc: Sequence[Any]) -> str:
@@ -111,7 +130,7 @@ def create_app(settings: HubSettings | None = None, *, hub: Hub | None = None) -
             if own_hub:
                 hub.close()
 
-    app = FastAPI(
+    app = HubApp(
         title="edgefleet hub",
         version="0.1.0",
         description="Device registry, twins and queries with IoT Hub's service API paths.",

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from cloud_hub.api import call_service, json_response
 from cloud_hub.api.fast_twins import FastTwinRoutes
+from cloud_hub.app import HubApp
 from cloud_hub.auth import get_hub, require
 from cloud_hub.services import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
@@ -109,4 +110,7 @@ async def replace_module_twin(
 def install(app: FastAPI, hub: Hub) -> None:
     app.include_router(router)
     # GET/PATCH/PUT twin requests are answered by the lean path; the routes above document them
-    app.add_middleware(FastTwinRoutes, hub=hub)
+    if isinstance(app, HubApp):  # in front of FastAPI's own middleware
+        app.add_front_layer(lambda inner: FastTwinRoutes(inner, hub))
+    else:
+        app.add_middleware(FastTwinRoutes, hub=hub)
