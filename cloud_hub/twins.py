@@ -150,10 +150,19 @@ _SELECT_TWIN = select(_TWINS).where(
 _SELECT_TWIN_LOCKED = _SELECT_TWIN.with_for_update()
 _MODULES_OUTER = _MODULES.alias("m")
 _N_TWIN = len(_TWINS.c)
-_N_DEVICE = len(_DEVICES.c)
+# Only the identity columns the twin JSON shows (no keys): fewer columns to describe and convert.
+_IDENT_KEYS = [
+    "auth_type",
+    "primary_thumbprint",
+    "secondary_thumbprint",
+    "connection_state",
+    "last_activity_time",
+    "cloud_to_device_message_count",
+]
+_DEVICE_KEYS = ["etag", "status", "status_reason", "status_updated_time", "iot_edge", *_IDENT_KEYS]
+_MODULE_KEYS = ["module_id", *_IDENT_KEYS]  # module_id is NULL for a device twin
+_N_DEVICE = len(_DEVICE_KEYS)
 _TWIN_KEYS = [c.key for c in _TWINS.c]
-_DEVICE_KEYS = [c.key for c in _DEVICES.c]
-_MODULE_KEYS = [c.key for c in _MODULES.c]
 
 
 def twin_select() -> Select[Any]:
@@ -162,7 +171,11 @@ def twin_select() -> Select[Any]:
     Filter with the ``TwinRow`` / ``DeviceRow`` columns (e.g. a query prefilter).
     """
     return (
-        select(_TWINS, _DEVICES, _MODULES_OUTER)
+        select(
+            _TWINS,
+            *[_DEVICES.c[key] for key in _DEVICE_KEYS],
+            *[_MODULES_OUTER.c[key] for key in _MODULE_KEYS],
+        )
         .join(_DEVICES, _DEVICES.c.device_id == _TWINS.c.device_id)
         .outerjoin(
             _MODULES_OUTER,
