@@ -79,11 +79,16 @@ def read_means(model: onnx.ModelProto) -> dict[str, FloatArray] | None:
 
 
 def correct_conv_biases(
-    model: onnx.ModelProto, means: dict[str, FloatArray], quantize_weight: WeightQuantizer
+    model: onnx.ModelProto,
+    means: dict[str, FloatArray],
+    quantize_weight: WeightQuantizer | None = None,
+    *,
+    new_weights: dict[str, FloatArray] | None = None,
 ) -> int:
-    """Fold ``-(quantize_weight(W) - W) . E[x]`` into the bias of every Conv (in place) whose
-    input has a mean, whose weight and bias are initializers and whose channel counts match.
-    Returns the number of corrected Convs."""
+    """Fold ``-(Wq - W) . E[x]`` into the bias of every Conv (in place) whose input has a mean,
+    whose weight and bias are initializers and whose channel counts match. ``Wq`` is
+    ``quantize_weight(W)``, or ``new_weights[weight name]``, which then also replaces ``W`` in
+    the model. Returns the number of corrected Convs."""
     inits = {t.name: t for t in model.graph.initializer}
     users: dict[str, int] = {}
     for node in model.graph.node:
@@ -103,7 +108,16 @@ def correct_conv_biases(
         cout, cin_g = int(w.shape[0]), int(w.shape[1])
         if mu.shape != (cin_g * group,) or cout % group or b.shape != (cout,):
             continue
-        delta = (quantize_weight(w) - w).reshape(cout, cin_g, -1).sum(axis=2)
+        if new_weights is not None:
+            if w_name not in new_weights:
+                continue
+            wq = np.asarray(new_weights[w_name], np.float32)
+            inits[w_name].CopyFrom(numpy_helper.from_array(wq, w_name))
+        elif quantize_weight is not None:
+            wq = quantize_weight(w)
+        else:
+            raise ValueError("quantize_weight or new_weights is needed")
+        delta = (wq - w).reshape(cout, cin_g, -1).sum(axis=2)
         mu_out = np.repeat(mu.reshape(group, cin_g), cout // group, axis=0)  # [Cout, Cin/g]
         shift = (delta.astype(np.float64) * mu_out).sum(axis=1)
         inits[b_name].CopyFrom(numpy_helper.from_array((b - shift).astype(np.float32), b_name))

@@ -290,15 +290,31 @@ def add_conv_input_means(path: Path, data: npt.NDArray[np.float32]) -> dict[str,
     return dict(means)
 
 
-def int8_bias_corrected(src: Path, dst: Path, means: dict[str, Any]) -> int:
-    """A copy of the fp32 featurizer whose conv biases absorb the mean output shift that the
-    quantizer's per-channel int8 weight rounding will cause (the weights stay float)."""
+GPTQ_IMAGES = 16  # calibration views behind the int8 weight rounding (GPTQ)
+
+
+def int8_bias_corrected(
+    src: Path, dst: Path, means: dict[str, Any], data: npt.NDArray[np.float32] | None = None
+) -> int:
+    """A copy of the fp32 featurizer prepared for int8: with ``data`` (calibration views) the
+    conv weights are rounded onto the int8 grid by GPTQ (``modules.featurizer.gptq``), else left
+    for the quantizer's round-to-nearest; either way the conv biases absorb the mean output
+    shift that the int8 weights cause. Returns the number of corrected convs."""
     import onnx
+    from onnx import numpy_helper
 
     from edge_agent.accelerators.bias_correction import correct_conv_biases, int8_per_channel
+    from modules.featurizer.gptq import gptq_int8_weights
 
     model = onnx.load(str(src))
-    count = correct_conv_biases(model, means, int8_per_channel)
+    if data is None:
+        count = correct_conv_biases(model, means, int8_per_channel)
+    else:
+        rounded = gptq_int8_weights(model, INPUT_NAME, data)
+        count = correct_conv_biases(model, means, new_weights=rounded)
+        for init in model.graph.initializer:  # convs the correction skipped keep GPTQ weights
+            if init.name in rounded:
+                init.CopyFrom(numpy_helper.from_array(rounded[init.name], init.name))
     onnx.save(model, str(dst))
     return count
 
@@ -368,14 +384,15 @@ def build_model(
             say(f"quantizing to int8 QDQ (calibrating on {len(calib)} images)")
             int8 = work / "featurizer-int8.onnx"
             corrected = work / "featurizer-fp32-int8-bias-corrected.onnx"
-            int8_bias_corrected(fp32, corrected, means)
+            gptq_data = stats[:: max(1, len(stats) // GPTQ_IMAGES)][:GPTQ_IMAGES]
+            int8_bias_corrected(fp32, corrected, means, gptq_data)
             quantize_int8(corrected, int8, calib, work)
             featurizer["int8"] = store.add_artifact(int8)
             calibration["int8"] = (
                 f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, "
                 f"{len(calib)} augmented views of the scikit-image object photos (seed 7); "
-                f"conv biases corrected for the int8 weight rounding (means of "
-                f"{len(stats)} views)"
+                f"conv weights rounded by GPTQ ({len(gptq_data)} views), conv biases "
+                f"corrected for the int8 weight rounding (means of {len(stats)} views)"
             )
         if "fp16" in precisions:
             say("converting to fp16 (for the GPU path)")

@@ -16,14 +16,14 @@ from modules.featurizer.evalset import calibration_images, eval_images
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968}  # espresso, cup
 
-# The issue asks for >= 0.99 top-1 agreement. With bias correction (conv biases absorb the mean
-# shift of the int8 weight rounding, measured on calibration views only) int8 agrees on 0.981 of
-# the 210-input ``objects`` set (4 differ, all near-ties of fp32 with a top-2 margin < 0.05:
-# tiger cat vs Egyptian cat, moped vs motor scooter) and on 0.918 of ``hard``; before the
-# correction 0.971 / 0.846. So the overall 0.99 is NOT met for int8; see docs/featurizer.md.
-INT8_MIN_AGREEMENT = 0.975  # measured 0.981 (206/210); one more near-tie may flip elsewhere
+# The issue asks for >= 0.99 top-1 agreement. The int8 build rounds the conv weights onto the
+# int8 grid by GPTQ and corrects the conv biases for the mean shift of that rounding (both from
+# calibration views only); int8 then agrees on 0.990 of the 210-input ``objects`` set (2 differ,
+# both near-ties of fp32 with a top-2 margin < 0.01) and on 0.933 of ``hard``; before 0.971 /
+# 0.846. See docs/featurizer.md.
+INT8_MIN_AGREEMENT = 0.985  # measured 0.990 (208/210); one more near-tie may flip elsewhere
 INT8_MIN_AGREEMENT_CLEAR = 0.99  # where fp32's top-2 margin >= 0.05 (measured 1.0)
-INT8_MIN_AGREEMENT_HARD = 0.90  # the former texture/microscopy set (measured 0.918)
+INT8_MIN_AGREEMENT_HARD = 0.915  # the former texture/microscopy set (measured 0.933)
 
 
 def _classifier(model_dir: Path, precision: str) -> ImageClassifier:
