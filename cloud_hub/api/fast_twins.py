@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 _METHODS = {"GET": SCOPE_REGISTRY_READ, "PATCH": SCOPE_REGISTRY_WRITE, "PUT": SCOPE_REGISTRY_WRITE}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+# A twin holds at most 8 KB of tags and 32 KB of desired properties; a body far beyond that is
+# refused while it streams in, before it costs memory or a JSON parse.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class _BodyError(Exception):
@@ -129,6 +132,10 @@ class FastTwinRoutes:
                     return
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
+                if len(body) > MAX_BODY_BYTES:
+                    too_large = _BodyError("body", f"larger than {MAX_BODY_BYTES} bytes")
+                    await self._respond(send, 413, too_large.to_json(), _JSON_HEADERS)
+                    return
         status = 200
         headers = _JSON_HEADERS
         try:
@@ -155,6 +162,12 @@ class FastTwinRoutes:
                 "errorCode": "ArgumentInvalid",
                 "message": "a value in the request is not storable",
             }
+        await self._respond(send, status, result, headers)
+
+    @staticmethod
+    async def _respond(
+        send: Send, status: int, result: Any, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         payload = _dumps(result)
         await send(
             {

@@ -131,3 +131,16 @@ def test_lean_twin_route_keeps_the_api_contract(api: TestClient, hub: Hub) -> No
     assert api.post("/twins/d1", json={}).status_code == 405
     missing = api.patch("/twins/d1/modules/nope", json={"tags": {"a": 1}})
     assert missing.status_code == 404 and missing.json()["errorCode"] == "ModuleNotFound"
+
+
+def test_lean_twin_route_refuses_an_oversized_body_and_keeps_the_twin(
+    api: TestClient, hub: Hub
+) -> None:
+    api.put("/devices/big", json={})
+    before = api.get("/twins/big").json()
+    huge = b'{"tags": {"x": "' + b"a" * (2 * 1024 * 1024) + b'"}}'
+    refused = api.patch("/twins/big", content=huge, headers={"content-type": "application/json"})
+    assert refused.status_code == 413
+    assert refused.json()["path"] == "body"
+    after = api.get("/twins/big").json()
+    assert after["tags"] == before["tags"] and after["version"] == before["version"]
