@@ -274,7 +274,11 @@ class ProcessRuntime:
         log = RotatingLog(self.log_dir / f"{name}.log", self.log_max_bytes, self.log_backups)
         lines: list[LogLine] = []
         for path in log.files():
-            for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:  # rotated away by the writer since files() listed it
+                continue
+            for raw in text.splitlines():
                 ts, _, rest = raw.partition("\t")
                 stream, _, text = rest.partition("\t")
                 try:

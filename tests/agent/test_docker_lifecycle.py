@@ -21,6 +21,7 @@ from tests.support.docker import (
     free_port,
     running_registry,
 )
+from tests.support.mqtt import wait_until
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -160,10 +161,9 @@ def test_deploy_update_remove_gc(images: Images, agent: AgentProcess, tmp_path: 
     (worker,) = containers(agent.device_id, "worker")  # createOptions01.. chunks reassembled
     assert worker["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == str(port)
     assert worker["HostConfig"]["Devices"][0]["PathInContainer"] == "/dev/catapult0"
-    deadline = time.monotonic() + 30
-    while not (share / "out").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert (share / "out").read_text() == "hi\n"
+    # the shell creates the file before it writes "hi": wait for the content, not the name
+    out = share / "out"
+    assert wait_until(lambda: out.read_text() == "hi\n", timeout=60), out.read_text()
 
     # version change: the container is recreated with the new image; the old one is GC'd
     old_id = info["Id"]

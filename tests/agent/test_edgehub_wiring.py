@@ -24,7 +24,10 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def _env_line(log: Path, after: int = 0) -> re.Match[str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        text = log.read_text() if log.exists() else ""
+        try:
+            text = log.read_text()
+        except OSError:  # not written yet (or rotated away under us)
+            text = ""
         found = list(re.finditer(r"port=(\d+) dev=(\S+) mod=(\S+) conn=(\S+)", text))
         if len(found) > after:
             return found[after]

@@ -174,7 +174,8 @@ def test_restart_counter_resets_after_healthy_time(tmp_path: Path) -> None:
         tmp_path,
         f"dev-{uuid.uuid4().hex[:8]}",
         "process",
-        reconcile={"healthy_reset_secs": 1, "max_restarts": 10},
+        # 3 s healthy before the reset: restartCount 2 stays visible long enough to be polled
+        reconcile={"healthy_reset_secs": 3, "max_restarts": 10},
     )
     marker = f"{tmp_path}/module-flappy"
     # crashes on its first two runs, then stays up

@@ -149,14 +149,21 @@ class AgentProcess:
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         rep: dict[str, Any] = {}
+        error: Exception | None = None
         while time.monotonic() < deadline:
             rep = self.reported()
-            if rep and check(rep):
-                return rep
+            try:
+                # a module not reported yet (KeyError in ``check``) just means "not yet"
+                if rep and check(rep):
+                    return rep
+            except Exception as exc:
+                error = exc
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"agent exited ({self.proc.returncode}): {self.tail()}")
             time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; reported={rep}\n{self.tail()}")
+        raise AssertionError(
+            f"timed out waiting for {what}; reported={rep}\n{self.tail()}"
+        ) from error
 
     def wait_status(self, module: str, status: str, timeout: float = 60) -> dict[str, Any]:
         rep = self.wait_for(
