@@ -261,7 +261,7 @@ def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -
         )
         got: list[bytes] = []
         late.on_message_received = lambda m: got.append(m.data)
-        late.connect(timeout=10)
+        late.connect(timeout=30)
         assert _wait(lambda: len(got) == 5)
         assert got == [b"0", b"1", b"2", b"3", b"4"]
         a.shutdown()

@@ -147,7 +147,7 @@ def test_twin_change_notification_reaches_the_hub_through_upstream(
             }
             assert msg["properties"]["iothub-message-schema"] == "twinChangeNotification"
             assert msg["systemProperties"]["$.ct"] == "application/json"
-            assert wait_until(lambda: edge.stats()["forwardedMessages"] == 1, 10)
+            assert wait_until(lambda: edge.stats()["forwardedMessages"] == 1, 30)
             assert edge.stats()["queuedMessages"] == 0
         finally:
             a.shutdown()

@@ -25,7 +25,7 @@ def test_messages_sent_during_broker_outage_arrive_after_restart(tmp_path: Path)
     with mosquitto(tmp_path / "b1", persist, port=port) as broker:
         # A persistent-session subscriber: the restarted broker keeps queueing for it.
         rec = recorder(port, EVENTS, client_id="rec", clean_session=False)
-        assert rec.subscribed.wait(10)
+        assert rec.subscribed.wait(30)
         rec.client.disconnect()
         rec.client.loop_stop()
         client = DeviceClient(
@@ -37,7 +37,7 @@ def test_messages_sent_during_broker_outage_arrive_after_restart(tmp_path: Path)
             backoff_base=0.05,
             backoff_max=0.5,
         )
-        client.connect(10)
+        client.connect(30)
         sent = [client.send_message({"i": i}) for i in range(50)]
         assert client.wait_for_outbox_empty(20)
         broker.stop()
@@ -46,7 +46,7 @@ def test_messages_sent_during_broker_outage_arrive_after_restart(tmp_path: Path)
     with mosquitto(tmp_path / "b2", persist, port=port):
         assert client.wait_for_outbox_empty(30)
         rec = recorder(port, EVENTS, client_id="rec", clean_session=False)
-        assert rec.wait_for(200)
+        assert rec.wait_for(200, timeout=60)
         client.shutdown()
         rec.client.loop_stop()
         assert set(sent[50:]) <= _ids(rec.messages)
@@ -76,11 +76,11 @@ def test_outbox_survives_kill_9_of_the_device_process(tmp_path: Path) -> None:
     broker: Mosquitto
     with mosquitto(tmp_path / "b", port=port) as broker:
         rec = recorder(broker.port, EVENTS)
-        assert rec.subscribed.wait(10)
+        assert rec.subscribed.wait(30)
         client = DeviceClient("dev-k", "127.0.0.1", port, tls=False, outbox_path=outbox)
-        client.connect(10)
+        client.connect(30)
         assert client.wait_for_outbox_empty(30)
-        assert rec.wait_for(300)
+        assert rec.wait_for(300, timeout=60)
         client.shutdown()
         rec.client.loop_stop()
     assert set(ids) == _ids(rec.messages)

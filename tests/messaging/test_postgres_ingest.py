@@ -31,7 +31,7 @@ def test_telemetry_on_postgresql_is_stored_once(tmp_path: Path) -> None:
                         ).json()
                     return [m["messageId"] for m in body["messages"]]
 
-                assert wait_until(lambda: len(stored()) >= 200, 30)
+                assert wait_until(lambda: len(stored()) >= 200, 60)
                 assert sorted(stored()) == sorted(ids)
         finally:
             stop_managed_mosquitto(tmp_path / "hub")

@@ -58,7 +58,7 @@ def _raw_connect(creds: dict[str, Any], username: str, password: str, client_id:
     except OSError:
         return -1
     client.loop_start()
-    wait_until(lambda: bool(codes), 10)
+    wait_until(lambda: bool(codes), 30)
     client.disconnect()
     client.loop_stop()
     return codes[0] if codes else -1
@@ -81,7 +81,7 @@ def test_a_device_cannot_read_or_write_another_devices_topics(
         tls_ca=creds["ca_file"],
     )
     try:
-        assert spy.subscribed.wait(10)
+        assert spy.subscribed.wait(30)
         # writes into the victim's space: telemetry, reported properties, a method answer
         spy.client.publish(p.telemetry_topic("victim", {p.SYS_MESSAGE_ID: "forged"}), b"x", qos=1)
         spy.client.publish(p.twin_reported_topic("victim", "r1"), b'{"pwned": true}', qos=1)
@@ -121,7 +121,7 @@ def test_a_spoofed_client_id_neither_takes_over_nor_reads(hub: RunningHub, tmp_p
         tls_ca=creds["ca_file"],
     )
     try:
-        assert spoof.subscribed.wait(10)
+        assert spoof.subscribed.wait(30)
         # a takeover at connect would have cut the owner off from the hub's answers
         assert owner.connected
         assert owner.patch_twin_reported_properties({"still": "here"}) >= 2
@@ -147,7 +147,7 @@ def test_disabled_device_is_disconnected_and_refused(hub: RunningHub, tmp_path: 
     with hub.client() as api:
         api.update_device("to-disable", {"deviceId": "to-disable", "status": "disabled"})
     try:
-        assert wait_until(lambda: not client.connected, 10)
+        assert wait_until(lambda: not client.connected, 30)
         code = _raw_connect(creds, creds["username"], creds["password"], "to-disable")
         assert code == NOT_AUTHORIZED
         assert not client.connected  # its reconnect attempts are refused as well
@@ -183,7 +183,7 @@ def test_key_rotation_keeps_the_other_key_working(hub: RunningHub, tmp_path: Pat
             pw = p.mqtt_password("rotating", old_primary)
             return _raw_connect(creds, "rotating", pw, "rotating-check") == NOT_AUTHORIZED
 
-        assert wait_until(old_refused, 10, 0.3)
+        assert wait_until(old_refused, 60, 0.3)
         new_pw = p.mqtt_password("rotating", new_primary)
         assert _raw_connect(creds, "rotating", new_pw, "rotating-check") == 0
         # the device on the secondary key never noticed
@@ -239,7 +239,7 @@ def _cert_connect(creds: dict[str, Any], cert: tuple[Path, Path], client_id: str
     except (OSError, ValueError):
         return -1
     client.loop_start()
-    wait_until(lambda: bool(codes or gone), 15)
+    wait_until(lambda: bool(codes or gone), 30)
     client.disconnect()
     client.loop_stop()
     return codes[0] if codes else -1
@@ -259,7 +259,7 @@ def test_a_certificate_device_connects_and_its_traffic_is_stored(
         assert client.patch_twin_reported_properties({"via": "x509"}) >= 2
         with hub.client() as api:
             assert wait_until(
-                lambda: api.get_device("x509-ok")["connectionState"] == "Connected", 10
+                lambda: api.get_device("x509-ok")["connectionState"] == "Connected", 30
             )
     finally:
         client.shutdown()
@@ -292,7 +292,7 @@ def test_a_certificate_for_one_device_gains_nothing_on_another(
         cert=(str(cert_a[0]), str(cert_a[1])),
     )
     try:
-        assert spy.subscribed.wait(15)
+        assert spy.subscribed.wait(30)
         assert spy.connect_rc == [0]
         # writes into B's space, then a message of its own that the hub stores after them
         spy.client.publish(p.telemetry_topic("x509-b", {p.SYS_MESSAGE_ID: "forged"}), b"x", qos=1)
@@ -330,7 +330,7 @@ def test_revoked_certificate_is_disconnected_and_refused(hub: RunningHub, tmp_pa
         assert wait_until(lambda: sent in _stored_ids(hub, "x509-dev"))
         with hub.client() as api:
             api.request("DELETE", "/devices/x509-dev/certificate")
-        assert wait_until(lambda: not client.connected, 10)
+        assert wait_until(lambda: not client.connected, 30)
         assert _cert_connect(creds, cert, "x509-dev") != 0
         # a newly issued certificate works again
         assert _cert_connect(creds, _issue(hub, "x509-dev", tmp_path / "new"), "x509-dev") == 0
@@ -349,7 +349,7 @@ def test_disabled_or_deleted_x509_device_is_dropped_and_refused(
     try:
         with hub.client() as api:
             api.update_device("x509-hold", {"deviceId": "x509-hold", "status": "disabled"})
-        assert wait_until(lambda: not client.connected, 10)
+        assert wait_until(lambda: not client.connected, 30)
         assert _cert_connect(creds, cert, "x509-hold") != 0
         with hub.client() as api:
             api.update_device("x509-hold", {"deviceId": "x509-hold", "status": "enabled"})
@@ -357,7 +357,7 @@ def test_disabled_or_deleted_x509_device_is_dropped_and_refused(
         assert client.patch_twin_reported_properties({"back": True}) >= 2
         with hub.client() as api:
             api.delete_device("x509-hold")
-        assert wait_until(lambda: not client.connected, 10)
+        assert wait_until(lambda: not client.connected, 30)
         assert _cert_connect(creds, cert, "x509-hold") != 0
     finally:
         client.shutdown()

@@ -67,7 +67,7 @@ def upstream_link(tmp: Path) -> Iterator[Upstream]:
     with mosquitto(tmp / "upstream") as broker:
         proxy = TcpProxy(broker.port)
         rec = recorder(broker.port, [f"devices/{DEVICE}/modules/+/messages/events/#"])
-        assert rec.subscribed.wait(10)
+        assert rec.subscribed.wait(30)
         try:
             yield Upstream(broker, proxy, rec)
         finally:
@@ -117,7 +117,7 @@ def _try_connect(client: DeviceClient) -> None:
 def module(hub: EdgeHub, module_id: str) -> ModuleClient:
     env = hub.module_env(module_id)
     client = ModuleClient.create_from_connection_string(env["EdgeHubConnectionString"])
-    client.connect(timeout=10)
+    client.connect(timeout=30)
     return client
 
 

@@ -37,6 +37,10 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
+class BrokerExited(RuntimeError):
+    """The mosquitto process ended while it was starting."""
+
+
 @dataclass
 class Mosquitto:
     """A mosquitto process of our own (never the system service)."""
@@ -47,13 +51,28 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_port("127.0.0.1", self.port)
-        return self
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:  # e.g. the port was taken meanwhile
+                raise BrokerExited(f"mosquitto exited ({self.proc.returncode}): {self.tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"mosquitto does not listen on {self.port}") from None
+                time.sleep(0.05)
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-1000:]
+        except OSError:
+            return ""
 
     def reload(self) -> None:
         assert self.proc is not None
@@ -78,15 +97,23 @@ class Mosquitto:
 def mosquitto(tmp: Path, extra: str = "", port: int | None = None) -> Iterator[Mosquitto]:
     """An anonymous, plain-TCP mosquitto on a free port with ``extra`` config lines."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     conf = tmp / "mosquitto.conf"
     user = "root" if os.geteuid() == 0 else ""
-    conf.write_text(
-        (f"user {user}\n" if user else "")
-        + f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-        + extra
-    )
-    broker = Mosquitto(conf, port, tmp / "mosquitto.log").start()
+    # a port picked by binding 0 may be taken by someone else before mosquitto binds it:
+    # then mosquitto exits and (unless the caller chose the port) another one is tried
+    for attempt in range(5):
+        chosen = port or free_port()
+        conf.write_text(
+            (f"user {user}\n" if user else "")
+            + f"listener {chosen} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+            + extra
+        )
+        try:
+            broker = Mosquitto(conf, chosen, tmp / "mosquitto.log").start()
+            break
+        except BrokerExited:
+            if port is not None or attempt == 4:
+                raise
     try:
         yield broker
     finally:
@@ -213,9 +240,17 @@ def device_client(
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes.
+
+    An exception from the predicate (a key not there yet, a half-written file, a server
+    restarting) counts as "not yet"; only the final check after the deadline lets one out.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except Exception:
+            pass
         time.sleep(interval)
     return bool(predicate())
