@@ -17,6 +17,7 @@ import httpx
 
 from tests.support.agent import AgentProcess, procs_with
 from tests.support.hub import RunningHub, running_hub
+from tests.support.mqtt import wait_until
 
 
 def agent_desired(modules: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +64,9 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
         client.create_device(device, {"capabilities": {"iotEdge": True}})
         key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
         headers = {"Authorization": f"Bearer {hub.token}"}
-        creds = httpx.get(f"{hub.url}/devices/{device}/mqttCredentials", headers=headers).json()
+        creds = httpx.get(
+            f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
+        ).json()
         scheme = "mqtts" if creds["tls"] else "mqtt"
         conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
         agent = AgentProcess(
@@ -98,7 +101,9 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
             assert rep["systemModules"]["edgeHub"]["runtimeStatus"] == "running"
 
             # edgefleet logs DEVICE MODULE --tail N goes through the hub's methods endpoint
-            time.sleep(0.5)
+            # "running" says the process started, not that it has printed: wait for 3 ticks
+            one_log = agent.data_dir / "logs" / "one.log"
+            assert wait_until(lambda: one_log.read_text().count("tick one\n") >= 3, timeout=60)
             out = subprocess.run(
                 [sys.executable, "-m", "edgefleet.cli", "logs", device, "one", "--tail", "2"],
                 env=hub.cli_env(),
@@ -131,7 +136,7 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
             assert uploaded["task"]["status"] == "Completed"
             (item,) = uploaded["uploads"]
             raw = httpx.get(
-                f"{hub.url}/devices/{device}/logUploads/{item['name']}", headers=headers
+                f"{hub.url}/devices/{device}/logUploads/{item['name']}", headers=headers, timeout=60
             ).content
             assert [r["content"] for r in json.loads(gzip.decompress(raw))] == ["tick one"] * 3
             body = {
@@ -198,13 +203,15 @@ def test_dps_group_enrollment_agent(tmp_path: Path) -> None:
         }
         assert (
             httpx.put(
-                f"{hub.url}/enrollmentGroups/plant-a", json=group, headers=headers
+                f"{hub.url}/enrollmentGroups/plant-a", json=group, headers=headers, timeout=60
             ).status_code
             == 200
         )
         # the broker endpoint is the hub's; any device's credentials tell where it is
         hub.client().create_device("probe")
-        creds = httpx.get(f"{hub.url}/devices/probe/mqttCredentials", headers=headers).json()
+        creds = httpx.get(
+            f"{hub.url}/devices/probe/mqttCredentials", headers=headers, timeout=60
+        ).json()
         scheme = "mqtts" if creds["tls"] else "mqtt"
         agent = AgentProcess(
             tmp_path / "agent",
@@ -229,7 +236,12 @@ def test_dps_group_enrollment_agent(tmp_path: Path) -> None:
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if httpx.get(f"{hub.url}/devices/{device}", headers=headers).status_code == 200:
+                if (
+                    httpx.get(
+                        f"{hub.url}/devices/{device}", headers=headers, timeout=60
+                    ).status_code
+                    == 200
+                ):
                     break
                 time.sleep(0.2)
             assert hub.client().get_device(device)["capabilities"]["iotEdge"] is True
@@ -250,8 +262,12 @@ def test_device_certificate_agent(tmp_path: Path) -> None:
     with running_hub(tmp_path, broker="mosquitto") as hub:
         headers = {"Authorization": f"Bearer {hub.token}"}
         hub.client().create_device(device, {"capabilities": {"iotEdge": True}})
-        issued = httpx.post(f"{hub.url}/devices/{device}/certificate", headers=headers).json()
-        creds = httpx.get(f"{hub.url}/devices/{device}/mqttCredentials", headers=headers).json()
+        issued = httpx.post(
+            f"{hub.url}/devices/{device}/certificate", headers=headers, timeout=60
+        ).json()
+        creds = httpx.get(
+            f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
+        ).json()
         (tmp_path / "device.pem").write_text(issued["certificate"])
         (tmp_path / "device.key").write_text(issued["privateKey"])
         (tmp_path / "ca.pem").write_text(issued["caCertificate"])

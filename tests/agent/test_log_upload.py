@@ -43,7 +43,7 @@ def test_upload_module_logs_to_hub(tmp_path: Path) -> None:
         with running_hub(tmp_path) as hub:
             headers = {"Authorization": f"Bearer {hub.token}"}
             hub.client().create_device("edge-1", {"capabilities": {"iotEdge": True}})
-            r = httpx.post(f"{hub.url}/devices/edge-1/logUploads", headers=headers)
+            r = httpx.post(f"{hub.url}/devices/edge-1/logUploads", headers=headers, timeout=60)
             assert r.status_code == 200, r.text
             sas_url = r.json()["sasUrl"]
             payload = {
@@ -55,19 +55,22 @@ def test_upload_module_logs_to_hub(tmp_path: Path) -> None:
             }
             status, task = methods.handle("uploadModuleLogs", payload)
             assert status == 200
+            deadline = time.monotonic() + 60  # a fresh deadline: the hub took its own time
             while task["status"] == "Running" and time.monotonic() < deadline:
                 time.sleep(0.05)
                 task = methods.handle("getTaskStatus", {"correlationId": task["correlationId"]})[1]
             assert task["status"] == "Completed", task
-            (item,) = httpx.get(f"{hub.url}/devices/edge-1/logUploads", headers=headers).json()
+            (item,) = httpx.get(
+                f"{hub.url}/devices/edge-1/logUploads", headers=headers, timeout=60
+            ).json()
             assert item["module"] == "talker" and item["name"].endswith(".json.gz")
             body = httpx.get(
-                f"{hub.url}/devices/edge-1/logUploads/{item['name']}", headers=headers
+                f"{hub.url}/devices/edge-1/logUploads/{item['name']}", headers=headers, timeout=60
             ).content
             assert [r["content"] for r in json.loads(gzip.decompress(body))] == ["one", "two"]
             # a made-up token is refused; listing needs a bearer token
-            bad = httpx.put(f"{hub.url}/logUploads/nope?module=talker", content=b"x")
+            bad = httpx.put(f"{hub.url}/logUploads/nope?module=talker", content=b"x", timeout=60)
             assert bad.status_code == 401
-            assert httpx.get(f"{hub.url}/devices/edge-1/logUploads").status_code == 401
+            assert httpx.get(f"{hub.url}/devices/edge-1/logUploads", timeout=60).status_code == 401
     finally:
         rec.shutdown(True)

@@ -34,12 +34,12 @@ def test_register_with_enrollment_group(tmp_path: Path) -> None:
             "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": GROUP_KEY}},
             "capabilities": {"iotEdge": True},
         }
-        r = httpx.put(f"{hub.url}/enrollmentGroups/line-1", json=body, headers=headers)
+        r = httpx.put(f"{hub.url}/enrollmentGroups/line-1", json=body, headers=headers, timeout=60)
         assert r.status_code == 200, r.text
         key = derive_device_key(GROUP_KEY, "edge-7")
         reg = Registration(tmp_path / "agent", hub.url, "line-1", "edge-7", key)
         (tmp_path / "agent").mkdir()
-        reg.ensure()
+        reg.ensure(first_timeout=60)
         assert reg.done.is_set() and reg.result and reg.result["status"] == "assigned"
         device = hub.client().get_device("edge-7")
         assert device["capabilities"]["iotEdge"] is True
@@ -47,19 +47,20 @@ def test_register_with_enrollment_group(tmp_path: Path) -> None:
         # the $edgeAgent module twin exists: the agent can read its deployment
         assert hub.client().get_twin("edge-7", "$edgeAgent")["moduleId"] == "$edgeAgent"
         # idempotent: a second boot registers again without error; cached afterwards
-        assert register(hub.url, "line-1", "edge-7", key)["status"] == "assigned"
+        assert register(hub.url, "line-1", "edge-7", key, timeout=60)["status"] == "assigned"
         assert Registration(
             tmp_path / "agent", "http://127.0.0.1:9", "line-1", "edge-7", key
         ).done.is_set()
         # a wrong key or a wrong group is refused
         bad = derive_device_key(base64.b64encode(b"x" * 32).decode(), "edge-9")
         with pytest.raises(httpx.HTTPStatusError) as err:
-            register(hub.url, "line-1", "edge-9", bad)
+            register(hub.url, "line-1", "edge-9", bad, timeout=60)
         assert err.value.response.status_code == 401
         r = httpx.post(
             f"{hub.url}/registrations/edge-9/register",
             json={"enrollmentGroupId": "line-1"},
             headers={"Authorization": sas_token(key, "line-1/registrations/edge-7")},
+            timeout=60,
         )
         assert r.status_code == 401
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.edgehub.routes import (
@@ -69,7 +69,7 @@ _MSG = RouteMessage(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=80))
 def test_arbitrary_text_only_raises_route_error(text: str) -> None:
     for candidate in (text, f"FROM /messages WHERE {text} INTO $upstream", f"FROM {text}"):
@@ -81,7 +81,7 @@ def test_arbitrary_text_only_raises_route_error(text: str) -> None:
             assert route.condition(_MSG) in (-1, 0, 1)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_ATOMS, max_size=12))
 def test_token_soup_only_raises_route_error_and_evaluates(tokens: list[str]) -> None:
     text = " ".join(tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -100,7 +100,7 @@ arrays = hnp.arrays(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays, st.sampled_from(sorted(FORMATS)))
 def test_error_bound_and_idempotence(x: np.ndarray, name: str) -> None:
     f = FORMATS[name]
@@ -125,7 +125,7 @@ def test_error_bound_and_idempotence(x: np.ndarray, name: str) -> None:
     assert np.all(err[small] <= step.repeat(f.block_size, -1)[small] / 2)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays, st.sampled_from(sorted(FORMATS)))
 def test_sign_symmetry(x: np.ndarray, name: str) -> None:
     np.testing.assert_array_equal(quantize(-x, name), -quantize(x, name))

@@ -248,28 +248,42 @@ def test_two_hub_processes_and_kill_9(tmp_path: Path) -> None:
     ):
         auth_a = {"Authorization": f"Bearer {hub_a.token}"}
         auth_b = {"Authorization": f"Bearer {hub_b.token}"}
-        r = httpx.put(f"{hub_a.url}/enrollmentGroups/line-1", json=_group(), headers=auth_a)
+        r = httpx.put(
+            f"{hub_a.url}/enrollmentGroups/line-1", json=_group(), headers=auth_a, timeout=60
+        )
         assert r.status_code == 200, r.text
         key = derive_device_key(GROUP_KEY, "edge-7")
-        assert register(hub_b.url, "line-1", "edge-7", key)["deviceId"] == "edge-7"
-        assert register(hub_a.url, "line-1", "edge-7", key)["status"] == "assigned"
-        sas_url = httpx.post(f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b).json()
+        assert register(hub_b.url, "line-1", "edge-7", key, timeout=60)["deviceId"] == "edge-7"
+        assert register(hub_a.url, "line-1", "edge-7", key, timeout=60)["status"] == "assigned"
+        sas_url = httpx.post(
+            f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b, timeout=60
+        ).json()
         put = httpx.put(
-            sas_url["sasUrl"].replace(hub_b.url, hub_a.url), params={"module": "m"}, content=b"[1]"
+            sas_url["sasUrl"].replace(hub_b.url, hub_a.url),
+            params={"module": "m"},
+            content=b"[1]",
+            timeout=60,
         )
         assert put.status_code == 201, put.text
         os.kill(hub_a.process.pid, signal.SIGKILL)
         hub_a.process.wait(10)
-        regs = httpx.get(f"{hub_b.url}/enrollmentGroups/line-1/registrations", headers=auth_b)
+        regs = httpx.get(
+            f"{hub_b.url}/enrollmentGroups/line-1/registrations", headers=auth_b, timeout=60
+        )
         assert [(r["registrationId"], r["registrationCount"]) for r in regs.json()] == [
             ("edge-7", 2)
         ]
-        (item,) = httpx.get(f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b).json()
-        got = httpx.get(f"{hub_b.url}/devices/edge-7/logUploads/{item['name']}", headers=auth_b)
+        (item,) = httpx.get(
+            f"{hub_b.url}/devices/edge-7/logUploads", headers=auth_b, timeout=60
+        ).json()
+        got = httpx.get(
+            f"{hub_b.url}/devices/edge-7/logUploads/{item['name']}", headers=auth_b, timeout=60
+        )
         assert got.content == b"[1]"
         with running_hub(tmp_path / "a", database_url=url) as again:
             group = httpx.get(
                 f"{again.url}/enrollmentGroups/line-1",
                 headers={"Authorization": f"Bearer {again.token}"},
+                timeout=60,
             ).json()
             assert group["attestation"]["symmetricKey"]["primaryKey"] == GROUP_KEY

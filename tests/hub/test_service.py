@@ -12,20 +12,23 @@ from tests.support.hub import create_token, edgefleet_cmd, running_hub, stop_pro
 
 def test_serve_health_tokens_and_clean_shutdown(tmp_path: Path) -> None:
     with running_hub(tmp_path) as hub:
-        health = httpx.get(f"{hub.url}/health")
+        health = httpx.get(f"{hub.url}/health", timeout=60)
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
-        assert httpx.get(f"{hub.url}/openapi.json").json()["info"]["title"] == "edgefleet hub"
-        assert httpx.get(f"{hub.url}/docs").status_code == 200
+        assert (
+            httpx.get(f"{hub.url}/openapi.json", timeout=60).json()["info"]["title"]
+            == "edgefleet hub"
+        )
+        assert httpx.get(f"{hub.url}/docs", timeout=60).status_code == 200
 
         # no token / bad token: 401; token without the scope: 403
-        assert httpx.get(f"{hub.url}/devices").status_code == 401
-        bad = httpx.get(f"{hub.url}/devices", headers={"Authorization": "Bearer nope"})
+        assert httpx.get(f"{hub.url}/devices", timeout=60).status_code == 401
+        bad = httpx.get(f"{hub.url}/devices", headers={"Authorization": "Bearer nope"}, timeout=60)
         assert bad.status_code == 401
         reader = create_token(hub.data_dir, "registry:read")
         as_reader = {"Authorization": f"Bearer {reader}"}
-        assert httpx.get(f"{hub.url}/devices", headers=as_reader).status_code == 200
-        denied = httpx.put(f"{hub.url}/devices/d1", headers=as_reader, json={})
+        assert httpx.get(f"{hub.url}/devices", headers=as_reader, timeout=60).status_code == 200
+        denied = httpx.put(f"{hub.url}/devices/d1", headers=as_reader, json={}, timeout=60)
         assert denied.status_code == 403
         assert "registry:write" in denied.json()["message"]
 

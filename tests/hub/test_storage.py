@@ -68,7 +68,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
 
         thread = threading.Thread(target=writer)
         thread.start()
-        while len(acknowledged) < 50:
+        while len(acknowledged) < 50 and thread.is_alive():  # (a dead writer fails below)
             threading.Event().wait(0.02)
         os.kill(hub.process.pid, signal.SIGKILL)
         hub.process.wait(10)

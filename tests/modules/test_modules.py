@@ -192,20 +192,26 @@ def test_score_http_endpoint_needs_a_bearer_key(pipeline: tuple[Sink, dict[str, 
     url = f"http://127.0.0.1:{info['http_port']}/score"
     image = jpeg_frame("chelsea")
     headers = {"Content-Type": "image/jpeg"}
-    assert httpx.post(url, content=image, headers=headers).status_code == 401
+    assert httpx.post(url, content=image, headers=headers, timeout=60).status_code == 401
     bad = {**headers, "Authorization": "Bearer nope"}
-    assert httpx.post(url, content=image, headers=bad).status_code == 401
-    ok = httpx.post(url, content=image, headers={**headers, "Authorization": "Bearer key-two"})
+    assert httpx.post(url, content=image, headers=bad, timeout=60).status_code == 401
+    ok = httpx.post(
+        url, content=image, headers={**headers, "Authorization": "Bearer key-two"}, timeout=60
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["top5"][0]["class_id"] in CAT_CLASSES
     as_json = httpx.post(
         url,
         json={"image": base64.b64encode(image).decode()},
         headers={"Authorization": "Bearer key-one"},
+        timeout=60,
     )
     assert as_json.status_code == 200 and as_json.json()["top5"][0]["class_id"] in CAT_CLASSES
     garbage = httpx.post(
-        url, content=b"not an image", headers={**headers, "Authorization": "Bearer key-one"}
+        url,
+        content=b"not an image",
+        headers={**headers, "Authorization": "Bearer key-one"},
+        timeout=60,
     )
     assert garbage.status_code == 400 and "decodable" in garbage.json()["message"]
 

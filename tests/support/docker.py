@@ -53,6 +53,19 @@ class Registry:
         ).stdout
         (self.root / "htpasswd").write_bytes(htpasswd)
         (self.root / "data").mkdir(exist_ok=True)
+        # the free port may be taken before the registry binds it: then try another one
+        for attempt in range(5):
+            if attempt:
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+            if self._start_once():
+                return
+        raise RuntimeError(f"registry did not start: {self._log()}")
+
+    def _log(self) -> str:
+        return (self.root / "registry.log").read_text(errors="replace")[-2000:]
+
+    def _start_once(self) -> bool:
         (self.root / "config.yml").write_text(
             "version: 0.1\n"
             "log: {level: warn}\n"
@@ -61,22 +74,26 @@ class Registry:
             f"http: {{addr: '{self.address}'}}\n"
             f"auth: {{htpasswd: {{realm: test, path: {self.root / 'htpasswd'}}}}}\n"
         )
-        log = open(self.root / "registry.log", "wb")
-        self.proc = subprocess.Popen(
-            ["/usr/bin/docker-registry", "serve", str(self.root / "config.yml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
+        with open(self.root / "registry.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["/usr/bin/docker-registry", "serve", str(self.root / "config.yml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
             try:
-                httpx.get(f"http://{self.address}/v2/", timeout=1)
-                return
+                r = httpx.get(f"http://{self.address}/v2/", timeout=5)
+                # only a registry answers with this header (not some other server on the port)
+                if "docker-distribution-api-version" in r.headers:
+                    return True
             except httpx.HTTPError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError((self.root / "registry.log").read_text()) from None
-                time.sleep(0.1)
-        raise RuntimeError("registry did not start")
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"registry did not start: {self._log()}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
