@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from edgefleet.hubclient import HubClientError
 from tests.support.agent import AgentProcess, procs_with
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import wait_until
@@ -35,7 +36,8 @@ def looping(marker: str) -> dict[str, Any]:
 
 
 def hub_reported(hub: RunningHub, device: str) -> dict[str, Any]:
-    twin = hub.client().get_twin(device, "$edgeAgent")
+    with hub.client() as client:  # polled often: no pool of sockets left behind per call
+        twin = client.get_twin(device, "$edgeAgent")
     reported: dict[str, Any] = twin["properties"]["reported"]
     return reported
 
@@ -46,11 +48,11 @@ def wait_hub(
     deadline = time.monotonic() + 60
     rep: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        rep = hub_reported(hub, device)
         try:
+            rep = hub_reported(hub, device)
             if check(rep):
                 return rep
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, HubClientError):  # not there yet, or a hiccup of the hub
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}: {rep}")
