@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from edgefleet.hubclient import HubClientError
 from tests.support.agent import AgentProcess, procs_with
 from tests.support.hub import RunningHub, running_hub
-from tests.support.mqtt import wait_until
+from tests.support.mqtt import stop_managed_mosquitto, wait_until
 
 
 def agent_desired(modules: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +259,9 @@ def test_dps_group_enrollment_agent(tmp_path: Path) -> None:
             assert agent.stop() == 0
 
 
-def test_device_certificate_agent(tmp_path: Path) -> None:
+def test_device_certificate_agent(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # a hub that had to be SIGKILLed leaves its mosquitto running: never past this test
+    request.addfinalizer(lambda: stop_managed_mosquitto(tmp_path / "hub"))
     device = f"edge-{uuid.uuid4().hex[:6]}"
     marker = f"{tmp_path}/module-x509"
     with running_hub(tmp_path, broker="mosquitto") as hub:
