@@ -21,7 +21,11 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
 
 def cli(hub: RunningHub, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        edgefleet_cmd(*args), capture_output=True, text=True, timeout=120, env=hub.cli_env()
+        edgefleet_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**hub.cli_env(), "COLUMNS": "200"},  # tables never wrap a word, whatever the CI's
     )
     if ok:
         assert result.returncode == 0, result.stderr

@@ -70,7 +70,7 @@ def test_telemetry_is_stored_once_with_properties(hub: RunningHub, connected: An
     # the hub counts the copy it dropped, and only what it really stored
     assert wait_until(lambda: stats()["duplicates"] > before["duplicates"])
     after = stats()
-    assert after["duplicates"] - before["duplicates"] == 1
+    assert after["duplicates"] - before["duplicates"] >= 1  # more if a reconnect resent some
     assert after["stored"] - before["stored"] == 21
     stored = _messages(hub, device_id)
     assert [m["messageId"] for m in stored].count("fixed-id-1") == 1
