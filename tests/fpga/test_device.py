@@ -180,13 +180,18 @@ def test_concurrent_clients_are_serialized(device: DeviceProcess, store: ModelSt
     inputs = [_batch(2, seed=100 + i) for i in range(4)]
     expected = [reference_features(store, "efficientnet-lite0", "msfp9", x) for x in inputs]
     failures: list[str] = []
+    answered = [0] * 4
 
     def worker(i: int) -> None:
-        with device.client() as dev:
-            for _ in range(5):
-                got = dev.infer(inputs[i]).features
-                if not np.allclose(got, expected[i], rtol=1e-5, atol=1e-6):
-                    failures.append(f"client {i} got another client's result")
+        try:
+            with device.client() as dev:
+                for _ in range(5):
+                    got = dev.infer(inputs[i]).features
+                    if not np.allclose(got, expected[i], rtol=1e-5, atol=1e-6):
+                        failures.append(f"client {i} got another client's result")
+                    answered[i] += 1
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(f"client {i} failed: {exc!r}")
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
@@ -194,6 +199,7 @@ def test_concurrent_clients_are_serialized(device: DeviceProcess, store: ModelSt
     for t in threads:
         t.join(120)
     assert not failures
+    assert answered == [5, 5, 5, 5]
 
 
 def test_kill9_restart_and_sigterm_removes_socket(store: ModelStore, sock_dir: Path) -> None:
