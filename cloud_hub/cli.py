@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import bench_app, hub_app
+from edgefleet.cli_apps import fail, hub_app
 
 DATA_DIR_OPT = typer.Option(
     Path("./hub-data"), "--data-dir", envvar="EDGEFLEET_HUB_DATA_DIR", help="Hub state directory."
@@ -23,11 +23,6 @@ DB_URL_OPT = typer.Option(
 
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 hub_app.add_typer(token_app, name="token")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @hub_app.command("serve")
@@ -97,7 +92,7 @@ def serve(
     try:
         hub = open_hub(settings)
     except (SQLAlchemyError, OSError) as exc:
-        _fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
     app = create_app(hub=hub)
     config = uvicorn.Config(
         app,
@@ -151,96 +146,11 @@ def token_create(
     try:
         hub = open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
     except (SQLAlchemyError, OSError) as exc:
-        _fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
     try:
         token = hub.tokens.create(scope, name)
     except HubError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     finally:
         hub.close()
     typer.echo(token)
-
-
-@bench_app.command("hub")
-def bench_hub(
-    devices: int = typer.Option(10_000, "--devices", min=10, help="Fleet size to seed."),
-    database_url: str | None = typer.Option(
-        None, "--database-url", help="Benchmark this database (default: a temporary SQLite)."
-    ),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Keep the data here."),
-    operations: int = typer.Option(2000, "--operations", min=10, help="Patches/reads per path."),
-    workers: int = typer.Option(
-        4, "--workers", min=1, help="Concurrent workers (threads, HTTP clients)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Twin patch/s, twin read/s and tag-query latency: service layer vs HTTP, same run."""
-    import json
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from cloud_hub.bench import run_bench
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
-    ) as progress:
-        task = progress.add_task("seeding", total=devices)
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage == "seeding":
-                progress.update(task, completed=done)
-            else:
-                progress.update(task, description=stage)
-
-        try:
-            result = run_bench(devices, database_url, data_dir, operations, workers, report)
-        except (SQLAlchemyError, RuntimeError, OSError) as exc:
-            _fail(str(exc).splitlines()[0])
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    _print_bench(result)
-
-
-def _print_bench(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"hub benchmark: {result['devices']} devices on {result['database']}")
-    clients = result.get("http_clients", result["workers"])
-    for column in (
-        "figure",
-        f"service layer ({result['workers']} threads)",
-        f"HTTP ({clients} clients)",
-        "HTTP / service",
-        "hub CPU ms per HTTP op",
-        "client CPU ms per HTTP op",
-    ):
-        table.add_column(column)
-    for key, label in (("twin_patch_per_s", "twin patches/s"), ("twin_read_per_s", "reads/s")):
-        entry = result[key]
-        table.add_row(
-            label,
-            str(entry["service"]),
-            str(entry["http"]),
-            str(entry["http_vs_service"]),
-            str(entry.get("http_server_cpu_ms_per_op")),
-            str(entry.get("http_client_cpu_ms_per_op")),
-        )
-    Console().print(table)
-    queries = Table(title="tag queries (p50 ms)")
-    for column in ("query", "matches", "SQL prefilter", "Python only", "speedup"):
-        queries.add_column(column)
-    for key in ("region_query", "site_query"):
-        entry = result["tag_query"][key]
-        queries.add_row(
-            key,
-            str(entry["matches"]),
-            str(entry["prefilter"]["p50_ms"]),
-            str(entry["python_only"]["p50_ms"]),
-            str(entry["speedup"]),
-        )
-    Console().print(queries)

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from edgefleet.cli_apps import device_app, query_app, twin_app
+from edgefleet.cli_apps import device_app, fail, query_app, twin_app
 from edgefleet.hubclient import ENV_HUB, ENV_TOKEN, HubClient, HubClientError
 
 HUB_OPT = typer.Option(None, "--hub", envvar=ENV_HUB, help="Hub base URL.")
@@ -36,18 +36,13 @@ class _DefaultRunGroup(TyperGroup):
 query_app.info.cls = _DefaultRunGroup
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 @contextmanager
 def _client(hub: str | None, token: str | None) -> Iterator[HubClient]:
     try:
         with HubClient(hub, token) as client:
             yield client
     except HubClientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _print_json(value: Any) -> None:
@@ -93,11 +88,11 @@ def _parse_json_arg(value: str, what: str) -> Any:
         try:
             value = Path(value[1:]).read_text()
         except OSError as exc:
-            _fail(f"{what}: cannot read {value[1:]}: {exc.strerror}")
+            fail(f"{what}: cannot read {value[1:]}: {exc.strerror}")
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        _fail(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        fail(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
 
 
 # -- devices ---------------------------------------------------------------------------------
@@ -223,9 +218,9 @@ def device_set_modules(
     try:
         doc = yaml.safe_load(content.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        _fail(f"cannot read {content}: {exc}")
+        fail(f"cannot read {content}: {exc}")
     if not isinstance(doc, dict):
-        _fail(f"{content}: a deployment manifest must be a JSON/YAML object")
+        fail(f"{content}: a deployment manifest must be a JSON/YAML object")
     with _client(hub, token) as client:
         client.apply_configuration_content(device_id, doc)
     if as_json:
@@ -245,12 +240,12 @@ def device_rotate_key(
 ) -> None:
     """Replace the primary or secondary symmetric key (or swap them)."""
     if which not in ("primary", "secondary", "swap"):
-        _fail("--which must be primary, secondary or swap")
+        fail("--which must be primary, secondary or swap")
     with _client(hub, token) as client:
         doc = client.get_module(device_id, module) if module else client.get_device(device_id)
         auth = doc.get("authentication") or {}
         if auth.get("type") != "sas":
-            _fail(f"{device_id} uses {auth.get('type')} authentication, not symmetric keys")
+            fail(f"{device_id} uses {auth.get('type')} authentication, not symmetric keys")
         keys = dict(auth.get("symmetricKey") or {})
         if which == "swap":
             keys = {"primaryKey": keys.get("secondaryKey"), "secondaryKey": keys.get("primaryKey")}
@@ -351,7 +346,7 @@ def device_import(
     try:
         text = sys.stdin.read() if str(source) == "-" else source.read_text()
     except OSError as exc:
-        _fail(f"cannot read {source}: {exc.strerror}")
+        fail(f"cannot read {source}: {exc.strerror}")
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -359,9 +354,9 @@ def device_import(
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            _fail(f"{source}:{number}: not JSON: {exc.msg}")
+            fail(f"{source}:{number}: not JSON: {exc.msg}")
         if not isinstance(record, dict) or not isinstance(record.get("deviceId"), str):
-            _fail(f"{source}:{number}: each line needs a string deviceId")
+            fail(f"{source}:{number}: each line needs a string deviceId")
         records.append(record)
     from rich.console import Console
     from rich.progress import Progress
@@ -380,7 +375,7 @@ def device_import(
             try:
                 result = client.bulk_devices(items)
             except HubClientError as exc:
-                _fail(str(exc))
+                fail(str(exc))
             errors.extend(result.get("errors", []))
             progress.advance(task, len(items))
     summary = {"imported": len(records) - len(errors), "errors": errors}
@@ -444,13 +439,13 @@ def twin_patch(
     """Merge-patch tags and desired properties (null deletes a key)."""
     body: Any = _parse_json_arg(patch, "patch") if patch else {}
     if not isinstance(body, dict):
-        _fail("patch must be a JSON object")
+        fail("patch must be a JSON object")
     if tags is not None:
         body["tags"] = _parse_json_arg(tags, "--tags")
     if desired is not None:
         body.setdefault("properties", {})["desired"] = _parse_json_arg(desired, "--desired")
     if not body:
-        _fail("nothing to patch: give a patch, --tags or --desired")
+        fail("nothing to patch: give a patch, --tags or --desired")
     with _client(hub, token) as client:
         twin = client.patch_twin(device_id, body, module, etag)
     if as_json:

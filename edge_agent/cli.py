@@ -9,12 +9,7 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import agent_app, app, bench_app
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+from edgefleet.cli_apps import agent_app, app, fail
 
 
 @agent_app.command("run")
@@ -32,7 +27,7 @@ def agent_run(
 def _hub_options(hub: str | None, token: str | None) -> tuple[str, dict[str, str]]:
     url = hub or os.environ.get("EDGEFLEET_HUB")
     if not url:
-        raise _fail("no hub: pass --hub URL or set EDGEFLEET_HUB")
+        fail("no hub: pass --hub URL or set EDGEFLEET_HUB")
     tok = token or os.environ.get("EDGEFLEET_TOKEN")
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     return url.rstrip("/"), headers
@@ -54,12 +49,12 @@ def invoke_agent_method(
     try:
         r = httpx.post(url, json=body, headers=headers, timeout=timeout + 15)
     except httpx.HTTPError as exc:
-        raise _fail(f"hub {hub} unreachable: {exc}") from None
+        fail(f"hub {hub} unreachable: {exc}")
     if r.status_code >= 400:
-        raise _fail(f"{method} failed: HTTP {r.status_code} {r.text[:200]}")
+        fail(f"{method} failed: HTTP {r.status_code} {r.text[:200]}")
     data = r.json()
     if int(data.get("status", 200)) >= 400:
-        raise _fail(f"{method} failed: {data.get('status')} {json.dumps(data.get('payload'))}")
+        fail(f"{method} failed: {data.get('status')} {json.dumps(data.get('payload'))}")
     return data.get("payload")
 
 
@@ -112,9 +107,9 @@ def _upload_logs(
     try:
         r = httpx.post(f"{url}/devices/{device}/logUploads", headers=headers, timeout=30)
     except httpx.HTTPError as exc:
-        raise _fail(f"hub {url} unreachable: {exc}") from None
+        fail(f"hub {url} unreachable: {exc}")
     if r.status_code >= 400:
-        raise _fail(f"no upload URL: HTTP {r.status_code} {r.text[:200]}")
+        fail(f"no upload URL: HTTP {r.status_code} {r.text[:200]}")
     payload = {**payload, "sasUrl": r.json()["sasUrl"], "encoding": "gzip"}
     task = invoke_agent_method(url, headers, device, "uploadModuleLogs", payload)
     deadline = time.monotonic() + 120
@@ -123,54 +118,10 @@ def _upload_logs(
         status_payload = {"schemaVersion": "1.0", "correlationId": task["correlationId"]}
         task = invoke_agent_method(url, headers, device, "getTaskStatus", status_payload)
     if task.get("status") != "Completed":
-        raise _fail(f"upload {task.get('status')}: {task.get('message', '')}")
+        fail(f"upload {task.get('status')}: {task.get('message', '')}")
     listing = httpx.get(f"{url}/devices/{device}/logUploads", headers=headers, timeout=30).json()
     if as_json:
         typer.echo(json.dumps({"task": task, "uploads": listing}))
         return
     for item in listing:
         typer.echo(f"{item['name']}\t{item['bytes']} bytes")
-
-
-@bench_app.command("agent")
-def bench_agent(
-    modules: int = typer.Option(5, "--modules", "-n", min=1, max=100, help="Modules to deploy."),
-    runtime: str = typer.Option("auto", help="process | docker | auto (both when possible)."),
-    edge_hub: bool = typer.Option(True, help="Run the in-agent edge hub (the default config)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-) -> None:
-    """Agent RSS when idle and time from a desired change to all modules running."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-    from rich.table import Table
-
-    from edge_agent.bench import docker_available, run_bench
-
-    if runtime not in ("process", "docker", "auto"):
-        raise _fail("--runtime must be process, docker or auto")
-    runtimes = ["process"]
-    if runtime == "docker" or (runtime == "auto" and docker_available()):
-        runtimes = ["docker"] if runtime == "docker" else ["process", "docker"]
-    err = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err) as bar:
-        task = bar.add_task("agent bench", total=None)
-        try:
-            result = run_bench(
-                modules,
-                runtimes,
-                lambda rt: bar.update(task, description=f"runtime {rt}"),
-                edge_hub,
-            )
-        except Exception as exc:  # engine trouble and the like: one line, no traceback
-            raise _fail(f"bench failed: {exc}") from None
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    table = Table(title=f"edge agent, {modules} modules")
-    cols = [k for k in result["results"][0] if k != "runtime"]
-    table.add_column("runtime")
-    for c in cols:
-        table.add_column(c)
-    for row in result["results"]:
-        table.add_row(row["runtime"], *(str(row[c]) for c in cols))
-    Console().print(table)

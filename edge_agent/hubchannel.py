@@ -29,7 +29,7 @@ class HubChannel:
         self._closed = threading.Event()
 
     def start(self, on_desired: DesiredCallback, on_method: MethodHandler) -> None:
-        from edge_agent.device_client import MethodRequest, MethodResponse
+        from edgefleet.sdk.device_client import MethodRequest, MethodResponse
 
         agent = self.client.module(AGENT)
         hub = self.client.module(HUB)
@@ -43,7 +43,7 @@ class HubChannel:
         agent.on_method_request_received = method
 
         def connect() -> None:
-            from edge_agent.device_client import ClientError
+            from edgefleet.sdk.device_client import ClientError
 
             try:
                 self.client.connect(timeout=15)
@@ -93,7 +93,7 @@ def _mqtt_endpoint(cfg: AgentConfig, hostname: str) -> tuple[str, int, bool]:
 
 
 def make_hub_channel(cfg: AgentConfig, device_id: str, device_key: str | None = None) -> HubChannel:
-    from edge_agent.device_client import DeviceClient
+    from edgefleet.sdk.device_client import DeviceClient
 
     p = cfg.provisioning
     outbox = cfg.data_dir / "outbox.db"

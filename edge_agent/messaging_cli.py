@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import bench_app, device_app
+from edgefleet.cli_apps import device_app, fail
 
 HUB_OPT = typer.Option(None, "--hub", envvar="EDGEFLEET_HUB", help="Hub base URL.")
 TOKEN_OPT = typer.Option(None, "--token", envvar="EDGEFLEET_TOKEN", help="Hub API token.")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _call(hub: str | None, token: str | None, method: str, path: str) -> Any:
@@ -28,7 +23,7 @@ def _call(hub: str | None, token: str | None, method: str, path: str) -> Any:
         with HubClient(hub, token) as client:
             return client.request(method, path).json()
     except HubClientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @device_app.command("mqtt-credentials")
@@ -110,15 +105,15 @@ def device_simulate(
     """Run N simulated devices sending telemetry and answering direct methods."""
     from rich.progress import Progress
 
-    from edge_agent.device_client import ClientError
     from edge_agent.simulate import ensure_devices, simulate
     from edgefleet.hubclient import HubClient, HubClientError
+    from edgefleet.sdk.device_client import ClientError
 
     try:
         with HubClient(hub, token) as client:
             devices = ensure_devices(client, prefix, count)
     except HubClientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
             task = bar.add_task("simulating", total=duration)
@@ -128,31 +123,9 @@ def device_simulate(
 
             result = simulate(devices, rate, duration, progress=progress)
     except ClientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
             typer.echo(f"{key}: {value}")
-
-
-@bench_app.command("ingest")
-def bench_ingest(
-    devices: int = typer.Option(20, "--devices", min=1, help="Publishing devices."),
-    rate: float = typer.Option(400.0, "--rate", min=1.0, help="Messages/s per device."),
-    messages: int = typer.Option(1000, "--messages", min=10, help="Messages per device."),
-    procs: int = typer.Option(2, "--procs", min=1, help="Publisher processes."),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Stored messages/s, creation-to-commit latency and hub CPU with mosquitto, vs bare MQTT."""
-    from edge_agent.bench_ingest import print_result, run_bench
-
-    def say(message: str) -> None:
-        if not as_json:
-            typer.echo(message, err=True)
-
-    try:
-        result = run_bench(devices, rate, messages, procs, progress=say)
-    except (RuntimeError, OSError) as exc:
-        _fail(str(exc))
-    print_result(result, as_json)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.device_client import DeviceClient, MethodRequest, MethodResponse
 from edgefleet import protocol as p
 from edgefleet.hubclient import HubClient, HubClientError
+from edgefleet.sdk.device_client import DeviceClient, MethodRequest, MethodResponse
 
 
 @dataclass

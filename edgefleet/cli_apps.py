@@ -1,10 +1,12 @@
 """The typer command groups of the `edgefleet` CLI.
 
 Feature modules attach their commands to these groups (``@device_app.command("create")``);
-``edgefleet.cli`` imports those modules so the commands register. A CLI module imports its heavy
+``composition.cli`` imports those modules so the commands register. A CLI module imports its heavy
 dependencies (fastapi, docker, onnxruntime, torch) inside the command bodies, so that an edge device
 with only ``edgefleet[agent]`` installed can still run ``edgefleet --help`` and the agent commands.
 """
+
+from typing import NoReturn
 
 import typer
 
@@ -32,3 +34,9 @@ models_app = _group("models", "Build, quantize and run featurizer models.")
 fpga_app = _group("fpga-emulator", "The emulated FPGA accelerator device.")
 agent_app = _group("agent", "The edge agent daemon.")
 bench_app = _group("bench", "Benchmarks that print figures (use --json for scripts).")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """End a command with one line on stderr and a non-zero exit code (never a traceback)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-from edge_agent.module_client import ClientError, Message, ModuleClient
+from edgefleet.sdk.module_client import ClientError, Message, ModuleClient
 
 JsonDict = dict[str, Any]
 SettingsCallback = Callable[[JsonDict], None]

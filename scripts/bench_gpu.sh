@@ -15,11 +15,11 @@ precisions="${PRECISIONS:-fp16 int8 fp32}"
 command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "warning: nvidia-smi not found" >&2
 python -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 for m in $models; do
-  python -m edgefleet.cli models list --json | grep -q "\"name\": \"$m\"" \
-    || python -m edgefleet.cli models build "$m"
+  python -m composition.cli models list --json | grep -q "\"name\": \"$m\"" \
+    || python -m composition.cli models build "$m"
   for p in $precisions; do
     echo "== $m $p"
-    python -m edgefleet.cli bench featurizer --model "$m" --accelerator gpu --precision "$p" \
+    python -m composition.cli bench featurizer --model "$m" --accelerator gpu --precision "$p" \
       --json > "$out/$m-$p.json"
     python - "$out/$m-$p.json" <<'PY'
 import json, sys

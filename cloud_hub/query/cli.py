@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import typer
 
-from edgefleet.cli_apps import bench_app, query_app
+from edgefleet.cli_apps import query_app
 
 
 def eval_case(line: str) -> dict[str, Any]:
@@ -86,38 +86,3 @@ def eval_command(
         raise typer.Exit(2) from None
     with handle:
         run_cases(handle, sys.stdout)
-
-
-@bench_app.command("query")
-def bench_command(
-    twins: int = typer.Option(10000, "--twins", min=1, help="Size of the generated fleet."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    min_seconds: float = typer.Option(
-        0.3, "--min-seconds", min=0.0, help="Measure each figure for at least this long."
-    ),
-) -> None:
-    """Evaluations/s of compiled conditions vs. the naive syntax-tree walk (same run)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from cloud_hub.query.bench import CONDITIONS, run_bench
-
-    console = Console(stderr=True)
-    with console.status(f"evaluating {len(CONDITIONS)} conditions over {twins} twins..."):
-        report = run_bench(twins, min_seconds)
-    if json_output:
-        typer.echo(json.dumps(report))
-        return
-    table = Table(title=f"query evaluation, {twins} twins")
-    for column in ("condition", "matches", "compiled/s", "naive/s", "speedup"):
-        table.add_column(column)
-    for row in report["results"]:
-        table.add_row(
-            escape(row["condition"]),
-            str(row["matches"]),
-            f"{row['compiled_evals_per_s']:,}",
-            f"{row['naive_evals_per_s']:,}",
-            f"{row['speedup']}x",
-        )
-    Console().print(table)

@@ -9,12 +9,7 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import bench_app, route_app
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+from edgefleet.cli_apps import fail, route_app
 
 
 @route_app.command("check")
@@ -31,7 +26,7 @@ def route_check(
         parsed = parse_route(route)
     except RouteError as exc:
         typer.echo(json.dumps(exc.to_dict()))
-        _fail(str(exc))
+        fail(str(exc))
         return
     out: dict[str, Any] = {
         "source": parsed.source,
@@ -112,7 +107,7 @@ def route_eval(
     try:
         lines = cases.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        _fail(f"cannot read {cases}: {exc.strerror or exc}")
+        fail(f"cannot read {cases}: {exc.strerror or exc}")
         return
     out = sys.stdout
     for line in lines:
@@ -126,57 +121,3 @@ def route_eval(
             result = evaluate_case(case)
         out.write(json.dumps(result) + "\n")
     out.flush()
-
-
-@bench_app.command("routes")
-def bench_routes(
-    latency_messages: int = typer.Option(1000, help="Messages for the latency measurement."),
-    throughput_messages: int = typer.Option(10000, help="Messages for the throughput runs."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-) -> None:
-    """Module-to-module latency/throughput and upstream throughput vs bare paho + mosquitto."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from edge_agent.edgehub.bench import run_bench
-
-    console = Console(stderr=True)
-    try:
-        with console.status("benchmarking") as status:
-            result = run_bench(latency_messages, throughput_messages, lambda s: status.update(s))
-    except (RuntimeError, OSError) as exc:
-        _fail(str(exc))
-        return
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    hub, base, ratios = result["edgehub"], result["baseline_paho_mosquitto"], result["ratios"]
-    table = Table(title="edge hub vs bare paho/mosquitto")
-    for col in ("measure", "edge hub", "baseline", "ratio"):
-        table.add_column(col)
-    m2m = hub["module_to_module"]
-    table.add_row(
-        "m2m latency p50 (ms)",
-        str(m2m["latency"]["p50_ms"]),
-        str(base["latency"]["p50_ms"]),
-        str(ratios["m2m_latency_p50_vs_baseline"]),
-    )
-    table.add_row(
-        "m2m latency p99 (ms)",
-        str(m2m["latency"]["p99_ms"]),
-        str(base["latency"]["p99_ms"]),
-        str(ratios["m2m_latency_p99_vs_baseline"]),
-    )
-    table.add_row(
-        "m2m messages/s",
-        str(m2m["messages_per_s"]),
-        str(base["messages_per_s"]),
-        str(ratios["m2m_throughput_vs_baseline"]),
-    )
-    table.add_row(
-        "upstream messages/s",
-        str(hub["upstream"]["messages_per_s"]),
-        str(base["messages_per_s"]),
-        str(ratios["upstream_throughput_vs_baseline"]),
-    )
-    Console().print(table)

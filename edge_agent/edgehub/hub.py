@@ -7,7 +7,7 @@
     hub.stats()                           # counters for the agent's reported properties
     hub.stop()
 
-``upstream`` is the agent's ``DeviceClient`` (``edge_agent.device_client``) or ``None``
+``upstream`` is the agent's ``DeviceClient`` (``edgefleet.sdk.device_client``) or ``None``
 (everything bound upstream then waits in the store until its TTL).
 """
 
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.edgehub import topics as t
 from edge_agent.edgehub import twin_notify
 from edge_agent.edgehub.broker import LocalBroker
 from edge_agent.edgehub.routes import RouteMessage, RouteTable, module_source
 from edge_agent.edgehub.store import Item, MessageStore
+from edgefleet import module_topics as t
 from edgefleet import protocol as p
 
 log = logging.getLogger("edgefleet.edgehub")
@@ -398,7 +398,7 @@ class EdgeHub:
             )
 
         def on_method(request: Any) -> Any:
-            from edge_agent.device_client import MethodResponse
+            from edgefleet.sdk.device_client import MethodResponse
 
             status, body = self._call_module(module_id, request.name, request.payload)
             return MethodResponse.create_from_method_request(request, status, body)

@@ -30,7 +30,7 @@ def start_for_agent(agent: Any) -> EdgeHub:
 
 
 def _upstream(cfg: dict[str, Any], device_id: str, data_dir: Path) -> Any:
-    from edge_agent.device_client import DeviceClient
+    from edgefleet.sdk.device_client import DeviceClient
 
     up = cfg.get("upstream")
     if not up:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from edge_agent.module_client import Message
+from edgefleet.sdk.module_client import Message
 from modules.camera.frames import FrameError, parse_photos
 from modules.camera.frames import jpeg_frame as encode
 from modules.runtime import ModuleRuntime, env_float, main_guard

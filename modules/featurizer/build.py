@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.preprocess import normalize, resize_and_crop
-from edge_agent.accelerators.store import (
+from modules.accelerators.model_store import (
     IMAGENET_LABELS,
     Head,
     ModelManifest,
@@ -27,6 +26,7 @@ from edge_agent.accelerators.store import (
     Preprocessing,
     TensorSpec,
 )
+from modules.accelerators.preprocess import normalize, resize_and_crop
 
 if TYPE_CHECKING:
     import numpy as np
@@ -277,10 +277,10 @@ STATS_IMAGES = 64  # calibration views behind the stored conv input means
 
 def add_conv_input_means(path: Path, data: npt.NDArray[np.float32]) -> dict[str, Any]:
     """Measure every Conv input's per-channel mean on ``data`` and store it in the artifact's
-    metadata (``edge_agent.accelerators.bias_correction``), for whoever quantizes it later."""
+    metadata (``modules.accelerators.bias_correction``), for whoever quantizes it later."""
     import onnx
 
-    from edge_agent.accelerators.bias_correction import conv_input_means, embed_means
+    from modules.accelerators.bias_correction import conv_input_means, embed_means
 
     model = onnx.load(str(path))
     batches = ({INPUT_NAME: data[i : i + 8]} for i in range(0, len(data), 8))
@@ -303,7 +303,7 @@ def int8_bias_corrected(
     import onnx
     from onnx import numpy_helper
 
-    from edge_agent.accelerators.bias_correction import correct_conv_biases, int8_per_channel
+    from modules.accelerators.bias_correction import correct_conv_biases, int8_per_channel
     from modules.featurizer.gptq import gptq_int8_weights
 
     model = onnx.load(str(src))

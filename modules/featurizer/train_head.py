@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.accelerators.classify import ImageClassifier
-from edge_agent.accelerators.session import FeaturizerSession
-from edge_agent.accelerators.store import Head, ModelStore, StoreError, TensorSpec
+from modules.accelerators.classify import ImageClassifier
+from modules.accelerators.model_store import Head, ModelStore, StoreError, TensorSpec
+from modules.accelerators.session import FeaturizerSession
 
 if TYPE_CHECKING:
     import numpy as np

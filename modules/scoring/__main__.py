@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from edge_agent.module_client import Message
+from edgefleet.sdk.module_client import Message
 from modules.runtime import ModuleRuntime, main_guard
 from modules.scoring.scorer import Scorer, ScoringConfig
 
@@ -23,8 +23,8 @@ OUTPUT = "results"
 
 
 def _open(config: ScoringConfig) -> Scorer:
-    from edge_agent.accelerators.session import AcceleratorError
-    from edge_agent.accelerators.store import StoreError
+    from modules.accelerators.model_store import StoreError
+    from modules.accelerators.session import AcceleratorError
 
     try:
         return Scorer(config)

@@ -41,9 +41,9 @@ class Scorer:
     """Thread-safe: the message handler and the HTTP endpoint share one session."""
 
     def __init__(self, config: ScoringConfig) -> None:
-        from edge_agent.accelerators.classify import ImageClassifier
-        from edge_agent.accelerators.select import open_accelerator
-        from edge_agent.accelerators.store import ModelStore
+        from modules.accelerators.classify import ImageClassifier
+        from modules.accelerators.model_store import ModelStore
+        from modules.accelerators.select import open_accelerator
 
         self.config = config
         store = ModelStore(config.model_dir)

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from edge_agent.module_client import Message
+from edgefleet.sdk.module_client import Message
 from modules.runtime import ModuleRuntime, env_float, main_guard
 from modules.simulated_sensor.sensor import SimulatedMachine
 

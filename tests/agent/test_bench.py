@@ -10,7 +10,7 @@ def test_bench_agent_process_json() -> None:
         [
             sys.executable,
             "-m",
-            "edgefleet.cli",
+            "composition.cli",
             "bench",
             "agent",
             "--modules",

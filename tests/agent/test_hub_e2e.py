@@ -108,7 +108,7 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
             one_log = agent.data_dir / "logs" / "one.log"
             assert wait_until(lambda: one_log.read_text().count("tick one\n") >= 3, timeout=60)
             out = subprocess.run(
-                [sys.executable, "-m", "edgefleet.cli", "logs", device, "one", "--tail", "2"],
+                [sys.executable, "-m", "composition.cli", "logs", device, "one", "--tail", "2"],
                 env=hub.cli_env(),
                 capture_output=True,
                 text=True,
@@ -120,7 +120,7 @@ def test_agent_with_real_hub(tmp_path: Path) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "edgefleet.cli",
+                    "composition.cli",
                     "logs",
                     device,
                     "one",

@@ -105,7 +105,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) ->
 def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
     path = _write(tmp_path, "provisioning: {source: manual}\n")
     r = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "agent", "run", "--config", str(path)],
+        [sys.executable, "-m", "composition.cli", "agent", "run", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

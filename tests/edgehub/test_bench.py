@@ -9,7 +9,7 @@ import sys
 
 def test_bench_routes_reports_edge_hub_and_baseline_figures() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "bench", "routes", "--json"]
+        [sys.executable, "-m", "composition.cli", "bench", "routes", "--json"]
         + ["--latency-messages", "50", "--throughput-messages", "400"],
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from edge_agent.edgehub.broker import topic_matches
-from edge_agent.module_client import Message
+from edgefleet.sdk.module_client import Message
 from tests.support.edgehub import edge_hub, module
 
 

@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.module_client import ClientError, Message, MethodResponse, ModuleClient
 from edgefleet import protocol as p
+from edgefleet.sdk.module_client import ClientError, Message, MethodResponse, ModuleClient
 from tests.support.edgehub import DEVICE, edge_hub, module, upstream_link
 
 

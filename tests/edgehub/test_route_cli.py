@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "route", *args],
+        [sys.executable, "-m", "composition.cli", "route", *args],
         capture_output=True,
         text=True,
         timeout=60,

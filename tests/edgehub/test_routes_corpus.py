@@ -32,7 +32,7 @@ TSV = [
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", *args],
+        [sys.executable, "-m", "composition.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent.device_client import DeviceClient
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-from edge_agent.module_client import Message
+from edgefleet.sdk.device_client import DeviceClient
+from edgefleet.sdk.module_client import Message
 from tests.support.edgehub import module
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, credentials, stop_managed_mosquitto, wait_until

@@ -8,7 +8,7 @@ from edgefleet import __version__
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "composition.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edge_agent.accelerators.bfp import (
+from modules.accelerators.bfp import (
     FORMATS,
     UnknownFormatError,
     encode,

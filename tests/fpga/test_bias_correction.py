@@ -7,15 +7,15 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.accelerators.bfp import quantize_conv_weight
-from edge_agent.accelerators.bias_correction import (
+from modules.accelerators.bfp import quantize_conv_weight
+from modules.accelerators.bias_correction import (
     conv_input_means,
     correct_conv_biases,
     embed_means,
     int8_per_channel,
     read_means,
 )
-from edge_agent.accelerators.fpga.rewrite import rewrite
+from modules.accelerators.fpga.rewrite import rewrite
 
 
 def _two_convs(rng: np.random.Generator) -> onnx.ModelProto:

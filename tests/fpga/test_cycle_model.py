@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.accelerators.bfp import FORMATS
-from edge_agent.accelerators.fpga.cycle_model import (
+from modules.accelerators.bfp import FORMATS
+from modules.accelerators.fpga.cycle_model import (
     CardConfig,
     CycleModel,
     Layer,

@@ -19,21 +19,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.accelerators.fpga.client import (
+from modules.accelerators.fpga.client import (
     DeviceProcess,
     FpgaDevice,
     FpgaDeviceError,
     start_device_process,
 )
-from edge_agent.accelerators.fpga.protocol import (
+from modules.accelerators.fpga.protocol import (
     MAGIC,
     MAX_PAYLOAD,
     encode_frame,
     parse_header,
     read_frame,
 )
-from edge_agent.accelerators.select import open_accelerator
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.select import open_accelerator
 from tests.support.fpga import TINY_INPUT, reference_features, tiny_store
 
 FLASH_MS = 150.0
@@ -236,7 +236,7 @@ def test_kill9_restart_and_sigterm_removes_socket(store: ModelStore, sock_dir: P
                 [
                     sys.executable,
                     "-m",
-                    "edgefleet.cli",
+                    "composition.cli",
                     "fpga-emulator",
                     "serve",
                     "--socket",
@@ -283,7 +283,7 @@ def test_cli_status_and_load_json(device: DeviceProcess) -> None:
             [
                 sys.executable,
                 "-m",
-                "edgefleet.cli",
+                "composition.cli",
                 "fpga-emulator",
                 *args,
                 "--socket",
@@ -355,7 +355,7 @@ def test_bench_fpga_host_reports_ratios(store: ModelStore) -> None:
         [
             sys.executable,
             "-m",
-            "edgefleet.cli",
+            "composition.cli",
             "bench",
             "fpga-host",
             "--model",
@@ -380,7 +380,7 @@ def test_bench_fpga_host_reports_ratios(store: ModelStore) -> None:
 
 _SESSION_SCRIPT = """
 import sys, time
-from edge_agent.accelerators.select import open_accelerator
+from modules.accelerators.select import open_accelerator
 session = open_accelerator(
     "fpga-emulator", "efficientnet-lite0", "bfp8", store=sys.argv[1], device=sys.argv[2]
 )
@@ -427,8 +427,8 @@ def test_a_device_started_for_a_session_does_not_outlive_its_process(
 
 
 def test_a_corrupted_artifact_is_refused_and_the_loaded_model_stays(tmp_path: Path) -> None:
-    from edge_agent.accelerators.fpga.cycle_model import CardConfig
-    from edge_agent.accelerators.fpga.server import DeviceError, EmulatedCard
+    from modules.accelerators.fpga.cycle_model import CardConfig
+    from modules.accelerators.fpga.server import DeviceError, EmulatedCard
 
     store = tiny_store(tmp_path / "models")
     card = EmulatedCard("fpga5", store, CardConfig(flash_ms=0, flash_ms_per_mbyte=0))

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.accelerators.classify import ImageClassifier
-from edge_agent.accelerators.fpga.client import DeviceProcess, start_device_process
-from edge_agent.accelerators.select import open_accelerator
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.classify import ImageClassifier
+from modules.accelerators.fpga.client import DeviceProcess, start_device_process
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.select import open_accelerator
 from tests.support.featurizer_models import build_test_store
 
 # The issue asks for >= 0.99. With bias correction at load time (each conv bias absorbs the mean
@@ -71,7 +71,7 @@ def test_formats_differ_and_narrower_is_further_from_fp32(
 ) -> None:
     from skimage import data
 
-    from edge_agent.accelerators.preprocess import preprocess_batch
+    from modules.accelerators.preprocess import preprocess_batch
 
     manifest = store.get("efficientnet-lite0")
     batch = preprocess_batch([data.chelsea(), data.coffee()], manifest.preprocessing)
@@ -92,7 +92,7 @@ def test_formats_differ_and_narrower_is_further_from_fp32(
 def test_bfp8_agrees_with_fp32_on_the_evaluation_set(
     device: DeviceProcess, store: ModelStore
 ) -> None:
-    from modules.featurizer.bench import MARGIN, agreement, probabilities, top1
+    from modules.featurizer.agreement import MARGIN, agreement, probabilities, top1
     from modules.featurizer.build import preprocess_arrays
     from modules.featurizer.evalset import eval_images
 

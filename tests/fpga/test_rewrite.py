@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.accelerators.bfp import (
+from modules.accelerators.bfp import (
     FORMATS,
     get_format,
     quantize,
@@ -16,7 +16,7 @@ from edge_agent.accelerators.bfp import (
     quantize_conv_weight,
     quantize_matmul_weight,
 )
-from edge_agent.accelerators.fpga.rewrite import rewrite
+from modules.accelerators.fpga.rewrite import rewrite
 
 FMTS = sorted(FORMATS)
 

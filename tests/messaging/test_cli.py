@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.device_client import DeviceClient
+from edgefleet.sdk.device_client import DeviceClient
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, wait_until
 
@@ -19,7 +19,7 @@ from tests.support.mqtt import create_device, wait_until
 def run_cli(hub: RunningHub | None, *args: str, timeout: float = 120) -> Any:
     env = hub.cli_env() if hub is not None else None
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", *args],
+        [sys.executable, "-m", "composition.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.device_client import ClientError, DeviceClient, MethodRequest, MethodResponse
 from edgefleet import protocol as p
+from edgefleet.sdk.device_client import ClientError, DeviceClient, MethodRequest, MethodResponse
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, device_client, stop_managed_mosquitto, wait_until
 

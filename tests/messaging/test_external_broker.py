@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.device_client import DeviceClient
+from edgefleet.sdk.device_client import DeviceClient
 from tests.support.hub import running_hub
 from tests.support.mqtt import create_device, credentials, mosquitto, wait_until
 

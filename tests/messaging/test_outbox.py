@@ -6,8 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from edge_agent.device_client import DeviceClient
 from edgefleet import protocol as p
+from edgefleet.sdk.device_client import DeviceClient
 from tests.support.mqtt import Mosquitto, free_port, mosquitto, recorder
 
 EVENTS = ["devices/+/messages/events/#"]
@@ -59,7 +59,7 @@ def test_outbox_survives_kill_9_of_the_device_process(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import json, sys
-        from edge_agent.device_client import DeviceClient
+        from edgefleet.sdk.device_client import DeviceClient
         c = DeviceClient("dev-k", "127.0.0.1", {port}, tls=False, outbox_path={str(outbox)!r})
         ids = [c.send_message({{"i": i}}) for i in range(300)]
         print(json.dumps(ids), flush=True)

@@ -26,7 +26,9 @@ from tests.support.hub import running_hub
 from tests.support.mqtt import create_device, device_client, wait_until
 from tests.support.pg import temporary_database
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+# The clock of the unit tests: every stamp and every prune time derives from it (the real hub
+# at the end of this file runs on the real clock, so its stamps come from the real clock too).
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -122,20 +124,20 @@ def test_zero_keeps_forever(hub: Hub) -> None:
 
 def test_ingest_while_pruning_keeps_every_new_message(hub: Hub) -> None:
     """Writes interleave with the pruner's small transactions; only expired rows go."""
-    add_messages(hub.db, "busy", 3000, datetime.now(UTC) - timedelta(days=9), "old")
+    add_messages(hub.db, "busy", 3000, NOW - timedelta(days=9), "old")
     pruner = MessagePruner(hub.db, RetentionPolicy(hours=168, batch=50))
     errors: list[BaseException] = []
 
     def ingest() -> None:
         try:
             for k in range(40):
-                add_messages(hub.db, "busy", 5, datetime.now(UTC), f"new{k}")
+                add_messages(hub.db, "busy", 5, NOW, f"new{k}")
         except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
     writer = threading.Thread(target=ingest)
     writer.start()
-    removed = pruner.prune_once()
+    removed = pruner.prune_once(NOW)
     writer.join(60)
     assert not writer.is_alive() and errors == []
     assert removed == 3000
@@ -148,9 +150,9 @@ def test_paging_stays_correct_after_pruning(hub: Hub) -> None:
     first = list_messages(hub, "pager", None, 4)
     assert [m["messageId"] for m in first["messages"]] == [f"old-{i}" for i in range(4)]
     cursor = first["next"]
-    add_messages(hub.db, "pager", 3, datetime.now(UTC), "new")
+    add_messages(hub.db, "pager", 3, NOW, "new")
 
-    assert MessagePruner(hub.db, RetentionPolicy(hours=1)).prune_once() == 10
+    assert MessagePruner(hub.db, RetentionPolicy(hours=1)).prune_once(NOW) == 10
     page = list_messages(hub, "pager", cursor, 2)
     assert [m["messageId"] for m in page["messages"]] == ["new-0", "new-1"]
     rest = list_messages(hub, "pager", page["next"], 10)
@@ -161,7 +163,7 @@ def test_paging_stays_correct_after_pruning(hub: Hub) -> None:
     # so a client holding the last cursor sees the next message.
     assert MessagePruner(hub.db, RetentionPolicy(hours=1)).prune_once(NOW + timedelta(days=2)) == 3
     assert stored(hub.db) == []
-    add_messages(hub.db, "pager", 1, datetime.now(UTC), "after")
+    add_messages(hub.db, "pager", 1, NOW + timedelta(days=2), "after")
     after = list_messages(hub, "pager", last, 10)
     assert [m["messageId"] for m in after["messages"]] == ["after-0"]
     assert int(after["messages"][0]["sequenceNumber"]) > int(last)

@@ -14,8 +14,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub.ca import HubCA
-from edge_agent.device_client import DeviceClient
 from edgefleet import protocol as p
+from edgefleet.sdk.device_client import DeviceClient
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import (
     create_device,

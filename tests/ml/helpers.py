@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", *args],
+        [sys.executable, "-m", "composition.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

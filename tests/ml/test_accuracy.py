@@ -6,10 +6,10 @@ from pathlib import Path
 
 from skimage import data
 
-from edge_agent.accelerators.classify import ImageClassifier
-from edge_agent.accelerators.select import open_accelerator
-from edge_agent.accelerators.store import ModelStore
-from modules.featurizer.bench import MARGIN, agreement, probabilities, top1
+from modules.accelerators.classify import ImageClassifier
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.select import open_accelerator
+from modules.featurizer.agreement import MARGIN, agreement, probabilities, top1
 from modules.featurizer.build import preprocess_arrays
 from modules.featurizer.evalset import calibration_images, eval_images
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.model_store import ModelStore
 
 from .helpers import run_cli
 

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.accelerators.bias_correction import int8_per_channel
+from modules.accelerators.bias_correction import int8_per_channel
 from modules.featurizer.gptq import gptq_int8_weights
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from edge_agent.accelerators.preprocess import ImageError, decode_rgb, preprocess
-from edge_agent.accelerators.store import Preprocessing
+from modules.accelerators.model_store import Preprocessing
+from modules.accelerators.preprocess import ImageError, decode_rgb, preprocess
 
 from .helpers import write_image
 

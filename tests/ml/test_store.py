@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.accelerators.store import (
+from modules.accelerators.model_store import (
     IntegrityError,
     ModelNotFoundError,
     ModelStore,

@@ -95,7 +95,7 @@ def test_a_failed_step_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "demo", "--data-dir", str(blocker), "--json"],
+        [sys.executable, "-m", "composition.cli", "demo", "--data-dir", str(blocker), "--json"],
         capture_output=True,
         text=True,
         timeout=60,

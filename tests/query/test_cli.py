@@ -8,7 +8,7 @@ from pathlib import Path
 
 def run_eval(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "query", "eval", "--cases", str(path)],
+        [sys.executable, "-m", "composition.cli", "query", "eval", "--cases", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -70,7 +70,7 @@ def test_bench_query_reports_compiled_and_naive_rates() -> None:
         [
             sys.executable,
             "-m",
-            "edgefleet.cli",
+            "composition.cli",
             "bench",
             "query",
             "--twins",

@@ -105,7 +105,7 @@ class AgentProcess:
             [
                 sys.executable,
                 "-m",
-                "edgefleet.cli",
+                "composition.cli",
                 "agent",
                 "run",
                 "--config",

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.device_client import DeviceClient
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-from edge_agent.module_client import ModuleClient
 from edgefleet import protocol as p
+from edgefleet.sdk.device_client import DeviceClient
+from edgefleet.sdk.module_client import ModuleClient
 from tests.support.mqtt import Mosquitto, Recorder, mosquitto, recorder
 from tests.support.tcpproxy import TcpProxy
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from edge_agent.module_client import ClientError, Message, ModuleClient
+from edgefleet.sdk.module_client import ClientError, Message, ModuleClient
 
 
 def main() -> int:

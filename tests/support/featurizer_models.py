@@ -16,7 +16,7 @@ def build_test_store(
     precisions: Sequence[str] = ("fp32", "int8", "fp16"),
     calibration_count: int = 64,
 ) -> Path:
-    from edge_agent.accelerators.store import ModelStore
+    from modules.accelerators.model_store import ModelStore
     from modules.featurizer.build import build_model
 
     store = ModelStore(root)

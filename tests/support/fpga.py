@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.accelerators.store import ModelManifest, ModelStore, TensorSpec
+from modules.accelerators.model_store import ModelManifest, ModelStore, TensorSpec
 
 TINY_INPUT = (3, 16, 16)
 
@@ -86,7 +86,7 @@ def reference_features(
     """What the device must compute: the BFP rewrite of the stored fp32 featurizer (onnxruntime)."""
     import onnxruntime as ort
 
-    from edge_agent.accelerators.fpga.rewrite import rewrite
+    from modules.accelerators.fpga.rewrite import rewrite
 
     model, _ = rewrite(onnx.load(str(store.featurizer_path(name))), precision)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 def edgefleet_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edgefleet.cli", *args]
+    return [sys.executable, "-m", "composition.cli", *args]
 
 
 def _options(extra_args: dict[str, Any]) -> list[str]:

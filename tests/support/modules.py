@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.edgehub.hub import EdgeHub
-from edge_agent.module_client import Message
+from edgefleet.sdk.module_client import Message
 from tests.support.edgehub import module
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -220,7 +220,7 @@ def device_client(
     hub: Any, device_id: str, tmp: Path, *, key: str | None = None, **kwargs: Any
 ) -> Any:
     """A DeviceClient for a device of a running hub (primary key unless ``key`` is given)."""
-    from edge_agent.device_client import DeviceClient
+    from edgefleet.sdk.device_client import DeviceClient
 
     creds = credentials(hub, device_id)
     if key is None:

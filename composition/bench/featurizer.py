@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.classify import ImageClassifier
-from edge_agent.accelerators.cpu import physical_cores
-from edge_agent.accelerators.select import open_accelerator
-from edge_agent.accelerators.session import FeaturizerSession
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.classify import ImageClassifier
+from modules.accelerators.cpu import physical_cores
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.select import open_accelerator
+from modules.accelerators.session import FeaturizerSession
+from modules.featurizer.agreement import agreement, probabilities, top1
 
 if TYPE_CHECKING:
     import numpy as np
@@ -112,42 +113,6 @@ def measure(
     if device:
         result["device_ms"] = _percentiles([d / 1000.0 for d in device])
     return result
-
-
-def probabilities(
-    classifier: ImageClassifier, data: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    import numpy as np
-
-    out = [classifier.probabilities(data[i : i + 8]) for i in range(0, len(data), 8)]
-    return np.concatenate(out).astype(np.float32)
-
-
-def top1(classifier: ImageClassifier, data: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-    return probabilities(classifier, data).argmax(1).astype("int64")
-
-
-MARGIN = 0.05  # fp32 top-1 minus top-2 probability below which an input counts as a near-tie
-
-
-def agreement(
-    reference: npt.NDArray[np.float32], predicted: npt.NDArray[np.int64]
-) -> dict[str, Any]:
-    """Top-1 agreement with fp32, overall and on the inputs where fp32 is not near a tie."""
-    import numpy as np
-
-    top2 = np.sort(reference, axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) >= MARGIN
-    same = predicted == reference.argmax(1)
-    return {
-        "inputs": int(len(same)),
-        "top1_agreement_with_fp32": round(float(same.mean()), 4),
-        "disagreements": int((~same).sum()),
-        f"share_fp32_margin_below_{MARGIN}": round(float(1.0 - clear.mean()), 4),
-        f"top1_agreement_where_fp32_margin_ge_{MARGIN}": (
-            round(float(same[clear].mean()), 4) if clear.any() else None
-        ),
-    }
 
 
 def run_bench(

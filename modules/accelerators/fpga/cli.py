@@ -8,15 +8,10 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli_apps import bench_app, fpga_app
+from edgefleet.cli_apps import fail, fpga_app
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+def emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -43,7 +38,7 @@ def serve_cmd(
     ),
 ) -> None:
     """Run the emulated FPGA card as a device process serving a local UNIX socket."""
-    from edge_agent.accelerators.fpga.server import DeviceError, serve
+    from modules.accelerators.fpga.server import DeviceError, serve
 
     try:
         code = serve(
@@ -58,14 +53,14 @@ def serve_cmd(
             parent_pid=parent_pid,
         )
     except DeviceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot serve {device}: {exc}")
+        fail(f"cannot serve {device}: {exc}")
     raise typer.Exit(code)
 
 
 def _device(device: str, socket_path: Path | None) -> Any:
-    from edge_agent.accelerators.fpga.client import FpgaDevice, resolve_device_path
+    from modules.accelerators.fpga.client import FpgaDevice, resolve_device_path
 
     return FpgaDevice(socket_path or resolve_device_path(device))
 
@@ -77,16 +72,16 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show the card's loaded model, precision and counters."""
-    from edge_agent.accelerators.fpga.client import FpgaDeviceError
+    from modules.accelerators.fpga.client import FpgaDeviceError
 
     try:
         with _device(device, socket_path) as dev:
             st = dev.status()
     except FpgaDeviceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     st.pop("ok", None)
     c = st["counters"]
-    _emit(
+    emit(
         st,
         as_json,
         [
@@ -109,61 +104,16 @@ def load_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Flash a featurizer onto the card (replaces the loaded one)."""
-    from edge_agent.accelerators.fpga.client import FpgaDeviceError
+    from modules.accelerators.fpga.client import FpgaDeviceError
 
     try:
         with _device(device, socket_path) as dev:
             info = dev.load(model, precision)
     except FpgaDeviceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     info.pop("ok", None)
-    _emit(
+    emit(
         info,
         as_json,
         [f"loaded {info['model']} {info['precision']} (flash {info['flash_ms']} ms)"],
-    )
-
-
-@bench_app.command("fpga-host")
-def bench_fpga_host(
-    model: str = typer.Option("efficientnet-lite0", "--model"),
-    precision: str = typer.Option("bfp8", "--precision", help="bfp8, msfp9 or msfp8"),
-    iterations: int = typer.Option(20, "--iterations"),
-    threads: int = typer.Option(1, "--threads", help="1 gives load-robust CPU-time ratios."),
-    model_dir: Path | None = typer.Option(None, "--model-dir"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Host cost of the FPGA emulator's BFP graph vs the fp32 graph (wall and CPU time)."""
-    from rich.progress import Progress
-
-    from edge_agent.accelerators.bfp import UnknownFormatError
-    from edge_agent.accelerators.fpga.hostbench import host_overhead
-    from edge_agent.accelerators.fpga.rewrite import RewriteError
-    from edge_agent.accelerators.store import ModelStore, StoreError
-
-    try:
-        with Progress(transient=True, disable=as_json) as bar:
-            task = bar.add_task("fpga-host", total=None)
-            report = host_overhead(
-                ModelStore(model_dir),
-                model,
-                precision,
-                iterations,
-                threads,
-                progress=lambda msg: bar.update(task, description=msg),
-            )
-    except (StoreError, UnknownFormatError, RewriteError) as exc:
-        _fail(str(exc))
-    b1, b8 = report["host_vs_fp32_batch1"], report["host_vs_fp32_batch8"]
-    ms = report["ms"]
-    _emit(
-        report,
-        as_json,
-        [
-            f"{model} {precision}: {report['quantized_layers']} layers in BFP, "
-            f"{threads} thread(s), {iterations} rounds",
-            f"  batch 1: fp32 {ms['fp32_batch1']['wall_p50']} ms, "
-            f"BFP {ms['bfp_batch1']['wall_p50']} ms -> {b1['wall']}x wall, {b1['cpu']}x CPU time",
-            f"  batch 8: {b8['wall']}x wall, {b8['cpu']}x CPU time (BFP image by image)",
-        ],
     )

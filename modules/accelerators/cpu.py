@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.session import AcceleratorError
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.session import AcceleratorError
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from edge_agent.accelerators.cpu_openvino import OpenVinoFeaturizer
+    from modules.accelerators.cpu_openvino import OpenVinoFeaturizer
 
 
 def physical_cores() -> int:
@@ -124,7 +124,7 @@ CPU_ENGINES = ("auto", "onnxruntime", "openvino")
 def choose_engine(engine: str | None, precision: str) -> str:
     """``auto``: OpenVINO for int8 when it is installed (measured faster here: it uses AMX),
     onnxruntime otherwise (and always for the fp32 baseline)."""
-    from edge_agent.accelerators.cpu_openvino import openvino_available
+    from modules.accelerators.cpu_openvino import openvino_available
 
     engine = engine or os.environ.get(CPU_ENGINE_ENV) or "auto"
     if engine not in CPU_ENGINES:
@@ -145,7 +145,7 @@ def open_cpu(
     notice: str | None = None,
     engine: str | None = None,
 ) -> OrtFeaturizer | OpenVinoFeaturizer:
-    from edge_agent.accelerators.cpu_openvino import OpenVinoFeaturizer
+    from modules.accelerators.cpu_openvino import OpenVinoFeaturizer
 
     if precision == "fp16":
         raise AcceleratorError(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from edge_agent.accelerators.store import Preprocessing
+from modules.accelerators.model_store import Preprocessing
 
 if TYPE_CHECKING:
     import numpy as np

@@ -213,7 +213,7 @@ def _serve(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = [sys.executable, "-m", "edgefleet.cli", "hub", "serve", "--data-dir", str(data_dir)]
+    args = [sys.executable, "-m", "composition.cli", "hub", "serve", "--data-dir", str(data_dir)]
     args += ["--port", str(port), "--log-level", "warning"]
     if database_url:
         args += ["--database-url", database_url]

@@ -6,14 +6,14 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from edge_agent.accelerators.session import AcceleratorError, FeaturizerSession
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.session import AcceleratorError, FeaturizerSession
 
 ACCELERATORS = ("auto", "cpu", "gpu", "fpga-emulator")
 # The FPGA emulator's client module must expose
 #   open_featurizer(store: ModelStore, model: str, precision: str, device: str | None, **kw)
 #       -> FeaturizerSession   (featurize(); last_device_ms set after each call)
-FPGA_CLIENT_MODULE = "edge_agent.accelerators.fpga.client"
+FPGA_CLIENT_MODULE = "modules.accelerators.fpga.client"
 
 
 def open_accelerator(
@@ -34,7 +34,7 @@ def open_accelerator(
     """
     store = store if isinstance(store, ModelStore) else ModelStore(store)
     if name == "auto":
-        from edge_agent.accelerators.gpu import gpu_status
+        from modules.accelerators.gpu import gpu_status
 
         usable, _reason = gpu_status()
         if usable:
@@ -43,13 +43,13 @@ def open_accelerator(
             name = "cpu"
             precision = "fp32" if precision == "fp16" else precision
     if name == "cpu":
-        from edge_agent.accelerators.cpu import open_cpu
+        from modules.accelerators.cpu import open_cpu
 
         return open_cpu(
             store, model, precision, threads=threads, warmup=warmup, engine=options.get("engine")
         )
     if name == "gpu":
-        from edge_agent.accelerators.gpu import open_gpu
+        from modules.accelerators.gpu import open_gpu
 
         return open_gpu(store, model, precision, threads=threads, warmup=warmup)
     if name == "fpga-emulator":

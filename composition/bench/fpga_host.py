@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent.accelerators.fpga.rewrite import rewrite
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.fpga.rewrite import rewrite
+from modules.accelerators.model_store import ModelStore
 
 
 def _session(model: Any, threads: int) -> Any:

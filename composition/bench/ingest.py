@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edgefleet.cli", *args]
+    return [sys.executable, "-m", "composition.cli", *args]
 
 
 def _publisher(

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.cpu import session_options
-from edge_agent.accelerators.preprocess import preprocess_batch
-from edge_agent.accelerators.session import FeaturizerSession
-from edge_agent.accelerators.store import ModelStore, head_labels
+from modules.accelerators.cpu import session_options
+from modules.accelerators.model_store import ModelStore, head_labels
+from modules.accelerators.preprocess import preprocess_batch
+from modules.accelerators.session import FeaturizerSession
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from edge_agent.accelerators.preprocess import ImageSource
+    from modules.accelerators.preprocess import ImageSource
 
 
 class ImageClassifier:

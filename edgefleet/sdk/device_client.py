@@ -35,8 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.outbox import Outbox
 from edgefleet import protocol as p
+from edgefleet.sdk.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

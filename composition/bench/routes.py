@@ -142,9 +142,9 @@ def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
 def run_bench(
     n_latency: int = 1000, n_throughput: int = 10000, progress: Progress | None = None
 ) -> dict[str, Any]:
-    from edge_agent.device_client import DeviceClient
     from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-    from edge_agent.module_client import Message, ModuleClient
+    from edgefleet.sdk.device_client import DeviceClient
+    from edgefleet.sdk.module_client import Message, ModuleClient
 
     say = progress or (lambda _s: None)
     tmp = Path(tempfile.mkdtemp(prefix="edgefleet-bench-"))

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_agent.accelerators.cpu import OrtFeaturizer, open_cpu
-from edge_agent.accelerators.session import FeaturizerSession
-from edge_agent.accelerators.store import ModelStore
+from modules.accelerators.cpu import OrtFeaturizer, open_cpu
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.session import FeaturizerSession
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 TRT_ENV = "EDGEFLEET_GPU_TENSORRT"  # "0" disables the TensorRT provider (CUDA only)

@@ -23,20 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.fpga.protocol import (
+from modules.accelerators.fpga.protocol import (
     ConnectionClosed,
     ProtocolError,
     parse_header,
     read_frame,
     send_frame,
 )
-from edge_agent.accelerators.session import AcceleratorError
+from modules.accelerators.session import AcceleratorError
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from edge_agent.accelerators.store import ModelStore
+    from modules.accelerators.model_store import ModelStore
 
 DEVICE_ENV = "EDGEFLEET_FPGA_DEVICE"  # a socket path or a device name, for modules
 
@@ -61,7 +61,7 @@ class InferResult:
 
 def resolve_device_path(device: str | Path | None) -> Path:
     """A socket path as given, or the default path of a device name (``fpga0``)."""
-    from edge_agent.accelerators.fpga.server import default_socket_path
+    from modules.accelerators.fpga.server import default_socket_path
 
     value = str(device) if device is not None else os.environ.get(DEVICE_ENV, "fpga0")
     if "/" in value or value.endswith(".sock"):
@@ -219,7 +219,7 @@ def start_device_process(
     this process dies; ``log`` is a file for the process's stderr.
     """
     path = Path(socket_path) if socket_path is not None else resolve_device_path(device)
-    cmd = [sys.executable, "-m", "edgefleet.cli", "fpga-emulator", "serve", "--device", device]
+    cmd = [sys.executable, "-m", "composition.cli", "fpga-emulator", "serve", "--device", device]
     cmd += ["--socket", str(path)]
     if model_dir is not None:
         cmd += ["--model-dir", str(model_dir)]
@@ -275,7 +275,7 @@ class FpgaFeaturizer:
         start: bool = True,
         **_options: Any,
     ) -> None:
-        from edge_agent.accelerators.bfp import FORMATS
+        from modules.accelerators.bfp import FORMATS
 
         if precision not in FORMATS:
             raise AcceleratorError(

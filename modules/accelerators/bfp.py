@@ -3,7 +3,7 @@
 A tensor is cut into blocks of ``block_size`` consecutive values along one axis (the reduction
 axis of the conv/matmul that consumes it). Each block shares one exponent; each value keeps a sign
 and ``M`` magnitude bits. Exact semantics, identical in this module and in the ONNX rewrite
-(``edge_agent.accelerators.fpga.rewrite``):
+(``modules.accelerators.fpga.rewrite``):
 
 * **Blocks.** Values ``x[..., k*B:(k+1)*B]`` along the axis form block ``k``; when the axis length
   is not a multiple of ``B`` the last block is shorter (as if padded with zeros).

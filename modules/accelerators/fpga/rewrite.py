@@ -1,6 +1,6 @@
 """Rewrite a float ONNX graph so that every Conv/MatMul/Gemm computes with BFP operands.
 
-Weights are quantized offline (``edge_agent.accelerators.bfp``) and stored back as float32
+Weights are quantized offline (``modules.accelerators.bfp``) and stored back as float32
 initializers. Activations are quantized at run time by standard ONNX operators inserted before each
 Conv/MatMul/Gemm input, with the semantics of ``bfp.quantize`` (blocks along the reduction axis:
 channels for Conv; for a depthwise Conv, whose reduction is one channel's kh x kw window, one
@@ -15,7 +15,7 @@ left out for bfp8 on non-negative inputs, where QuantizeLinear's saturation alre
 Channel counts that are not a multiple of ``B`` are zero-padded for the block view and sliced back.
 Accumulation and bias stay float32 (as in Brainwave's float accumulators). When the model carries
 calibration means of its Conv inputs (written by ``models build``), each Conv's bias first absorbs
-the mean output shift of its BFP weight rounding (``edge_agent.accelerators.bias_correction``).
+the mean output shift of its BFP weight rounding (``modules.accelerators.bias_correction``).
 Models below opset 24 are converted with ``onnx.version_converter`` first.
 
 A tensor that feeds several quantized ops is quantized once. Activation channel counts (and, for
@@ -32,13 +32,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
-from edge_agent.accelerators.bfp import (
+from modules.accelerators.bfp import (
     BfpFormat,
     get_format,
     quantize_conv_weight,
     quantize_matmul_weight,
 )
-from edge_agent.accelerators.bias_correction import correct_conv_biases, read_means
+from modules.accelerators.bias_correction import correct_conv_biases, read_means
 
 TARGET_OPSET = 24
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")

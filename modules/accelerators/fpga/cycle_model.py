@@ -147,7 +147,7 @@ def layers_from_onnx(model: object) -> list[Layer]:
     import onnx
     from onnx import helper
 
-    from edge_agent.accelerators.fpga.rewrite import infer_shapes
+    from modules.accelerators.fpga.rewrite import infer_shapes
 
     assert isinstance(model, onnx.ModelProto)
     known = infer_shapes(model, pin_batch=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import typer
 
+from composition.demo_manifest import MODULES, SCORING, SENSOR, demo_manifest
 from edgefleet.cli_apps import app
-from edgefleet.demo_manifest import MODULES, SCORING, SENSOR, demo_manifest
 
 MODEL = "efficientnet-lite0"
 DEVICE_ID = "demo-edge"
@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edgefleet.cli", *args]
+    return [sys.executable, "-m", "composition.cli", *args]
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -209,7 +209,7 @@ class Demo:
             return device
 
     def ensure_model(self) -> Path:
-        from edge_agent.accelerators.store import ModelStore
+        from modules.accelerators.model_store import ModelStore
 
         store = ModelStore(self.model_dir)
         if store.has(MODEL):

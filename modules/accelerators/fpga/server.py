@@ -23,21 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.accelerators.bfp import FORMATS, get_format
-from edge_agent.accelerators.fpga.cycle_model import (
+from modules.accelerators.bfp import FORMATS, get_format
+from modules.accelerators.fpga.cycle_model import (
     CardConfig,
     CycleModel,
     layers_from_onnx,
     load_config,
 )
-from edge_agent.accelerators.fpga.protocol import (
+from modules.accelerators.fpga.protocol import (
     ConnectionClosed,
     ProtocolError,
     parse_header,
     read_frame,
     send_frame,
 )
-from edge_agent.accelerators.store import (
+from modules.accelerators.model_store import (
     DATA_DIR_ENV,
     ModelNotFoundError,
     ModelStore,
@@ -156,8 +156,8 @@ class EmulatedCard:
         import onnx
         import onnxruntime as ort
 
-        from edge_agent.accelerators.cpu import session_options
-        from edge_agent.accelerators.fpga.rewrite import RewriteError, rewrite
+        from modules.accelerators.cpu import session_options
+        from modules.accelerators.fpga.rewrite import RewriteError, rewrite
 
         start = time.perf_counter()
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.accelerators.session import AcceleratorError
+from modules.accelerators.session import AcceleratorError
 
 if TYPE_CHECKING:
     import numpy as np

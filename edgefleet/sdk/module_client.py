@@ -31,10 +31,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.device_client import ClientError, MethodRequest, MethodResponse
-from edge_agent.edgehub import topics as t
+from edgefleet import module_topics as t
 from edgefleet import protocol as p
 from edgefleet.protocol import Message
+from edgefleet.sdk.device_client import ClientError, MethodRequest, MethodResponse
 
 __all__ = ["ClientError", "Message", "MethodRequest", "MethodResponse", "ModuleClient"]
 

@@ -1,0 +1,60 @@
+"""Entry point of the ``edgefleet`` command.
+
+Importing a feature's CLI module registers its commands on the groups of ``edgefleet.cli_apps``;
+this module is where every feature comes together, so it alone imports them all.
+"""
+
+import typer
+
+import cloud_hub.cli
+import cloud_hub.cli_client
+import cloud_hub.query.cli
+import composition.bench.commands
+import composition.demo
+import edge_agent.cli
+import edge_agent.edgehub.cli
+import edge_agent.messaging_cli
+import modules.accelerators.fpga.cli
+import modules.featurizer.cli
+from edgefleet import __version__
+from edgefleet.cli_apps import app
+
+FEATURE_CLIS = (
+    cloud_hub.cli,
+    cloud_hub.cli_client,
+    cloud_hub.query.cli,
+    composition.bench.commands,
+    composition.demo,
+    edge_agent.cli,
+    edge_agent.edgehub.cli,
+    edge_agent.messaging_cli,
+    modules.accelerators.fpga.cli,
+    modules.featurizer.cli,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
+    """Self-hostable edge IoT runtime and fleet manager."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
