@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_hub.errors import HubError
-from cloud_hub.services import Hub, open_hub
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_hub.errors import Forbidden, Unauthorized
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import has_scope
 
 _bearer = HTTPBearer(auto_error=False, description="A hub API token (edgefleet hub token create)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloud_hub.errors import HubError, InvalidInput
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 
 MAX_ITEMS = 1000
 MODES = ("create", "createOrUpdate", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag")

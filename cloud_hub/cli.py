@@ -72,7 +72,7 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud_hub.app import create_app
-    from cloud_hub.services import open_hub
+    from cloud_hub.hub import open_hub
     from cloud_hub.settings import HubSettings
 
     settings = HubSettings(
@@ -140,7 +140,7 @@ def token_create(
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud_hub.errors import HubError
-    from cloud_hub.services import open_hub
+    from cloud_hub.hub import open_hub
     from cloud_hub.settings import HubSettings
 
     try:

@@ -19,7 +19,7 @@ from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.errors import HubError, InvalidInput
 from cloud_hub.events import TwinDesiredChanged
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_DEPLOY
 from edgefleet.manifest import ManifestError, extract_modules_content, parse_deployment
 

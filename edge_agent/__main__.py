@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edge_agent.runner import run_daemon
+from edge_agent.foreground import run_daemon
 
 
 def main(argv: list[str] | None = None) -> int:

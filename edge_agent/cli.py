@@ -17,7 +17,7 @@ def agent_run(
     config: Path = typer.Option(..., "--config", "-c", help="Agent config file (YAML or JSON)."),
 ) -> None:
     """Run the edge agent daemon in the foreground (SIGTERM stops it cleanly)."""
-    from edge_agent.runner import run_daemon
+    from edge_agent.foreground import run_daemon
 
     code = run_daemon(config)
     if code:

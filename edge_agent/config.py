@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgefleet.connection_string import parse_connection_string as parse
+
 
 class ConfigError(ValueError):
     """A configuration the agent cannot run with; the message is one line for the user."""
@@ -138,19 +140,12 @@ class AgentConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+DEVICE_KEYS = ("HostName", "DeviceId", "SharedAccessKey")
+
+
 def parse_connection_string(text: str) -> dict[str, str]:
-    parts: dict[str, str] = {}
-    for item in text.split(";"):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"connection string part {item!r} is not Key=Value")
-        parts[key.strip()] = value
-    for required in ("HostName", "DeviceId", "SharedAccessKey"):
-        if not parts.get(required):
-            raise ValueError(f"connection string lacks {required}")
-    return parts
+    """A device connection string with everything the agent needs to authenticate."""
+    return parse(text, required=DEVICE_KEYS)
 
 
 def derive_device_key(group_key_b64: str, device_id: str) -> str:

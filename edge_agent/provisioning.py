@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from edge_agent.store import atomic_write_json
+from edgefleet.files import atomic_write_json
 
 log = logging.getLogger("edgefleet.agent.provisioning")
 

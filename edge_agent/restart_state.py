@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.store import atomic_write_json
+from edgefleet.files import atomic_write_json
 
 log = logging.getLogger("edgefleet.agent.restart_state")
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Response
 
 from cloud_hub.auth import get_hub, require
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
 
 router = APIRouter(tags=["provisioning"])

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_hub.api import _dumps
 from cloud_hub.errors import Forbidden, HubError, Unauthorized
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, has_scope
 from cloud_hub.twins import TwinWrite, twin_write_sections
 

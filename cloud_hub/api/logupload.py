@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud_hub.auth import get_hub, require
 from cloud_hub.errors import NotFound
+from cloud_hub.hub import Hub
 from cloud_hub.logstore import MAX_BYTES, TTL_SECS, TooLarge
-from cloud_hub.services import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ
 
 router = APIRouter(tags=["logs"])

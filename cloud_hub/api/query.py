@@ -9,9 +9,9 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, Response
 from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.errors import InvalidInput
-from cloud_hub.queries import Queries
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ
+from cloud_hub.twin_query import Queries
 
 router = APIRouter(tags=["query"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Response
 
 from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
 
 router = APIRouter(tags=["registry"])

@@ -11,7 +11,7 @@ from cloud_hub.api import call_service, json_response
 from cloud_hub.api.fast_twins import FastTwinRoutes
 from cloud_hub.app import HubApp
 from cloud_hub.auth import get_hub, require
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
 
 router = APIRouter(tags=["twins"])

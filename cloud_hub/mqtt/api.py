@@ -22,9 +22,9 @@ from cloud_hub.auth import get_hub, require
 from cloud_hub.broker.base import Broker, open_broker
 from cloud_hub.ca import HubCA
 from cloud_hub.errors import InvalidInput, NotFound
+from cloud_hub.hub import BackgroundService, Hub
 from cloud_hub.mqtt.service import MqttService
 from cloud_hub.mqtt.tables import MessageRow
-from cloud_hub.services import BackgroundService, Hub
 from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
 from edgefleet import protocol as p
 

@@ -35,10 +35,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cloud_hub import events
 from cloud_hub.broker.base import Endpoint
 from cloud_hub.errors import HubError, InvalidInput, NotFound
+from cloud_hub.hub import Hub
 from cloud_hub.models import DeviceRow
 from cloud_hub.mqtt.retention import MessagePruner, RetentionPolicy
 from cloud_hub.mqtt.tables import MessageRow
-from cloud_hub.services import Hub
 from edgefleet import protocol as p
 
 log = logging.getLogger(__name__)

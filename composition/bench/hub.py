@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cloud_hub.queries import Queries
-from cloud_hub.services import Hub, open_hub
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
+from cloud_hub.twin_query import Queries
 
 REGIONS = [f"region-{i}" for i in range(10)]
 SEED_BATCH = 500

@@ -1,5 +1,5 @@
 import sys
 
-from edge_agent.edgehub.service import main
+from edge_agent.edgehub.launch import main
 
 sys.exit(main())

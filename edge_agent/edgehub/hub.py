@@ -31,7 +31,7 @@ from typing import Any
 from edge_agent.edgehub import twin_notify
 from edge_agent.edgehub.broker import LocalBroker
 from edge_agent.edgehub.routes import RouteMessage, RouteTable, module_source
-from edge_agent.edgehub.store import Item, MessageStore
+from edge_agent.edgehub.store_and_forward import Item, MessageStore
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
 

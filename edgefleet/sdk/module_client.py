@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
+from edgefleet.connection_string import parse_connection_string
 from edgefleet.protocol import Message
 from edgefleet.sdk.device_client import ClientError, MethodRequest, MethodResponse
 
@@ -41,15 +42,6 @@ __all__ = ["ClientError", "Message", "MethodRequest", "MethodResponse", "ModuleC
 log = logging.getLogger("edgefleet.module")
 
 JsonDict = dict[str, Any]
-
-
-def parse_connection_string(text: str) -> dict[str, str]:
-    parts: dict[str, str] = {}
-    for item in text.split(";"):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            parts[key.strip()] = value
-    return parts
 
 
 def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:

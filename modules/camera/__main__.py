@@ -15,7 +15,7 @@ from typing import Any
 from edgefleet.sdk.module_client import Message
 from modules.camera.frames import FrameError, parse_photos
 from modules.camera.frames import jpeg_frame as encode
-from modules.runtime import ModuleRuntime, env_float, main_guard
+from modules.module_runtime import ModuleRuntime, env_float, main_guard
 
 OUTPUT = "frames"
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from edgefleet.sdk.module_client import Message
-from modules.runtime import ModuleRuntime, main_guard
+from modules.module_runtime import ModuleRuntime, main_guard
 from modules.scoring.scorer import Scorer, ScoringConfig
 
 INPUT = "frames"

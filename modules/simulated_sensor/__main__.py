@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from edgefleet.sdk.module_client import Message
-from modules.runtime import ModuleRuntime, env_float, main_guard
+from modules.module_runtime import ModuleRuntime, env_float, main_guard
 from modules.simulated_sensor.sensor import SimulatedMachine
 
 OUTPUT = "temperatureOutput"

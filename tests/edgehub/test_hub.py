@@ -271,7 +271,7 @@ def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -
 def test_the_agent_factory_starts_a_hub_under_the_agent_data_dir(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from edge_agent.edgehub.service import start_for_agent
+    from edge_agent.edgehub.launch import start_for_agent
     from edgefleet.manifest import parse_edge_hub
 
     agent = SimpleNamespace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.edgehub.store import Item, MessageStore
+from edge_agent.edgehub.store_and_forward import Item, MessageStore
 
 
 def _item(n: int, priority: int = 0, ttl: float = 60.0, size: int = 10) -> Item:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.models import Base
-from cloud_hub.services import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from tests.support.pg import temporary_database
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud_hub.app import create_app
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from cloud_hub.app import create_app
-from cloud_hub.services import Hub, open_hub
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from tests.support.pg import temporary_database
 

@@ -20,9 +20,9 @@ from cloud_hub import logstore
 from cloud_hub.app import create_app
 from cloud_hub.enrollments import RegistrationRefused, derive_device_key
 from cloud_hub.errors import DeviceNotFound, HubError, InvalidInput, NotFound
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.logstore import UploadRefused
 from cloud_hub.models import LogUploadTokenRow
-from cloud_hub.services import Hub, open_hub
 from cloud_hub.twindoc import utc_now
 from edge_agent.provisioning import register, sas_token
 from tests.support.hub import running_hub

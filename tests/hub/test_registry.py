@@ -15,7 +15,7 @@ from cloud_hub.errors import (
     ModuleNotFound,
     PreconditionFailed,
 )
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 
 THUMB = "A" * 40
 

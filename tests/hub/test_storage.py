@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cloud_hub.db import alembic_config
+from cloud_hub.hub import Hub, open_hub
 from cloud_hub.models import Base
-from cloud_hub.services import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from edgefleet.hubclient import HubClient, HubClientError
 from tests.support.hub import running_hub

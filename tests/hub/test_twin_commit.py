@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 from cloud_hub import events
 from cloud_hub.app import create_app
 from cloud_hub.errors import DeviceNotFound, InvalidInput, PreconditionFailed
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 from cloud_hub.twins import TwinWrite
 
 

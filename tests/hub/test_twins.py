@@ -8,7 +8,7 @@ import pytest
 
 from cloud_hub import events
 from cloud_hub.errors import DeviceNotFound, InvalidInput, ModuleNotFound, PreconditionFailed
-from cloud_hub.services import Hub
+from cloud_hub.hub import Hub
 
 
 def _desired(twin: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Process entry and the agent's factory for the edge hub.
 
-``start_for_agent(agent)`` is what the agent daemon calls (``edge_agent.bootstrap``);
+``start_for_agent(agent)`` is what the agent daemon calls (``edge_agent.assembly``);
 ``python -m edge_agent.edgehub CONFIG.json`` runs the hub as its own process (a system module or
 a test), printing one JSON line ``{"port": ..., "env": {module: {...}}}`` once it listens.
 """

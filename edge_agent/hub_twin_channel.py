@@ -13,8 +13,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge_agent.channel import DesiredCallback, MethodHandler
 from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
+from edge_agent.twin_channel import DesiredCallback, MethodHandler
 
 log = logging.getLogger("edgefleet.agent.hub")
 

@@ -13,7 +13,7 @@ def run_daemon(config: str | Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # first: a stop during start-up is clean too
         signal.signal(sig, lambda *_: stop.set())
-    from edge_agent.bootstrap import build_agent
+    from edge_agent.assembly import build_agent
     from edge_agent.config import ConfigError, load_config
 
     try:

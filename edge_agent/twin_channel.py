@@ -1,6 +1,6 @@
 """How the agent reaches its twins: a small protocol the daemon is written against.
 
-``HubChannel`` (edge_agent.hubchannel) talks to the hub with the device SDK; ``LocalChannel``
+``HubChannel`` (edge_agent.hub_twin_channel) talks to the hub with the device SDK; ``LocalChannel``
 reads the deployment from a manifest file (standalone mode, no hub) and writes the reported
 properties to a JSON file. Both call ``on_desired(module)`` when a twin's desired state changed;
 the daemon then fetches the full desired properties with ``get_desired``.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.store import atomic_write_json
+from edgefleet.files import atomic_write_json
 from edgefleet.manifest import ManifestError, extract_modules_content, substitute
 
 MethodHandler = Callable[[str, Any], tuple[int, Any]]

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from edge_agent.channel import TwinChannel
+from edge_agent.deployment_file import DeploymentStore
 from edge_agent.methods import BuiltinMethods
 from edge_agent.reconciler import Reconciler
-from edge_agent.store import DeploymentStore
+from edge_agent.twin_channel import TwinChannel
 from edgefleet import __version__
 from edgefleet.manifest import (
     EdgeAgentDesired,

@@ -6,14 +6,14 @@ import logging
 import socket
 from typing import Any
 
-from edge_agent.channel import LocalChannel, TwinChannel
+from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
-from edge_agent.daemon import Agent
+from edge_agent.deployment_file import DeploymentStore
 from edge_agent.reconciler import Policy, Reconciler
 from edge_agent.restart_state import RestartStateStore
 from edge_agent.runtime.base import Runtime
 from edge_agent.runtime.process import ProcessRuntime
-from edge_agent.store import DeploymentStore
+from edge_agent.twin_channel import LocalChannel, TwinChannel
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -68,7 +68,7 @@ def build_channel(cfg: AgentConfig, device_id: str) -> TwinChannel:
     if p.source == "local" and p.manifest is not None:
         return LocalChannel(device_id, p.manifest, cfg.data_dir)
     try:
-        from edge_agent.hubchannel import make_hub_channel
+        from edge_agent.hub_twin_channel import make_hub_channel
     except ImportError as exc:
         raise ConfigError(f"provisioning {p.source}: hub connection unavailable ({exc})") from None
     device_key = None
