@@ -32,14 +32,18 @@ def serve(
     port: int = typer.Option(8080, "--port", help="TCP port of the REST API."),
     database_url: str | None = DB_URL_OPT,
     public_host_name: str | None = typer.Option(
-        None, "--public-host-name", help="Host name devices use (default host:port)."
+        None, "--public-host-name", help="Host name in connection strings (default: --host)."
     ),
     log_level: str = typer.Option("info", "--log-level"),
     broker: str = typer.Option(
         "embedded", "--broker", help="embedded (amqtt), mosquitto, or mqtt(s)://host:port."
     ),
     mqtt_port: int = typer.Option(
-        0, "--mqtt-port", help="MQTT TLS port (0: a free port, kept across restarts)."
+        8883,
+        "--mqtt-port",
+        min=0,
+        max=65535,
+        help="MQTT TLS port on --host, for devices (0: a free one, kept across restarts).",
     ),
     cert_port: int = typer.Option(0, "--cert-port", help="X.509 client-cert port (0: free)."),
     access_log: bool = typer.Option(
@@ -72,6 +76,7 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud_hub.app import create_app
+    from cloud_hub.broker.preflight import mqtt_port_problem
     from cloud_hub.hub import open_hub
     from cloud_hub.settings import HubSettings
 
@@ -93,6 +98,10 @@ def serve(
         hub = open_hub(settings)
     except (SQLAlchemyError, OSError) as exc:
         fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    problem = mqtt_port_problem(data_dir, broker, host, mqtt_port)
+    if problem:
+        hub.close()
+        fail(problem)
     app = create_app(hub=hub)
     config = uvicorn.Config(
         app,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +25,7 @@ class HubSettings(BaseModel):
     port: int = 8080
     public_host_name: str | None = Field(
         default=None,
-        description="Host name devices use (connection strings); default: host:port.",
+        description="Host name devices use (connection strings); default: --host.",
     )
     log_level: str = "info"
 
@@ -34,6 +35,9 @@ class HubSettings(BaseModel):
         return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
 
     def resolved_public_host_name(self) -> str:
+        """The HostName of connection strings: bare, as IoT Hub's (devices add port 8883)."""
         if self.public_host_name:
             return self.public_host_name
-        return f"{self.host}:{self.port}"
+        if self.host in ("0.0.0.0", "::", ""):
+            return socket.getfqdn()
+        return self.host

@@ -7,7 +7,10 @@ this module is where every feature comes together, so it alone imports them all.
 import typer
 
 import cloud_hub.cli
-import cloud_hub.cli_client
+import cloud_hub.client_cli.bulk
+import cloud_hub.client_cli.devices
+import cloud_hub.client_cli.queries
+import cloud_hub.client_cli.twins
 import cloud_hub.query.cli
 import composition.bench.commands
 import composition.demo
@@ -21,7 +24,10 @@ from edgefleet.cli_apps import app
 
 FEATURE_CLIS = (
     cloud_hub.cli,
-    cloud_hub.cli_client,
+    cloud_hub.client_cli.bulk,
+    cloud_hub.client_cli.devices,
+    cloud_hub.client_cli.queries,
+    cloud_hub.client_cli.twins,
     cloud_hub.query.cli,
     composition.bench.commands,
     composition.demo,

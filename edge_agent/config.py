@@ -117,11 +117,23 @@ class ReconcileConfig(_Strict):
 
 
 class HubConfig(_Strict):
-    """How to reach the hub; defaults come from the connection string's HostName."""
+    """How to reach the hub's MQTT endpoint; by default ``HostName`` of the connection string on
+    port 8883 with TLS, as IoT Hub's device SDKs connect."""
 
-    api_url: str | None = None
-    mqtt_url: str | None = None
-    ca_file: Path | None = None
+    mqtt_url: str | None = Field(default=None, description="mqtts://host:port (or mqtt://)")
+    ca_file: Path | None = Field(default=None, description="CA that signed the hub's certificate")
+    ca_cert: str | None = Field(default=None, description="The same CA inline (PEM text)")
+    unreachable_warning_secs: float = Field(
+        default=60.0, gt=0, description="Warn when the hub has been unreachable this long"
+    )
+
+    @model_validator(mode="after")
+    def _one_ca(self) -> HubConfig:
+        if self.ca_file and self.ca_cert:
+            raise ValueError("give the hub's CA once: ca_file or ca_cert, not both")
+        if self.ca_cert is not None and "BEGIN CERTIFICATE" not in self.ca_cert:
+            raise ValueError("ca_cert must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return self
 
 
 class AgentConfig(_Strict):

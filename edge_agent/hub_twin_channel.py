@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
 from edge_agent.twin_channel import DesiredCallback, MethodHandler
+from edgefleet.files import atomic_write_text
 
 log = logging.getLogger("edgefleet.agent.hub")
 
@@ -23,9 +27,13 @@ HUB = "$edgeHub"
 
 
 class HubChannel:
-    def __init__(self, client: Any, device_id: str) -> None:
+    def __init__(
+        self, client: Any, device_id: str, endpoint: HubEndpoint, warn_after: float = 60.0
+    ) -> None:
         self.client = client
         self.device_id = device_id
+        self.endpoint = endpoint
+        self.warn_after = warn_after
         self._closed = threading.Event()
 
     def start(self, on_desired: DesiredCallback, on_method: MethodHandler) -> None:
@@ -49,10 +57,29 @@ class HubChannel:
                 self.client.connect(timeout=15)
                 log.info("connected to the hub as %s", self.device_id)
             except ClientError as exc:
-                log.warning("hub not reachable yet (%s); retrying in the background", exc)
+                log.info("hub not reachable yet (%s); retrying in the background", exc)
             on_desired(AGENT)
 
         threading.Thread(target=connect, name="hub-connect", daemon=True).start()
+        threading.Thread(target=self._watch_link, name="hub-watch", daemon=True).start()
+
+    def _watch_link(self) -> None:
+        """Warn (with the address and the setting behind it) while the hub stays unreachable."""
+        down_since: float | None = time.monotonic()
+        last_warned: float | None = None
+        while not self._closed.wait(1.0):
+            now = time.monotonic()
+            if self.client.connected:
+                down_since, last_warned = None, None
+                continue
+            if down_since is None:
+                down_since = now
+            message = unreachable_warning(
+                self.endpoint, down_since, now, last_warned, self.warn_after
+            )
+            if message:
+                log.warning("%s", message)
+                last_warned = now
 
     def get_desired(self, module: str, timeout: float) -> dict[str, Any] | None:
         if not self.client.connected:
@@ -81,15 +108,52 @@ class HubChannel:
             self.client.shutdown()
 
 
-def _mqtt_endpoint(cfg: AgentConfig, hostname: str) -> tuple[str, int, bool]:
-    """(host, port, tls) from ``hub.mqtt_url``; default: the hub host name, 8883, TLS."""
+@dataclass(frozen=True)
+class HubEndpoint:
+    """Where the agent connects, and which setting of agent.yaml chose it (for messages)."""
+
+    host: str
+    port: int
+    tls: bool
+    setting: str
+
+    def describe(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def mqtt_endpoint(cfg: AgentConfig, hostname: str, origin: str) -> HubEndpoint:
+    """``hub.mqtt_url`` when set; else ``hostname`` (from ``origin``) on 8883 with TLS."""
     if cfg.hub.mqtt_url:
         u = urlsplit(cfg.hub.mqtt_url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
             raise ConfigError("hub.mqtt_url must be mqtt://host:port or mqtts://host:port")
         tls = u.scheme == "mqtts"
-        return u.hostname, u.port or (8883 if tls else 1883), tls
-    return hostname.split(":")[0], 8883, True
+        return HubEndpoint(u.hostname, u.port or (8883 if tls else 1883), tls, "hub.mqtt_url")
+    return HubEndpoint(hostname.split(":")[0], 8883, True, f"{origin}; hub.mqtt_url overrides it")
+
+
+def unreachable_warning(
+    endpoint: HubEndpoint, down_since: float, now: float, last_warned: float | None, every: float
+) -> str | None:
+    """The warning to log now, if any: first after ``every`` seconds without a connection, then
+    again every ``every * 10`` seconds while it lasts."""
+    if now - down_since < every:
+        return None
+    if last_warned is not None and now - last_warned < every * 10:
+        return None
+    return (
+        f"hub not reachable for {now - down_since:.0f} s at {endpoint.describe()} "
+        f"(from {endpoint.setting}); the agent keeps running its last deployment and retries"
+    )
+
+
+def _ca_file(cfg: AgentConfig) -> Path | None:
+    """The hub's CA as a file: ``hub.ca_file``, or ``hub.ca_cert`` written under the data dir."""
+    if cfg.hub.ca_cert is None:
+        return cfg.hub.ca_file
+    path = cfg.data_dir / "hub-ca.pem"
+    atomic_write_text(path, cfg.hub.ca_cert, mode=0o644)
+    return path
 
 
 def make_hub_channel(cfg: AgentConfig, device_id: str, device_key: str | None = None) -> HubChannel:
@@ -97,27 +161,35 @@ def make_hub_channel(cfg: AgentConfig, device_id: str, device_key: str | None = 
 
     p = cfg.provisioning
     outbox = cfg.data_dir / "outbox.db"
-    common: dict[str, Any] = {"outbox_path": outbox, "ca_file": cfg.hub.ca_file}
+    common: dict[str, Any] = {"outbox_path": outbox, "ca_file": _ca_file(cfg)}
     if p.source == "manual" and p.connection_string:
         parts = parse_connection_string(p.connection_string)
-        host, port, tls = _mqtt_endpoint(cfg, parts["HostName"])
-        client = DeviceClient(
-            device_id, host, port, symmetric_key=parts["SharedAccessKey"], tls=tls, **common
-        )
-    elif p.source == "manual" and p.authentication is not None:
-        host, port, tls = _mqtt_endpoint(cfg, str(p.iothub_hostname))
+        ep = mqtt_endpoint(cfg, parts["HostName"], "HostName of provisioning.connection_string")
         client = DeviceClient(
             device_id,
-            host,
-            port,
+            ep.host,
+            ep.port,
+            symmetric_key=parts["SharedAccessKey"],
+            tls=ep.tls,
+            **common,
+        )
+    elif p.source == "manual" and p.authentication is not None:
+        ep = mqtt_endpoint(cfg, str(p.iothub_hostname), "provisioning.iothub_hostname")
+        client = DeviceClient(
+            device_id,
+            ep.host,
+            ep.port,
             cert_file=p.authentication.identity_cert,
             key_file=p.authentication.identity_pk,
             tls=True,
             **common,
         )
     elif p.source == "dps" and device_key is not None:
-        host, port, tls = _mqtt_endpoint(cfg, urlsplit(str(p.global_endpoint)).netloc)
-        client = DeviceClient(device_id, host, port, symmetric_key=device_key, tls=tls, **common)
+        host = urlsplit(str(p.global_endpoint)).netloc
+        ep = mqtt_endpoint(cfg, host, "the host of provisioning.global_endpoint")
+        client = DeviceClient(
+            device_id, ep.host, ep.port, symmetric_key=device_key, tls=ep.tls, **common
+        )
     else:
         raise ConfigError(f"provisioning {p.source}: no credentials to connect with")
-    return HubChannel(client, device_id)
+    return HubChannel(client, device_id, ep, cfg.hub.unreachable_warning_secs)

@@ -155,6 +155,14 @@ class HubClient:
         result: list[dict[str, Any]] = self._json("GET", f"/devices/{_q(device_id)}/modules")
         return result
 
+    def rotate_key(
+        self, device_id: str, which: str = "primary", module_id: str | None = None
+    ) -> dict[str, Any]:
+        """A new primary or secondary key (``which``), or the two swapped; the updated identity."""
+        path = f"/devices/{_q(device_id)}" + (f"/modules/{_q(module_id)}" if module_id else "")
+        result: dict[str, Any] = self._json("POST", f"{path}/rotateKey", params={"which": which})
+        return result
+
     def apply_configuration_content(self, device_id: str, content: dict[str, Any]) -> None:
         """Set an edge device's modules: every module twin gets its ``modulesContent`` desired."""
         self.request("POST", f"/devices/{_q(device_id)}/applyConfigurationContent", json=content)

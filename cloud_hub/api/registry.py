@@ -132,5 +132,30 @@ async def delete_module(
     return Response(status_code=204)
 
 
+WHICH_KEY = Query("primary", description="primary, secondary or swap")
+
+
+@router.post(
+    "/devices/{device_id}/rotateKey",
+    dependencies=write,
+    summary="Give a device a new primary or secondary key, or swap the two",
+)
+async def rotate_device_key(
+    device_id: str, which: str = WHICH_KEY, hub: Hub = Depends(get_hub)
+) -> dict[str, Any]:
+    return await call_service(hub.registry.rotate_key, device_id, which)
+
+
+@router.post(
+    "/devices/{device_id}/modules/{module_id}/rotateKey",
+    dependencies=write,
+    summary="Give a module a new primary or secondary key, or swap the two",
+)
+async def rotate_module_key(
+    device_id: str, module_id: str, which: str = WHICH_KEY, hub: Hub = Depends(get_hub)
+) -> dict[str, Any]:
+    return await call_service(hub.registry.rotate_key, device_id, which, module_id)
+
+
 def install(app: FastAPI, hub: Hub) -> None:
     app.include_router(router)

@@ -105,6 +105,7 @@ class Messaging:
             "port": ep.port,
             "tls": ep.tls,
             "ca_file": str(ep.ca_file) if ep.ca_file else None,
+            "caCertificate": ep.ca_file.read_text() if ep.ca_file else None,
             "client_id": device_id,
             "username": p.mqtt_username(device_id),
             "password": p.mqtt_password(device_id, key) if key else None,

@@ -245,3 +245,29 @@ def test_bulk_import_modes_and_per_item_errors(api: TestClient) -> None:
     ]
     assert api.get("/devices/ok-1").status_code == 200  # the good item still went in
     assert api.post("/devices", json={"id": "x"}).status_code == 400
+
+
+def test_rotate_key_over_http(api: TestClient) -> None:
+    device = api.put("/devices/cam-1", json={}).json()
+    before = device["authentication"]["symmetricKey"]
+    swapped = api.post("/devices/cam-1/rotateKey", params={"which": "swap"})
+    assert swapped.status_code == 200
+    keys = swapped.json()["authentication"]["symmetricKey"]
+    assert keys == {"primaryKey": before["secondaryKey"], "secondaryKey": before["primaryKey"]}
+    assert swapped.json()["etag"] != device["etag"]
+    fresh = api.post("/devices/cam-1/rotateKey").json()["authentication"]["symmetricKey"]
+    assert fresh["secondaryKey"] == keys["secondaryKey"]
+    assert fresh["primaryKey"] not in (keys["primaryKey"], keys["secondaryKey"])
+
+    api.put("/devices/cam-1/modules/scorer", json={})
+    module = api.get("/devices/cam-1/modules/scorer").json()["authentication"]["symmetricKey"]
+    rotated = api.post("/devices/cam-1/modules/scorer/rotateKey", params={"which": "secondary"})
+    assert rotated.status_code == 200
+    after = rotated.json()["authentication"]["symmetricKey"]
+    assert after["primaryKey"] == module["primaryKey"]
+    assert after["secondaryKey"] != module["secondaryKey"]
+
+    bad = api.post("/devices/cam-1/rotateKey", params={"which": "tertiary"})
+    assert bad.status_code == 400 and "which" in bad.text
+    assert api.post("/devices/nobody/rotateKey").status_code == 404
+    assert api.post("/devices/cam-1/modules/nobody/rotateKey").status_code == 404

@@ -120,7 +120,8 @@ def running_hub(
         args += ["--port", str(port)]
         if database_url:
             args += ["--database-url", database_url]
-        args += _options(extra_args)
+        # The MQTT listener defaults to 8883; tests share the machine, so a free port unless asked.
+        args += _options({"mqtt_port": 0, **extra_args})
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 edgefleet_cmd(*args), stdout=log_file, stderr=subprocess.STDOUT, env=proc_env
