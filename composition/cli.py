@@ -7,13 +7,14 @@ this module is where every feature comes together, so it alone imports them all.
 import typer
 
 import cloud_hub.cli
+import cloud_hub.client_cli.agent_config
 import cloud_hub.client_cli.bulk
 import cloud_hub.client_cli.devices
 import cloud_hub.client_cli.queries
 import cloud_hub.client_cli.twins
 import cloud_hub.query.cli
 import composition.bench.commands
-import composition.demo
+import composition.demo.command
 import edge_agent.cli
 import edge_agent.edgehub.cli
 import edge_agent.messaging_cli
@@ -24,13 +25,14 @@ from edgefleet.cli_apps import app
 
 FEATURE_CLIS = (
     cloud_hub.cli,
+    cloud_hub.client_cli.agent_config,
     cloud_hub.client_cli.bulk,
     cloud_hub.client_cli.devices,
     cloud_hub.client_cli.queries,
     cloud_hub.client_cli.twins,
     cloud_hub.query.cli,
     composition.bench.commands,
-    composition.demo,
+    composition.demo.command,
     edge_agent.cli,
     edge_agent.edgehub.cli,
     edge_agent.messaging_cli,

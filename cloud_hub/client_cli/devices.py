@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from cloud_hub.client_cli.common import (
     TOKEN_OPT,
     hub_client,
     print_json,
-    quote_segment,
     show_fields,
     table,
 )
@@ -194,68 +192,3 @@ def device_connection_string(
         print_json({"connectionString": value})
     else:
         typer.echo(value)
-
-
-@device_app.command("agent-config")
-def device_agent_config(
-    device_id: str,
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="The agent's data directory (default: the agent's own default)."
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the file here (owner-only) instead of stdout."
-    ),
-    hub: str | None = HUB_OPT,
-    token: str | None = TOKEN_OPT,
-) -> None:
-    """Print a complete agent.yaml for an IoT Edge device: connection string, the hub's CA and
-    its MQTT endpoint when devices cannot reach it at HostName:8883."""
-    from edgefleet.files import atomic_write_text
-
-    with hub_client(hub, token) as client:
-        host_name = client.health().get("hostName") or ""
-        device = client.get_device(device_id)
-        if not (device.get("capabilities") or {}).get("iotEdge"):
-            fail(f"{device_id} is not an IoT Edge device (create it with --edge)")
-        key = ((device.get("authentication") or {}).get("symmetricKey") or {}).get("primaryKey")
-        if not key:
-            fail(f"{device_id} has no symmetric key: write provisioning for X.509 by hand")
-        mqtt = client.request("GET", f"/devices/{quote_segment(device_id)}/mqttCredentials").json()
-    text = agent_yaml(device_id, host_name, key, mqtt, data_dir)
-    if output is None:
-        typer.echo(text, nl=False)
-    else:
-        atomic_write_text(output, text)
-        typer.echo(f"wrote {output}", err=True)
-
-
-def agent_yaml(
-    device_id: str,
-    host_name: str,
-    key: str,
-    mqtt: dict[str, Any],
-    data_dir: Path | None,
-) -> str:
-    """The agent.yaml text (JSON-quoted scalars are valid YAML and need no escaping rules)."""
-    connection = f"HostName={host_name};DeviceId={device_id};SharedAccessKey={key}"
-    lines = [
-        f"# edgefleet agent for device {device_id} (edgefleet device agent-config {device_id}).",
-        "# Run it with: edgefleet agent run --config agent.yaml",
-        "provisioning:",
-        "  source: manual",
-        f"  connection_string: {json.dumps(connection)}",
-    ]
-    if data_dir is not None:
-        lines.append(f"data_dir: {json.dumps(str(data_dir))}")
-    hub_lines = []
-    host, port, tls = mqtt.get("host"), mqtt.get("port"), bool(mqtt.get("tls"))
-    if (host, port, tls) != (host_name, 8883, True):
-        scheme = "mqtts" if tls else "mqtt"
-        hub_lines.append(f"  mqtt_url: {json.dumps(f'{scheme}://{host}:{port}')}")
-    ca = mqtt.get("caCertificate")
-    if tls and ca:
-        hub_lines.append("  ca_cert: |")
-        hub_lines += [f"    {line}" for line in ca.strip().splitlines()]
-    if hub_lines:
-        lines += ["hub:", *hub_lines]
-    return "\n".join(lines) + "\n"

@@ -1,34 +1,22 @@
-"""``edgefleet demo``: a hub, an edge device and its modules on this machine, zero configuration.
-
-Steps: data directory -> hub (embedded MQTT broker, SQLite) -> admin token -> IoT Edge device ->
-featurizer model (built into the model store if missing) -> deployment
-(simulated sensor, camera -> scoring) -> agent -> wait for the modules -> live view of what
-reaches the hub -> SIGTERM to agent and hub -> summary. Every process logs to
-``<data dir>/logs``; a failed step names itself and the log to read.
-"""
+"""The demo's steps, each a child process or a hub call, with the failing step named."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from composition.demo_manifest import MODULES, SCORING, SENSOR, demo_manifest
-from edgefleet.cli_apps import app
-
-MODEL = "efficientnet-lite0"
-DEVICE_ID = "demo-edge"
+from composition.demo.manifest import DEVICE_ID, MODEL, MODULES, demo_manifest
+from composition.demo.observed import Observed
+from composition.demo.view import live_view
 
 
 class DemoError(Exception):
@@ -44,7 +32,6 @@ class DemoError(Exception):
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,69 +48,6 @@ def _tail(path: Path, lines: int = 5) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
     except OSError:
         return ""
-
-
-@dataclass
-class Result:
-    frame: str
-    class_id: int
-    label: str
-    score: float
-    latency_ms: float | None
-    device_ms: float | None
-
-    def json(self) -> dict[str, Any]:
-        return {
-            "frame": self.frame,
-            "classId": self.class_id,
-            "label": self.label,
-            "score": round(self.score, 4),
-            "latencyMs": self.latency_ms,
-            "deviceMs": self.device_ms,
-        }
-
-
-@dataclass
-class Observed:
-    """What the hub stored for the demo device, read through ``GET /devices/{id}/messages``."""
-
-    since: str | None = None
-    by_module: dict[str, int] = field(default_factory=dict)
-    latest_reading: dict[str, Any] | None = None
-    results: dict[str, Result] = field(default_factory=dict)
-    result_count: int = 0
-    last: Result | None = None
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_module.values())
-
-    def add(self, message: dict[str, Any]) -> None:
-        module = str(message.get("moduleId") or "(device)")
-        self.by_module[module] = self.by_module.get(module, 0) + 1
-        if message.get("bodyEncoding") != "utf-8":
-            return
-        try:
-            body = json.loads(message.get("body") or "")
-        except ValueError:
-            return
-        if not isinstance(body, dict):
-            return
-        if module == SENSOR:
-            self.latest_reading = body
-        elif module == SCORING and isinstance(body.get("top5"), list) and body["top5"]:
-            best = body["top5"][0]
-            result = Result(
-                str(body.get("frame") or "?"),
-                int(best.get("class_id", -1)),
-                str(best.get("label", "")),
-                float(best.get("score", 0.0)),
-                body.get("latencyMs"),
-                body.get("deviceMs"),
-            )
-            self.results[result.frame] = result
-            self.result_count += 1
-            self.last = result
 
 
 class Demo:
@@ -239,29 +163,19 @@ class Demo:
             (self.data_dir / "deployment.json").write_text(json.dumps(doc, indent=2) + "\n")
             self.client.apply_configuration_content(DEVICE_ID, doc)
 
-    def start_agent(self, device: dict[str, Any]) -> None:
+    def start_agent(self) -> None:
+        """The agent runs with what ``edgefleet device agent-config`` gives a device, plus the
+        process runtime and a quick reconcile loop for the demo."""
+        from cloud_hub.client_cli.agent_config import fetch_agent_config
+
         log = self.logs / "agent.log"
         with self.step("starting the edge agent", log):
-            creds = self.client.request("GET", f"/devices/{DEVICE_ID}/mqttCredentials").json()
-            host = self.client.health().get("hostName") or self.hub_url.split("://")[1]
-            key = device["authentication"]["symmetricKey"]["primaryKey"]
-            scheme = "mqtts" if creds.get("tls") else "mqtt"
-            ca_file = creds.get("ca_file")
-            config = {
-                "hostname": DEVICE_ID,
-                "provisioning": {
-                    "source": "manual",
-                    "connection_string": f"HostName={host};DeviceId={DEVICE_ID};"
-                    f"SharedAccessKey={key}",
-                },
-                "data_dir": str(self.agent_dir / "data"),
-                "runtime": {"type": "process"},
-                "hub": {
-                    "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
-                    "ca_file": _ca_path(self.hub_dir, ca_file),
-                },
-                "reconcile": {"interval_secs": 1, "stop_timeout_secs": 5},
-            }
+            config = fetch_agent_config(self.client, DEVICE_ID, self.agent_dir / "data")
+            config.update(
+                hostname=DEVICE_ID,
+                runtime={"type": "process"},
+                reconcile={"interval_secs": 1, "stop_timeout_secs": 5},
+            )
             self.agent_dir.mkdir(parents=True, exist_ok=True)
             config_path = self.agent_dir / "agent.json"
             config_path.write_text(json.dumps(config, indent=2))
@@ -323,7 +237,7 @@ class Demo:
         seen = self.seen
         start = time.monotonic()
         end = start + duration
-        with Live(_view(seen, duration), console=live_console, refresh_per_second=4) as live:
+        with Live(live_view(seen, duration), console=live_console, refresh_per_second=4) as live:
             while True:
                 self._check_alive()
                 try:
@@ -333,7 +247,7 @@ class Demo:
                         "reading messages from the hub", str(exc), self.logs / "hub.log"
                     ) from exc
                 left = end - time.monotonic()
-                live.update(_view(seen, max(0.0, left)))
+                live.update(live_view(seen, max(0.0, left)))
                 self.watched = time.monotonic() - start
                 if left <= 0:
                     break
@@ -356,12 +270,6 @@ class Demo:
             self.client.close()
 
 
-def _ca_path(hub_dir: Path, ca_file: str | None) -> str | None:
-    if not ca_file:
-        return None
-    return ca_file if Path(ca_file).is_absolute() else str(hub_dir / "ca" / Path(ca_file).name)
-
-
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     import httpx
 
@@ -376,130 +284,3 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
-
-
-def _view(seen: Observed, left: float) -> Any:
-    from rich.table import Table
-
-    table = Table(title=f"arriving at the hub ({left:.0f}s left)", title_justify="left")
-    table.add_column("module")
-    table.add_column("messages", justify="right")
-    table.add_column("latest")
-    reading = seen.latest_reading or {}
-    machine, ambient = reading.get("machine") or {}, reading.get("ambient") or {}
-    sensor_text = (
-        f"machine {machine.get('temperature', 0):.1f}°C, "
-        f"ambient {ambient.get('temperature', 0):.1f}°C {ambient.get('humidity', 0):.0f}% rh"
-        if reading
-        else ""
-    )
-    result_text = (
-        f"camera frame {seen.last.frame} -> {seen.last.label} {seen.last.score:.2f}"
-        if seen.last
-        else "(waiting for the first scored frame)"
-    )
-    table.add_row(SENSOR, str(seen.by_module.get(SENSOR, 0)), sensor_text)
-    table.add_row(SCORING, str(seen.by_module.get(SCORING, 0)), result_text)
-    for frame, result in sorted(seen.results.items()):
-        table.add_row("", "", f"  {frame}: {result.label} ({result.class_id}) {result.score:.2f}")
-    table.add_row("total", str(seen.total), "")
-    return table
-
-
-def _summary(demo: Demo, interrupted: bool) -> dict[str, Any]:
-    modules = demo.reported.get("modules") or {}
-    seen = demo.seen
-    return {
-        "dataDir": str(demo.data_dir),
-        "hub": demo.hub_url,
-        "deviceId": DEVICE_ID,
-        "durationSecs": round(demo.watched, 1),
-        "interrupted": interrupted,
-        "messagesStored": seen.total,
-        "messagesByModule": dict(sorted(seen.by_module.items())),
-        "scoringResults": seen.result_count,
-        "latestResults": [r.json() for _, r in sorted(seen.results.items())],
-        "latestReading": seen.latest_reading,
-        "modules": {m: (modules.get(m) or {}).get("runtimeStatus") for m in MODULES},
-        "exitCodes": demo.exit_codes,
-        "logs": str(demo.logs),
-    }
-
-
-def _print_summary(console: Any, summary: dict[str, Any]) -> None:
-    console.print(
-        f"\n[bold]summary[/bold]: {summary['messagesStored']} messages stored at the hub "
-        f"in {summary['durationSecs']:.0f}s ({summary['messagesByModule']})"
-    )
-    for r in summary["latestResults"]:
-        console.print(
-            f"  camera frame {r['frame']} -> {r['label']} ({r['classId']}) {r['score']:.2f}"
-        )
-    console.print(f"  exit codes: {summary['exitCodes']}; data and logs: {summary['dataDir']}")
-
-
-@app.command()
-def demo(
-    duration: float = typer.Option(30.0, "--duration", help="Seconds to watch the live data."),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Where hub, agent and logs live (default: a new temp dir)."
-    ),
-    model_dir: Path | None = typer.Option(
-        None, "--model-dir", help="Model store (default: EDGEFLEET_MODEL_DIR or the user store)."
-    ),
-    frame_interval: float = typer.Option(2.0, "--frame-interval", help="Seconds between frames."),
-    accelerator: str = typer.Option(
-        "cpu", "--accelerator", help="Where the scoring module runs the featurizer."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
-) -> None:
-    """Run a hub, an edge agent and the demo modules here; show what reaches the hub."""
-    from rich.console import Console
-
-    console = Console(stderr=True) if as_json else Console()
-    if data_dir is None:
-        data_dir = Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
-    data_dir = data_dir.resolve()
-    console.print(f"edgefleet demo: data and logs in {data_dir}")
-    run = Demo(data_dir, model_dir.resolve() if model_dir else None, console)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    error: DemoError | None = None
-    interrupted = False
-    try:
-        with run.step("preparing the data directory"):
-            run.logs.mkdir(parents=True, exist_ok=True)
-        run.start_hub()
-        run.create_token()
-        console.print(
-            f"  hub {run.hub_url}; while it runs: EDGEFLEET_HUB={run.hub_url} "
-            f"EDGEFLEET_TOKEN=$(cat {data_dir / 'token'}) edgefleet twin show {DEVICE_ID}"
-        )
-        device = run.create_device()
-        models = run.ensure_model()
-        run.deploy(models, frame_interval, accelerator)
-        run.start_agent(device)
-        run.wait_modules(timeout=120)
-        run.watch(duration, console)
-    except DemoError as exc:
-        error = exc
-    except KeyboardInterrupt:
-        interrupted = True
-        console.print("interrupted; stopping")
-    finally:
-        with console.status("stopping the agent and the hub (SIGTERM) ..."):
-            run.shutdown()
-        signal.signal(signal.SIGTERM, previous)
-    if error is not None:
-        typer.echo(error.line(), err=True)
-        raise typer.Exit(1)
-    summary = _summary(run, interrupted)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        _print_summary(console, summary)
-    if interrupted:
-        raise typer.Exit(130)
-
-
-def _raise_interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt

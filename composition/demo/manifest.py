@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MODEL = "efficientnet-lite0"
+DEVICE_ID = "demo-edge"
 SENSOR = "simulatedSensor"
 CAMERA = "camera"
 SCORING = "scoring"
