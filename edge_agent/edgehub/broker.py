@@ -20,15 +20,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edge_agent.edgehub import mqtt_packets as mp
+from edge_agent.edgehub.mqtt_packets import ProtocolViolation
+
 log = logging.getLogger("edgefleet.edgehub.broker")
 
-MAX_PACKET = 512 * 1024
 MAX_INFLIGHT = 1000
 MAX_QUEUED = 100_000
-
-CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
-PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 
 
 class BrokerHooks(Protocol):
@@ -49,55 +47,6 @@ class BrokerHooks(Protocol):
     def on_subscribed(self, username: str) -> None:
         """After a SUBACK: the module may now receive what waited for it."""
         ...
-
-
-class ProtocolViolation(Exception):
-    pass
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """MQTT filter matching with ``+`` and ``#``."""
-    if pattern == topic:
-        return True
-    pp = pattern.split("/")
-    tp = topic.split("/")
-    for i, part in enumerate(pp):
-        if part == "#":
-            return True
-        if i >= len(tp):
-            return False
-        if part != "+" and part != tp[i]:
-            return False
-    return len(pp) == len(tp)
-
-
-def _enc_len(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n % 128
-        n //= 128
-        if n:
-            byte |= 0x80
-        out.append(byte)
-        if not n:
-            return bytes(out)
-
-
-def _str(data: bytes, pos: int) -> tuple[bytes, int]:
-    if pos + 2 > len(data):
-        raise ProtocolViolation("truncated string")
-    (n,) = struct.unpack_from("!H", data, pos)
-    end = pos + 2 + n
-    if end > len(data):
-        raise ProtocolViolation("truncated string")
-    return data[pos + 2 : end], end
-
-
-def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, dup: bool = False) -> bytes:
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t + (struct.pack("!H", pid) if qos else b"") + payload
-    flags = (0x08 if dup else 0) | (qos << 1)
-    return bytes([(PUBLISH << 4) | flags]) + _enc_len(len(body)) + body
 
 
 @dataclass
@@ -123,7 +72,7 @@ class Session:
     def wants(self, topic: str) -> int:
         best = -1
         for pattern, qos in self.subscriptions.items():
-            if qos > best and topic_matches(pattern, topic):
+            if qos > best and mp.topic_matches(pattern, topic):
                 best = qos
         return best
 
@@ -141,7 +90,7 @@ class LocalBroker:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=MAX_PACKET
+            self._serve, self.host, self.port, limit=mp.MAX_PACKET
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -191,7 +140,7 @@ class LocalBroker:
         if qos:
             pid = session.new_pid()
             session.inflight[pid] = (topic, payload)
-        session.writer.write(publish_packet(topic, payload, qos, pid))
+        session.writer.write(mp.publish_packet(topic, payload, qos, pid))
 
     def _drain_queue(self, session: Session) -> None:
         while session.queue and session.writer is not None and len(session.inflight) < MAX_INFLIGHT:
@@ -226,54 +175,25 @@ class LocalBroker:
                     self.hooks.on_connection(session.username, self.connected(session.username))
             writer.close()
 
-    async def _read(self, reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
-        head = await reader.readexactly(1)
-        length, mult = 0, 1
-        for _ in range(4):
-            (b,) = await reader.readexactly(1)
-            length += (b & 0x7F) * mult
-            if not b & 0x80:
-                break
-            mult *= 128
-        else:
-            raise ProtocolViolation("bad remaining length")
-        if length > MAX_PACKET:
-            raise ProtocolViolation("packet too large")
-        body = await reader.readexactly(length) if length else b""
-        return head[0] >> 4, head[0] & 0x0F, body
-
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Session | None:
-        ptype, _flags, body = await asyncio.wait_for(self._read(reader), 10)
-        if ptype != CONNECT:
+        ptype, _flags, body = await asyncio.wait_for(mp.read_packet(reader), 10)
+        if ptype != mp.CONNECT:
             raise ProtocolViolation("first packet is not CONNECT")
-        name, pos = _str(body, 0)
-        if name not in (b"MQTT", b"MQIsdp") or pos + 4 > len(body):
-            writer.write(bytes([CONNACK << 4, 2, 0, 1]))
+        request = mp.parse_connect(body)
+        if request is None:
+            writer.write(mp.connack(False, mp.UNACCEPTABLE_PROTOCOL))
             return None
-        cflags = body[pos + 1]
-        (keepalive,) = struct.unpack_from("!H", body, pos + 2)
-        pos += 4
-        cid_raw, pos = _str(body, pos)
-        client_id = cid_raw.decode(errors="replace")
-        if cflags & 0x04:
-            _, pos = _str(body, pos)
-            _, pos = _str(body, pos)
-        username = password = None
-        if cflags & 0x80:
-            raw_user, pos = _str(body, pos)
-            username = raw_user.decode(errors="replace")
-        if cflags & 0x40:
-            password, pos = _str(body, pos)
-        clean = bool(cflags & 0x02)
+        client_id, username, clean = request.client_id, request.username, request.clean
         if not client_id:
             if not clean:
-                writer.write(bytes([CONNACK << 4, 2, 0, 2]))
+                writer.write(mp.connack(False, mp.IDENTIFIER_REJECTED))
                 return None
             client_id = "anon-" + secrets.token_hex(6)
-        if username is None or not self.hooks.authenticate(client_id, username, password):
-            writer.write(bytes([CONNACK << 4, 2, 0, 5 if username is None else 4]))
+        if username is None or not self.hooks.authenticate(client_id, username, request.password):
+            code = mp.NOT_AUTHORIZED if username is None else mp.BAD_USER_NAME_OR_PASSWORD
+            writer.write(mp.connack(False, code))
             await writer.drain()
             return None
         old = self.sessions.get(client_id)
@@ -288,11 +208,11 @@ class LocalBroker:
         session.persistent = not clean
         session.writer = writer
         self.sessions[client_id] = session
-        writer.write(bytes([CONNACK << 4, 2, 1 if present else 0, 0]))
+        writer.write(mp.connack(present, 0))
         for pid, (topic, payload) in list(session.inflight.items()):
-            writer.write(publish_packet(topic, payload, 1, pid, dup=True))
+            writer.write(mp.publish_packet(topic, payload, 1, pid, dup=True))
         self._drain_queue(session)
-        session.keepalive = keepalive
+        session.keepalive = request.keepalive
         self.hooks.on_connection(username, True)
         return session
 
@@ -301,27 +221,25 @@ class LocalBroker:
     ) -> None:
         timeout = session.keepalive * 1.5 if session.keepalive else None
         while True:
-            ptype, flags, body = await asyncio.wait_for(self._read(reader), timeout)
-            if ptype == PUBLISH:
-                await self._on_publish(session, writer, flags, body)
-            elif ptype == PUBACK:
-                if len(body) >= 2:
-                    (pid,) = struct.unpack_from("!H", body, 0)
+            ptype, flags, body = await asyncio.wait_for(mp.read_packet(reader), timeout)
+            if ptype == mp.PUBLISH:
+                await self._on_publish(session, writer, mp.parse_publish(flags, body))
+            elif ptype == mp.PUBACK:
+                pid = mp.parse_puback(body)
+                if pid is not None:
                     session.inflight.pop(pid, None)
                     if session.queue:
                         self._drain_queue(session)
-            elif ptype == SUBSCRIBE:
-                self._on_subscribe(session, writer, body)
-            elif ptype == UNSUBSCRIBE:
-                (pid,) = struct.unpack_from("!H", body, 0)
-                pos = 2
-                while pos < len(body):
-                    raw, pos = _str(body, pos)
-                    session.subscriptions.pop(raw.decode(errors="replace"), None)
-                writer.write(bytes([UNSUBACK << 4, 2]) + struct.pack("!H", pid))
-            elif ptype == PINGREQ:
-                writer.write(bytes([PINGRESP << 4, 0]))
-            elif ptype == DISCONNECT:
+            elif ptype == mp.SUBSCRIBE:
+                self._on_subscribe(session, writer, *mp.parse_subscribe(body))
+            elif ptype == mp.UNSUBSCRIBE:
+                pid, filters = mp.parse_unsubscribe(body)
+                for pattern in filters:
+                    session.subscriptions.pop(pattern, None)
+                writer.write(mp.unsuback(pid))
+            elif ptype == mp.PINGREQ:
+                writer.write(mp.PINGRESP_PACKET)
+            elif ptype == mp.DISCONNECT:
                 return
             else:
                 raise ProtocolViolation(f"unsupported packet type {ptype}")
@@ -329,27 +247,18 @@ class LocalBroker:
                 await writer.drain()
 
     async def _on_publish(
-        self, session: Session, writer: asyncio.StreamWriter, flags: int, body: bytes
+        self, session: Session, writer: asyncio.StreamWriter, packet: mp.Publish
     ) -> None:
-        qos = (flags >> 1) & 0x03
-        if qos > 1:
-            raise ProtocolViolation("QoS 2 is not supported by the edge hub")
-        raw_topic, pos = _str(body, 0)
-        pid = 0
-        if qos:
-            (pid,) = struct.unpack_from("!H", body, pos)
-            pos += 2
-        topic = raw_topic.decode(errors="replace")
-        payload = body[pos:]
+        topic, qos = packet.topic, packet.qos
         if "+" in topic or "#" in topic or not self.hooks.authorize(session.username, topic, True):
             log.warning("denied publish by %s to %s", session.username, topic)
             if qos:
-                writer.write(bytes([PUBACK << 4, 2]) + struct.pack("!H", pid))
+                writer.write(mp.puback(packet.pid))
             return
-        pending = self.hooks.on_publish(session.username, topic, payload, qos)
+        pending = self.hooks.on_publish(session.username, topic, packet.payload, qos)
         if not qos:
             return
-        ack = bytes([PUBACK << 4, 2]) + struct.pack("!H", pid)
+        ack = mp.puback(packet.pid)
         if pending is None:
             writer.write(ack)
             return
@@ -369,27 +278,23 @@ class LocalBroker:
         if not writer.is_closing():
             writer.write(ack)
 
-    def _on_subscribe(self, session: Session, writer: asyncio.StreamWriter, body: bytes) -> None:
-        (pid,) = struct.unpack_from("!H", body, 0)
-        pos = 2
+    def _on_subscribe(
+        self,
+        session: Session,
+        writer: asyncio.StreamWriter,
+        pid: int,
+        filters: list[tuple[str, int]],
+    ) -> None:
         codes = bytearray()
         granted: list[str] = []
-        while pos < len(body):
-            raw, pos = _str(body, pos)
-            if pos >= len(body):
-                raise ProtocolViolation("SUBSCRIBE without QoS")
-            qos = min(body[pos], 1)
-            pos += 1
-            pattern = raw.decode(errors="replace")
+        for pattern, qos in filters:
             if self.hooks.authorize(session.username, pattern, False):
                 session.subscriptions[pattern] = qos
                 codes.append(qos)
                 granted.append(pattern)
             else:
                 log.warning("denied subscription by %s to %s", session.username, pattern)
-                codes.append(0x80)
-        writer.write(
-            bytes([SUBACK << 4]) + _enc_len(2 + len(codes)) + struct.pack("!H", pid) + codes
-        )
+                codes.append(mp.SUBSCRIPTION_REFUSED)
+        writer.write(mp.suback(pid, bytes(codes)))
         if granted:
             self.hooks.on_subscribed(session.username)

@@ -1,4 +1,4 @@
-"""``edgefleet route check|eval`` and ``edgefleet bench routes``."""
+"""``edgefleet route check|eval``: parse a route, evaluate conditions against messages."""
 
 from __future__ import annotations
 

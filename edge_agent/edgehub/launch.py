@@ -1,8 +1,8 @@
-"""Process entry and the agent's factory for the edge hub.
+"""The edge hub as its own process: ``python -m edge_agent.edgehub CONFIG.json``.
 
-``start_for_agent(agent)`` is what the agent daemon calls (``edge_agent.assembly``);
-``python -m edge_agent.edgehub CONFIG.json`` runs the hub as its own process (a system module or
-a test), printing one JSON line ``{"port": ..., "env": {module: {...}}}`` once it listens.
+For a system module or a test; it prints one JSON line ``{"port": ..., "env": {module: {...}}}``
+once it listens, and with ``stats_path`` rewrites its counters there every half second. Inside
+the agent the hub is built by the agent's assembly (``edge_agent.assembly``) instead.
 """
 
 from __future__ import annotations
@@ -16,17 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
+from edgefleet.files import atomic_write_json
 
 log = logging.getLogger("edgefleet.edgehub")
-
-
-def start_for_agent(agent: Any) -> EdgeHub:
-    """Start the in-agent edge hub: data under the agent's data dir, upstream = its client."""
-    data_dir = Path(agent.store.path).parent / "edgehub"
-    upstream = getattr(agent.channel, "client", None)
-    hub = EdgeHub(EdgeHubConfig(device_id=agent.device_id, data_dir=data_dir), upstream)
-    hub.start()
-    return hub
 
 
 def _upstream(cfg: dict[str, Any], device_id: str, data_dir: Path) -> Any:
@@ -85,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     stats_path = cfg.get("stats_path")
     while not done.wait(0.5):
         if stats_path:
-            _write_stats(Path(stats_path), hub.stats())
+            atomic_write_json(Path(stats_path), hub.stats(), mode=0o644)
     hub.stop()
     if upstream is not None:
         upstream.shutdown()
@@ -97,9 +89,3 @@ def _connect(upstream: Any) -> None:
         upstream.connect(timeout=3600)
     except Exception:  # noqa: BLE001 - keeps retrying in its own thread
         log.warning("upstream not reachable yet")
-
-
-def _write_stats(path: Path, stats: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stats))
-    tmp.replace(path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +74,9 @@ class MessageStore:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue").fetchone()
-        self._count, self._bytes = int(row[0]), int(row[1])
-        self._counters = {name: 0 for name in COUNTERS}
-        for name, value in self._db.execute("SELECT name, value FROM counters"):
-            self._counters[name] = int(value)
+        self._count = self._bytes = 0
+        self._counters: dict[str, int] = {}
+        self._reload_locked()
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -87,8 +87,7 @@ class MessageStore:
         now = time.time() if now is None else now
         seqs: list[int] = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction_locked():
                 added = 0
                 for it in items:
                     size = len(it.payload) + len(it.bag)
@@ -104,11 +103,6 @@ class MessageStore:
                 self._bump("received", len(items))
                 if self.max_bytes and self._bytes > self.max_bytes:
                     self._evict_locked()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_locked()
-                raise
             self.changed.notify_all()
         return seqs
 
@@ -136,6 +130,19 @@ class MessageStore:
             (name, n),
         )
 
+    @contextmanager
+    def _transaction_locked(self) -> Iterator[None]:
+        """One write transaction (the caller holds the lock); a failure rolls it back and
+        re-reads the in-memory totals from the database."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._reload_locked()
+            raise
+
     def _reload_locked(self) -> None:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
@@ -148,23 +155,16 @@ class MessageStore:
     def expire(self, now: float | None = None) -> int:
         """Drop every message past its time to live; returns how many."""
         now = time.time() if now is None else now
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE expires <= ?", (now,)
-                ).fetchone()
-                n, size = int(row[0]), int(row[1])
-                if n:
-                    self._db.execute("DELETE FROM queue WHERE expires <= ?", (now,))
-                    self._count -= n
-                    self._bytes -= size
-                    self._bump("expired", n)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_locked()
-                raise
+        with self._lock, self._transaction_locked():
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE expires <= ?", (now,)
+            ).fetchone()
+            n, size = int(row[0]), int(row[1])
+            if n:
+                self._db.execute("DELETE FROM queue WHERE expires <= ?", (now,))
+                self._count -= n
+                self._bytes -= size
+                self._bump("expired", n)
         return n
 
     def peek(self, limit: int) -> list[Stored]:
@@ -181,28 +181,19 @@ class MessageStore:
         """Forget forwarded messages (counted as forwarded)."""
         if not seqs:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                removed = 0
-                size = 0
-                for seq in seqs:
-                    row = self._db.execute(
-                        "SELECT size FROM queue WHERE seq = ?", (seq,)
-                    ).fetchone()
-                    if row is None:
-                        continue
-                    self._db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
-                    removed += 1
-                    size += int(row[0])
-                self._count -= removed
-                self._bytes -= size
-                self._bump("forwarded", removed)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_locked()
-                raise
+        with self._lock, self._transaction_locked():
+            removed = 0
+            size = 0
+            for seq in seqs:
+                row = self._db.execute("SELECT size FROM queue WHERE seq = ?", (seq,)).fetchone()
+                if row is None:
+                    continue
+                self._db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
+                removed += 1
+                size += int(row[0])
+            self._count -= removed
+            self._bytes -= size
+            self._bump("forwarded", removed)
 
     def wait(self, timeout: float) -> None:
         with self._lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet import protocol as p
 from edgefleet.sdk.module_client import ClientError, Message, MethodResponse, ModuleClient
-from tests.support.edgehub import DEVICE, edge_hub, module, upstream_link
+from tests.support.edgehub import DEVICE, assert_a_reaches_b, edge_hub, module, upstream_link
 
 
 def _wait(cond: Any, timeout: float = 30.0) -> bool:
@@ -240,13 +239,7 @@ def test_invalid_routes_are_rejected_and_the_old_ones_kept(tmp_path: Path) -> No
     with edge_hub(tmp_path, None, good) as hub:
         with pytest.raises(RouteError, match="route 'bad'"):
             hub.apply_desired({"routes": {"bad": "FROM /messages WHERE temp > 1 INTO $upstream"}})
-        a, b = module(hub, "a"), module(hub, "b")
-        got = threading.Event()
-        b.on_message_received = lambda _m: got.set()
-        a.send_message_to_output(Message(b"1"), "o")
-        assert got.wait(30)
-        a.shutdown()
-        b.shutdown()
+        assert_a_reaches_b(hub, b"1")
 
 
 def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -> None:
@@ -268,19 +261,10 @@ def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -
         late.shutdown()
 
 
-def test_the_agent_factory_starts_a_hub_under_the_agent_data_dir(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from edge_agent.edgehub.launch import start_for_agent
+def test_the_edge_hub_manifest_section_applies_as_the_agent_passes_it(tmp_path: Path) -> None:
     from edgefleet.manifest import parse_edge_hub
 
-    agent = SimpleNamespace(
-        device_id=DEVICE,
-        store=SimpleNamespace(path=tmp_path / "deployment.json"),
-        channel=SimpleNamespace(),  # a local (hub-less) channel: no upstream client
-    )
-    hub = start_for_agent(agent)
-    try:
+    with edge_hub(tmp_path, None, {}) as hub:
         hub.apply(
             parse_edge_hub(
                 {
@@ -297,13 +281,5 @@ def test_the_agent_factory_starts_a_hub_under_the_agent_data_dir(tmp_path: Path)
         assert (
             env["IOTEDGE_MODULEID"] == "a" and "SharedAccessKey=" in env["EdgeHubConnectionString"]
         )
-        a, b = module(hub, "a"), module(hub, "b")
-        got = threading.Event()
-        b.on_message_received = lambda _m: got.set()
-        a.send_message_to_output(Message(b"hi"), "o")
-        assert got.wait(30)
-        a.shutdown()
-        b.shutdown()
-    finally:
-        hub.stop()
+        assert_a_reaches_b(hub)
     assert hub.status() == "stopped"

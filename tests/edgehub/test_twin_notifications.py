@@ -14,24 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-from edgefleet.sdk.device_client import DeviceClient
 from edgefleet.sdk.module_client import Message
-from tests.support.edgehub import module
-from tests.support.hub import RunningHub, running_hub
-from tests.support.mqtt import create_device, credentials, stop_managed_mosquitto, wait_until
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    tmp = tmp_path_factory.mktemp("cloudhub")
-    try:
-        with running_hub(tmp, broker="mosquitto") as running:
-            yield running
-    finally:
-        stop_managed_mosquitto(tmp / "hub")
+from tests.support.edgehub import cloud_device, module
+from tests.support.hub import RunningHub
+from tests.support.mqtt import wait_until
 
 
 @contextmanager
@@ -39,21 +26,7 @@ def edge_for(
     hub: RunningHub, device_id: str, tmp: Path, routes: dict[str, Any]
 ) -> Iterator[EdgeHub]:
     """An edge hub for a new device of ``hub``, with modules ``a`` and ``b``, online upstream."""
-    device = create_device(hub, device_id)
-    with hub.client() as api:
-        for m in ("a", "b"):
-            api.create_module(device_id, m)
-    creds = credentials(hub, device_id)
-    upstream = DeviceClient(
-        device_id,
-        creds["host"],
-        int(creds["port"]),
-        symmetric_key=device["authentication"]["symmetricKey"]["primaryKey"],
-        ca_file=creds["ca_file"],
-        outbox_path=tmp / "outbox.db",
-        backoff_base=0.1,
-        backoff_max=0.5,
-    )
+    upstream = cloud_device(hub, device_id).client(tmp / "outbox.db")
     edge = EdgeHub(EdgeHubConfig(device_id, tmp / "edgehub"), upstream)
     edge.apply_desired({"routes": routes})
     edge.start()

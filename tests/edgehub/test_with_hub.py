@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-from edgefleet.sdk.device_client import DeviceClient
 from edgefleet.sdk.module_client import Message
-from tests.support.edgehub import module
-from tests.support.hub import RunningHub, running_hub
-from tests.support.mqtt import create_device, credentials, stop_managed_mosquitto, wait_until
+from tests.support.edgehub import cloud_device, module
+from tests.support.hub import RunningHub
+from tests.support.mqtt import wait_until
 from tests.support.tcpproxy import TcpProxy
 
 DEVICE = "edge-e2e"
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    tmp = tmp_path_factory.mktemp("cloudhub")
-    try:
-        with running_hub(tmp, broker="mosquitto") as running:
-            yield running
-    finally:
-        stop_managed_mosquitto(tmp / "hub")
 
 
 def _stored(hub: RunningHub) -> list[dict[str, Any]]:
@@ -54,23 +40,11 @@ def _stored(hub: RunningHub) -> list[dict[str, Any]]:
 def test_outage_then_the_hub_has_every_message_once_in_order_and_twins_relay(
     hub: RunningHub, tmp_path: Path
 ) -> None:
-    device = create_device(hub, DEVICE)
+    cloud = cloud_device(hub, DEVICE)
     with hub.client() as api:
-        for m in ("a", "b"):
-            api.create_module(DEVICE, m)
         api.patch_twin(DEVICE, {"properties": {"desired": {"interval": 5}}}, module_id="a")
-    creds = credentials(hub, DEVICE)
-    proxy = TcpProxy(int(creds["port"]), creds["host"])
-    upstream = DeviceClient(
-        DEVICE,
-        creds["host"],
-        proxy.port,
-        symmetric_key=device["authentication"]["symmetricKey"]["primaryKey"],
-        ca_file=creds["ca_file"],
-        outbox_path=tmp_path / "outbox.db",
-        backoff_base=0.1,
-        backoff_max=0.5,
-    )
+    proxy = TcpProxy(cloud.port, cloud.host)
+    upstream = cloud.client(tmp_path / "outbox.db", proxy.port)
     edge = EdgeHub(EdgeHubConfig(DEVICE, tmp_path / "edgehub"), upstream)
     edge.apply_desired({"routes": {"up": "FROM /messages/modules/* INTO $upstream"}})
     edge.start()

@@ -24,8 +24,15 @@ from typing import Any
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
 from edgefleet import protocol as p
 from edgefleet.sdk.device_client import DeviceClient
-from edgefleet.sdk.module_client import ModuleClient
-from tests.support.mqtt import Mosquitto, Recorder, mosquitto, recorder
+from edgefleet.sdk.module_client import Message, ModuleClient
+from tests.support.mqtt import (
+    Mosquitto,
+    Recorder,
+    create_device,
+    credentials,
+    mosquitto,
+    recorder,
+)
 from tests.support.tcpproxy import TcpProxy
 
 DEVICE = "edge1"
@@ -88,6 +95,41 @@ def device_client(up: Upstream, data_dir: Path) -> DeviceClient:
     )
 
 
+@dataclass(frozen=True)
+class CloudDevice:
+    """A device of a running cloud hub, as its edge hub's upstream client reaches it."""
+
+    device_id: str
+    host: str
+    port: int
+    key: str
+    ca_file: str
+
+    def client(self, outbox: Path, port: int | None = None) -> DeviceClient:
+        """The device's client (``port``: a proxy in front of the hub's broker)."""
+        return DeviceClient(
+            self.device_id,
+            self.host,
+            port or self.port,
+            symmetric_key=self.key,
+            ca_file=self.ca_file,
+            outbox_path=outbox,
+            backoff_base=0.1,
+            backoff_max=0.5,
+        )
+
+
+def cloud_device(hub: Any, device_id: str) -> CloudDevice:
+    """Create a device with modules ``a`` and ``b`` on the running cloud hub ``hub``."""
+    device = create_device(hub, device_id)
+    with hub.client() as api:
+        for m in ("a", "b"):
+            api.create_module(device_id, m)
+    creds = credentials(hub, device_id)
+    key = device["authentication"]["symmetricKey"]["primaryKey"]
+    return CloudDevice(device_id, creds["host"], int(creds["port"]), key, creds["ca_file"])
+
+
 @contextmanager
 def edge_hub(
     tmp: Path, up: Upstream | None, desired: dict[str, Any], **config: Any
@@ -119,6 +161,19 @@ def module(hub: EdgeHub, module_id: str) -> ModuleClient:
     client = ModuleClient.create_from_connection_string(env["EdgeHubConnectionString"])
     client.connect(timeout=30)
     return client
+
+
+def assert_a_reaches_b(hub: EdgeHub, payload: bytes = b"hi") -> None:
+    """Module ``a``'s output on ``o`` arrives at module ``b`` (the hub's routes send it there)."""
+    a, b = module(hub, "a"), module(hub, "b")
+    try:
+        got = threading.Event()
+        b.on_message_received = lambda _m: got.set()
+        a.send_message_to_output(Message(payload), "o")
+        assert got.wait(30)
+    finally:
+        a.shutdown()
+        b.shutdown()
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from edge_agent.edgehub.routes.errors import RouteError
 from edge_agent.edgehub.routes.message import (
-    TELEMETRY_SOURCE,
     TWIN_CHANGE_SOURCE,
     RouteMessage,
     encode_body,
@@ -26,7 +25,6 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "FALSE",
     "RESULT_NAMES",
-    "TELEMETRY_SOURCE",
     "TRUE",
     "TWIN_CHANGE_SOURCE",
     "UNKNOWN",

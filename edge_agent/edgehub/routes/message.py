@@ -10,7 +10,6 @@ MISSING: Final = object()
 _BAD: Final = object()
 _ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
 
-TELEMETRY_SOURCE = "/messages"
 TWIN_CHANGE_SOURCE = "/twinChangeNotifications"
 
 
@@ -50,15 +49,9 @@ class RouteMessage:
         self._sys = {k.lower(): v for k, v in (system_properties or {}).items()}
         self._json: Any = None
 
-    def has_property(self, name: str) -> bool:
-        return name.lower() in self._props
-
     def property(self, name: str) -> Any:
         """The application property's value: ``str``, ``None`` for null, ``MISSING`` if absent."""
         return self._props.get(name.lower(), MISSING)
-
-    def system_property(self, name: str) -> Any:
-        return self._sys.get(name.lower(), MISSING)
 
     def json_body(self) -> Any:
         """The body as a JSON object, or ``_BAD`` when it is not JSON with a supported encoding."""

@@ -97,17 +97,6 @@ def is_defined(static_type: str, v: Any) -> int:
     return FALSE if v.kind == K_NONE else TRUE
 
 
-def as_condition(static_type: str, v: Any) -> int:
-    """The final conversion of a condition's value to a three-valued result."""
-    if static_type == BOOL:
-        return v
-    if static_type == NULL_T:
-        return FALSE
-    if static_type == QV_T:
-        return qv_to_bool(v)
-    return UNKNOWN
-
-
 # --- three-valued logic -------------------------------------------------------------------------
 
 
@@ -125,10 +114,6 @@ def or3(a: int, b: int) -> int:
     if a == UNKNOWN or b == UNKNOWN:
         return UNKNOWN
     return FALSE
-
-
-def not3(a: int) -> int:
-    return -a
 
 
 # --- arithmetic with .NET double semantics --------------------------------------------------------

@@ -1,0 +1,201 @@
+"""MQTT 3.1.1 packets as the local broker reads and writes them, and topic filter matching.
+
+Parsing raises ``ProtocolViolation`` (or ``struct.error``/``IndexError``/``ValueError`` for
+malformed contents); the broker closes the connection on any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass
+
+MAX_PACKET = 512 * 1024
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
+PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
+
+PINGRESP_PACKET = bytes([PINGRESP << 4, 0])
+SUBSCRIPTION_REFUSED = 0x80
+
+# CONNACK return codes
+UNACCEPTABLE_PROTOCOL = 1
+IDENTIFIER_REJECTED = 2
+BAD_USER_NAME_OR_PASSWORD = 4
+NOT_AUTHORIZED = 5
+
+
+class ProtocolViolation(Exception):
+    pass
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT filter matching with ``+`` and ``#``."""
+    if pattern == topic:
+        return True
+    pp = pattern.split("/")
+    tp = topic.split("/")
+    for i, part in enumerate(pp):
+        if part == "#":
+            return True
+        if i >= len(tp):
+            return False
+        if part != "+" and part != tp[i]:
+            return False
+    return len(pp) == len(tp)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """The next packet: its type, flags and body."""
+    head = await reader.readexactly(1)
+    length, mult = 0, 1
+    for _ in range(4):
+        (b,) = await reader.readexactly(1)
+        length += (b & 0x7F) * mult
+        if not b & 0x80:
+            break
+        mult *= 128
+    else:
+        raise ProtocolViolation("bad remaining length")
+    if length > MAX_PACKET:
+        raise ProtocolViolation("packet too large")
+    body = await reader.readexactly(length) if length else b""
+    return head[0] >> 4, head[0] & 0x0F, body
+
+
+def read_string(data: bytes, pos: int) -> tuple[bytes, int]:
+    """A length-prefixed string at ``pos``, and the position after it."""
+    if pos + 2 > len(data):
+        raise ProtocolViolation("truncated string")
+    (n,) = struct.unpack_from("!H", data, pos)
+    end = pos + 2 + n
+    if end > len(data):
+        raise ProtocolViolation("truncated string")
+    return data[pos + 2 : end], end
+
+
+@dataclass(frozen=True)
+class Connect:
+    client_id: str
+    username: str | None
+    password: bytes | None
+    clean: bool
+    keepalive: int
+
+
+def parse_connect(body: bytes) -> Connect | None:
+    """A CONNECT body; None when the protocol is not MQTT 3.1/3.1.1 (refused, code 1)."""
+    name, pos = read_string(body, 0)
+    if name not in (b"MQTT", b"MQIsdp") or pos + 4 > len(body):
+        return None
+    cflags = body[pos + 1]
+    (keepalive,) = struct.unpack_from("!H", body, pos + 2)
+    pos += 4
+    cid_raw, pos = read_string(body, pos)
+    if cflags & 0x04:  # will topic and message: read past them
+        _, pos = read_string(body, pos)
+        _, pos = read_string(body, pos)
+    username = password = None
+    if cflags & 0x80:
+        raw_user, pos = read_string(body, pos)
+        username = raw_user.decode(errors="replace")
+    if cflags & 0x40:
+        password, pos = read_string(body, pos)
+    return Connect(
+        cid_raw.decode(errors="replace"), username, password, bool(cflags & 0x02), keepalive
+    )
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    pid: int  # 0 for QoS 0
+
+
+def parse_publish(flags: int, body: bytes) -> Publish:
+    qos = (flags >> 1) & 0x03
+    if qos > 1:
+        raise ProtocolViolation("QoS 2 is not supported by the edge hub")
+    raw_topic, pos = read_string(body, 0)
+    pid = 0
+    if qos:
+        (pid,) = struct.unpack_from("!H", body, pos)
+        pos += 2
+    return Publish(raw_topic.decode(errors="replace"), body[pos:], qos, pid)
+
+
+def parse_puback(body: bytes) -> int | None:
+    """The acknowledged packet id (None for a PUBACK too short to carry one)."""
+    if len(body) < 2:
+        return None
+    (pid,) = struct.unpack_from("!H", body, 0)
+    return int(pid)
+
+
+def parse_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """The packet id and the ``(filter, QoS)`` pairs (QoS capped at 1)."""
+    (pid,) = struct.unpack_from("!H", body, 0)
+    pos = 2
+    filters: list[tuple[str, int]] = []
+    while pos < len(body):
+        raw, pos = read_string(body, pos)
+        if pos >= len(body):
+            raise ProtocolViolation("SUBSCRIBE without QoS")
+        filters.append((raw.decode(errors="replace"), min(body[pos], 1)))
+        pos += 1
+    return pid, filters
+
+
+def parse_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    (pid,) = struct.unpack_from("!H", body, 0)
+    pos = 2
+    filters: list[str] = []
+    while pos < len(body):
+        raw, pos = read_string(body, pos)
+        filters.append(raw.decode(errors="replace"))
+    return pid, filters
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def encode_length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length"."""
+    out = bytearray()
+    while True:
+        byte = n % 128
+        n //= 128
+        if n:
+            byte |= 0x80
+        out.append(byte)
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, dup: bool = False) -> bytes:
+    t = topic.encode()
+    body = struct.pack("!H", len(t)) + t + (struct.pack("!H", pid) if qos else b"") + payload
+    flags = (0x08 if dup else 0) | (qos << 1)
+    return bytes([(PUBLISH << 4) | flags]) + encode_length(len(body)) + body
+
+
+def connack(session_present: bool, code: int) -> bytes:
+    return bytes([CONNACK << 4, 2, 1 if session_present else 0, code])
+
+
+def puback(pid: int) -> bytes:
+    return bytes([PUBACK << 4, 2]) + struct.pack("!H", pid)
+
+
+def suback(pid: int, codes: bytes) -> bytes:
+    return bytes([SUBACK << 4]) + encode_length(2 + len(codes)) + struct.pack("!H", pid) + codes
+
+
+def unsuback(pid: int) -> bytes:
+    return bytes([UNSUBACK << 4, 2]) + struct.pack("!H", pid)
