@@ -35,7 +35,7 @@ log = logging.getLogger("edgefleet.agent")
 
 
 class EdgeHubService(Protocol):
-    """The seam to the in-agent edge hub (issue 5)."""
+    """The seam to the in-agent edge hub."""
 
     def apply(self, desired: EdgeHubDesired) -> None: ...
 

@@ -113,7 +113,7 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
 
 
 def _edge_hub_factory(cfg: AgentConfig) -> Any:
-    """The in-agent edge hub (issue 5), on a port that stays the same across agent restarts:
+    """The in-agent edge hub, on a port that stays the same across agent restarts:
     modules carry it in their env, and a changed env would recreate every module."""
 
     def factory(agent: Agent) -> Any:
