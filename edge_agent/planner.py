@@ -88,45 +88,43 @@ class DesiredModule:
 
 # ---------------------------------------------------------------------- commands
 @dataclass(frozen=True)
-class Remove:
-    """Stop and remove (a module no longer desired, or one whose spec changed)."""
-
+class _OnModule:
     module: str
-    runtime: str
-    timeout: float
+    runtime: str  # the kind of runtime that holds the module
 
 
 @dataclass(frozen=True)
-class Create:
+class _StopsFirst(_OnModule):
+    timeout: float  # seconds the module gets to stop before it is killed
+
+
+@dataclass(frozen=True)
+class Remove(_StopsFirst):
+    """Stop and remove (a module no longer desired, or one whose spec changed)."""
+
+
+@dataclass(frozen=True)
+class Create(_OnModule):
     """Pull or check what the module needs, create it and, with ``start``, start it."""
 
-    module: str
-    runtime: str
     spec: ModuleSpec
     credentials: Mapping[str, RegistryCredential]
     start: bool
 
 
 @dataclass(frozen=True)
-class Start:
-    module: str
-    runtime: str
+class Start(_OnModule):
+    """Start a module that was created but never started."""
 
 
 @dataclass(frozen=True)
-class Stop:
-    module: str
-    runtime: str
-    timeout: float
+class Stop(_StopsFirst):
+    """Stop a running module (desired ``status: stopped``)."""
 
 
 @dataclass(frozen=True)
-class Restart:
+class Restart(_StopsFirst):
     """Stop and start again (restart policy, or an operator's ``restartModule``)."""
-
-    module: str
-    runtime: str
-    timeout: float
 
 
 Command = Remove | Create | Start | Stop | Restart
