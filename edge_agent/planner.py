@@ -162,7 +162,10 @@ class Plan:
         return {m.module: m.record for m in self.modules}
 
     def module(self, name: str) -> ModulePlan:
-        return next(m for m in self.modules if m.module == name)
+        for m in self.modules:
+            if m.module == name:
+                return m
+        raise KeyError(name)
 
     @property
     def stages(self) -> tuple[Stage, ...]:
