@@ -15,11 +15,11 @@ import re
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.reconciler import Reconciler
 from edge_agent.runtime.base import LogLine
+from edgefleet.utctime import parse_utc_text, utc_text
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -37,10 +37,7 @@ def parse_time(value: Any) -> float | None:
     m = _DURATION.match(text)
     if m:
         return time.time() - float(m.group(1)) * _UNITS[m.group(2)]
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.timestamp()
+    return parse_utc_text(text).timestamp()
 
 
 class MethodError(Exception):
@@ -120,7 +117,7 @@ class BuiltinMethods:
         else:
             body = [
                 {
-                    "timestamp": ln.time.isoformat().replace("+00:00", "Z"),
+                    "timestamp": utc_text(ln.time),
                     "moduleId": name,
                     "stream": ln.stream,
                     "content": ln.text,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from edge_agent.planner import RestartRecord
 from edgefleet.files import atomic_write_json
+from edgefleet.utctime import parse_utc_text, utc_text
 
 log = logging.getLogger("edgefleet.agent.restart_state")
 
@@ -75,16 +77,79 @@ class RestartStateStore:
             self._written = data
 
 
-def to_utc_text(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
+def entry_of(rec: RestartRecord) -> dict[str, Any]:
+    """The saved form of a module's restart record."""
+    return {
+        "specHash": rec.spec_hash,
+        "restartCount": rec.restart_count,
+        "lastRestartTimeUtc": _text(rec.last_restart),
+        "lastStartTimeUtc": _text(rec.started_at),
+        "lastExitTimeUtc": _text(rec.finished_at),
+        "exitCode": rec.exit_code,
+        "running": rec.running,
+        "status": rec.status,
+        "description": rec.description,
+        "failures": rec.failures,
+        "backoffUntilUtc": _text(rec.backoff_until),
+        "imageHash": rec.image_hash,
+    }
 
 
-def from_utc_text(value: Any) -> datetime | None:
-    """An aware datetime from saved text; None for anything else (a bad field is dropped)."""
+def record_of(entry: dict[str, Any], backoff_max: float, now: datetime) -> RestartRecord:
+    """A restart record from its saved form, at ``now`` (aware UTC); raises ValueError for an
+    entry of the wrong shape."""
+
+    def num(key: str) -> int:
+        value = entry.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{key}: {value!r}")
+        return value
+
+    def text(key: str) -> str:
+        value = entry.get(key, "")
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: {value!r}")
+        return value
+
+    def when(key: str) -> datetime | None:
+        # a clock that went back (no RTC after a reboot) must not hold a module for years
+        t = _time(entry.get(key))
+        return min(t, now) if t is not None else None
+
+    code = entry.get("exitCode")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise ValueError(f"exitCode: {code!r}")
+    until = _time(entry.get("backoffUntilUtc"))
+    if until is not None:  # what was left of the backoff, at most one backoff_max
+        until = now + timedelta(seconds=min(max((until - now).total_seconds(), 0.0), backoff_max))
+    running = entry.get("running") is True
+    finished_at = when("lastExitTimeUtc")
+    return RestartRecord(
+        restart_count=num("restartCount"),
+        last_restart=when("lastRestartTimeUtc"),
+        status=text("status") or "unknown",
+        description=text("description"),
+        failures=num("failures"),
+        backoff_until=until,
+        exit_code=code,
+        started_at=when("lastStartTimeUtc"),
+        finished_at=finished_at,
+        image_hash=text("imageHash"),
+        spec_hash=text("specHash"),
+        running=running,
+        resumed=not running and finished_at is not None and code is not None,
+    )
+
+
+def _text(t: datetime | None) -> str | None:
+    return utc_text(t) if t is not None else None
+
+
+def _time(value: Any) -> datetime | None:
+    """A time from saved text; None for anything else (a bad field is dropped)."""
     if not isinstance(value, str):
         return None
     try:
-        t = datetime.fromisoformat(value)
+        return parse_utc_text(value)
     except ValueError:
         return None
-    return t if t.tzinfo is not None else None

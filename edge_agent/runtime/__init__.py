@@ -1,5 +1,5 @@
 """Module runtimes: docker containers and host processes behind one interface."""
 
-from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, Runtime, RuntimeError_
+from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, Runtime, RuntimeFailure
 
-__all__ = ["LogLine", "ModuleSpec", "ModuleState", "Runtime", "RuntimeError_"]
+__all__ = ["LogLine", "ModuleSpec", "ModuleState", "Runtime", "RuntimeFailure"]

@@ -11,13 +11,13 @@ from typing import Any, Protocol
 from edgefleet.manifest import RegistryCredential
 
 
-class RuntimeError_(Exception):
+class RuntimeFailure(Exception):
     """A runtime operation failed (pull, create, start); the message is reported to the hub."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModuleSpec:
-    """What the reconciler asks a runtime to run; ``spec_hash`` identifies a deployed config."""
+    """What the agent asks a runtime to run; ``spec_hash`` identifies a deployed config."""
 
     name: str
     type: str  # docker | process
@@ -49,7 +49,7 @@ class ModuleSpec:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModuleState:
     """What a runtime observes about one of its modules."""
 
@@ -79,7 +79,7 @@ class Runtime(Protocol):
         ...
 
     def prepare(self, spec: ModuleSpec, credentials: dict[str, RegistryCredential]) -> None:
-        """Pull or check what ``create`` needs; raises RuntimeError_ on failure."""
+        """Pull or check what ``create`` needs; raises RuntimeFailure on failure."""
         ...
 
     def create(self, spec: ModuleSpec) -> None: ...

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeError_
+from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeFailure
+from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
+from edgefleet.utctime import parse_utc_text, utc_now
 
 log = logging.getLogger("edgefleet.agent.docker")
 
@@ -30,13 +31,14 @@ LABEL_VERSION = "net.edgefleet.version"
 
 
 def _parse_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 time (nanoseconds, ``Z``); None for its zero time "never"."""
     if not value or value.startswith("0001-"):
         return None
     value = value.rstrip("Z")
-    if "." in value:
+    if "." in value:  # Python reads at most microseconds
         head, frac = value.split(".", 1)
         value = f"{head}.{frac[:6]}"
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return parse_utc_text(value)
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -98,7 +100,7 @@ class DockerRuntime:
         self._mark_used({spec.image})
         if spec.image_pull_policy == "never":
             if not self._has_image(spec.image):
-                raise RuntimeError_(f"image {spec.image} is not present and imagePullPolicy=never")
+                raise RuntimeFailure(f"image {spec.image} is not present and imagePullPolicy=never")
             return
         repo, tag = split_image(spec.image)
         reg = registry_of(spec.image)
@@ -111,16 +113,16 @@ class DockerRuntime:
                 repo, tag or None, auth_config=auth, stream=True, decode=True
             ):
                 if isinstance(event, dict) and event.get("error"):
-                    raise RuntimeError_(f"pull {spec.image} failed: {event['error']}")
-        except (RuntimeError_, docker.errors.DockerException) as exc:
-            msg = exc if isinstance(exc, RuntimeError_) else getattr(exc, "explanation", exc)
+                    raise RuntimeFailure(f"pull {spec.image} failed: {event['error']}")
+        except (RuntimeFailure, docker.errors.DockerException) as exc:
+            msg = exc if isinstance(exc, RuntimeFailure) else getattr(exc, "explanation", exc)
             if self._has_image(spec.image):
                 # offline or registry trouble: a local copy keeps the module running
                 log.warning("pull %s failed (%s); using the local image", spec.image, msg)
                 return
-            if isinstance(exc, RuntimeError_):
+            if isinstance(exc, RuntimeFailure):
                 raise
-            raise RuntimeError_(f"pull {spec.image} failed: {msg or exc}") from None
+            raise RuntimeFailure(f"pull {spec.image} failed: {msg or exc}") from None
 
     def _has_image(self, image: str) -> bool:
         import docker.errors
@@ -140,9 +142,7 @@ class DockerRuntime:
             now = time.time()
             for img in images:
                 used[img] = now
-            tmp = self.images_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(used))
-            os.replace(tmp, self.images_file)
+            atomic_write_json(self.images_file, used)
             return used
 
     def gc(self, in_use: set[str]) -> list[str]:
@@ -165,7 +165,7 @@ class DockerRuntime:
             with self._lock:
                 for img in removed:
                     used.pop(img, None)
-                self.images_file.write_text(json.dumps(used))
+                atomic_write_json(self.images_file, used)
         return removed
 
     # ------------------------------------------------------------------ containers
@@ -199,7 +199,7 @@ class DockerRuntime:
                 self.api.remove_container(name, force=True)
                 self.api.create_container_from_config(config, name=name)
             else:
-                raise RuntimeError_(f"create failed: {exc.explanation or exc}") from None
+                raise RuntimeFailure(f"create failed: {exc.explanation or exc}") from None
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         import docker.errors
@@ -209,7 +209,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
-            raise RuntimeError_(str(exc.explanation or exc)) from None
+            raise RuntimeFailure(str(exc.explanation or exc)) from None
 
     def start(self, name: str) -> None:
         self._call(self.api.start, self.container_name(name))
@@ -270,7 +270,7 @@ class DockerRuntime:
         lines: list[LogLine] = []
         for line in (raw or b"").decode("utf-8", "replace").splitlines():
             ts, _, text = line.partition(" ")
-            t = _parse_time(ts) or datetime.now(UTC)
+            t = _parse_time(ts) or utc_now()
             if until is not None and t.timestamp() > until:
                 continue
             lines.append(LogLine(t, "stdout", text))

@@ -17,12 +17,14 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeError_
+from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeFailure
+from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
+from edgefleet.utctime import parse_utc_text, utc_now, utc_text
 
 
 class RotatingLog:
@@ -114,14 +116,14 @@ class ProcessRuntime:
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, spec: ModuleSpec, credentials: dict[str, RegistryCredential]) -> None:
         if not spec.command:
-            raise RuntimeError_("settings.command is empty")
+            raise RuntimeFailure("settings.command is empty")
         exe = spec.command[0]
         if spec.working_dir and not Path(spec.working_dir).is_dir():
-            raise RuntimeError_(f"workingDir does not exist: {spec.working_dir}")
+            raise RuntimeFailure(f"workingDir does not exist: {spec.working_dir}")
         # a relative path runs relative to workingDir, as Popen(cwd=...) does
         local = Path(spec.working_dir or ".") / exe
         if not (shutil.which(exe) or (os.sep in exe and os.access(local, os.X_OK))):
-            raise RuntimeError_(f"command not found: {exe}")
+            raise RuntimeFailure(f"command not found: {exe}")
 
     def create(self, spec: ModuleSpec) -> None:
         with self._lock:
@@ -136,7 +138,7 @@ class ProcessRuntime:
         with self._lock:
             p = self._procs.get(name)
             if p is None:
-                raise RuntimeError_(f"module {name} does not exist")
+                raise RuntimeFailure(f"module {name} does not exist")
             if p.popen is not None and p.popen.poll() is None:
                 return
             env = dict(os.environ) if self.inherit_env else {"PATH": os.environ.get("PATH", "")}
@@ -152,9 +154,9 @@ class ProcessRuntime:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise RuntimeError_(f"cannot start {p.spec.command[0]}: {exc}") from exc
+                raise RuntimeFailure(f"cannot start {p.spec.command[0]}: {exc}") from exc
             p.popen = popen
-            p.started_at = datetime.now(UTC)
+            p.started_at = utc_now()
             p.finished_at = None
             p.exit_code = None
             p.done.clear()
@@ -173,7 +175,7 @@ class ProcessRuntime:
         if stream is None:
             return
         for raw in stream:
-            now = datetime.now(UTC).isoformat()
+            now = utc_text(utc_now())
             text = raw.decode("utf-8", "replace").rstrip("\n")
             p.log.write(f"{now}\tstdout\t{text}\n")
         stream.close()
@@ -185,7 +187,7 @@ class ProcessRuntime:
         with self._lock:
             if p.popen is popen:
                 p.exit_code = code if code >= 0 else 128 - code
-                p.finished_at = datetime.now(UTC)
+                p.finished_at = utc_now()
                 self._pidfile(p.spec.name).unlink(missing_ok=True)
         p.done.set()
 
@@ -282,7 +284,7 @@ class ProcessRuntime:
                 ts, _, rest = raw.partition("\t")
                 stream, _, text = rest.partition("\t")
                 try:
-                    t = datetime.fromisoformat(ts)
+                    t = parse_utc_text(ts)
                 except ValueError:
                     continue
                 if since is not None and t.timestamp() < since:
@@ -298,9 +300,7 @@ class ProcessRuntime:
 
     def _write_pidfile(self, name: str, pid: int, spec_hash: str) -> None:
         data = {"pid": pid, "ticks": _proc_start_ticks(pid), "spec": spec_hash}
-        tmp = self._pidfile(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self._pidfile(name))
+        atomic_write_json(self._pidfile(name), data)
 
     def adopt(self, desired: dict[str, ModuleSpec]) -> None:
         """Processes survive an agent crash; we cannot wait() on them, so stop them cleanly."""
