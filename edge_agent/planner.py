@@ -307,6 +307,7 @@ def _plan_module(
 def _restart(
     steps: _Steps, rec: RestartRecord, policy: Policy, now: datetime, reason: str
 ) -> ModulePlan:
+    rec = replace(rec, healthy_since=None)  # the reset timer counts healthy running only
     if rec.restart_count >= policy.max_restarts:
         return steps.done(_failed(rec, f"{reason}; gave up after {rec.restart_count} restarts"))
     # an exit counts from when it ended; an unhealthy module from its last restart

@@ -243,6 +243,23 @@ def test_healthy_reset_timer(
     }
 
 
+def test_an_unhealthy_restart_stops_the_reset_timer() -> None:
+    """A module that keeps turning unhealthy reaches ``failed``: its restarts never count as
+    healthy running, however long ago it was first healthy."""
+    record = RestartRecord(restart_count=0, healthy_since=ago(5000), status="running")
+    for count in range(POLICY.max_restarts):
+        step = plan_one(running("unhealthy"), record, restart_policy="on-unhealthy")
+        assert step.commands == (Restart("m", "process", T),)
+        assert (step.record.restart_count, step.record.healthy_since) == (count + 1, None)
+        record = replace(step.record, last_restart=ago(1000))  # its backoff has passed
+        healthy = plan_one(running("healthy"), record, restart_policy="on-unhealthy")
+        assert healthy.record.restart_count == count + 1  # timer starts now, no reset
+        assert healthy.record.healthy_since == NOW
+    step = plan_one(running("unhealthy"), record, restart_policy="on-unhealthy")
+    assert step.commands == ()
+    assert step.record.status == "failed"
+
+
 # ---------------------------------------------------------------------- desired status
 @pytest.mark.parametrize(
     "state, commands, status, description",
