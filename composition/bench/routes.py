@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,48 +22,26 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from composition.bench.child import Child, free_port, port_open
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 Progress = Callable[[str], None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def _mosquitto(tmp: Path) -> Iterator[int]:
     if not Path(MOSQUITTO).exists():
         raise RuntimeError("the benchmark needs mosquitto (apt install mosquitto) for its baseline")
-    port = _free_port()
+    port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         ("user root\n" if os.geteuid() == 0 else "")
         + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         + "max_queued_messages 1000000\nmax_inflight_messages 1000\npersistence false\n"
     )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.05)
+    with Child("mosquitto", [MOSQUITTO, "-c", str(conf)], stop_timeout=5) as broker:
+        broker.wait_ready(lambda: port_open(port), 10, poll=0.05)
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class _Counter:
