@@ -60,6 +60,17 @@ def seed(hub: Hub, prefix: str, devices: int, progress: Callable[[int], None]) -
     return ids
 
 
+def _timed_threads(workers: int, run: Callable[[int], None], first_seed: int) -> float:
+    """Wall seconds of ``workers`` threads running ``run(seed)``, seeds from ``first_seed`` on."""
+    threads = [threading.Thread(target=run, args=(first_seed + i,)) for i in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def _threaded(workers: int, count: int, work: Callable[[random.Random, int], None]) -> float:
     """Run ``count`` operations split over ``workers`` threads; returns operations/s."""
     per_worker = count // workers
@@ -73,13 +84,7 @@ def _threaded(workers: int, count: int, work: Callable[[random.Random, int], Non
         except BaseException as exc:  # reported after the join
             failures.append(exc)
 
-    threads = [threading.Thread(target=run, args=(i + 1,)) for i in range(workers)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = _timed_threads(workers, run, first_seed=1)
     if failures:
         raise RuntimeError(f"service benchmark failed: {failures[0]}")
     return _rate(per_worker * workers, elapsed)
@@ -125,13 +130,7 @@ def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, pa
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=work, args=(i + 10,)) for i in range(workers)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = _timed_threads(workers, work, first_seed=10)
     if errors:
         raise RuntimeError(f"HTTP benchmark failed: {errors[0]}")
     return _rate(per_worker * workers, elapsed)

@@ -81,13 +81,19 @@ def _latency_stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _subscriber(port: int, client_id: str, topic: str, counter: _Counter) -> mqtt.Client:
+    """A paho client counting what arrives on ``topic`` (QoS 1), its loop started."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.on_message = counter.hit
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, 1)
+    client.loop_start()
+    return client
+
+
 def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
     counter = _Counter()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
-    sub.on_message = counter.hit
-    sub.connect("127.0.0.1", port)
-    sub.subscribe("bench/#", 1)
-    sub.loop_start()
+    sub = _subscriber(port, "bench-sub", "bench/#", counter)
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
@@ -183,11 +189,12 @@ def run_bench(
 
                 say("edge hub: upstream throughput")
                 up_counter = _Counter()
-                rec = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-up-sub")
-                rec.on_message = up_counter.hit
-                rec.connect("127.0.0.1", port)
-                rec.subscribe("devices/bench-dev/modules/a/messages/events/#", 1)
-                rec.loop_start()
+                rec = _subscriber(
+                    port,
+                    "bench-up-sub",
+                    "devices/bench-dev/modules/a/messages/events/#",
+                    up_counter,
+                )
                 time.sleep(0.3)
                 n_up = max(1, n_throughput // 2)
                 up_msgs = [Message(body) for _ in range(n_up)]

@@ -33,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edgefleet import protocol as p
+from edgefleet.sdk import methods
 from edgefleet.sdk.device_connection import ConnectionSettings, DeviceConnection
 from edgefleet.sdk.device_twin import (
     ChannelHandlers,
@@ -44,14 +45,7 @@ from edgefleet.sdk.device_twin import (
     fetch_twin_while_connected,
 )
 from edgefleet.sdk.errors import ClientError
-from edgefleet.sdk.methods import (
-    MethodHandler,
-    MethodRequest,
-    MethodResponse,
-    answer_method,
-    method_request,
-    method_response_publish,
-)
+from edgefleet.sdk.methods import MethodHandler, MethodRequest, MethodResponse
 from edgefleet.sdk.outbox import Outbox
 from edgefleet.sdk.outbox_sender import OutboxSender
 
@@ -357,7 +351,7 @@ class DeviceClient(_Api):
         return self._requests.request(topic, payload, rid, timeout)
 
     def _send_method_response(self, response: MethodResponse) -> None:
-        topic, body = method_response_publish(self.device_id, response.module_id, response)
+        topic, body = methods.encode_response(self.device_id, response.module_id, response)
         self._link.publish(topic, body)
 
     # -- inbound --------------------------------------------------------------------------------
@@ -397,8 +391,10 @@ class DeviceClient(_Api):
             log.exception("message handler failed")
 
     def _run_method(self, topic: p.Topic, payload: bytes) -> None:
-        request = method_request(topic.rid or "", topic.method or "", payload, topic.module_id)
-        response = answer_method(self._handlers_for(topic.module_id).method, request, log)
+        request = methods.decode_request(
+            topic.rid or "", topic.method or "", payload, topic.module_id
+        )
+        response = methods.answer(self._handlers_for(topic.module_id).method, request, log)
         if response is not None:
             self._send_method_response(response)
 

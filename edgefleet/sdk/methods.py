@@ -41,7 +41,7 @@ class MethodResponse:
 MethodHandler = Callable[[MethodRequest], "MethodResponse | None"]
 
 
-def method_request(rid: str, name: str, payload: bytes, module_id: str | None) -> MethodRequest:
+def decode_request(rid: str, name: str, payload: bytes, module_id: str | None) -> MethodRequest:
     """The request for a received payload: JSON when it parses, else its text (empty: None)."""
     try:
         body = json.loads(payload) if payload else None
@@ -50,7 +50,7 @@ def method_request(rid: str, name: str, payload: bytes, module_id: str | None) -
     return MethodRequest(rid, name, body, module_id)
 
 
-def answer_method(
+def answer(
     handler: MethodHandler | None, request: MethodRequest, log: logging.Logger
 ) -> MethodResponse | None:
     """Run ``handler`` on ``request``; the response to send, or None when the handler sends it."""
@@ -65,7 +65,7 @@ def answer_method(
         return MethodResponse.create_from_method_request(request, 500, {"message": str(exc)})
 
 
-def method_response_publish(
+def encode_response(
     device_id: str, module_id: str | None, response: MethodResponse
 ) -> tuple[str, bytes]:
     """Topic and body of a method response sent as ``module_id`` (None: the device)."""

@@ -35,15 +35,9 @@ from edgefleet import module_topics as t
 from edgefleet import protocol as p
 from edgefleet.connection_string import parse_connection_string
 from edgefleet.protocol import Message
+from edgefleet.sdk import methods
 from edgefleet.sdk.errors import ClientError
-from edgefleet.sdk.methods import (
-    MethodHandler,
-    MethodRequest,
-    MethodResponse,
-    answer_method,
-    method_request,
-    method_response_publish,
-)
+from edgefleet.sdk.methods import MethodHandler, MethodRequest, MethodResponse
 
 __all__ = ["ClientError", "Message", "MethodRequest", "MethodResponse", "ModuleClient"]
 
@@ -309,13 +303,13 @@ class ModuleClient:
     # --- methods --------------------------------------------------------------------------------
 
     def _run_method(self, local: t.LocalTopic, payload: bytes) -> None:
-        request = method_request(local.rid or "", local.name, payload, self.module_id)
-        response = answer_method(self.on_method_request_received, request, log)
+        request = methods.decode_request(local.rid or "", local.name, payload, self.module_id)
+        response = methods.answer(self.on_method_request_received, request, log)
         if response is not None:
             self.send_method_response(response)
 
     def send_method_response(self, response: MethodResponse) -> None:
-        topic, body = method_response_publish(self.device_id, self.module_id, response)
+        topic, body = methods.encode_response(self.device_id, self.module_id, response)
         self._mqtt.publish(topic, body, qos=1)
 
     def invoke_method(
