@@ -22,6 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from composition.bench.child import Child
+from edgefleet.files import atomic_write_json
+
 BUSYBOX = "/bin/busybox"
 
 
@@ -53,6 +56,11 @@ def _marker_pids(marker: str) -> int:
     return n
 
 
+def _write_manifest(path: Path, modules: dict[str, Any]) -> None:
+    """Replace the deployment the agent watches (the agent reads it as the desired state)."""
+    atomic_write_json(path, _manifest(modules), mode=0o644)
+
+
 def _manifest(modules: dict[str, Any]) -> dict[str, Any]:
     return {
         "modulesContent": {
@@ -66,12 +74,6 @@ def _manifest(modules: dict[str, Any]) -> dict[str, Any]:
             }
         }
     }
-
-
-def _write(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
 
 
 class _Agent:
@@ -88,12 +90,12 @@ class _Agent:
             "log_level": "warning",
         }
         (root / "agent.json").write_text(json.dumps(cfg))
-        _write(self.manifest, _manifest({}))
-        self.log = open(root / "agent.log", "wb")
-        self.proc = subprocess.Popen(
+        _write_manifest(self.manifest, {})
+        self.child = Child(
+            "agent",
             [sys.executable, "-m", "edge_agent", "--config", str(root / "agent.json")],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            log=root / "agent.log",
+            stop_timeout=60,
         )
 
     def reported(self) -> dict[str, Any]:
@@ -108,13 +110,7 @@ class _Agent:
         return len(mods) == n and all(m.get("runtimeStatus") == "running" for m in mods.values())
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        self.child.stop()
 
 
 def bench_process(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
@@ -134,17 +130,17 @@ def bench_process(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
     try:
         _wait(lambda: "lastDesiredStatus" in agent.reported())
         time.sleep(2)
-        rss_empty = rss_mb(agent.proc.pid)
+        rss_empty = rss_mb(agent.child.pid)
         mods = {
             f"m{i}": {"type": "process", "settings": {"command": [*argv, f"{marker}-m{i}"]}}
             for i in range(n)
         }
         t0 = time.perf_counter()
-        _write(agent.manifest, _manifest(mods))
+        _write_manifest(agent.manifest, mods)
         running = _wait(lambda: _marker_pids(f"{marker}-m") >= n)
         reported = _wait(lambda: agent.all_reported_running(n)) + running
         time.sleep(3)
-        rss_idle = rss_mb(agent.proc.pid)
+        rss_idle = rss_mb(agent.child.pid)
     finally:
         agent.stop()
     return _result("process", n, baseline, running, reported, rss_empty, rss_idle)
@@ -221,7 +217,7 @@ def bench_docker(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
         try:
             _wait(lambda: "lastDesiredStatus" in agent.reported())
             time.sleep(2)
-            rss_empty = rss_mb(agent.proc.pid)
+            rss_empty = rss_mb(agent.child.pid)
             mods = {
                 f"m{i}": {
                     "type": "docker",
@@ -237,11 +233,11 @@ def bench_docker(n: int, root: Path, edge_hub: bool = True) -> dict[str, Any]:
                 return sum(1 for c in found if c["Names"][0].startswith(f"/{device}-")) >= n
 
             t0 = time.perf_counter()
-            _write(agent.manifest, _manifest(mods))
+            _write_manifest(agent.manifest, mods)
             t_running = _wait(running)
             t_reported = _wait(lambda: agent.all_reported_running(n)) + t_running
             time.sleep(3)
-            rss_idle = rss_mb(agent.proc.pid)
+            rss_idle = rss_mb(agent.child.pid)
         finally:
             agent.stop()
             for c in client.api.containers(all=True, filters={"label": agent_label}):

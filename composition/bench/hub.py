@@ -15,8 +15,6 @@ import http.client
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ import httpx
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from cloud_hub.twin_query import Queries
+from composition.bench.child import Child, cli, free_port
 
 REGIONS = [f"region-{i}" for i in range(10)]
 SEED_BATCH = 500
@@ -61,6 +60,17 @@ def seed(hub: Hub, prefix: str, devices: int, progress: Callable[[int], None]) -
     return ids
 
 
+def _timed_threads(workers: int, run: Callable[[int], None], first_seed: int) -> float:
+    """Wall seconds of ``workers`` threads running ``run(seed)``, seeds from ``first_seed`` on."""
+    threads = [threading.Thread(target=run, args=(first_seed + i,)) for i in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def _threaded(workers: int, count: int, work: Callable[[random.Random, int], None]) -> float:
     """Run ``count`` operations split over ``workers`` threads; returns operations/s."""
     per_worker = count // workers
@@ -74,13 +84,7 @@ def _threaded(workers: int, count: int, work: Callable[[random.Random, int], Non
         except BaseException as exc:  # reported after the join
             failures.append(exc)
 
-    threads = [threading.Thread(target=run, args=(i + 1,)) for i in range(workers)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = _timed_threads(workers, run, first_seed=1)
     if failures:
         raise RuntimeError(f"service benchmark failed: {failures[0]}")
     return _rate(per_worker * workers, elapsed)
@@ -126,13 +130,7 @@ def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, pa
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=work, args=(i + 10,)) for i in range(workers)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = _timed_threads(workers, work, first_seed=10)
     if errors:
         raise RuntimeError(f"HTTP benchmark failed: {errors[0]}")
     return _rate(per_worker * workers, elapsed)
@@ -208,38 +206,15 @@ class _NoPrefilter(Queries):
 
 @contextmanager
 def _serve(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    args = [sys.executable, "-m", "composition.cli", "hub", "serve", "--data-dir", str(data_dir)]
-    args += ["--port", str(port), "--log-level", "warning"]
+    port = free_port()
+    args = cli("hub", "serve", "--data-dir", str(data_dir), "--port", str(port))
+    args += ["--log-level", "warning"]
     if database_url:
         args += ["--database-url", database_url]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                err = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"hub exited: {err.strip()[-300:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("hub did not become ready")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with Child("hub", args, capture_stderr=True, stop_timeout=20) as hub:
+        hub.wait_ready(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 60)
+        yield url, hub.pid
 
 
 def run_bench(

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,20 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from composition.bench.child import Child, cli, free_port
 from edgefleet import protocol as p
 from edgefleet.hubclient import HubClient
 
 AUX_USER = p.HUB_USERNAME + "/aux"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "composition.cli", *args]
 
 
 def _publisher(
@@ -165,43 +154,20 @@ def run_bench(
     say = progress or (lambda _msg: None)
     data = Path(tempfile.mkdtemp(prefix="edgefleet-bench-ingest-"))
     token = subprocess.run(
-        _cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
+        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     ).stdout.strip()
-    port = _free_port()
-    log = (data / "hub.log").open("wb")
-    hub_proc = subprocess.Popen(
-        _cli(
-            "hub",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(port),
-            "--broker",
-            "mosquitto",
-            "--log-level",
-            "warning",
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port = free_port()
+    serve = cli("hub", "serve", "--data-dir", str(data), "--port", str(port))
+    serve += ["--broker", "mosquitto", "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
-    try:
+    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:
         say("starting the hub")
         with HubClient(url, token) as api:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    api.health()
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    if time.monotonic() > deadline or hub_proc.poll() is not None:
-                        raise RuntimeError(f"hub did not start; see {data / 'hub.log'}") from None
-                    time.sleep(0.2)
+            hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
             say(f"creating {devices} devices")
             devs: list[dict[str, Any]] = []
             for i in range(devices):
@@ -217,7 +183,7 @@ def run_bench(
             say("hub ingest")
             api.request("GET", "/messaging/stats", params={"reset": "true"})
             broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
-            cpu0 = (_cpu(hub_proc.pid), _cpu(broker_pid), time.monotonic())
+            cpu0 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             total = messages * devices
             _run_publishers(devs, messages, rate, False, procs)
             stored = 0
@@ -228,7 +194,7 @@ def run_bench(
                 if stored >= total:
                     break
                 time.sleep(0.05)
-            cpu1 = (_cpu(hub_proc.pid), _cpu(broker_pid), time.monotonic())
+            cpu1 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             stats = api.request("GET", "/messaging/stats").json()
         wall = cpu1[2] - cpu0[2]
         window = stats["window"]
@@ -251,13 +217,6 @@ def run_bench(
             "duplicatesSuppressed": stats["duplicates"],
             "cpuCount": os.cpu_count(),
         }
-    finally:
-        hub_proc.terminate()
-        try:
-            hub_proc.wait(30)
-        except subprocess.TimeoutExpired:
-            hub_proc.kill()
-        log.close()
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:

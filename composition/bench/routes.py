@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,48 +22,26 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from composition.bench.child import Child, free_port, port_open
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 Progress = Callable[[str], None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def _mosquitto(tmp: Path) -> Iterator[int]:
     if not Path(MOSQUITTO).exists():
         raise RuntimeError("the benchmark needs mosquitto (apt install mosquitto) for its baseline")
-    port = _free_port()
+    port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         ("user root\n" if os.geteuid() == 0 else "")
         + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         + "max_queued_messages 1000000\nmax_inflight_messages 1000\npersistence false\n"
     )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.05)
+    with Child("mosquitto", [MOSQUITTO, "-c", str(conf)], stop_timeout=5) as broker:
+        broker.wait_ready(lambda: port_open(port), 10, poll=0.05)
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class _Counter:
@@ -105,13 +81,19 @@ def _latency_stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _subscriber(port: int, client_id: str, topic: str, counter: _Counter) -> mqtt.Client:
+    """A paho client counting what arrives on ``topic`` (QoS 1), its loop started."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.on_message = counter.hit
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, 1)
+    client.loop_start()
+    return client
+
+
 def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
     counter = _Counter()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
-    sub.on_message = counter.hit
-    sub.connect("127.0.0.1", port)
-    sub.subscribe("bench/#", 1)
-    sub.loop_start()
+    sub = _subscriber(port, "bench-sub", "bench/#", counter)
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
@@ -207,11 +189,12 @@ def run_bench(
 
                 say("edge hub: upstream throughput")
                 up_counter = _Counter()
-                rec = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-up-sub")
-                rec.on_message = up_counter.hit
-                rec.connect("127.0.0.1", port)
-                rec.subscribe("devices/bench-dev/modules/a/messages/events/#", 1)
-                rec.loop_start()
+                rec = _subscriber(
+                    port,
+                    "bench-up-sub",
+                    "devices/bench-dev/modules/a/messages/events/#",
+                    up_counter,
+                )
                 time.sleep(0.3)
                 n_up = max(1, n_throughput // 2)
                 up_msgs = [Message(body) for _ in range(n_up)]

@@ -35,7 +35,9 @@ from edgefleet import module_topics as t
 from edgefleet import protocol as p
 from edgefleet.connection_string import parse_connection_string
 from edgefleet.protocol import Message
-from edgefleet.sdk.device_client import ClientError, MethodRequest, MethodResponse
+from edgefleet.sdk import methods
+from edgefleet.sdk.errors import ClientError
+from edgefleet.sdk.methods import MethodHandler, MethodRequest, MethodResponse
 
 __all__ = ["ClientError", "Message", "MethodRequest", "MethodResponse", "ModuleClient"]
 
@@ -94,9 +96,7 @@ class ModuleClient:
         self._last_rc: str | None = None
         self.on_message_received: Callable[[Message], None] | None = None
         self.on_twin_desired_properties_patch_received: Callable[[JsonDict], None] | None = None
-        self.on_method_request_received: Callable[[MethodRequest], MethodResponse | None] | None = (
-            None
-        )
+        self.on_method_request_received: MethodHandler | None = None
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -303,32 +303,14 @@ class ModuleClient:
     # --- methods --------------------------------------------------------------------------------
 
     def _run_method(self, local: t.LocalTopic, payload: bytes) -> None:
-        try:
-            body = json.loads(payload) if payload else None
-        except ValueError:
-            body = payload.decode(errors="replace")
-        request = MethodRequest(local.rid or "", local.name, body, self.module_id)
-        handler = self.on_method_request_received
-        if handler is None:
-            response: MethodResponse | None = MethodResponse.create_from_method_request(
-                request, 501, {"message": f"method {request.name!r} not implemented"}
-            )
-        else:
-            try:
-                response = handler(request)
-            except Exception as exc:
-                log.exception("method handler failed")
-                response = MethodResponse.create_from_method_request(
-                    request, 500, {"message": str(exc)}
-                )
+        request = methods.decode_request(local.rid or "", local.name, payload, self.module_id)
+        response = methods.answer(self.on_method_request_received, request, log)
         if response is not None:
             self.send_method_response(response)
 
     def send_method_response(self, response: MethodResponse) -> None:
-        topic = p.method_response_topic(
-            self.device_id, response.status, response.request_id, self.module_id
-        )
-        self._mqtt.publish(topic, json.dumps(response.payload).encode(), qos=1)
+        topic, body = methods.encode_response(self.device_id, self.module_id, response)
+        self._mqtt.publish(topic, body, qos=1)
 
     def invoke_method(
         self, method_params: JsonDict, device_id: str, module_id: str | None = None

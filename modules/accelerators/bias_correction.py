@@ -24,6 +24,8 @@ import numpy.typing as npt
 import onnx
 from onnx import numpy_helper
 
+from modules.accelerators.onnx_probe import conv_input_names, probe_session
+
 METADATA_KEY = "edgefleet.conv_input_channel_means"
 
 FloatArray = npt.NDArray[np.float32]
@@ -34,19 +36,8 @@ def conv_input_means(
     model: onnx.ModelProto, batches: Iterable[dict[str, npt.NDArray[Any]]]
 ) -> dict[str, FloatArray]:
     """Mean of every input channel of every Conv (over batch and pixels), on onnxruntime."""
-    import onnxruntime as ort
-
-    names = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type == "Conv"))
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    present = {o.name for o in work.graph.output}
-    for name in names:
-        if name not in present:
-            work.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = conv_input_names(model)
+    sess = probe_session(model, names)
     sums: dict[str, npt.NDArray[np.float64]] = {}
     count = 0
     for feeds in batches:

@@ -28,6 +28,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from edgefleet.files import atomic_write_text
+
 MODEL_DIR_ENV = "EDGEFLEET_MODEL_DIR"
 DATA_DIR_ENV = "EDGEFLEET_DATA_DIR"
 SCHEMA_VERSION = 1
@@ -160,16 +162,9 @@ class ModelStore:
 
     def save(self, manifest: ModelManifest) -> Path:
         """Write (atomically replace) the manifest of ``manifest.name``."""
-        mdir = self.root / "manifests"
-        mdir.mkdir(parents=True, exist_ok=True)
-        target = mdir / f"{manifest.name}.json"
-        fd, tmp_name = tempfile.mkstemp(dir=mdir, prefix=".incoming-")
-        with os.fdopen(fd, "w") as out:
-            out.write(manifest.model_dump_json(indent=2))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
+        target = self.root / "manifests" / f"{manifest.name}.json"
+        # readable by modules that run under another uid (containers), like the blobs
+        atomic_write_text(target, manifest.model_dump_json(indent=2), mode=0o644)
         return target
 
     # -- reading ---------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from modules.accelerators.onnx_probe import conv_input_names, probe_session
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -37,25 +39,14 @@ def conv_input_second_moments(
     """Conv output name -> ``H`` as a float64 torch tensor ``[groups, K, K]``, ``K = Cin/groups *
     kh * kw`` in im2col order ``(cin, kh, kw)`` (the flattened weight's order)."""
     import numpy as np
-    import onnx
-    import onnxruntime as ort
     import torch
     import torch.nn.functional as F  # noqa: N812
     from onnx import numpy_helper
 
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     inits = {t.name: t for t in model.graph.initializer}
-    names = list(dict.fromkeys(n.input[0] for n in convs))
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    present = {o.name for o in work.graph.output}
-    for name in names:
-        if name not in present:
-            work.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = conv_input_names(model)
+    sess = probe_session(model, names)
     sums: dict[str, Any] = {}
     counts: dict[str, int] = {}
     shapes = {n.output[0]: tuple(numpy_helper.to_array(inits[n.input[1]]).shape) for n in convs}

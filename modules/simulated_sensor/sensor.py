@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from edgefleet.utctime import utc_now, utc_text
 
 
 @dataclass
@@ -32,5 +33,5 @@ class SimulatedMachine:
         return {
             "machine": {"temperature": round(self._machine, 3), "pressure": round(pressure, 3)},
             "ambient": {"temperature": round(ambient, 3), "humidity": round(humidity, 3)},
-            "timeCreated": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "timeCreated": utc_text(utc_now()),
         }

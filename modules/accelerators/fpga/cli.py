@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,18 @@ def serve_cmd(
     raise typer.Exit(code)
 
 
-def _device(device: str, socket_path: Path | None) -> Any:
-    from modules.accelerators.fpga.client import FpgaDevice, resolve_device_path
+def _ask(device: str, socket_path: Path | None, call: Callable[[Any], Any]) -> dict[str, Any]:
+    """One request to the card (``call`` gets the open device); the command fails with the
+    device's error. The answer's ``ok`` flag is dropped."""
+    from modules.accelerators.fpga.client import FpgaDevice, FpgaDeviceError, resolve_device_path
 
-    return FpgaDevice(socket_path or resolve_device_path(device))
+    try:
+        with FpgaDevice(socket_path or resolve_device_path(device)) as dev:
+            answer: dict[str, Any] = call(dev)
+    except FpgaDeviceError as exc:
+        fail(str(exc))
+    answer.pop("ok", None)
+    return answer
 
 
 @fpga_app.command("status")
@@ -72,14 +81,7 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show the card's loaded model, precision and counters."""
-    from modules.accelerators.fpga.client import FpgaDeviceError
-
-    try:
-        with _device(device, socket_path) as dev:
-            st = dev.status()
-    except FpgaDeviceError as exc:
-        fail(str(exc))
-    st.pop("ok", None)
+    st = _ask(device, socket_path, lambda dev: dev.status())
     c = st["counters"]
     emit(
         st,
@@ -104,14 +106,7 @@ def load_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Flash a featurizer onto the card (replaces the loaded one)."""
-    from modules.accelerators.fpga.client import FpgaDeviceError
-
-    try:
-        with _device(device, socket_path) as dev:
-            info = dev.load(model, precision)
-    except FpgaDeviceError as exc:
-        fail(str(exc))
-    info.pop("ok", None)
+    info = _ask(device, socket_path, lambda dev: dev.load(model, precision))
     emit(
         info,
         as_json,

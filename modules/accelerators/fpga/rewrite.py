@@ -39,6 +39,7 @@ from modules.accelerators.bfp import (
     quantize_matmul_weight,
 )
 from modules.accelerators.bias_correction import correct_conv_biases, read_means
+from modules.accelerators.onnx_probe import probe_session
 
 TARGET_OPSET = 24
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -70,28 +71,16 @@ def _probe_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, list[in
     """Run the model once on zeros (symbolic input dims set to 1) and read the shapes of
     ``names``: exact where static shape inference cannot follow shape arithmetic (e.g. the
     computed pads of TF-style "same" padding)."""
-    import onnxruntime as ort
-
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
     feeds: dict[str, np.ndarray] = {}
-    inits = {t.name for t in work.graph.initializer}
-    for vi in work.graph.input:
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         feeds[vi.name] = np.zeros(dims, dtype=dtype)
-    present = {o.name for o in work.graph.output}
-    for name in names:
-        if name not in present:
-            work.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    values = sess.run(names, feeds)
+    values = probe_session(model, names).run(names, feeds)
     return {n: list(np.shape(v)) for n, v in zip(names, values, strict=True)}
 
 
