@@ -455,17 +455,6 @@ class Registry:
             row.last_activity_time = now
         self.bus.publish(events.ConnectionStateChanged(device_id, module_id, connected))
 
-    def touch_activity(self, device_id: str, module_id: str | None = None) -> None:
-        """Record that a device or module just talked to the hub (lastActivityTime)."""
-        with self.db.write() as session:
-            row: DeviceRow | ModuleRow | None
-            if module_id is None:
-                row = session.get(DeviceRow, device_id)
-            else:
-                row = session.get(ModuleRow, (device_id, module_id))
-            if row is not None:
-                row.last_activity_time = utc_now()
-
 
 @contextmanager
 def _unique(message: str) -> Iterator[None]:

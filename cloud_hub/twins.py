@@ -302,12 +302,6 @@ class Twins:
         validate_patch(patch, "properties.desired")
         return self._update(device_id, module_id, None, patch, if_match, False)
 
-    def patch_tags(
-        self, device_id: str, module_id: str | None, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        validate_patch(patch, "tags")
-        return self._update(device_id, module_id, patch, None, None, False)
-
     def _update(
         self,
         device_id: str,
