@@ -27,7 +27,8 @@ from cloud_hub.errors import AlreadyExists, HubError, InvalidInput, NotFound
 from cloud_hub.identity import check_id, new_key
 from cloud_hub.models import EnrollmentGroupRow, RegistrationRow
 from cloud_hub.registry import Registry
-from cloud_hub.twindoc import iso, utc_now
+from cloud_hub.twindoc import iso
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 STATUSES = ("enabled", "disabled")

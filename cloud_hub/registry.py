@@ -38,7 +38,8 @@ from cloud_hub.identity import (
     parse_spec,
 )
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, ModuleRow, TwinRow
-from cloud_hub.twindoc import MAX_TAGS_BYTES, check_size, utc_now, validate_patch
+from cloud_hub.twindoc import MAX_TAGS_BYTES, check_size, validate_patch
+from edgefleet.utctime import utc_now
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from cloud_hub.twindoc import (
     merge_patch,
     replacement_patch,
     strip_nulls,
-    utc_now,
     validate_patch,
 )
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from typing import Any
 from cloud_hub.broker.base import Endpoint, persisted_ports, service_secret
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
+from edgefleet.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,8 @@ crlfile {self.ca.crl_file}
             changed_crl = self.ca.hold_devices(held)
             return changed_crl
         lines = [f"{user}:{hash_password(pw)}" for user, pw in users]
-        _atomic_write(self.dir / "passwd", "\n".join(lines) + "\n")
-        _atomic_write(self.dir / "acl", "\n".join(acl))
+        atomic_write_text(self.dir / "passwd", "\n".join(lines) + "\n")
+        atomic_write_text(self.dir / "acl", "\n".join(acl))
         self.ca.hold_devices(held)
         stamp.write_text(fingerprint)
         self._newly_held |= held - self._held
@@ -324,11 +325,3 @@ crlfile {self.ca.crl_file}
         finally:
             cert_file.unlink(missing_ok=True)
             key_file.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -27,6 +27,7 @@ from cloud_hub.models import DeviceRow
 from cloud_hub.mqtt.stats import Stats
 from cloud_hub.mqtt.tables import MessageRow
 from edgefleet import protocol as p
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class TelemetryIngest:
                 topic.device_id,
                 topic.module_id or "",
                 message,
-                datetime.now(UTC),
+                utc_now(),
             )
         )
 
@@ -198,7 +199,7 @@ class TelemetryIngest:
                 session.execute(
                     update(DeviceRow)
                     .where(DeviceRow.device_id.in_(touch))
-                    .values(last_activity_time=datetime.now(UTC))
+                    .values(last_activity_time=utc_now())
                 )
         committed = time.time()
         for device_id in touch:
