@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -72,6 +73,25 @@ def _new_twin(device_id: str, module_id: str) -> TwinRow:
     )
 
 
+def _new_device_row(device_id: str, spec: DeviceSpec, now: datetime) -> DeviceRow:
+    row = DeviceRow(
+        device_id=device_id,
+        generation_id=new_generation_id(),
+        etag=new_etag(),
+        status=spec.status,
+        status_reason=spec.status_reason,
+        status_updated_time=now,
+        iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
+        connection_state="Disconnected",
+        connection_state_updated_time=now,
+        last_activity_time=None,
+        cloud_to_device_message_count=0,
+        created_at=now,
+    )
+    apply_auth(row, spec.authentication, keep=False)
+    return row
+
+
 def encode_continuation(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode()
 
@@ -98,22 +118,7 @@ class Registry:
         spec = parse_spec(DeviceSpec, body or {})
         if spec.device_id is not None and spec.device_id != device_id:
             raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
-        now = utc_now()
-        row = DeviceRow(
-            device_id=device_id,
-            generation_id=new_generation_id(),
-            etag=new_etag(),
-            status=spec.status,
-            status_reason=spec.status_reason,
-            status_updated_time=now,
-            iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
-            connection_state="Disconnected",
-            connection_state_updated_time=now,
-            last_activity_time=None,
-            cloud_to_device_message_count=0,
-            created_at=now,
-        )
-        apply_auth(row, spec.authentication, keep=False)
+        row = _new_device_row(device_id, spec, utc_now())
         created_modules: list[ModuleRow] = []
         with _unique(f"device {device_id!r} already exists"), self.db.write() as session:
             if session.get(DeviceRow, device_id) is not None:
@@ -139,22 +144,7 @@ class Registry:
             check_id(device_id, "deviceId")
             validate_patch(tags, "tags", allow_null=False)
             check_size(tags, "tags", MAX_TAGS_BYTES)
-            spec = parse_spec(DeviceSpec, body)
-            row = DeviceRow(
-                device_id=device_id,
-                generation_id=new_generation_id(),
-                etag=new_etag(),
-                status=spec.status,
-                status_reason=spec.status_reason,
-                status_updated_time=now,
-                iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
-                connection_state="Disconnected",
-                connection_state_updated_time=now,
-                cloud_to_device_message_count=0,
-                created_at=now,
-            )
-            apply_auth(row, spec.authentication, keep=False)
-            rows.append(row)
+            rows.append(_new_device_row(device_id, parse_spec(DeviceSpec, body), now))
         with _unique("a device of the batch already exists"), self.db.write() as session:
             existing = session.scalars(
                 select(DeviceRow.device_id).where(

@@ -6,6 +6,7 @@ service client that ``cloud_hub.mqtt.extension`` starts with the hub (``app.stat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -31,6 +32,32 @@ def _messaging(request: Request) -> Messaging:
     return messaging
 
 
+DeviceOperation = Callable[[Messaging, str], dict[str, Any]]
+
+
+def _device_route(
+    method: str, path: str, summary: str
+) -> Callable[[DeviceOperation], DeviceOperation]:
+    """Register ``operation(messaging, device_id)`` as a write-scoped route of that name, run in
+    a worker thread."""
+
+    def register(operation: DeviceOperation) -> DeviceOperation:
+        async def endpoint(device_id: str, request: Request) -> dict[str, Any]:
+            return await call_service(operation, _messaging(request), device_id)
+
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            dependencies=write,
+            summary=summary,
+            name=operation.__name__,
+        )
+        return operation
+
+    return register
+
+
 @router.get("/devices/{device_id}/messages", dependencies=read, summary="Stored telemetry")
 async def get_messages(
     device_id: str,
@@ -51,7 +78,7 @@ def _invoke(messaging: Messaging, device_id: str, module_id: str | None, body: A
         raise InvalidInput("timeouts must be numbers") from exc
     if not (0 <= connect_timeout <= 300 and 0 < response_timeout <= 300):
         raise InvalidInput("timeouts must be within 0..300 seconds")
-    return messaging.service.invoke_method(
+    return messaging.service.methods.invoke(
         device_id,
         module_id,
         body["methodName"],
@@ -84,7 +111,12 @@ async def invoke_module_method(
     return await call_service(_invoke, _messaging(request), device_id, module_id, body)
 
 
-def _credentials(messaging: Messaging, device_id: str) -> dict[str, Any]:
+@_device_route(
+    "GET",
+    "/devices/{device_id}/mqttCredentials",
+    "MQTT connection settings of a device (primary key)",
+)
+def mqtt_credentials(messaging: Messaging, device_id: str) -> dict[str, Any]:
     device = messaging.hub.registry.get_device(device_id)
     ep = messaging.broker.endpoint
     keys = device.get("authentication", {}).get("symmetricKey", {})
@@ -101,16 +133,12 @@ def _credentials(messaging: Messaging, device_id: str) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/devices/{device_id}/mqttCredentials",
-    dependencies=write,
-    summary="MQTT connection settings of a device (primary key)",
+@_device_route(
+    "POST",
+    "/devices/{device_id}/certificate",
+    "Issue an X.509 device certificate signed by the hub CA",
 )
-async def mqtt_credentials(device_id: str, request: Request) -> dict[str, Any]:
-    return await call_service(_credentials, _messaging(request), device_id)
-
-
-def _issue(messaging: Messaging, device_id: str) -> dict[str, Any]:
+def issue_certificate(messaging: Messaging, device_id: str) -> dict[str, Any]:
     messaging.hub.registry.get_device(device_id)
     issued = messaging.ca.issue_device_cert(device_id)
     return {
@@ -123,31 +151,18 @@ def _issue(messaging: Messaging, device_id: str) -> dict[str, Any]:
     }
 
 
-def _revoke(messaging: Messaging, device_id: str) -> dict[str, Any]:
+@_device_route(
+    "DELETE",
+    "/devices/{device_id}/certificate",
+    "Revoke the device certificate issued last (CRL)",
+)
+def revoke_certificate(messaging: Messaging, device_id: str) -> dict[str, Any]:
     serial = messaging.ca.revoke_device(device_id)
     if serial is None:
         raise NotFound(f"no certificate was issued to {device_id}")
     messaging.broker.sync()  # rewrites the CRL and reloads the broker
     messaging.broker.kick(device_id, None)
     return {"deviceId": device_id, "revokedSerialNumber": str(serial)}
-
-
-@router.post(
-    "/devices/{device_id}/certificate",
-    dependencies=write,
-    summary="Issue an X.509 device certificate signed by the hub CA",
-)
-async def issue_certificate(device_id: str, request: Request) -> dict[str, Any]:
-    return await call_service(_issue, _messaging(request), device_id)
-
-
-@router.delete(
-    "/devices/{device_id}/certificate",
-    dependencies=write,
-    summary="Revoke the device certificate issued last (CRL)",
-)
-async def revoke_certificate(device_id: str, request: Request) -> dict[str, Any]:
-    return await call_service(_revoke, _messaging(request), device_id)
 
 
 def _send_c2d(messaging: Messaging, device_id: str, body: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_hub.broker.base import Endpoint, persisted_ports, service_secret
+from cloud_hub.broker.base import own_broker_endpoint
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
 from edgefleet.files import atomic_write_text
@@ -84,24 +84,7 @@ class MosquittoBroker:
         self.registry = options["registry"]
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
-        ports = persisted_ports(
-            self.dir,
-            self.host,
-            {
-                "port": int(options.get("mqtt_port") or 0),
-                "cert_port": int(options.get("cert_port") or 0),
-            },
-        )
-        self.endpoint = Endpoint(
-            kind="mosquitto",
-            host=self.host,
-            port=ports["port"],
-            tls=True,
-            ca_file=self.ca.ca_file,
-            service_username=p.HUB_USERNAME,
-            service_password=service_secret(data_dir),
-            cert_port=ports["cert_port"],
-        )
+        self.endpoint = own_broker_endpoint("mosquitto", data_dir, self.host, options)
         self.conf_file = self.dir / "mosquitto.conf"
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_file = self.dir / "mosquitto.log"

@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -59,7 +58,8 @@ class ServiceClient:
         self._desired = DesiredPushes(
             self._connection.publish_direct, self._connection.publish_many
         )
-        self._methods = DirectMethods(
+        #: direct method calls (``methods.invoke``)
+        self.methods = DirectMethods(
             hub.registry, self._presence.wait_online, self._connection.publish
         )
         self._control: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
@@ -106,20 +106,6 @@ class ServiceClient:
         """Publish QoS 1 as the hub (cloud-to-device messages)."""
         self._connection.publish(topic, payload)
 
-    def invoke_method(
-        self,
-        device_id: str,
-        module_id: str | None,
-        method_name: str,
-        payload: Any,
-        response_timeout: float = 30.0,
-        connect_timeout: float = 0.0,
-    ) -> dict[str, Any]:
-        """Call a direct method (see ``DirectMethods.invoke``)."""
-        return self._methods.invoke(
-            device_id, module_id, method_name, payload, response_timeout, connect_timeout
-        )
-
     def _on_device_deleted(self, event: events.DeviceDeleted) -> None:
         delete_messages(self.hub.db, event.device_id)
         self._presence.forget(event.device_id)
@@ -159,4 +145,4 @@ class ServiceClient:
         elif topic.kind is p.Kind.TWIN_REPORTED:
             self._twins.report(topic, payload)
         elif topic.kind is p.Kind.METHOD_RESPONSE:
-            self._methods.on_response(topic, payload)
+            self.methods.on_response(topic, payload)
