@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from cloud_hub.db import Database
 from cloud_hub.errors import AlreadyExists, HubError, InvalidInput, NotFound
@@ -114,6 +115,13 @@ def _registration_json(row: RegistrationRow) -> dict[str, Any]:
     }
 
 
+def _group_row(session: Session, group_id: str) -> EnrollmentGroupRow:
+    row = session.get(EnrollmentGroupRow, group_id)
+    if row is None:
+        raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+    return row
+
+
 class Enrollments:
     """Enrollment groups (create/replace, read, delete) and self-registration against them."""
 
@@ -172,17 +180,13 @@ class Enrollments:
 
     def get_group(self, group_id: str) -> dict[str, Any]:
         with self.db.read() as session:
-            row = session.get(EnrollmentGroupRow, group_id)
-            if row is None:
-                raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+            row = _group_row(session, group_id)
             return _group_json(row)
 
     def delete_group(self, group_id: str) -> None:
         """Delete a group and its registration records (the devices stay)."""
         with self.db.write() as session:
-            row = session.get(EnrollmentGroupRow, group_id)
-            if row is None:
-                raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+            row = _group_row(session, group_id)
             session.delete(row)
 
     def get_registration(self, registration_id: str) -> dict[str, Any]:

@@ -214,11 +214,7 @@ class Registry:
             raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
         created_modules: list[ModuleRow] = []
         with self.db.write() as session:
-            row = session.get(DeviceRow, device_id, with_for_update=True)
-            if row is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            row = _device_to_change(session, device_id, if_match)
             before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
             # fields absent from the body keep their values (a partial update is safe)
             given = spec.model_fields_set
@@ -286,11 +282,7 @@ class Registry:
 
     def delete_device(self, device_id: str, if_match: str | None = None) -> None:
         with self.db.write() as session:
-            row = session.get(DeviceRow, device_id, with_for_update=True)
-            if row is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            row = _device_to_change(session, device_id, if_match)
             session.execute(delete(TwinRow).where(TwinRow.device_id == device_id))
             session.execute(delete(ModuleRow).where(ModuleRow.device_id == device_id))
             session.delete(row)
@@ -362,11 +354,7 @@ class Registry:
     ) -> dict[str, Any]:
         spec = parse_spec(ModuleSpec, body)
         with self.db.write() as session:
-            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
-            if row is None:
-                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed("etag of the module does not match If-Match")
+            row = _module_to_change(session, device_id, module_id, if_match)
             before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
             if spec.authentication is not None:
                 apply_auth(row, spec.authentication, keep=True)
@@ -381,11 +369,7 @@ class Registry:
 
     def delete_module(self, device_id: str, module_id: str, if_match: str | None = None) -> None:
         with self.db.write() as session:
-            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
-            if row is None:
-                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed("etag of the module does not match If-Match")
+            row = _module_to_change(session, device_id, module_id, if_match)
             session.execute(
                 delete(TwinRow).where(
                     TwinRow.device_id == device_id, TwinRow.module_id == module_id
@@ -445,6 +429,28 @@ class Registry:
             row.connection_state_updated_time = now
             row.last_activity_time = now
         self.bus.publish(events.ConnectionStateChanged(device_id, module_id, connected))
+
+
+def _device_to_change(session: Session, device_id: str, if_match: str | None) -> DeviceRow:
+    """The device row, locked, when its etag matches ``if_match``."""
+    row = session.get(DeviceRow, device_id, with_for_update=True)
+    if row is None:
+        raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+    if not etag_matches(if_match, row.etag):
+        raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+    return row
+
+
+def _module_to_change(
+    session: Session, device_id: str, module_id: str, if_match: str | None
+) -> ModuleRow:
+    """The module row, locked, when its etag matches ``if_match``."""
+    row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
+    if row is None:
+        raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+    if not etag_matches(if_match, row.etag):
+        raise PreconditionFailed("etag of the module does not match If-Match")
+    return row
 
 
 @contextmanager
