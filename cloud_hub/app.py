@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloud_hub.api.errors import ErrorReply, error_reply, invalid_request
+from cloud_hub.api.errors import Reply, error_reply, invalid_request
 from cloud_hub.errors import HubError
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
@@ -82,7 +82,7 @@ def _loc_path(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
-def _json_reply(reply: ErrorReply) -> JSONResponse:
+def _json_reply(reply: Reply) -> JSONResponse:
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ErrorReply:
+class Reply:
+    """A JSON answer: status, body and extra headers."""
+
     status: int
     body: dict[str, Any]
     headers: dict[str, str] | None = None
@@ -33,7 +35,7 @@ class BodyInvalid(Exception):
         self.status = status
 
 
-def invalid_request(errors: Sequence[tuple[str, str]], status: int = 400) -> ErrorReply:
+def invalid_request(errors: Sequence[tuple[str, str]], status: int = 400) -> Reply:
     """The answer to invalid input: ``errors`` are (path, message), the first one leads."""
     path, message = errors[0] if errors else ("", "invalid request")
     body = {
@@ -42,18 +44,18 @@ def invalid_request(errors: Sequence[tuple[str, str]], status: int = 400) -> Err
         "path": path,
         "errors": [{"path": where, "message": what} for where, what in errors],
     }
-    return ErrorReply(status, body)
+    return Reply(status, body)
 
 
-def error_reply(exc: HubError | BodyInvalid | DataError) -> ErrorReply:
+def error_reply(exc: HubError | BodyInvalid | DataError) -> Reply:
     if isinstance(exc, HubError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return ErrorReply(exc.status, exc.to_json(), headers)
+        return Reply(exc.status, exc.to_json(), headers)
     if isinstance(exc, BodyInvalid):
         return invalid_request([(exc.path, exc.message)], exc.status)
     # e.g. a NUL character in an id (PostgreSQL text cannot hold one)
     log.info("rejected by the database: %s", exc.orig)
-    return ErrorReply(
+    return Reply(
         400, {"errorCode": "ArgumentInvalid", "message": "a value in the request is not storable"}
     )
 

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_hub.api import _dumps
-from cloud_hub.api.errors import ANSWERED, BodyInvalid, ErrorReply, error_reply
+from cloud_hub.api.errors import ANSWERED, BodyInvalid, Reply, error_reply
 from cloud_hub.app import HubApp
 from cloud_hub.auth import authorize
 from cloud_hub.hub import Hub
@@ -137,10 +137,10 @@ class TwinEndpoint:
         except ANSWERED as exc:
             await _respond(send, error_reply(exc))
             return
-        await _respond(send, ErrorReply(200, result))
+        await _respond(send, Reply(200, result))
 
 
-async def _respond(send: Send, reply: ErrorReply) -> None:
+async def _respond(send: Send, reply: Reply) -> None:
     payload = _dumps(reply.body)
     headers = [(b"content-length", str(len(payload)).encode()), *_JSON_HEADERS]
     headers += [(k.lower().encode(), v.encode()) for k, v in (reply.headers or {}).items()]
