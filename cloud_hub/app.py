@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cloud_hub.api.errors import Reply, error_reply, invalid_request
 from cloud_hub.errors import HubError
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
@@ -34,23 +35,40 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.enrollment",
     "cloud_hub.api.logupload",
     "cloud_hub.edge_deployment",
-    "cloud_hub.mqtt.api",
+    "cloud_hub.mqtt.extension",
+    "cloud_hub.api.messaging",
 ]
 
 
 class HubApp(FastAPI):
-    """FastAPI with optional ASGI layers in front of its own middleware stack.
+    """FastAPI with optional ASGI layers in front of its own middleware stack, and OpenAPI paths
+    declared for routes that are not FastAPI routes.
 
     ``add_front_layer`` puts a layer before FastAPI's middleware (error, telemetry and exception
     middleware, routing): for hot routes that answer requests themselves and pass the rest on.
+    ``document_paths`` adds the OpenAPI path items of such routes to the schema.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._front: ASGIApp = super().__call__
+        self._documented: dict[str, dict[str, Any]] = {}
 
     def add_front_layer(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
         self._front = layer(self._front)
+
+    def document_paths(self, paths: dict[str, dict[str, Any]]) -> None:
+        for path, item in paths.items():
+            self._documented.setdefault(path, {}).update(item)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()  # cached by FastAPI: the paths below are added once
+        paths = schema.setdefault("paths", {})
+        for path, item in self._documented.items():
+            paths.setdefault(path, {}).update(item)
+        return schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._front(scope, receive, send)
@@ -64,36 +82,20 @@ def _loc_path(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
+def _json_reply(reply: Reply) -> JSONResponse:
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HubError)
-    async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
-
     @app.exception_handler(DataError)
-    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
-        # e.g. a NUL character in an id (PostgreSQL text cannot hold one)
-        log.info("rejected by the database: %s", exc.orig)
-        return JSONResponse(
-            {"errorCode": "ArgumentInvalid", "message": "a value in the request is not storable"},
-            status_code=400,
-        )
+    async def answered_error(_request: Request, exc: HubError | DataError) -> JSONResponse:
+        return _json_reply(error_reply(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        path = _loc_path(first.get("loc", ()))
-        body = {
-            "errorCode": "ArgumentInvalid",
-            "message": f"{path}: {first.get('msg', 'invalid')}",
-            "path": path,
-            "errors": [
-                {"path": _loc_path(e.get("loc", ())), "message": str(e.get("msg", ""))}
-                for e in errors
-            ],
-        }
-        return JSONResponse(body, status_code=400)
+        errors = [(_loc_path(e.get("loc", ())), str(e.get("msg", ""))) for e in exc.errors()]
+        return _json_reply(invalid_request(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,27 +22,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgefleet.files import atomic_write_bytes
+from edgefleet.utctime import utc_now
+
 _LOCK = threading.Lock()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    """Keys: owner-only."""
+    atomic_write_bytes(path, data, 0o600)
 
 
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Certificates, the CRL and the serial lists: readable by the broker and other users."""
+    atomic_write_bytes(path, data, 0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -105,8 +97,8 @@ class HubCA:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=3650))
+            .not_valid_before(utc_now() - dt.timedelta(minutes=5))
+            .not_valid_after(utc_now() + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -149,8 +141,8 @@ class HubCA:
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=days))
+            .not_valid_before(utc_now() - dt.timedelta(minutes=5))
+            .not_valid_after(utc_now() + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
@@ -258,8 +250,8 @@ class HubCA:
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(ca_cert.subject)
-            .last_update(_now() - dt.timedelta(minutes=5))
-            .next_update(_now() + dt.timedelta(days=3650))
+            .last_update(utc_now() - dt.timedelta(minutes=5))
+            .next_update(utc_now() + dt.timedelta(days=3650))
         )
         revoked = self.revoked()
         held = {s for s, d in self.issued().items() if d in self._held} - set(revoked)
@@ -267,7 +259,7 @@ class HubCA:
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(serial))
-                .revocation_date(_now() - dt.timedelta(minutes=1))
+                .revocation_date(utc_now() - dt.timedelta(minutes=1))
             )
             if serial in held:
                 entry = entry.add_extension(

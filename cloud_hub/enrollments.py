@@ -15,23 +15,27 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from cloud_hub.db import Database
 from cloud_hub.errors import AlreadyExists, HubError, InvalidInput, NotFound
 from cloud_hub.identity import check_id, new_key
-from cloud_hub.models import EnrollmentGroupRow, RegistrationRow
+from cloud_hub.models import Base, EnrollmentGroupRow, RegistrationRow
 from cloud_hub.registry import Registry
-from cloud_hub.twindoc import iso, utc_now
+from cloud_hub.twindoc import iso
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 STATUSES = ("enabled", "disabled")
 LEGACY_FILE = "enrollment-groups.json"
+R = TypeVar("R", bound=Base)
 
 
 class RegistrationRefused(HubError):
@@ -111,6 +115,13 @@ def _registration_json(row: RegistrationRow) -> dict[str, Any]:
     }
 
 
+def _group_row(session: Session, group_id: str) -> EnrollmentGroupRow:
+    row = session.get(EnrollmentGroupRow, group_id)
+    if row is None:
+        raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+    return row
+
+
 class Enrollments:
     """Enrollment groups (create/replace, read, delete) and self-registration against them."""
 
@@ -137,35 +148,45 @@ class Enrollments:
         if status not in STATUSES:
             raise InvalidInput("must be 'enabled' or 'disabled'", path="provisioningStatus")
         now = utc_now()
+
+        def replace(row: EnrollmentGroupRow) -> None:
+            row.primary_key, row.secondary_key = primary, secondary
+            row.iot_edge, row.provisioning_status = iot_edge, str(status)
+            row.updated_at = now
+
+        def new() -> EnrollmentGroupRow:
+            return EnrollmentGroupRow(group_id=group_id, created_at=now)
+
+        return _group_json(self._upsert(EnrollmentGroupRow, group_id, new, replace))
+
+    def _upsert(
+        self, model: type[R], key: str, new: Callable[[], R], change: Callable[[R], None]
+    ) -> R:
+        """Change row ``key`` of ``model`` (a ``new()`` one when there is none) in one
+        transaction; when another hub inserts the same key meanwhile, change that row instead."""
         for attempt in range(3):
             try:
                 with self.db.write() as session:
-                    row = session.get(EnrollmentGroupRow, group_id)
+                    row = session.get(model, key)
                     if row is None:
-                        row = EnrollmentGroupRow(group_id=group_id, created_at=now)
+                        row = new()
                         session.add(row)
-                    row.primary_key, row.secondary_key = primary, secondary
-                    row.iot_edge, row.provisioning_status = iot_edge, str(status)
-                    row.updated_at = now
-                return _group_json(row)
-            except IntegrityError:  # created concurrently by another hub: replace it
+                    change(row)
+                return row
+            except IntegrityError:  # created concurrently by another hub
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def get_group(self, group_id: str) -> dict[str, Any]:
         with self.db.read() as session:
-            row = session.get(EnrollmentGroupRow, group_id)
-            if row is None:
-                raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+            row = _group_row(session, group_id)
             return _group_json(row)
 
     def delete_group(self, group_id: str) -> None:
         """Delete a group and its registration records (the devices stay)."""
         with self.db.write() as session:
-            row = session.get(EnrollmentGroupRow, group_id)
-            if row is None:
-                raise NotFound(f"enrollment group {group_id!r} not found", path="enrollmentGroupId")
+            row = _group_row(session, group_id)
             session.delete(row)
 
     def get_registration(self, registration_id: str) -> dict[str, Any]:
@@ -222,26 +243,18 @@ class Enrollments:
 
     def _record(self, registration_id: str, group_id: str) -> dict[str, Any]:
         now = utc_now()
-        for attempt in range(3):
-            try:
-                with self.db.write() as session:
-                    row = session.get(RegistrationRow, registration_id)
-                    if row is None:
-                        row = RegistrationRow(
-                            registration_id=registration_id,
-                            device_id=registration_id,
-                            count=0,
-                            created_at=now,
-                        )
-                        session.add(row)
-                    row.group_id, row.status = group_id, "assigned"
-                    row.count += 1
-                    row.updated_at = now
-                return _registration_json(row)
-            except IntegrityError:  # a concurrent first registration on another hub
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+
+        def assign(row: RegistrationRow) -> None:
+            row.group_id, row.status = group_id, "assigned"
+            row.count += 1
+            row.updated_at = now
+
+        def new() -> RegistrationRow:
+            return RegistrationRow(
+                registration_id=registration_id, device_id=registration_id, count=0, created_at=now
+            )
+
+        return _registration_json(self._upsert(RegistrationRow, registration_id, new, assign))
 
     def import_legacy_file(self, data_dir: Path) -> int:
         """Move groups from the JSON file older hubs kept in the data dir into the database."""

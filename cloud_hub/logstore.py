@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from cloud_hub.db import Database
 from cloud_hub.errors import DeviceNotFound, HubError, InvalidInput, NotFound
 from cloud_hub.models import DeviceRow, LogUploadRow, LogUploadTokenRow
-from cloud_hub.twindoc import iso, utc_now
+from cloud_hub.twindoc import iso
+from edgefleet.utctime import utc_now
 
 NAME_RE = re.compile(r"^[A-Za-z0-9$][A-Za-z0-9._$-]{0,127}$")
 TTL_SECS = 3600

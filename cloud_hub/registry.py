@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -38,7 +39,8 @@ from cloud_hub.identity import (
     parse_spec,
 )
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, ModuleRow, TwinRow
-from cloud_hub.twindoc import MAX_TAGS_BYTES, check_size, utc_now, validate_patch
+from cloud_hub.twindoc import MAX_TAGS_BYTES, check_size, validate_patch
+from edgefleet.utctime import utc_now
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,25 @@ def _new_twin(device_id: str, module_id: str) -> TwinRow:
     )
 
 
+def _new_device_row(device_id: str, spec: DeviceSpec, now: datetime) -> DeviceRow:
+    row = DeviceRow(
+        device_id=device_id,
+        generation_id=new_generation_id(),
+        etag=new_etag(),
+        status=spec.status,
+        status_reason=spec.status_reason,
+        status_updated_time=now,
+        iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
+        connection_state="Disconnected",
+        connection_state_updated_time=now,
+        last_activity_time=None,
+        cloud_to_device_message_count=0,
+        created_at=now,
+    )
+    apply_auth(row, spec.authentication, keep=False)
+    return row
+
+
 def encode_continuation(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode()
 
@@ -97,22 +118,7 @@ class Registry:
         spec = parse_spec(DeviceSpec, body or {})
         if spec.device_id is not None and spec.device_id != device_id:
             raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
-        now = utc_now()
-        row = DeviceRow(
-            device_id=device_id,
-            generation_id=new_generation_id(),
-            etag=new_etag(),
-            status=spec.status,
-            status_reason=spec.status_reason,
-            status_updated_time=now,
-            iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
-            connection_state="Disconnected",
-            connection_state_updated_time=now,
-            last_activity_time=None,
-            cloud_to_device_message_count=0,
-            created_at=now,
-        )
-        apply_auth(row, spec.authentication, keep=False)
+        row = _new_device_row(device_id, spec, utc_now())
         created_modules: list[ModuleRow] = []
         with _unique(f"device {device_id!r} already exists"), self.db.write() as session:
             if session.get(DeviceRow, device_id) is not None:
@@ -138,22 +144,7 @@ class Registry:
             check_id(device_id, "deviceId")
             validate_patch(tags, "tags", allow_null=False)
             check_size(tags, "tags", MAX_TAGS_BYTES)
-            spec = parse_spec(DeviceSpec, body)
-            row = DeviceRow(
-                device_id=device_id,
-                generation_id=new_generation_id(),
-                etag=new_etag(),
-                status=spec.status,
-                status_reason=spec.status_reason,
-                status_updated_time=now,
-                iot_edge=bool(spec.capabilities and spec.capabilities.iot_edge),
-                connection_state="Disconnected",
-                connection_state_updated_time=now,
-                cloud_to_device_message_count=0,
-                created_at=now,
-            )
-            apply_auth(row, spec.authentication, keep=False)
-            rows.append(row)
+            rows.append(_new_device_row(device_id, parse_spec(DeviceSpec, body), now))
         with _unique("a device of the batch already exists"), self.db.write() as session:
             existing = session.scalars(
                 select(DeviceRow.device_id).where(
@@ -223,11 +214,7 @@ class Registry:
             raise InvalidInput("deviceId in the body differs from the URL", path="deviceId")
         created_modules: list[ModuleRow] = []
         with self.db.write() as session:
-            row = session.get(DeviceRow, device_id, with_for_update=True)
-            if row is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            row = _device_to_change(session, device_id, if_match)
             before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
             # fields absent from the body keep their values (a partial update is safe)
             given = spec.model_fields_set
@@ -295,11 +282,7 @@ class Registry:
 
     def delete_device(self, device_id: str, if_match: str | None = None) -> None:
         with self.db.write() as session:
-            row = session.get(DeviceRow, device_id, with_for_update=True)
-            if row is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+            row = _device_to_change(session, device_id, if_match)
             session.execute(delete(TwinRow).where(TwinRow.device_id == device_id))
             session.execute(delete(ModuleRow).where(ModuleRow.device_id == device_id))
             session.delete(row)
@@ -371,11 +354,7 @@ class Registry:
     ) -> dict[str, Any]:
         spec = parse_spec(ModuleSpec, body)
         with self.db.write() as session:
-            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
-            if row is None:
-                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed("etag of the module does not match If-Match")
+            row = _module_to_change(session, device_id, module_id, if_match)
             before = (row.primary_key, row.secondary_key, row.primary_thumbprint, row.auth_type)
             if spec.authentication is not None:
                 apply_auth(row, spec.authentication, keep=True)
@@ -390,11 +369,7 @@ class Registry:
 
     def delete_module(self, device_id: str, module_id: str, if_match: str | None = None) -> None:
         with self.db.write() as session:
-            row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
-            if row is None:
-                raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
-            if not etag_matches(if_match, row.etag):
-                raise PreconditionFailed("etag of the module does not match If-Match")
+            row = _module_to_change(session, device_id, module_id, if_match)
             session.execute(
                 delete(TwinRow).where(
                     TwinRow.device_id == device_id, TwinRow.module_id == module_id
@@ -455,16 +430,27 @@ class Registry:
             row.last_activity_time = now
         self.bus.publish(events.ConnectionStateChanged(device_id, module_id, connected))
 
-    def touch_activity(self, device_id: str, module_id: str | None = None) -> None:
-        """Record that a device or module just talked to the hub (lastActivityTime)."""
-        with self.db.write() as session:
-            row: DeviceRow | ModuleRow | None
-            if module_id is None:
-                row = session.get(DeviceRow, device_id)
-            else:
-                row = session.get(ModuleRow, (device_id, module_id))
-            if row is not None:
-                row.last_activity_time = utc_now()
+
+def _device_to_change(session: Session, device_id: str, if_match: str | None) -> DeviceRow:
+    """The device row, locked, when its etag matches ``if_match``."""
+    row = session.get(DeviceRow, device_id, with_for_update=True)
+    if row is None:
+        raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+    if not etag_matches(if_match, row.etag):
+        raise PreconditionFailed(f"etag of device {device_id!r} does not match If-Match")
+    return row
+
+
+def _module_to_change(
+    session: Session, device_id: str, module_id: str, if_match: str | None
+) -> ModuleRow:
+    """The module row, locked, when its etag matches ``if_match``."""
+    row = session.get(ModuleRow, (device_id, module_id), with_for_update=True)
+    if row is None:
+        raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+    if not etag_matches(if_match, row.etag):
+        raise PreconditionFailed("etag of the module does not match If-Match")
+    return row
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.models import TokenRow
-from cloud_hub.twindoc import utc_now
+from edgefleet.utctime import utc_now
 
 SCOPE_REGISTRY_READ = "registry:read"
 SCOPE_REGISTRY_WRITE = "registry:write"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cloud_hub.errors import InvalidInput
+from edgefleet.utctime import utc_text
 
 # IoT Hub's documented twin limits.
 MAX_TAGS_BYTES = 8 * 1024
@@ -18,17 +19,9 @@ MAX_STRING_BYTES = 4 * 1024
 _FORBIDDEN_KEY_CHARS = frozenset(".$ ")
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a trailing Z, as IoT Hub prints times."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC with a trailing Z and microseconds, as IoT Hub prints twin times."""
+    return None if moment is None else utc_text(moment, "microseconds")
 
 
 def json_size(value: Any) -> int:

@@ -17,6 +17,7 @@ from cloud_hub.errors import (
     HubError,
     InvalidInput,
     ModuleNotFound,
+    NotFound,
     PreconditionFailed,
 )
 from cloud_hub.events import EventBus
@@ -31,9 +32,9 @@ from cloud_hub.twindoc import (
     merge_patch,
     replacement_patch,
     strip_nulls,
-    utc_now,
     validate_patch,
 )
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,12 @@ def twin_json(
     if twin["module_id"] == DEVICE_TWIN:
         doc["capabilities"] = {"iotEdge": device["iot_edge"]}
     return doc
+
+
+def _not_found(device_id: str, module_id: str | None) -> NotFound:
+    if module_id is None:
+        return DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
+    return ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
 
 
 def _module_key(module_id: str | None) -> str:
@@ -243,9 +250,7 @@ class Twins:
         stmt = _SELECT_TWIN_LOCKED if lock and self.db.dialect == "postgresql" else _SELECT_TWIN
         row = conn.execute(stmt, {"d": device_id, "m": _module_key(module_id)}).first()
         if row is None:
-            if module_id is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+            raise _not_found(device_id, module_id)
         return _Rec(row._mapping)
 
     def _load_full(
@@ -255,9 +260,7 @@ class Twins:
         stmt = _SELECT_FULL_LOCKED if lock and self.db.dialect == "postgresql" else _SELECT_FULL
         row = conn.execute(stmt, {"d": device_id, "m": _module_key(module_id)}).first()
         if row is None:
-            if module_id is None:
-                raise DeviceNotFound(f"device {device_id!r} not found", path="deviceId")
-            raise ModuleNotFound(f"module {device_id}/{module_id} not found", path="moduleId")
+            raise _not_found(device_id, module_id)
         return _split_row(row)
 
     def _save(self, conn: Connection, twin: _Rec, changes: dict[str, Any]) -> None:
@@ -278,9 +281,8 @@ class Twins:
         if_match: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch tags and desired properties (the service-side PATCH /twins/{id})."""
-        return self._update(
-            device_id, module_id, *twin_write_sections(body, False), if_match, False
-        )
+        tags, desired = twin_write_sections(body, False)
+        return self._update(TwinWrite(device_id, module_id, tags, desired, if_match))
 
     def replace_twin(
         self,
@@ -290,7 +292,8 @@ class Twins:
         if_match: str | None = None,
     ) -> dict[str, Any]:
         """Replace tags and desired properties (PUT /twins/{id}); reported is left alone."""
-        return self._update(device_id, module_id, *twin_write_sections(body, True), if_match, True)
+        tags, desired = twin_write_sections(body, True)
+        return self._update(TwinWrite(device_id, module_id, tags, desired, if_match, True))
 
     def patch_desired(
         self,
@@ -300,27 +303,12 @@ class Twins:
         if_match: str | None = None,
     ) -> dict[str, Any]:
         validate_patch(patch, "properties.desired")
-        return self._update(device_id, module_id, None, patch, if_match, False)
+        return self._update(TwinWrite(device_id, module_id, None, patch, if_match))
 
-    def patch_tags(
-        self, device_id: str, module_id: str | None, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        validate_patch(patch, "tags")
-        return self._update(device_id, module_id, patch, None, None, False)
-
-    def _update(
-        self,
-        device_id: str,
-        module_id: str | None,
-        tags_patch: dict[str, Any] | None,
-        desired_patch: dict[str, Any] | None,
-        if_match: str | None,
-        replace: bool,
-    ) -> dict[str, Any]:
+    def _update(self, write: TwinWrite) -> dict[str, Any]:
+        """One twin write in its own transaction; events after the commit."""
         with self.db.write_conn() as conn:
-            result, changed = self._apply(
-                conn, TwinWrite(device_id, module_id, tags_patch, desired_patch, if_match, replace)
-            )
+            result, changed = self._apply(conn, write)
         for event in changed:
             self.bus.publish(event)
         return result
@@ -358,14 +346,7 @@ class Twins:
 
     def _write_alone(self, write: TwinWrite) -> dict[str, Any] | Exception:
         try:
-            return self._update(
-                write.device_id,
-                write.module_id,
-                write.tags_patch,
-                write.desired_patch,
-                write.if_match,
-                write.replace,
-            )
+            return self._update(write)
         except Exception as exc:
             return exc
 

@@ -63,6 +63,29 @@ def persisted_ports(directory: Path, host: str, wanted: dict[str, int]) -> dict[
     return out
 
 
+def own_broker_endpoint(kind: str, data_dir: Path, host: str, options: dict[str, Any]) -> Endpoint:
+    """The endpoint of a broker the hub runs itself: TLS with the hub CA (``options["ca"]``),
+    both listeners' ports from ``options`` or kept from the last run, the hub's service user."""
+    ports = persisted_ports(
+        data_dir / "broker",
+        host,
+        {
+            "port": int(options.get("mqtt_port") or 0),
+            "cert_port": int(options.get("cert_port") or 0),
+        },
+    )
+    return Endpoint(
+        kind=kind,
+        host=host,
+        port=ports["port"],
+        tls=True,
+        ca_file=options["ca"].ca_file,
+        service_username=p.HUB_USERNAME,
+        service_password=service_secret(data_dir),
+        cert_port=ports["cert_port"],
+    )
+
+
 def service_secret(data_dir: Path) -> str:
     """The hub service client's broker password (created once, kept in the data directory)."""
     path = data_dir / "broker" / "service.secret"

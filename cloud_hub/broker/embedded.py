@@ -38,7 +38,7 @@ from amqtt.session import Session
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cloud_hub.broker.base import Endpoint, persisted_ports, service_secret
+from cloud_hub.broker.base import own_broker_endpoint
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
 
@@ -190,26 +190,9 @@ class EmbeddedBroker:
         self.registry = options["registry"]
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
-        ports = persisted_ports(
-            data_dir / "broker",
-            self.host,
-            {
-                "port": int(options.get("mqtt_port") or 0),
-                "cert_port": int(options.get("cert_port") or 0),
-            },
-        )
-        self._service_password = service_secret(data_dir)
+        self.endpoint = own_broker_endpoint("embedded", data_dir, self.host, options)
+        self._service_password = self.endpoint.service_password or ""
         self.admission_token = secrets.token_urlsafe(32)
-        self.endpoint = Endpoint(
-            kind="embedded",
-            host=self.host,
-            port=ports["port"],
-            tls=True,
-            ca_file=self.ca.ca_file,
-            service_username=p.HUB_USERNAME,
-            service_password=self._service_password,
-            cert_port=ports["cert_port"],
-        )
         self._cert_serials: dict[str, int] = {}
         """Client id -> serial of the certificate its current connection presented."""
         self._broker: AmqttBroker | None = None

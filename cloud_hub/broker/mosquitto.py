@@ -38,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_hub.broker.base import Endpoint, persisted_ports, service_secret
+from cloud_hub.broker.base import own_broker_endpoint
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
+from edgefleet.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +84,7 @@ class MosquittoBroker:
         self.registry = options["registry"]
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
-        ports = persisted_ports(
-            self.dir,
-            self.host,
-            {
-                "port": int(options.get("mqtt_port") or 0),
-                "cert_port": int(options.get("cert_port") or 0),
-            },
-        )
-        self.endpoint = Endpoint(
-            kind="mosquitto",
-            host=self.host,
-            port=ports["port"],
-            tls=True,
-            ca_file=self.ca.ca_file,
-            service_username=p.HUB_USERNAME,
-            service_password=service_secret(data_dir),
-            cert_port=ports["cert_port"],
-        )
+        self.endpoint = own_broker_endpoint("mosquitto", data_dir, self.host, options)
         self.conf_file = self.dir / "mosquitto.conf"
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_file = self.dir / "mosquitto.log"
@@ -188,8 +172,8 @@ crlfile {self.ca.crl_file}
             changed_crl = self.ca.hold_devices(held)
             return changed_crl
         lines = [f"{user}:{hash_password(pw)}" for user, pw in users]
-        _atomic_write(self.dir / "passwd", "\n".join(lines) + "\n")
-        _atomic_write(self.dir / "acl", "\n".join(acl))
+        atomic_write_text(self.dir / "passwd", "\n".join(lines) + "\n")
+        atomic_write_text(self.dir / "acl", "\n".join(acl))
         self.ca.hold_devices(held)
         stamp.write_text(fingerprint)
         self._newly_held |= held - self._held
@@ -324,11 +308,3 @@ crlfile {self.ca.crl_file}
         finally:
             cert_file.unlink(missing_ok=True)
             key_file.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -15,13 +15,14 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Delete, delete, func, select
 
 from cloud_hub.db import Database
 from cloud_hub.mqtt.tables import MessageRow
+from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class MessagePruner:
         """Apply both limits once; returns how many messages were deleted."""
         removed = 0
         if self.policy.hours > 0:
-            cutoff = (now or datetime.now(UTC)) - timedelta(hours=self.policy.hours)
+            cutoff = (now or utc_now()) - timedelta(hours=self.policy.hours)
             removed += self._expire_older_than(cutoff)
         if self.policy.count > 0:
             removed += self._cap_per_device(self.policy.count)

@@ -94,13 +94,11 @@ class Function:
     min_args: int
     max_args: int
     impl: Callable[..., Any]
-    # True when the function never depends on being given a defined value (the IS_* checks):
-    # they receive UNDEFINED like any other value and answer false.
-    type_check: bool = False
 
 
 def _tc(name: str, check: Callable[[Any], bool]) -> Function:
-    return Function(name, 1, 1, lambda v: v is not UNDEFINED and check(v), type_check=True)
+    """An IS_* type check: it takes UNDEFINED like any other value and answers false."""
+    return Function(name, 1, 1, lambda v: v is not UNDEFINED and check(v))
 
 
 _FUNCTIONS: list[Function] = [

@@ -66,9 +66,10 @@ def test_no_server_errors(case: Any) -> None:
 def test_schema_lists_iot_hub_paths(tmp_path: Path) -> None:
     hub = open_hub(HubSettings(data_dir=tmp_path))
     try:
-        paths = create_app(hub=hub).openapi()["paths"]
+        schema = create_app(hub=hub).openapi()
     finally:
         hub.close()
+    paths = schema["paths"]
     for path in (
         "/devices",
         "/devices/{device_id}",
@@ -79,3 +80,21 @@ def test_schema_lists_iot_hub_paths(tmp_path: Path) -> None:
         "/health",
     ):
         assert path in paths
+
+    # the twin routes are declared for their one handler with the shapes of a FastAPI route
+    for path, names in (
+        ("/twins/{device_id}", ["device_id"]),
+        ("/twins/{device_id}/modules/{module_id}", ["device_id", "module_id"]),
+    ):
+        assert set(paths[path]) == {"get", "patch", "put"}
+        for method, operation in paths[path].items():
+            assert operation["security"] == [{"HTTPBearer": []}]
+            header = [] if method == "get" else ["If-Match"]
+            assert [p["name"] for p in operation["parameters"]] == names + header
+            assert ("requestBody" in operation) == (method != "get")
+            assert (
+                operation["responses"]["200"]["content"]["application/json"]["schema"]["type"]
+                == "object"
+            )
+    assert "HTTPValidationError" in schema["components"]["schemas"]
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]

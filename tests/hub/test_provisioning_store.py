@@ -23,8 +23,8 @@ from cloud_hub.errors import DeviceNotFound, HubError, InvalidInput, NotFound
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.logstore import UploadRefused
 from cloud_hub.models import LogUploadTokenRow
-from cloud_hub.twindoc import utc_now
 from edge_agent.provisioning import register, sas_token
+from edgefleet.utctime import utc_now
 from tests.support.hub import running_hub
 from tests.support.pg import temporary_database
 

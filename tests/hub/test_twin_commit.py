@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DataError
 
@@ -144,3 +145,36 @@ def test_lean_twin_route_refuses_an_oversized_body_and_keeps_the_twin(
     assert refused.json()["path"] == "body"
     after = api.get("/twins/big").json()
     assert after["tags"] == before["tags"] and after["version"] == before["version"]
+
+
+def test_a_mounted_hub_serves_twins_through_the_same_handler(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a root path the front layer passes twin requests on; the router's twin route
+    gives them to the same handler (group commit, same errors), and answers 405 and
+    trailing-slash redirects as FastAPI routes do."""
+    hub.registry.create_device("d1")
+    committed: list[TwinWrite] = []
+    write = hub.twin_commit.write
+
+    async def spy(twin_write: TwinWrite) -> dict[str, Any]:
+        committed.append(twin_write)
+        return await write(twin_write)
+
+    monkeypatch.setattr(hub.twin_commit, "write", spy)
+    outer = FastAPI()
+    outer.mount("/hub", create_app(hub=hub))
+    token = hub.tokens.create(["admin"])
+    with TestClient(outer) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        patched = client.patch("/hub/twins/d1", json={"tags": {"a": 1}})
+        assert patched.status_code == 200 and patched.json()["tags"] == {"a": 1}
+        assert [w.device_id for w in committed] == ["d1"]
+        assert client.get("/hub/twins/d1").json()["tags"] == {"a": 1}
+        assert client.get("/hub/twins/ghost").json()["errorCode"] == "DeviceNotFound"
+        no_token = client.get("/hub/twins/d1", headers={"Authorization": ""})
+        assert no_token.status_code == 401 and no_token.headers["www-authenticate"] == "Bearer"
+        refused = client.delete("/hub/twins/d1")
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, PATCH, PUT"
+        slash = client.get("/hub/twins/d1/", follow_redirects=False)
+        assert slash.status_code == 307 and slash.headers["location"].endswith("/hub/twins/d1")

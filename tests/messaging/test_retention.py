@@ -17,8 +17,8 @@ from sqlalchemy import delete, insert, select
 
 from cloud_hub.db import Database
 from cloud_hub.hub import Hub, open_hub
-from cloud_hub.mqtt.api import list_messages
 from cloud_hub.mqtt.retention import MessagePruner, RetentionPolicy
+from cloud_hub.mqtt.stored_messages import list_messages
 from cloud_hub.mqtt.tables import MessageRow
 from cloud_hub.settings import HubSettings
 from edgefleet import protocol as p

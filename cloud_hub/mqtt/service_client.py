@@ -1,0 +1,148 @@
+"""The hub's MQTT service client, composed of its parts: the paho connection
+(``transport``), telemetry ingest (``ingest``), presence (``presence``), twins over MQTT
+(``twin_control``), direct methods (``direct_methods``), counters (``stats``) and the retention
+pruner (``retention``, started and stopped with the client).
+
+Telemetry goes to the ingest writer thread; all other traffic the hub subscribes to (presence,
+twin requests, method responses) runs on a small pool of control threads and is acknowledged
+after it is handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from cloud_hub import events
+from cloud_hub.broker.base import Endpoint
+from cloud_hub.hub import Hub
+from cloud_hub.mqtt.direct_methods import DirectMethods
+from cloud_hub.mqtt.ingest import KnownDevices, TelemetryIngest
+from cloud_hub.mqtt.presence import Presence
+from cloud_hub.mqtt.retention import MessagePruner, RetentionPolicy
+from cloud_hub.mqtt.stats import Stats
+from cloud_hub.mqtt.stored_messages import delete_messages
+from cloud_hub.mqtt.transport import DirectPublish, HubConnection
+from cloud_hub.mqtt.twin_control import DesiredPushes, TwinRequests
+from edgefleet import protocol as p
+
+log = logging.getLogger(__name__)
+
+CONTROL_THREADS = 4
+
+
+class ServiceClient:
+    """Starts, routes to and stops the parts of the hub's MQTT side."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        endpoint: Endpoint,
+        client_id: str = p.HUB_USERNAME,
+        direct_publish: DirectPublish | None = None,
+    ) -> None:
+        self.hub = hub
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._connection = HubConnection(endpoint, client_id, self._on_message, direct_publish)
+        self._known = KnownDevices(hub.db)
+        self._ingest = TelemetryIngest(
+            hub.db, self.stats, self._known, self._connection.ack, self._stop
+        )
+        self._presence = Presence(hub.registry, self._known.__contains__)
+        self._twins = TwinRequests(hub.twins, self._connection.publish)
+        self._desired = DesiredPushes(
+            self._connection.publish_direct, self._connection.publish_many
+        )
+        #: direct method calls (``methods.invoke``)
+        self.methods = DirectMethods(
+            hub.registry, self._presence.wait_online, self._connection.publish
+        )
+        self._control: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._pruner = MessagePruner(
+            hub.db,
+            RetentionPolicy.from_settings(hub.settings.model_extra),
+            on_removed=self.stats.count_expired,
+            on_pass=self.stats.count_prune_pass,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._known.refresh()
+        bus = self.hub.events
+        self._unsubscribe = [
+            bus.subscribe(events.TwinDesiredChanged, self._desired.on_desired_changed),
+            bus.subscribe(
+                (events.DeviceCreated, events.DeviceDeleted), lambda _e: self._known.refresh()
+            ),
+            bus.subscribe(events.DeviceDeleted, self._on_device_deleted),
+        ]
+        targets: list[tuple[Callable[[], None], str]] = [(self._ingest.run, "mqtt-ingest")]
+        targets += [(self._control_worker, f"mqtt-control-{i}") for i in range(CONTROL_THREADS)]
+        targets.append((self._desired.run, "mqtt-desired"))
+        for target, name in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._connection.connect(timeout)
+        self._pruner.start()
+
+    def stop(self) -> None:
+        self._pruner.stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._desired.close()  # the pusher sends what is queued, then ends
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self._connection.disconnect()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish QoS 1 as the hub (cloud-to-device messages)."""
+        self._connection.publish(topic, payload)
+
+    def _on_device_deleted(self, event: events.DeviceDeleted) -> None:
+        delete_messages(self.hub.db, event.device_id)
+        self._presence.forget(event.device_id)
+
+    def _on_message(self, generation: int, msg: mqtt.MQTTMessage) -> None:
+        """Paho thread: telemetry to the ingest, everything else to the control threads."""
+        try:
+            topic = p.parse_topic(msg.topic)
+        except p.ProtocolError:
+            self.stats.malformed += 1
+            self._connection.ack(generation, msg.mid)
+            return
+        if topic.kind is p.Kind.TELEMETRY:
+            self._ingest.receive(generation, msg.mid, topic, bytes(msg.payload))
+            return
+        self._control.put((generation, msg))
+
+    def _control_worker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                generation, msg = self._control.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._handle_control(msg)
+            except Exception:
+                log.exception("handling %s failed", msg.topic)
+            self._connection.ack(generation, msg.mid)
+
+    def _handle_control(self, msg: mqtt.MQTTMessage) -> None:
+        topic = p.parse_topic(msg.topic)
+        payload = bytes(msg.payload)
+        if topic.kind is p.Kind.PRESENCE:
+            self._presence.update(topic.device_id, payload)
+        elif topic.kind is p.Kind.TWIN_GET:
+            self._twins.get(topic)
+        elif topic.kind is p.Kind.TWIN_REPORTED:
+            self._twins.report(topic, payload)
+        elif topic.kind is p.Kind.METHOD_RESPONSE:
+            self.methods.on_response(topic, payload)
