@@ -207,7 +207,7 @@ class _NoPrefilter(Queries):
 @contextmanager
 def _serve(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
     port = free_port()
-    args = cli("hub", "serve", "--data-dir", str(data_dir), "--port", str(port))
+    args = cli("hub", "serve", "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", "0")
     args += ["--log-level", "warning"]
     if database_url:
         args += ["--database-url", database_url]

@@ -161,7 +161,7 @@ def run_bench(
         timeout=120,
     ).stdout.strip()
     port = free_port()
-    serve = cli("hub", "serve", "--data-dir", str(data), "--port", str(port))
+    serve = cli("hub", "serve", "--data-dir", str(data), "--port", str(port), "--mqtt-port", "0")
     serve += ["--broker", "mosquitto", "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
     with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:

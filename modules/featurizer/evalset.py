@@ -2,7 +2,7 @@
 
 Two evaluation sets (``EVAL_SETS``):
 
-* ``objects`` (the default, the accuracy set of the issue): the bundled photos that show ImageNet
+* ``objects`` (the default, the headline accuracy set): the bundled photos that show ImageNet
   objects and that fp32 EfficientNet-Lite0 names sensibly — chelsea (tabby/tiger cat), coffee
   (espresso), rocket (missile), camera (tripod), the stereo motorcycle pair (moped) — with
   moderate deterministic augmentations (crops of 70-100 % per side, flips, brightness +-15 %,

@@ -16,7 +16,7 @@ from modules.accelerators.model_store import ModelStore
 from modules.accelerators.select import open_accelerator
 from tests.support.featurizer_models import build_test_store
 
-# The issue asks for >= 0.99. With bias correction at load time (each conv bias absorbs the mean
+# The target is >= 0.99. With bias correction at load time (each conv bias absorbs the mean
 # shift of its BFP weight rounding, from the calibration means stored in the fp32 artifact) bfp8
 # agrees with fp32 on 0.995 of the 210 ``objects`` inputs (1 differs, a near-tie of fp32) and on
 # 0.875 of ``hard``; before the correction 0.971 / 0.798. See docs/fpga-emulator.md.
