@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from composition.bench.child import Child
+from composition.processes import Child
 from edgefleet.files import atomic_write_json
 
 BUSYBOX = "/bin/busybox"

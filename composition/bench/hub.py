@@ -30,7 +30,7 @@ import httpx
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from cloud_hub.twin_query import Queries
-from composition.bench.child import Child, cli, free_port
+from composition.processes import Child, cli, free_port
 
 REGIONS = [f"region-{i}" for i in range(10)]
 SEED_BATCH = 500

@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from composition.bench.child import Child, cli, free_port
+from composition.processes import Child, cli, free_port
 from edgefleet import protocol as p
 from edgefleet.hubclient import HubClient
 

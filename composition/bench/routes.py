@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from composition.bench.child import Child, free_port, port_open
+from composition.processes import Child, free_port, port_open
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 Progress = Callable[[str], None]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 from composition.demo.manifest import DEVICE_ID, MODEL, MODULES, demo_manifest
 from composition.demo.observed import Observed
 from composition.demo.view import live_view
+from composition.processes import cli, free_port
 
 
 class DemoError(Exception):
@@ -29,18 +29,6 @@ class DemoError(Exception):
     def line(self) -> str:
         where = f" (see {self.log})" if self.log else ""
         return f"error: demo step '{self.step}' failed: {self.message}{where}"
-
-
-def _free_port() -> int:
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "composition.cli", *args]
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -102,10 +90,10 @@ class Demo:
         log = self.logs / "hub.log"
         with self.step("starting the hub (embedded MQTT broker, SQLite)", log):
             self.hub_dir.mkdir(parents=True, exist_ok=True)
-            port = _free_port()
+            port = free_port()
             args = ["hub", "serve", "--data-dir", str(self.hub_dir), "--host", "127.0.0.1"]
             args += ["--port", str(port), "--broker", "embedded", "--mqtt-port", "0"]
-            self.hub_proc = self._popen(_cli(*args), "hub.log")
+            self.hub_proc = self._popen(cli(*args), "hub.log")
             self.hub_url = f"http://127.0.0.1:{port}"
             _wait_http(self.hub_url + "/health", self.hub_proc, log, timeout=90)
 
@@ -114,7 +102,7 @@ class Demo:
         with self.step("creating an admin API token", log):
             args = ["hub", "token", "create", "--data-dir", str(self.hub_dir)]
             args += ["--scope", "admin", "--name", "edgefleet-demo"]
-            result = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+            result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=120)
             log.write_text(result.stderr)
             if result.returncode != 0:
                 raise RuntimeError(_tail(log, 2) or f"exit code {result.returncode}")
@@ -180,7 +168,7 @@ class Demo:
             config_path = self.agent_dir / "agent.json"
             config_path.write_text(json.dumps(config, indent=2))
             self.agent_proc = self._popen(
-                _cli("agent", "run", "--config", str(config_path)), "agent.log"
+                cli("agent", "run", "--config", str(config_path)), "agent.log"
             )
 
     def wait_modules(self, timeout: float) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from composition.bench.child import Child, free_port, port_open
+from composition.processes import Child, free_port, port_open
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 STUBBORN = [

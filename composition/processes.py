@@ -1,4 +1,5 @@
-"""Child processes of the benchmarks (a hub, an agent, mosquitto): start, wait until ready, stop.
+"""Child processes of the composition roots (a hub, an agent, mosquitto): start, wait until ready,
+stop.
 
 ``Child`` is a context manager: leaving it stops the process with SIGTERM and kills it when it
 has not exited after ``stop_timeout`` seconds, so a failed benchmark leaves nothing running.
