@@ -30,6 +30,7 @@ from edgefleet.manifest import (
     parse_edge_agent,
     parse_edge_hub,
 )
+from edgefleet.utctime import utc_text
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -47,10 +48,6 @@ class EdgeHubService(Protocol):
 
 
 STATS_REFRESH_SECS = 60.0  # edge hub counters change with every message: report them slowly
-
-
-def _utc(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Agent:
@@ -251,7 +248,7 @@ class Agent:
         system: dict[str, Any] = {
             "edgeAgent": {
                 "runtimeStatus": "running",
-                "lastStartTimeUtc": _utc(self.started_at),
+                "lastStartTimeUtc": utc_text(self.started_at),
                 "type": "process",
                 "settings": {"command": ["edgefleet", "agent", "run"]},
             },
