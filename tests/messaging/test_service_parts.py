@@ -23,6 +23,7 @@ from cloud_hub.mqtt.stored_messages import list_messages, parse_since
 from cloud_hub.mqtt.twin_control import DesiredPushes
 from cloud_hub.settings import HubSettings
 from edgefleet import protocol as p
+from tests.support.mqtt import wait_until
 from tests.support.pg import temporary_database
 
 
@@ -136,7 +137,8 @@ def test_presence_waits_for_online_and_forgets_deleted_devices(tmp_path: Path) -
         assert not presence.wait_online("d1", 0)
         threading.Timer(0.1, presence.update, ("d1", p.presence_payload(p.ONLINE))).start()
         assert presence.wait_online("d1", 10)
-        assert hub.registry.get_device("d1")["connectionState"] == "Connected"
+        # the registry mirror is written right after the waiters are woken
+        assert wait_until(lambda: hub.registry.get_device("d1")["connectionState"] == "Connected")
         presence.forget("d1")
         assert not presence.wait_online("d1", 0)
     finally:
