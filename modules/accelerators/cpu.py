@@ -1,8 +1,17 @@
-"""The CPU path: onnxruntime with threads = physical cores, full graph optimization, warm-up."""
+"""The CPU path: onnxruntime with threads = physical cores, full graph optimization, warm-up.
+
+int8 on x86 without VNNI: both engines' int8 kernels multiply the uint8 activations by the int8
+weights with VPMADDUBSW, which adds each pair of products into an int16 with saturation (two
+products of 255 x 127 overflow it). On EfficientNet-Lite0 that took int8's top-1 agreement with
+fp32 from 0.990 to 0.886 (onnxruntime) and 0.871 (OpenVINO) on ``objects``. There onnxruntime
+runs int8 with ``session.x64quantprecision`` (its exact uint8 x uint8 kernels) and ``auto``
+does not pick OpenVINO for int8, which has no such switch (see docs/featurizer.md).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +50,34 @@ def physical_cores() -> int:
     return max(1, min(count, len(cores) or count))
 
 
-def session_options(threads: int | None = None) -> Any:
+# Any of these gives x86 an int8 dot product that accumulates into int32 without saturation.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The x86 feature flags of ``/proc/cpuinfo`` (its first ``flags`` line); empty where there
+    is none (another OS, another architecture)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def int8_saturates(flags: Collection[str]) -> bool:
+    """Whether this x86 CPU's fast int8 kernels add products pairwise into saturating int16s
+    (AVX2 or AVX-512 without VNNI)."""
+    return bool({"avx2", "avx512bw"} & set(flags)) and not VNNI_FLAGS & set(flags)
+
+
+def session_options(threads: int | None = None, *, exact_int8: bool = False) -> Any:
+    """``exact_int8``: onnxruntime's uint8 x uint8 int8 kernels instead of the saturating
+    uint8 x int8 ones (slower; only x86 without VNNI needs them)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -52,6 +88,8 @@ def session_options(threads: int | None = None) -> Any:
     opts.log_severity_level = 3
     # Real-weight CNNs produce denormal floats (dead channels); x86 slows down 3-5x on them.
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     return opts
 
 
@@ -81,7 +119,9 @@ class OrtFeaturizer:
         try:
             self._session = ort.InferenceSession(
                 str(path),
-                sess_options=session_options(self.threads),
+                sess_options=session_options(
+                    self.threads, exact_int8=precision == "int8" and int8_saturates(cpu_flags())
+                ),
                 providers=providers or ["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -121,9 +161,10 @@ CPU_ENGINE_ENV = "EDGEFLEET_CPU_ENGINE"  # auto | onnxruntime | openvino
 CPU_ENGINES = ("auto", "onnxruntime", "openvino")
 
 
-def choose_engine(engine: str | None, precision: str) -> str:
-    """``auto``: OpenVINO for int8 when it is installed (measured faster here: it uses AMX),
-    onnxruntime otherwise (and always for the fp32 baseline)."""
+def choose_engine(engine: str | None, precision: str, flags: Collection[str] | None = None) -> str:
+    """``auto``: OpenVINO for int8 when it is installed and the CPU (``flags``, by default this
+    one's) has VNNI (measured faster there: it uses AMX), onnxruntime otherwise (and always for
+    the fp32 baseline)."""
     from modules.accelerators.cpu_openvino import openvino_available
 
     engine = engine or os.environ.get(CPU_ENGINE_ENV) or "auto"
@@ -132,8 +173,15 @@ def choose_engine(engine: str | None, precision: str) -> str:
     if engine != "auto":
         return engine
     if precision == "int8" and openvino_available():
-        return "openvino"
+        if not int8_saturates(cpu_flags() if flags is None else flags):
+            return "openvino"
     return "onnxruntime"
+
+
+SATURATION_NOTICE = (
+    "OpenVINO's int8 kernels saturate on this CPU (x86 without VNNI): int8 results drift from "
+    "fp32; the onnxruntime engine computes them exactly here"
+)
 
 
 def open_cpu(
@@ -153,6 +201,8 @@ def open_cpu(
         )
     path = store.featurizer_path(model, precision)
     if choose_engine(engine, precision) == "openvino":
+        if precision == "int8" and int8_saturates(cpu_flags()):
+            notice = "; ".join(filter(None, (notice, SATURATION_NOTICE)))
         return OpenVinoFeaturizer(
             path,
             model=model,
