@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from cloud_hub.broker.preflight import DEFAULT_MQTT_PORT
 from edgefleet.cli_apps import fail, hub_app
 
 DATA_DIR_OPT = typer.Option(
@@ -39,7 +40,7 @@ def serve(
         "embedded", "--broker", help="embedded (amqtt), mosquitto, or mqtt(s)://host:port."
     ),
     mqtt_port: int = typer.Option(
-        8883,
+        DEFAULT_MQTT_PORT,
         "--mqtt-port",
         min=0,
         max=65535,

@@ -12,11 +12,10 @@ from typing import Any
 
 import typer
 
+from cloud_hub.broker.preflight import DEFAULT_MQTT_PORT
 from cloud_hub.client_cli.common import HUB_OPT, TOKEN_OPT, hub_client, quote_segment
 from edgefleet.cli_apps import device_app, fail
 from edgefleet.hubclient import HubClient
-
-IOT_HUB_MQTT_PORT = 8883
 
 
 def agent_config_document(
@@ -30,7 +29,7 @@ def agent_config_document(
         doc["data_dir"] = str(data_dir)
     hub: dict[str, Any] = {}
     host, port, tls = mqtt.get("host"), mqtt.get("port"), bool(mqtt.get("tls"))
-    if (host, port, tls) != (host_name, IOT_HUB_MQTT_PORT, True):
+    if (host, port, tls) != (host_name, DEFAULT_MQTT_PORT, True):
         hub["mqtt_url"] = f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
     if tls and mqtt.get("caCertificate"):
         hub["ca_cert"] = mqtt["caCertificate"]
