@@ -28,6 +28,9 @@ def _group(name: str, help_text: str) -> typer.Typer:
 hub_app = _group("hub", "Run and administer the cloud hub.")
 device_app = _group("device", "Device identities, credentials and simulated devices.")
 twin_app = _group("twin", "Read and patch device and module twins.")
+deployment_app = _group(
+    "deployment", "Fleet deployments (IoT Hub configurations): validate, create, roll out."
+)
 query_app = _group("query", "IoT Hub query language tools.")
 route_app = _group("route", "IoT Edge route language tools.")
 models_app = _group("models", "Build, quantize and run featurizer models.")

@@ -1,0 +1,1 @@
+"""Fleet deployments: IoT Hub configurations, their assignment to devices, metrics and rollouts."""
