@@ -107,6 +107,8 @@ class TwinRow(Base):
     reported_meta: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     reported_version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: ``{configuration id: {"status": "Targeted" | "Applied"}}`` on device and $edgeAgent twins
+    configurations: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, nullable=True)
 
 
 class TokenRow(Base):
@@ -182,4 +184,5 @@ class LogUploadRow(Base):
 
 
 # Feature tables defined in their own modules register on Base.metadata here (one import each).
+from cloud_hub.deployments import tables as _deployment_tables  # noqa: E402,F401
 from cloud_hub.mqtt import tables as _mqtt_tables  # noqa: E402,F401

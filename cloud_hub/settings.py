@@ -28,6 +28,12 @@ class HubSettings(BaseModel):
         description="Host name devices use (connection strings); default: --host.",
     )
     log_level: str = "info"
+    deployment_tick_secs: float = Field(
+        default=1.0, gt=0, description="How often rollouts advance and assignment runs."
+    )
+    metrics_interval_secs: float = Field(
+        default=2.0, gt=0, description="Configuration metrics refresh at most this often."
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

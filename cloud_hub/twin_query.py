@@ -66,6 +66,8 @@ def resolve_path(path: list[str]) -> Any:
         return DeviceRow.iot_edge
     if head == "tags":
         return json_path(TwinRow.tags, rest)
+    if head == "configurations":
+        return json_path(TwinRow.configurations, rest)
     if head == "properties" and rest[0] in ("desired", "reported"):
         section, inner = rest[0], rest[1:]
         if inner == ["$version"]:
@@ -155,6 +157,17 @@ class Queries:
         if not done and last_key is not None:
             token = _encode({"q": fingerprint, "k": last_key, "n": emitted})
         return QueryPage(items, token, item_type)
+
+    def all(self, text: str) -> list[Any]:
+        """Every result of a query, page after page."""
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self.run(text, MAX_PAGE_SIZE, token)
+            items += page.items
+            token = page.continuation
+            if token is None:
+                return items
 
     def _prefilter(self, query: Any) -> ColumnElement[bool] | None:
         if query.where is None:

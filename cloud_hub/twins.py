@@ -81,6 +81,8 @@ def twin_json(
     )
     if twin["module_id"] == DEVICE_TWIN:
         doc["capabilities"] = {"iotEdge": device["iot_edge"]}
+    if twin.get("configurations"):
+        doc["configurations"] = twin["configurations"]
     return doc
 
 
@@ -225,6 +227,7 @@ _MUTABLE = (
     "reported_version",
     "version",
     "updated_at",
+    "configurations",
 )
 
 
@@ -308,7 +311,7 @@ class Twins:
     def _update(self, write: TwinWrite) -> dict[str, Any]:
         """One twin write in its own transaction; events after the commit."""
         with self.db.write_conn() as conn:
-            result, changed = self._apply(conn, write)
+            result, changed = self.apply_in(conn, write)
         for event in changed:
             self.bus.publish(event)
         return result
@@ -327,7 +330,7 @@ class Twins:
             with self.db.write_conn() as conn:
                 for write in writes:
                     try:
-                        result, write_events = self._apply(conn, write)
+                        result, write_events = self.apply_in(conn, write)
                     except HubError as exc:  # raised before anything of this write was written
                         outcomes.append(exc)
                     else:
@@ -350,7 +353,7 @@ class Twins:
         except Exception as exc:
             return exc
 
-    def _apply(self, conn: Connection, write: TwinWrite) -> tuple[dict[str, Any], list[Any]]:
+    def apply_in(self, conn: Connection, write: TwinWrite) -> tuple[dict[str, Any], list[Any]]:
         """One twin write inside the caller's transaction: (twin JSON, events to publish).
 
         Every check (existence, If-Match, limits) comes before the UPDATE, so a HubError leaves
