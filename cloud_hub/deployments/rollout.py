@@ -13,7 +13,8 @@ Each batch is a cumulative device count, ``"N"`` or ``"P%"`` of the devices targ
 (rounded up, at least 1). A list whose last entry is not ``"100%"`` gets an implicit ``"100%"``
 appended, so every rollout ends with the whole target. Counts and percentages cannot be compared
 before the target is known, so a batch smaller than the one before it counts as the one before
-it (it activates nothing new).
+it (it activates nothing new). ``minHealthySecs`` must be less than ``healthTimeoutSecs``, or
+no device could ever be healthy in time.
 
 Devices are ordered by the sha256 of their id (hex, ascending) at start; the batch sizes are
 fixed then too. A device is *active* once given the deployment. Per active device::
