@@ -35,6 +35,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.enrollment",
     "cloud_hub.api.logupload",
     "cloud_hub.edge_deployment",
+    "cloud_hub.deployments.api",
     "cloud_hub.mqtt.extension",
     "cloud_hub.api.messaging",
 ]

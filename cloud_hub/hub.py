@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cloud_hub.db import Database
 from cloud_hub.enrollments import Enrollments
@@ -39,6 +40,8 @@ class Hub:
     enrollments: Enrollments
     log_uploads: LogUploads
     background: list[BackgroundService] = field(default_factory=list)
+    #: services an extension keeps for its routes (``extensions["deployments"]``)
+    extensions: dict[str, Any] = field(default_factory=dict)
     #: group commit of the REST API's twin writes (see cloud_hub.twin_commit)
     twin_commit: TwinCommitter = field(init=False)
 

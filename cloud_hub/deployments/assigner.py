@@ -54,7 +54,7 @@ def eligible(config: StoredConfiguration, device_id: str) -> bool:
     state = config.rollout_state
     if state is None or state.state == "rolledBack":
         return False
-    return state.state == "completed" or device_id in state.active()
+    return state.state == "completed" or device_id in state.assigned()
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,9 @@ in the database, so a hub killed mid-rollout resumes where it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
 
 from cloud_hub.db import Database
 from cloud_hub.deployments import rollout as machine
@@ -35,7 +34,9 @@ EDGE_AGENT = "$edgeAgent"
 ACTIVE_STATES = ("inProgress", "paused")
 
 
-def observe(config_id: str, modules: Iterable[str], agent_twin: Mapping[str, Any]) -> Observation:
+def observe(
+    config_id: str, modules: Sequence[str], agent_twin: Mapping[str, Any]
+) -> Observation:
     """What an ``$edgeAgent`` twin says about one deployment on its device.
 
     The status code counts only once the device reported on the desired version that carries
@@ -44,8 +45,9 @@ def observe(config_id: str, modules: Iterable[str], agent_twin: Mapping[str, Any
     status = (agent_twin.get("configurations") or {}).get(config_id, {}).get("status")
     desired_version = agent_twin["properties"]["desired"].get("$version")
     reported = agent_twin["properties"]["reported"]
+    expected = frozenset(modules)
     if status != "Applied" or reported.get("lastDesiredVersion") != desired_version:
-        return Observation(status_code=None, modules={})
+        return Observation(status_code=None, modules={}, expected_modules=expected)
     code = (reported.get("lastDesiredStatus") or {}).get("code")
     reported_modules = reported.get("modules") or {}
     states: dict[str, tuple[str, int]] = {}
@@ -53,7 +55,11 @@ def observe(config_id: str, modules: Iterable[str], agent_twin: Mapping[str, Any
         entry = reported_modules.get(name)
         if isinstance(entry, dict) and isinstance(entry.get("runtimeStatus"), str):
             states[name] = (entry["runtimeStatus"], int(entry.get("restartCount") or 0))
-    return Observation(status_code=code if isinstance(code, int) else None, modules=states)
+    return Observation(
+        status_code=code if isinstance(code, int) else None,
+        modules=states,
+        expected_modules=expected,
+    )
 
 
 class RolloutStepper:
