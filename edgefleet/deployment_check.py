@@ -250,7 +250,9 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, report: _Report)
         ok = False
         shown: ValidationError = err
         if err.context:
-            shown = best_match(err.context) or err
+            # anyOf (routes: object or string): explain the branch of the value's own type
+            fitting = [e for e in err.context if e.validator != "type" or e.relative_path]
+            shown = best_match(fitting or err.context) or err
         at = path
         for part in shown.absolute_path:
             at = _join(at, part)
