@@ -142,7 +142,12 @@ def test_bad_bodies_get_400_with_the_json_path(fleet: Fleet) -> None:
         ("a", {"content": {}}, "content"),
         (
             "a",
-            {"content": {"modulesContent": {}, "deviceContent": {"properties.desired.x": 1}}},
+            {
+                    "content": {
+                        **base_content(cam="c"),
+                        "deviceContent": {"properties.desired.x": 1},
+                    }
+                },
             "content",
         ),
         ("a", {"content": base_content(cam="c"), "priority": -1}, "priority"),
