@@ -114,7 +114,7 @@ async def get(config_id: str, hub: Hub = Depends(get_hub)) -> Response:
 async def list_configurations(
     top: int = Query(100, ge=1, le=1000), hub: Hub = Depends(get_hub)
 ) -> Response:
-    return json_response(await call_service(_configurations(hub).list, top))
+    return json_response(await call_service(_configurations(hub).list_json, top))
 
 
 @router.delete(

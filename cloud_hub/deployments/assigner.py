@@ -37,7 +37,7 @@ from cloud_hub.events import EventBus
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
 from cloud_hub.query import Condition, QueryError, matches, parse_condition
 from cloud_hub.registry import Registry
-from cloud_hub.twins import TwinWrite, Twins, twin_from_row, twin_select
+from cloud_hub.twins import Twins, TwinWrite, twin_from_row, twin_select
 from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def _views(configs: Iterable[StoredConfiguration]) -> list[_View]:
     views = []
     for config in configs:
         try:
-            condition = parse_condition(config.target_condition) if config.target_condition else None
+            text = config.target_condition
+            condition = parse_condition(text) if text else None
         except QueryError:  # stored conditions were validated; an old one that no longer parses
             log.warning("configuration %s: target condition does not parse", config.config_id)
             continue
@@ -241,9 +242,7 @@ def _plan_device(
     edge_matching = [v for v in matching if v.config.kind == "modules"]
     device_matching = [v for v in matching if v.config.kind == "device"]
     edge_selection = choose(v.candidate for v in edge_matching if eligible(v.config, device_id))
-    device_selection = choose(
-        v.candidate for v in device_matching if eligible(v.config, device_id)
-    )
+    device_selection = choose(v.candidate for v in device_matching if eligible(v.config, device_id))
     selection = Selection(edge_selection.base, edge_selection.layers)
     result_statuses = statuses((v.candidate for v in edge_matching), edge_selection)
     result_statuses.update(statuses((v.candidate for v in device_matching), device_selection))
@@ -328,4 +327,3 @@ def _record_history(
             started_at=now,
         )
     )
-

@@ -43,7 +43,7 @@ def device_history(db: Database, device_id: str, limit: int = MAX_HISTORY) -> li
 
 
 def mark_succeeded(db: Database, device_id: str, reported: dict[str, Any]) -> None:
-    """The device reported success for a desired version: its open span becomes a rollback target."""
+    """The device reported success on a desired version: its open span is a rollback target."""
     status = reported.get("lastDesiredStatus")
     version = reported.get("lastDesiredVersion")
     if not isinstance(status, dict) or status.get("code") != 200 or not isinstance(version, int):

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-
 from cloud_hub.db import Database
 from cloud_hub.deployments import rollout as machine
 from cloud_hub.deployments.assignment import deployment_modules
@@ -34,9 +33,7 @@ EDGE_AGENT = "$edgeAgent"
 ACTIVE_STATES = ("inProgress", "paused")
 
 
-def observe(
-    config_id: str, modules: Sequence[str], agent_twin: Mapping[str, Any]
-) -> Observation:
+def observe(config_id: str, modules: Sequence[str], agent_twin: Mapping[str, Any]) -> Observation:
     """What an ``$edgeAgent`` twin says about one deployment on its device.
 
     The status code counts only once the device reported on the desired version that carries
@@ -160,5 +157,3 @@ class RolloutStepper:
             row.rollout_state = after.to_json()
             session.flush()
             return configuration_json(row), set(machine.rollout_device_sets(before, after))
-
-

@@ -95,9 +95,7 @@ def configuration_json(row: ConfigurationRow) -> dict[str, Any]:
         "priority": row.priority,
         "systemMetrics": {
             "results": row.system_metric_results or {},
-            "queries": system_metric_queries(
-                row.config_id, row.target_condition, row.content_kind
-            ),
+            "queries": system_metric_queries(row.config_id, row.target_condition, row.content_kind),
         },
         "metrics": {"results": row.metric_results or {}, "queries": row.metric_queries or {}},
         "etag": row.etag,
@@ -192,7 +190,7 @@ class Configurations:
                 raise ConfigurationNotFound(f"configuration {config_id!r} not found")
             return configuration_json(row)
 
-    def list(self, top: int) -> list[dict[str, Any]]:
+    def list_json(self, top: int) -> list[dict[str, Any]]:
         stmt = select(ConfigurationRow).order_by(ConfigurationRow.config_id).limit(top)
         with self.db.read() as session:
             return [configuration_json(row) for row in session.scalars(stmt)]

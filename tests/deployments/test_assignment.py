@@ -110,7 +110,7 @@ def test_statuses_applied_and_targeted() -> None:
 
 
 def test_changed_twins_ignores_metadata_and_equal_documents() -> None:
-    current = {
+    current: dict[str, dict[str, Any]] = {
         "$edgeAgent": {"x": 1, "$version": 4, "$metadata": {}},
         "$edgeHub": {"y": 1, "$version": 2},
     }
@@ -121,7 +121,7 @@ def test_changed_twins_ignores_metadata_and_equal_documents() -> None:
 def test_write_order_and_deployment_modules() -> None:
     assert write_order(["b", "$edgeHub", "a", "$edgeAgent"]) == ["$edgeAgent", "$edgeHub", "a", "b"]
     assert deployment_modules(base("x", 1, modules={"m1": {}, "m2": {}}).sections) == ("m1", "m2")
-    sections = {
+    sections: dict[str, Any] = {
         "$edgeAgent": {
             "properties.desired.modules.mon": {},
             "properties.desired.modules.cam.env": {},

@@ -48,12 +48,11 @@ def base_content(**modules: str) -> dict[str, Any]:
 
 
 def layered_content(module: str, command: str, setting: int) -> dict[str, Any]:
+    route = f"FROM /messages/modules/{module}/* INTO $upstream"
     return {
         "modulesContent": {
             "$edgeAgent": {f"properties.desired.modules.{module}": process_module(command)},
-            "$edgeHub": {
-                f"properties.desired.routes.{module}": f"FROM /messages/modules/{module}/* INTO $upstream"
-            },
+            "$edgeHub": {f"properties.desired.routes.{module}": route},
             module: {"properties.desired": {"setting": setting}},
         }
     }
@@ -143,11 +142,11 @@ def test_bad_bodies_get_400_with_the_json_path(fleet: Fleet) -> None:
         (
             "a",
             {
-                    "content": {
-                        **base_content(cam="c"),
-                        "deviceContent": {"properties.desired.x": 1},
-                    }
-                },
+                "content": {
+                    **base_content(cam="c"),
+                    "deviceContent": {"properties.desired.x": 1},
+                }
+            },
             "content",
         ),
         ("a", {"content": base_content(cam="c"), "priority": -1}, "priority"),
