@@ -21,7 +21,8 @@ from cloud_hub.errors import HubError, InvalidInput
 from cloud_hub.events import TwinDesiredChanged
 from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_DEPLOY
-from edgefleet.manifest import ManifestError, extract_modules_content, parse_deployment
+from edgefleet.deployment_check import check_deployment
+from edgefleet.manifest import extract_modules_content
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,12 @@ def apply_configuration_content(hub: Hub, device_id: str, content: dict[str, Any
     device = hub.registry.get_device(device_id)
     if not device.get("capabilities", {}).get("iotEdge"):
         raise InvalidInput(f"device {device_id!r} is not an IoT Edge device", path="deviceId")
-    try:
-        modules_content = extract_modules_content(content)
-        parse_deployment(content)
-    except ManifestError as exc:
-        raise InvalidInput(exc.description, path=exc.path or "modulesContent") from None
+    verdict = check_deployment(content, layered=False)
+    if not verdict.valid:
+        first = verdict.errors[0]
+        more = f" (and {len(verdict.errors) - 1} more errors)" if len(verdict.errors) > 1 else ""
+        raise InvalidInput(first.message + more, path=first.path or "modulesContent")
+    modules_content = extract_modules_content(content)
     order = [EDGE_AGENT, EDGE_HUB] + sorted(m for m in modules_content if not m.startswith("$"))
     for module_id in order:
         section = modules_content.get(module_id)

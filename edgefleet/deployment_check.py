@@ -132,28 +132,36 @@ class _Recorder(Mapping[str, str]):
 
 
 def find_placeholders(doc: Any, path: str = "") -> list[tuple[str, str]]:
-    """Every unexpanded ``${VAR}`` / ``$VAR`` as (JSON path, variable name), keys included."""
+    """Every unexpanded ``${VAR}`` / ``$VAR`` as (JSON path, variable name), keys included.
+
+    Process modules' shell commands (``settings.command``, ``healthCheck.command``) use
+    ``$VAR`` for the shell: only ``${VAR}`` counts there, as the agent expands them.
+    """
     found: list[tuple[str, str]] = []
 
-    def names(text: str) -> list[str]:
+    def names(text: str, shell: bool) -> list[str]:
         rec = _Recorder()
-        substitute(text, rec)
+        substitute(text, rec, braced_only=shell)
         return rec.names
 
-    def walk(value: Any, at: str) -> None:
+    def walk(value: Any, at: str, shell: bool) -> None:
         if isinstance(value, str):
-            found.extend((at, n) for n in names(value))
+            found.extend((at, n) for n in names(value, shell))
         elif isinstance(value, Mapping):
             for key, item in value.items():
                 child = _join(at, str(key))
-                found.extend((child, n) for n in names(str(key)))
-                walk(item, child)
+                found.extend((child, n) for n in names(str(key), False))
+                walk(item, child, shell or _is_shell_command(child))
         elif isinstance(value, list):
             for i, item in enumerate(value):
-                walk(item, _join(at, i))
+                walk(item, _join(at, i), shell)
 
-    walk(doc, path)
+    walk(doc, path, False)
     return found
+
+
+def _is_shell_command(path: str) -> bool:
+    return path.endswith(("settings.command", "healthCheck.command"))
 
 
 # --------------------------------------------------------------------------- schemas
