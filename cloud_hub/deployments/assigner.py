@@ -92,6 +92,18 @@ class DevicePlan:
     missing: list[str] = field(default_factory=list)
     current_statuses: dict[str, Any] = field(default_factory=dict)
     agent_desired_version: int | None = None
+    #: module twin configurations: merge patches and statuses per (non-edge-managed) module twin
+    module_patches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    module_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    current_module_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def changes_anything(self) -> bool:
+        return bool(
+            self.writes
+            or self.module_patches
+            or self.statuses != self.current_statuses
+            or self.module_statuses != self.current_module_statuses
+        )
 
     def history_key(self) -> list[dict[str, str]]:
         return [
@@ -115,8 +127,10 @@ class Assigner:
 
     def assign(self, device_ids: Iterable[str], configs: Sequence[StoredConfiguration]) -> int:
         """Bring these devices to their assignment; returns how many devices changed."""
-        views = [v for v in _views(configs) if v.config.kind == "modules"]
-        device_views = [v for v in _views(configs) if v.config.kind == "device"]
+        all_views = _views(configs)
+        views = [v for v in all_views if v.config.kind == "modules"]
+        device_views = [v for v in all_views if v.config.kind == "device"]
+        module_views = [v for v in all_views if v.config.kind == "module"]
         rolled_back = {
             c.config_id
             for c in configs
@@ -127,15 +141,15 @@ class Assigner:
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
             with self.db.read_conn() as conn:
-                plans = self._plan(conn, chunk, views, device_views, rolled_back)
+                plans = self._plan(conn, chunk, views, device_views, module_views, rolled_back)
             self._create_missing_modules(plans)
             with self.db.write_conn() as conn:
                 self._lock(conn, chunk)
-                plans = self._plan(conn, chunk, views, device_views, rolled_back)
+                plans = self._plan(conn, chunk, views, device_views, module_views, rolled_back)
                 events = self._write(conn, plans)
             for event in events:
                 self.bus.publish(event)
-            changed += sum(1 for p in plans if p.writes or p.statuses != p.current_statuses)
+            changed += sum(1 for p in plans if p.changes_anything())
         return changed
 
     # ------------------------------------------------------------------ deciding
@@ -145,6 +159,7 @@ class Assigner:
         chunk: list[str],
         views: list[_View],
         device_views: list[_View],
+        module_views: list[_View],
         rolled_back: set[str],
     ) -> list[DevicePlan]:
         docs = self._load(conn, chunk)
@@ -154,8 +169,8 @@ class Assigner:
             if doc is None or DEVICE_TWIN not in doc.twins:
                 continue  # deleted meanwhile
             plan = _plan_device(device_id, doc, views, device_views, rolled_back)
-            if plan is not None:
-                plans.append(plan)
+            _plan_module_twins(plan, doc, module_views)
+            plans.append(plan)
         return plans
 
     def _load(self, conn: Connection, chunk: list[str]) -> dict[str, _DeviceDocs]:
@@ -220,9 +235,40 @@ class Assigner:
                     )
                     .values(configurations=plan.statuses or None)
                 )
+            for module_id, patch in sorted(plan.module_patches.items()):
+                write = TwinWrite(plan.device_id, module_id, None, patch)
+                events += self.twins.apply_in(conn, write)[1]
+            for module_id, module_statuses in plan.module_statuses.items():
+                if module_statuses != plan.current_module_statuses.get(module_id, {}):
+                    conn.execute(
+                        update(TwinRow)
+                        .where(TwinRow.device_id == plan.device_id, TwinRow.module_id == module_id)
+                        .values(configurations=module_statuses or None)
+                    )
             if plan.target is not None and plan.writes:
                 _record_history(conn, plan, agent_version, now)
         return events
+
+
+def _plan_module_twins(plan: DevicePlan, doc: _DeviceDocs, module_views: list[_View]) -> None:
+    """Module twin configurations (``moduleContent``): conditions over each module twin."""
+    for module_id, twin in doc.twins.items():
+        if module_id in (DEVICE_TWIN, EDGE_AGENT, "$edgeHub"):
+            continue
+        current = dict(twin.get("configurations") or {})
+        plan.current_module_statuses[module_id] = current
+        if not module_views and not current:
+            continue
+        queryable = {**twin, "$version": twin["version"]}
+        matching = [
+            v for v in module_views if v.condition is None or matches(v.condition, queryable)
+        ]
+        selection = choose(v.candidate for v in matching if eligible(v.config, plan.device_id))
+        plan.module_statuses[module_id] = statuses((v.candidate for v in matching), selection)
+        if selection.base is not None:
+            patch = _device_patch(twin["properties"]["desired"], selection)
+            if patch:
+                plan.module_patches[module_id] = patch
 
 
 def _plan_device(
@@ -231,7 +277,7 @@ def _plan_device(
     views: list[_View],
     device_views: list[_View],
     rolled_back: set[str],
-) -> DevicePlan | None:
+) -> DevicePlan:
     device_twin = doc.twins[DEVICE_TWIN]
     queryable = {**device_twin, "$version": device_twin["version"]}
     is_edge = bool(device_twin.get("capabilities", {}).get("iotEdge"))

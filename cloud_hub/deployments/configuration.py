@@ -89,10 +89,12 @@ def system_metric_queries(config_id: str, target_condition: str, kind: str) -> d
     """IoT Hub's system metric queries of a configuration (what ``systemMetrics.queries`` shows)."""
     where = f" AND ({target_condition})" if target_condition.strip() else ""
     if kind != "modules":
+        collection = "devices" if kind == "device" else "devices.modules"
+        condition = target_condition or "true"
         return {
-            "targetedCount": f"SELECT deviceId FROM devices WHERE {target_condition or 'true'}",
+            "targetedCount": f"SELECT deviceId FROM {collection} WHERE {condition}",
             "appliedCount": (
-                f"SELECT deviceId FROM devices WHERE configurations.[[{config_id}]].status "
+                f"SELECT deviceId FROM {collection} WHERE configurations.[[{config_id}]].status "
                 "= 'Applied'"
             ),
         }

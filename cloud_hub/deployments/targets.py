@@ -16,11 +16,10 @@ def targeted_devices(queries: Queries, config: StoredConfiguration) -> set[str]:
 
 
 def reached_devices(queries: Queries, config_id: str) -> set[str]:
-    """Devices whose twin shows the configuration (Targeted or Applied)."""
-    return _ids(
-        queries,
-        "SELECT deviceId FROM devices WHERE "
-        f"configurations.[[{config_id}]].status IN ['Applied', 'Targeted']",
+    """Devices whose twin (or one of its module twins) shows the configuration."""
+    where = f"configurations.[[{config_id}]].status IN ['Applied', 'Targeted']"
+    return _ids(queries, f"SELECT deviceId FROM devices WHERE {where}") | _ids(
+        queries, f"SELECT deviceId FROM devices.modules WHERE {where}"
     )
 
 

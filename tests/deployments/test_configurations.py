@@ -290,3 +290,28 @@ def test_device_twin_configuration(fleet: Fleet) -> None:
     twin = fleet.api.get("/twins/sensor-1").json()
     assert twin["properties"]["desired"]["telemetry"] == {"interval": 30}
     assert twin["configurations"]["thermo-rate"]["status"] == "Applied"
+
+
+def test_module_twin_configuration(fleet: Fleet) -> None:
+    fleet.api.put("/devices/gw", json={})
+    fleet.api.put("/devices/gw/modules/reader", json={})
+    fleet.api.put("/devices/gw/modules/writer", json={})
+    put(
+        fleet,
+        "reader-rate",
+        {"moduleContent": {"properties.desired.poll.secs": 5}},
+        "moduleId = 'reader'",
+        1,
+    )
+    fleet.settle()
+    reader = fleet.api.get("/twins/gw/modules/reader").json()
+    assert reader["properties"]["desired"]["poll"] == {"secs": 5}
+    assert reader["configurations"]["reader-rate"]["status"] == "Applied"
+    writer = fleet.api.get("/twins/gw/modules/writer").json()
+    assert "poll" not in writer["properties"]["desired"] and "configurations" not in writer
+    fleet.settle()
+    doc = fleet.api.get("/configurations/reader-rate").json()
+    assert doc["systemMetrics"]["results"] == {"targetedCount": 1, "appliedCount": 1}
+    assert fleet.api.delete("/configurations/reader-rate").status_code == 204
+    fleet.settle()
+    assert "configurations" not in fleet.api.get("/twins/gw/modules/reader").json()
