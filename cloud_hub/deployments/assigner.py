@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloud_hub.db import Database
 from cloud_hub.deployments.assignment import (
@@ -24,14 +26,16 @@ from cloud_hub.deployments.assignment import (
     Selection,
     changed_twins,
     choose,
+    deployment_modules,
     merge,
     statuses,
     strip_metadata,
     write_order,
 )
 from cloud_hub.deployments.configuration import content_hash
+from cloud_hub.deployments.history import MAX_HISTORY
 from cloud_hub.deployments.store import StoredConfiguration
-from cloud_hub.deployments.tables import DeviceDeploymentRow
+from cloud_hub.deployments.tables import DeploymentContentRow, DeviceDeploymentRow
 from cloud_hub.errors import HubError
 from cloud_hub.events import EventBus
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
@@ -105,6 +109,10 @@ class DevicePlan:
             or self.module_statuses != self.current_module_statuses
         )
 
+    def target_sections(self) -> dict[str, Any]:
+        """The target as configuration sections (module id -> {properties.desired: ...})."""
+        return {m: {"properties.desired": d} for m, d in (self.target or {}).items()}
+
     def history_key(self) -> list[dict[str, str]]:
         return [
             {"id": c.config_id, "contentHash": content_hash(c.sections)}
@@ -112,10 +120,17 @@ class DevicePlan:
         ]
 
 
+@dataclass(frozen=True)
+class _Span:
+    configurations: list[dict[str, str]]
+    succeeded_at: datetime | None
+    content: dict[str, Any]
+
+
 @dataclass
 class _DeviceDocs:
     twins: dict[str, dict[str, Any]]  # module id ("" for the device) -> twin JSON
-    history: list[DeviceDeploymentRow]
+    history: list[_Span]  # newest first; loaded only when a rollback may need it
 
 
 class Assigner:
@@ -162,7 +177,7 @@ class Assigner:
         module_views: list[_View],
         rolled_back: set[str],
     ) -> list[DevicePlan]:
-        docs = self._load(conn, chunk)
+        docs = self._load(conn, chunk, with_history=bool(rolled_back))
         plans = []
         for device_id in chunk:
             doc = docs.get(device_id)
@@ -173,17 +188,35 @@ class Assigner:
             plans.append(plan)
         return plans
 
-    def _load(self, conn: Connection, chunk: list[str]) -> dict[str, _DeviceDocs]:
+    def _load(
+        self, conn: Connection, chunk: list[str], with_history: bool
+    ) -> dict[str, _DeviceDocs]:
         docs: dict[str, _DeviceDocs] = {}
         stmt = twin_select().where(TwinRow.device_id.in_(chunk))
         for row in conn.execute(stmt):
             twin = twin_from_row(row)
             doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, []))
             doc.twins[twin.get("moduleId", DEVICE_TWIN)] = twin
-        history = select(DeviceDeploymentRow).where(DeviceDeploymentRow.device_id.in_(chunk))
-        for hrow in conn.execute(history.order_by(DeviceDeploymentRow.id.desc())):
-            if hrow.device_id in docs:
-                docs[hrow.device_id].history.append(hrow)  # type: ignore[arg-type]
+        if with_history:  # only a rollback reads it
+            spans = DeviceDeploymentRow
+            history = (
+                select(
+                    spans.device_id,
+                    spans.configurations,
+                    spans.succeeded_at,
+                    DeploymentContentRow.content,
+                )
+                .outerjoin(
+                    DeploymentContentRow,
+                    DeploymentContentRow.content_hash == DeviceDeploymentRow.content_hash,
+                )
+                .where(DeviceDeploymentRow.device_id.in_(chunk))
+                .order_by(DeviceDeploymentRow.id.desc())
+            )
+            for device_id, configurations, succeeded_at, content in conn.execute(history):
+                if device_id in docs:
+                    span = _Span(configurations, succeeded_at, content or {})
+                    docs[device_id].history.append(span)
         return docs
 
     def _lock(self, conn: Connection, chunk: list[str]) -> None:
@@ -331,7 +364,7 @@ def _device_patch(desired: Mapping[str, Any], selection: Selection) -> dict[str,
 
 
 def _rollback_target(
-    history: list[DeviceDeploymentRow], rolled_back: set[str]
+    history: list[_Span], rolled_back: set[str]
 ) -> dict[str, dict[str, Any]] | None:
     """After a rollback, where nothing else targets the device: what it last ran successfully.
 
@@ -343,18 +376,24 @@ def _rollback_target(
     newest_ids = {entry["id"] for entry in history[0].configurations}
     if not newest_ids & rolled_back:
         return None
-    for row in history:
-        ids = {entry["id"] for entry in row.configurations}
-        if row.succeeded_at is not None and not ids & rolled_back:
-            return {m: dict(d) for m, d in row.content.items()}
+    for span in history:
+        ids = {entry["id"] for entry in span.configurations}
+        if span.succeeded_at is not None and not ids & rolled_back and span.content:
+            return {m: dict(d) for m, d in span.content.items()}
     return None
 
 
 def _record_history(
     conn: Connection, plan: DevicePlan, agent_version: int | None, now: datetime
 ) -> None:
-    """Close the device's open history span and open one for what it was just given."""
+    """Close the device's open history span and open one for what it was just given.
+
+    Keeps the newest ``MAX_HISTORY`` spans of the device, and always its newest successful one
+    (the rollback target).
+    """
     assert plan.target is not None
+    digest = content_hash(plan.target)
+    conn.execute(_insert_content(conn).values(content_hash=digest, content=plan.target))
     conn.execute(
         update(DeviceDeploymentRow)
         .where(
@@ -367,9 +406,37 @@ def _record_history(
         insert(DeviceDeploymentRow).values(
             device_id=plan.device_id,
             configurations=plan.history_key(),
-            content_hash=content_hash(plan.target),
-            content=plan.target,
+            content_hash=digest,
+            modules=list(deployment_modules(plan.target_sections())),
             desired_version=agent_version,
             started_at=now,
         )
     )
+    _prune_history(conn, plan.device_id)
+
+
+def _insert_content(conn: Connection) -> Any:
+    """INSERT of a content row that does nothing when the hash is stored already."""
+    table = DeploymentContentRow
+    if conn.dialect.name == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
+
+
+def _prune_history(conn: Connection, device_id: str) -> None:
+    spans = DeviceDeploymentRow
+    keep_newest = (
+        select(spans.id)
+        .where(spans.device_id == device_id)
+        .order_by(spans.id.desc())
+        .limit(MAX_HISTORY)
+    )
+    last_success = (
+        select(spans.id)
+        .where(spans.device_id == device_id, spans.succeeded_at.is_not(None))
+        .order_by(spans.id.desc())
+        .limit(1)
+    )
+    kept = set(conn.execute(keep_newest).scalars()) | set(conn.execute(last_success).scalars())
+    if len(kept) >= MAX_HISTORY:
+        conn.execute(delete(spans).where(spans.device_id == device_id, spans.id.not_in(kept)))

@@ -22,11 +22,7 @@ def history_json(row: DeviceDeploymentRow) -> dict[str, Any]:
         "startedTimeUtc": iso(row.started_at),
         "succeededTimeUtc": iso(row.succeeded_at),
         "endedTimeUtc": iso(row.ended_at),
-        "modules": sorted(
-            m
-            for m in ((row.content.get("$edgeAgent") or {}).get("modules") or {})
-            if isinstance(m, str)
-        ),
+        "modules": row.modules,
     }
 
 

@@ -41,7 +41,8 @@ class ConfigurationRow(Base):
 
 
 class DeviceDeploymentRow(Base):
-    """One span of what a device was given: the configurations assigned and their merged content.
+    """One span of what a device was given: the configurations assigned and their merged content
+    (by hash: devices given the same content share one ``deployment_contents`` row).
 
     ``succeeded_at`` is set when the device reported success for that content, which makes the
     row a rollback target.
@@ -56,8 +57,17 @@ class DeviceDeploymentRow(Base):
     )
     configurations: Mapped[list[Any]] = mapped_column(JsonDoc)
     content_hash: Mapped[str] = mapped_column(String(64))
-    content: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    modules: Mapped[list[Any]] = mapped_column(JsonDoc)
     desired_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeploymentContentRow(Base):
+    """A merged module-twin content that some device was given, stored once per hash."""
+
+    __tablename__ = "deployment_contents"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JsonDoc)

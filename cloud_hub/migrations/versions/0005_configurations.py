@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=128), nullable=False),
         sa.Column("configurations", JSON, nullable=False),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
-        sa.Column("content", JSON, nullable=False),
+        sa.Column("modules", JSON, nullable=False),
         sa.Column("desired_version", sa.Integer(), nullable=True),
         sa.Column("started_at", TIME, nullable=False),
         sa.Column("succeeded_at", TIME, nullable=True),
@@ -60,6 +60,12 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_device_deployments")),
     )
+    op.create_table(
+        "deployment_contents",
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("content", JSON, nullable=False),
+        sa.PrimaryKeyConstraint("content_hash", name=op.f("pk_deployment_contents")),
+    )
     op.create_index(
         "ix_device_deployments_device_id_id", "device_deployments", ["device_id", "id"]
     )
@@ -69,5 +75,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("twins", "configurations")
     op.drop_index("ix_device_deployments_device_id_id", table_name="device_deployments")
+    op.drop_table("deployment_contents")
     op.drop_table("device_deployments")
     op.drop_table("configurations")
