@@ -82,6 +82,18 @@ def kind(config: Mapping[str, Any]) -> str:
     return "layered" if is_layered(content) else "base"
 
 
+def module_names(config: Mapping[str, Any]) -> list[str]:
+    """The modules an edge deployment sets: whole (base) or by dotted path (layered)."""
+    content = config.get("content") or {}
+    agent = (content.get("modulesContent") or content.get("moduleContent") or {}).get("$edgeAgent")
+    if not isinstance(agent, Mapping):
+        return []
+    names = set((agent.get("properties.desired") or {}).get("modules") or {})
+    prefix = "properties.desired.modules."
+    names |= {k[len(prefix) :].split(".")[0] for k in agent if k.startswith(prefix)}
+    return sorted(names)
+
+
 def system_counts(config: Mapping[str, Any]) -> dict[str, int]:
     results = (config.get("systemMetrics") or {}).get("results") or {}
     return {

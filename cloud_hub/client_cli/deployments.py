@@ -206,14 +206,9 @@ def deployment_show(
         return
     summary = {k: v for k, v in config.items() if k not in ("content", "systemMetrics", "metrics")}
     summary["kind"] = view.kind(config)
-    summary["modules"] = _modules(config)
+    summary["modules"] = ", ".join(view.module_names(config))
     show_fields(summary, f"deployment {config_id}")
     _print_status(config)
-
-
-def _modules(config: dict[str, Any]) -> str:
-    mc = (config.get("content") or {}).get("modulesContent") or {}
-    return ", ".join(sorted(k for k in mc if not k.startswith("$")))
 
 
 def _print_status(config: dict[str, Any]) -> None:

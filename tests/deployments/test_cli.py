@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from cloud_hub.client_cli.deployment_view import batch_progress, configuration_body, parse_pairs
+from cloud_hub.client_cli.deployment_view import (
+    batch_progress,
+    configuration_body,
+    module_names,
+    parse_pairs,
+)
 from edgefleet.hubclient import HubClientError
 from tests.deployments.test_configurations import base_content, layered_content
 from tests.support.hub import RunningHub, running_hub
@@ -263,6 +268,8 @@ def test_body_from_options_and_batch_progress() -> None:
         metrics={},
     )
     assert bare["content"] == manifest
+    assert module_names(body) == ["cam"]
+    assert module_names({"content": layered_content("extra", "extra", 1)}) == ["extra"]
     with pytest.raises(ValueError, match="--label"):
         parse_pairs(["novalue"], "--label")
     config = {
