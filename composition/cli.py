@@ -10,6 +10,7 @@ import cloud_hub.cli
 import cloud_hub.client_cli.agent_config
 import cloud_hub.client_cli.bulk
 import cloud_hub.client_cli.deployment_files
+import cloud_hub.client_cli.deployments
 import cloud_hub.client_cli.devices
 import cloud_hub.client_cli.queries
 import cloud_hub.client_cli.twins
@@ -29,6 +30,7 @@ FEATURE_CLIS = (
     cloud_hub.client_cli.agent_config,
     cloud_hub.client_cli.bulk,
     cloud_hub.client_cli.deployment_files,
+    cloud_hub.client_cli.deployments,
     cloud_hub.client_cli.devices,
     cloud_hub.client_cli.queries,
     cloud_hub.client_cli.twins,

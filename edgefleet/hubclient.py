@@ -196,6 +196,50 @@ class HubClient:
         result: dict[str, Any] = self._json("PUT", self._twin_path(device_id, module_id), json=twin)
         return result
 
+    # -- deployments (configurations) --------------------------------------------------------
+
+    def put_configuration(
+        self, config_id: str, body: dict[str, Any], if_match: str | None = None
+    ) -> dict[str, Any]:
+        """Create (no ``if_match``) or update a configuration (``if_match``: its etag or ``*``)."""
+        headers = {"If-Match": _quoted_etag(if_match)} if if_match else None
+        result: dict[str, Any] = self._json(
+            "PUT", f"/configurations/{_q(config_id)}", json=body, headers=headers
+        )
+        return result
+
+    def get_configuration(self, config_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/configurations/{_q(config_id)}")
+        return result
+
+    def list_configurations(self, top: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/configurations", params={"top": top})
+        return result
+
+    def delete_configuration(self, config_id: str, if_match: str = "*") -> None:
+        headers = {"If-Match": _quoted_etag(if_match)}
+        self.request("DELETE", f"/configurations/{_q(config_id)}", headers=headers)
+
+    def test_queries(
+        self, target_condition: str, custom_metric_queries: dict[str, str]
+    ) -> dict[str, Any]:
+        """``{"targetConditionError", "customMetricQueryErrors"}``; empty texts mean valid."""
+        body = {"targetCondition": target_condition, "customMetricQueries": custom_metric_queries}
+        result: dict[str, Any] = self._json("POST", "/configurations/testQueries", json=body)
+        return result
+
+    def rollout_action(self, config_id: str, action: str) -> dict[str, Any]:
+        """``action``: pause, resume or abort; the configuration as it is afterwards."""
+        result: dict[str, Any] = self._json(
+            "POST", f"/configurations/{_q(config_id)}/rollout/{_q(action)}"
+        )
+        return result
+
+    def device_deployments(self, device_id: str) -> list[dict[str, Any]]:
+        """The deployments a device was given, newest first."""
+        result: list[dict[str, Any]] = self._json("GET", f"/devices/{_q(device_id)}/deployments")
+        return result
+
     # -- queries -----------------------------------------------------------------------------
 
     def query_page(
@@ -221,6 +265,10 @@ def _q(segment: str) -> str:
     from urllib.parse import quote
 
     return quote(segment, safe="")
+
+
+def _quoted_etag(etag: str) -> str:
+    return etag if etag == "*" or etag.startswith('"') else f'"{etag}"'
 
 
 def _body(response: httpx.Response) -> Any:

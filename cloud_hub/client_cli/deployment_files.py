@@ -22,7 +22,7 @@ ENV_FILE_OPT = typer.Option(
 )
 
 
-def _read_document(path: Path) -> dict[str, Any]:
+def read_document(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -41,7 +41,7 @@ def _read_document(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _variables(env_file: Path | None) -> dict[str, str]:
+def template_variables(env_file: Path | None) -> dict[str, str]:
     """iotedgedev's order: the .env file, then the process environment on top."""
     values: dict[str, str] = {}
     if env_file is not None:
@@ -85,8 +85,8 @@ def deployment_validate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Check a deployment as IoT Hub would: exit 0 when valid, 1 when not."""
-    doc = _read_document(file)
-    verdict = check_deployment(doc, layered=layered, variables=_variables(env_file))
+    doc = read_document(file)
+    verdict = check_deployment(doc, layered=layered, variables=template_variables(env_file))
     if as_json:
         print_json(verdict.to_json())
     else:
@@ -106,9 +106,9 @@ def deployment_genconfig(
     ),
 ) -> None:
     """Expand a deployment template into a deployment (iotedgedev's genconfig)."""
-    doc = _read_document(template)
+    doc = read_document(template)
     try:
-        deployment = genconfig(doc, _variables(env_file))
+        deployment = genconfig(doc, template_variables(env_file))
     except ManifestError as exc:
         fail(str(exc))
     verdict = check_deployment(deployment)
