@@ -71,6 +71,20 @@ def serve(
         envvar="EDGEFLEET_MESSAGE_PRUNE_INTERVAL",
         help="Seconds between retention passes (one also runs at start).",
     ),
+    deployment_tick: float = typer.Option(
+        1.0,
+        "--deployment-tick",
+        min=0.05,
+        envvar="EDGEFLEET_DEPLOYMENT_TICK",
+        help="Seconds between rollout steps of the deployment worker.",
+    ),
+    metrics_interval: float = typer.Option(
+        2.0,
+        "--metrics-interval",
+        min=0.05,
+        envvar="EDGEFLEET_METRICS_INTERVAL",
+        help="Deployment metrics refresh at most this often (seconds).",
+    ),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
     import uvicorn
@@ -88,6 +102,8 @@ def serve(
         port=port,
         public_host_name=public_host_name,
         log_level=log_level,
+        deployment_tick_secs=deployment_tick,
+        metrics_interval_secs=metrics_interval,
         **{"broker": broker, "mqtt_port": mqtt_port, "cert_port": cert_port},
         **{
             "message_retention_hours": message_retention_hours,
