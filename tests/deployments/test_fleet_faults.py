@@ -44,10 +44,12 @@ def edge_devices(hub: RunningHub, devices: Iterable[str], **tags: str) -> None:
                 assert api.patch(f"/twins/{device}", json={"tags": tags}).status_code == 200
 
 
-def put_configuration(hub: RunningHub, cid: str, priority: int, **extra: Any) -> None:
+def put_configuration(
+    hub: RunningHub, cid: str, priority: int, command: str = "sleep 3600", **extra: Any
+) -> None:
     body = {
         "id": cid,
-        "content": base_content(cam=f"sleep 3600 # {cid}"),
+        "content": base_content(cam=command),
         "targetCondition": "tags.fleet='faults'",
         "priority": priority,
         **extra,
@@ -188,7 +190,10 @@ def start_agent(hub: RunningHub, workdir: Path, device: str) -> AgentProcess:
             "connection_string": f"HostName=127.0.0.1:{hub.port};DeviceId={device};"
             f"SharedAccessKey={key}",
         },
-        hub={"mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}", "ca_file": creds["ca_file"]},
+        hub={
+            "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
+            "ca_file": creds["ca_file"],
+        },
     )
     agent.start()
     return agent
@@ -218,22 +223,24 @@ def test_agent_offline_when_its_batch_activates_fails_and_rolls_back(tmp_path: P
     offline = first_in_order(devices)
     online = next(d for d in devices if d != offline)
     rollout = {"batches": ["1", "100%"], "minHealthySecs": 1, "healthTimeoutSecs": 8}
-    v1, v2 = "sleep 3600 # v1", "sleep 3600 # v2"
+    v1, v2 = "sleep 3601", "sleep 3602"
     with running_hub(tmp_path) as hub:
         edge_devices(hub, devices, fleet="faults")
         agents = {d: start_agent(hub, tmp_path / d, d) for d in devices}
         try:
-            put_configuration(hub, "v1", 1)
+            put_configuration(hub, "v1", 1, v1)
             for device in devices:
                 eventually(f"{device} on v1", lambda d=device: converged(hub, d, v1), 60)
             agents[offline].kill9()
-            put_configuration(hub, "v2", 2, rollout=rollout)
+            put_configuration(hub, "v2", 2, v2, rollout=rollout)
             eventually(
                 "v2 given to the offline device",
-                lambda: agent_twin(hub, offline)["properties"]["desired"]["modules"]["cam"][
-                    "settings"
-                ]["command"]
-                == v2,
+                lambda: (
+                    agent_twin(hub, offline)["properties"]["desired"]["modules"]["cam"]["settings"][
+                        "command"
+                    ]
+                    == v2
+                ),
             )
             activated = time.monotonic()
             state = rollout_status(hub, "v2")
@@ -251,10 +258,14 @@ def test_agent_offline_when_its_batch_activates_fails_and_rolls_back(tmp_path: P
                 doc = api.get("/configurations/v2").json()
             assert doc["rolloutStatus"]["state"] == "rolledBack"
             # the rollback gives the offline device v1 again; the online one never saw v2
-            assert agent_twin(hub, offline)["properties"]["desired"]["modules"]["cam"][
-                "settings"
-            ]["command"] == v1
-            assert rows_for(hub, online, "v2") == 0 and converged(hub, online, v1)
+            assert (
+                agent_twin(hub, offline)["properties"]["desired"]["modules"]["cam"]["settings"][
+                    "command"
+                ]
+                == v1
+            )
+            assert rows_for(hub, online, "v2") == 0
+            assert converged(hub, online, v1)
             agents[offline].start()
             eventually("offline device back on v1", lambda: converged(hub, offline, v1), 60)
             assert [[c["id"] for c in row["configurations"]] for row in history(hub, offline)] == [
@@ -278,12 +289,15 @@ def test_two_hubs_on_one_database_advance_a_rollout_once(tmp_path: Path) -> None
         service(tmp_path / "svc", url) as svc,
     ):
         edge_devices(hub_a, devices, fleet="faults")
-        put_configuration(hub_b, "v1", 1)
+        put_configuration(hub_b, "v1", 1, "sleep 3601")
         eventually("v1 applied", lambda: applied(svc, devices, "v1") == set(devices))
         for device in devices:
             report_healthy(svc, device)
-        before = {d: svc.twins.get_twin(d, EDGE_AGENT)["properties"]["desired"]["$version"] for d in devices}
-        put_configuration(hub_a, "v2", 2, rollout=rollout)
+        before = {
+            d: svc.twins.get_twin(d, EDGE_AGENT)["properties"]["desired"]["$version"]
+            for d in devices
+        }
+        put_configuration(hub_a, "v2", 2, "sleep 3602", rollout=rollout)
 
         sizes: list[int] = []
         seen: set[str] = set()
