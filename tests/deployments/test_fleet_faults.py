@@ -6,6 +6,7 @@ arrive through another hub)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import signal
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
@@ -370,8 +374,15 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [  # name, body, the path the answer 
 ]
 
 
-def test_bad_configuration_bodies_get_a_4xx_with_a_path(tmp_path: Path) -> None:
-    with running_hub(tmp_path) as hub, rest(hub) as api:
+@pytest.fixture(scope="module")
+def http_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    with running_hub(tmp_path_factory.mktemp("http")) as hub:
+        yield hub
+
+
+def test_bad_configuration_bodies_get_a_4xx_with_a_path(http_hub: RunningHub) -> None:
+    hub = http_hub
+    with rest(hub) as api:
         headers = {"Content-Type": "application/json"}
         for name, body, path in BAD_BODIES:
             reply = api.put("/configurations/bad", content=body, headers=headers)
@@ -388,3 +399,63 @@ def test_bad_configuration_bodies_get_a_4xx_with_a_path(tmp_path: Path) -> None:
             reply = api.post(f"/configurations/bad/rollout/{action}")
             assert reply.status_code == 400 and reply.json()["path"] == "rollout", reply.text
         assert "Traceback" not in hub.log()
+
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+ROLLOUT_BODY = {"batches": ["1", "50%"], "healthTimeoutSecs": 60, "minHealthySecs": 5}
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(doc, list):
+        for index, value in enumerate(doc):
+            out += _paths(value, (*prefix, index))
+    return out
+
+
+@st.composite
+def mutated_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid body with rollout, one value (anywhere) replaced by any JSON or dropped."""
+    body = copy.deepcopy(_valid(rollout=ROLLOUT_BODY, labels={"a": "b"}))
+    path = draw(st.sampled_from(_paths(body)[1:]))
+    parent = body
+    for step in path[:-1]:
+        parent = parent[step]
+    if isinstance(parent, dict) and draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(JSON)
+    return body
+
+
+@given(body=mutated_bodies())
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_mutated_configuration_bodies_never_fail_the_hub(
+    http_hub: RunningHub, body: dict[str, Any]
+) -> None:
+    cid = f"m-{uuid.uuid4().hex[:8]}"
+    if body.get("id") == "bad":
+        body["id"] = cid
+    with rest(http_hub) as api:
+        reply = api.put(f"/configurations/{cid}", json=body)
+        assert reply.status_code < 500, (body, reply.text)
+        if reply.status_code >= 400:
+            assert reply.json()["path"] is not None, reply.text
+        else:
+            assert api.delete(f"/configurations/{cid}").status_code == 204
