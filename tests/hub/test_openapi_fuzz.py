@@ -78,6 +78,11 @@ def test_schema_lists_iot_hub_paths(tmp_path: Path) -> None:
         "/twins/{device_id}/modules/{module_id}",
         "/devices/query",
         "/health",
+        "/configurations",
+        "/configurations/{config_id}",
+        "/configurations/testQueries",
+        "/configurations/{config_id}/rollout/{action}",
+        "/devices/{device_id}/deployments",
     ):
         assert path in paths
 
