@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from cloud_hub.db import Database
 from cloud_hub.deployments.tables import DeviceDeploymentRow
+from cloud_hub.models import TwinRow
 from cloud_hub.twindoc import iso
 from edgefleet.utctime import utc_now
 
@@ -36,6 +37,38 @@ def device_history(db: Database, device_id: str, limit: int = MAX_HISTORY) -> li
     )
     with db.read() as session:
         return [history_json(row) for row in session.scalars(stmt)]
+
+
+def reconcile_successes(db: Database) -> int:
+    """Mark open spans whose device's stored ``$edgeAgent`` report already shows success.
+
+    Reports arrive as events in the process that received them; this catches the ones another
+    process received, or one that died before its worker saw them. Returns the spans marked.
+    """
+    spans = DeviceDeploymentRow
+    open_spans = select(spans.device_id, spans.desired_version).where(
+        spans.ended_at.is_(None), spans.succeeded_at.is_(None), spans.desired_version.is_not(None)
+    )
+    marked = 0
+    with db.read_conn() as conn:
+        pending = {device_id: version for device_id, version in conn.execute(open_spans)}
+        if not pending:
+            return 0
+        reports = conn.execute(
+            select(TwinRow.device_id, TwinRow.reported).where(
+                TwinRow.module_id == "$edgeAgent", TwinRow.device_id.in_(list(pending))
+            )
+        ).all()
+    for device_id, reported in reports:
+        status = (reported or {}).get("lastDesiredStatus") or {}
+        version = (reported or {}).get("lastDesiredVersion")
+        required = pending[device_id]
+        if status.get("code") == 200 and isinstance(version, int) and required is not None:
+            if version < required:
+                continue
+            mark_succeeded(db, device_id, reported)
+            marked += 1
+    return marked
 
 
 def mark_succeeded(db: Database, device_id: str, reported: dict[str, Any]) -> None:

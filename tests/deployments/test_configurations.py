@@ -315,3 +315,16 @@ def test_module_twin_configuration(fleet: Fleet) -> None:
     assert fleet.api.delete("/configurations/reader-rate").status_code == 204
     fleet.settle()
     assert "configurations" not in fleet.api.get("/twins/gw/modules/reader").json()
+
+
+def test_successes_reported_out_of_our_sight_are_found_in_the_stored_twins(fleet: Fleet) -> None:
+    from cloud_hub.deployments.history import reconcile_successes
+
+    fleet.edge_device("quiet", plant="3")
+    put(fleet, "plant3", base_content(cam="cam"), "tags.plant='3'", 1)
+    fleet.settle()
+    fleet.report("quiet", 200)  # as if another hub process had received it
+    assert reconcile_successes(fleet.hub.db) == 1
+    (span,) = fleet.api.get("/devices/quiet/deployments").json()
+    assert span["succeededTimeUtc"] is not None
+    assert reconcile_successes(fleet.hub.db) == 0
