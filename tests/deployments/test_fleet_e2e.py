@@ -77,6 +77,13 @@ def wait(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
     assert wait_until(check, timeout=timeout, interval=0.2), f"timed out waiting for {what}"
 
 
+def successful(hub: RunningHub, cid: str, count: int) -> Callable[[], bool]:
+    """Whether the configuration's reportedSuccessfulCount metric is ``count``."""
+    return lambda: (
+        configuration(hub, cid)["systemMetrics"]["results"].get("reportedSuccessfulCount") == count
+    )
+
+
 def box_procs(agent: AgentProcess, marker: str) -> list[int]:
     """The processes with ``marker`` that this box's agent started."""
     assert agent.proc is not None
@@ -186,15 +193,9 @@ def test_layered_assignment_runs_on_real_boxes(tmp_path: Path) -> None:
                 not in client.get_twin("p3-sensor", "$edgeHub")["properties"]["desired"]["routes"]
             )
 
-        def successful(cid: str, count: int) -> Callable[[], bool]:
-            return lambda: (
-                configuration(hub, cid)["systemMetrics"]["results"].get("reportedSuccessfulCount")
-                == count
-            )
-
-        wait("monitor reportedSuccessfulCount 2", successful("monitor", 2))
-        wait("plant3 reportedSuccessfulCount 2", successful("plant3", 2))
-        wait("base-all reportedSuccessfulCount 1", successful("base-all", 1))
+        wait("monitor reportedSuccessfulCount 2", successful(hub, "monitor", 2))
+        wait("plant3 reportedSuccessfulCount 2", successful(hub, "plant3", 2))
+        wait("base-all reportedSuccessfulCount 1", successful(hub, "base-all", 1))
         results = configuration(hub, "monitor")["systemMetrics"]["results"]
         assert results["targetedCount"] == 2 and results["appliedCount"] == 2
 
@@ -205,7 +206,7 @@ def test_layered_assignment_runs_on_real_boxes(tmp_path: Path) -> None:
         wait_running(hub, "p4-cam", {"cam", "mon"})
         wait_box(agents["p4-cam"], [mark["plant3"], mark["mon"]], [mark["all"]])
         assert box_procs(agents["p4-cam"], mark["mon"]) == mon_pid  # untouched
-        wait("plant3 reportedSuccessfulCount 3", successful("plant3", 3))
+        wait("plant3 reportedSuccessfulCount 3", successful(hub, "plant3", 3))
         # the other boxes did not move
         assert len(box_procs(agents["p3-sensor"], mark["plant3"])) == 1
         assert len(box_procs(agents["p3-cam"], mark["mon"])) == 1
@@ -325,6 +326,9 @@ def test_crashing_release_rolls_back_after_the_first_device(fleet: Fleet) -> Non
     for device, agent in agents.items():
         assert len(box_procs(agent, v1)) == 1, device
         assert "crashy" not in hub_reported(hub, device)["modules"]
+    # the metrics agree: v1 applied and reported on all four, v2 on none
+    wait("v1 reportedSuccessfulCount 4", successful(hub, fleet.cid("v1"), 4))
+    assert configuration(hub, fleet.cid("v2"))["systemMetrics"]["results"]["appliedCount"] == 0
 
 
 def test_crashing_release_halts_where_it_is(fleet: Fleet) -> None:
