@@ -59,30 +59,37 @@ def wait_hub(
     raise AssertionError(f"timed out waiting for {what}: {rep}")
 
 
+def hub_agent(hub: RunningHub, workdir: Path, device: str) -> AgentProcess:
+    """An agent (process runtime, edge hub on) for a registered device, with its MQTT key."""
+    with hub.client() as client:
+        key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    creds = httpx.get(
+        f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
+    ).json()
+    scheme = "mqtts" if creds["tls"] else "mqtt"
+    conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
+    return AgentProcess(
+        workdir,
+        device,
+        "process",
+        provisioning={"source": "manual", "connection_string": conn},
+        hub={
+            "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
+            "ca_file": creds["ca_file"],
+        },
+        edge_hub=True,
+    )
+
+
 def test_agent_with_real_hub(tmp_path: Path) -> None:
     device = f"edge-{uuid.uuid4().hex[:6]}"
     m1, m2 = f"{tmp_path}/module-one", f"{tmp_path}/module-two"
     with running_hub(tmp_path) as hub:
         client = hub.client()
         client.create_device(device, {"capabilities": {"iotEdge": True}})
-        key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
         headers = {"Authorization": f"Bearer {hub.token}"}
-        creds = httpx.get(
-            f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
-        ).json()
-        scheme = "mqtts" if creds["tls"] else "mqtt"
-        conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
-        agent = AgentProcess(
-            tmp_path / "agent",
-            device,
-            "process",
-            provisioning={"source": "manual", "connection_string": conn},
-            hub={
-                "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
-                "ca_file": creds["ca_file"],
-            },
-            edge_hub=True,
-        )
+        agent = hub_agent(hub, tmp_path / "agent", device)
         mods = {"one": looping(m1), "two": {**looping(m2), "startupOrder": 1}}
         client.patch_twin(device, {"properties": {"desired": agent_desired(mods)}}, "$edgeAgent")
         routes = {"schemaVersion": "1.2", "routes": {"up": "FROM /messages/* INTO $upstream"}}
