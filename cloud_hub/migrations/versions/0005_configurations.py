@@ -66,9 +66,7 @@ def upgrade() -> None:
         sa.Column("content", JSON, nullable=False),
         sa.PrimaryKeyConstraint("content_hash", name=op.f("pk_deployment_contents")),
     )
-    op.create_index(
-        "ix_device_deployments_device_id_id", "device_deployments", ["device_id", "id"]
-    )
+    op.create_index("ix_device_deployments_device_id_id", "device_deployments", ["device_id", "id"])
     op.add_column("twins", sa.Column("configurations", JSON, nullable=True))
 
 
