@@ -438,8 +438,10 @@ def print_result(result: dict[str, Any]) -> None:
             f"{m.get('appliedCount')} / {m.get('reportedSuccessfulCount')} / "
             f"{m.get('reportedFailedCount')}",
         ),
-        ("expected successful / failed", f"{r['expected']['successful']} / "
-         f"{r['expected']['failed']}"),
+        (
+            "expected successful / failed",
+            f"{r['expected']['successful']} / {r['expected']['failed']}",
+        ),
         ("hub CPU during the rollout (s)", r["hubCpuS"]),
         ("simulated agents' CPU (s)", r["agentsCpuS"]),
         ("hub RSS / peak (MB)", f"{r['hubMemory']['rssMb']} / {r['hubMemory']['peakRssMb']}"),
@@ -454,7 +456,14 @@ def print_result(result: dict[str, Any]) -> None:
         title="assignment without agents",
         caption=f"goal: {goal['devices']} devices, {goal['what']} within {goal['seconds']:g} s",
     )
-    for column in ("database", "devices", "PUT -> applied (s)", "hub CPU (s)", "hub RSS MB", "goal"):
+    for column in (
+        "database",
+        "devices",
+        "PUT -> applied (s)",
+        "hub CPU (s)",
+        "hub RSS MB",
+        "goal",
+    ):
         assign.add_column(column)
     for db, entry in result["assignment"].items():
         if "skipped" in entry:

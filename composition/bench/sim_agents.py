@@ -47,9 +47,7 @@ def reported_patch(desired: dict[str, Any], failing: bool) -> dict[str, Any]:
     }
     if failing and names:
         modules[names[0]] = {"runtimeStatus": "backoff", "exitCode": 1, "restartCount": 3}
-    status = (
-        {"code": 400, "description": "module failed to start"} if failing else {"code": 200}
-    )
+    status = {"code": 400, "description": "module failed to start"} if failing else {"code": 200}
     return {
         "schemaVersion": "1.1",
         "lastDesiredVersion": desired["$version"],
@@ -100,9 +98,7 @@ class _Loop(threading.Thread):
         c.username_pw_set(p.mqtt_username(agent.device_id), agent.password)
         if self.fleet.tls is not None:
             c.tls_set_context(self.fleet.tls)
-        c.on_socket_open = lambda _c, _u, sock: self.selector.register(
-            sock, selectors.EVENT_READ, _c
-        )
+        c.on_socket_open = lambda _c, _u, sock: self._watch(sock, _c)
         c.on_socket_close = lambda _c, _u, sock: self._forget(sock)
         c.on_socket_register_write = lambda _c, _u, sock: self._want(sock, _c, True)
         c.on_socket_unregister_write = lambda _c, _u, sock: self._want(sock, _c, False)
@@ -110,6 +106,9 @@ class _Loop(threading.Thread):
         c.on_subscribe = self.fleet.on_subscribe
         c.on_message = self.fleet.on_message
         return c
+
+    def _watch(self, sock: Any, client: mqtt.Client) -> None:
+        self.selector.register(sock, selectors.EVENT_READ, client)
 
     def _forget(self, sock: Any) -> None:
         try:
