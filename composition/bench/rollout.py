@@ -338,6 +338,7 @@ def measure_assignment(devices: int, database_url: str | None, say: Progress) ->
         t = time.monotonic()
         create_edge_devices(hub.api, ids)
         create_s = _seconds(t)
+        say(f"created in {create_s} s")
         _wait_idle(hub.pid, 120)
         say(f"assigning a deployment to {devices} devices")
         cpu0 = _cpu_s(hub.pid)
@@ -397,10 +398,16 @@ def run_bench(
         rollout = measure_rollout(devices, fail_fraction, None, say)
     rollout["verdict"] = _verdict(rollout["allReportedS"], GOALS["rollout"], devices)
     result["rollout"] = rollout
+    say(
+        f"rollout: applied after {rollout['appliedS']} s, all reported after "
+        f"{rollout['allReportedS']} s, metrics {rollout['metrics']}"
+    )
     assignment: dict[str, Any] = {"sqlite": measure_assignment(assign_devices, None, say)}
+    say(f"assignment on SQLite: {assignment['sqlite']}")
     if pg_problem is None:
         with scratch_database(pg_server) as url:
             assignment["postgresql"] = measure_assignment(assign_devices, url, say)
+        say(f"assignment on PostgreSQL: {assignment['postgresql']}")
     else:
         assignment["postgresql"] = {"skipped": f"no PostgreSQL at {pg_server}: {pg_problem}"}
     for entry in assignment.values():
