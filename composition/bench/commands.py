@@ -370,3 +370,40 @@ def _print_bench(result: dict[str, Any]) -> None:
             str(entry["speedup"]),
         )
     Console().print(queries)
+
+
+@bench_app.command("rollout")
+def bench_rollout(
+    devices: int = typer.Option(1000, "--devices", min=1, help="Simulated edge agents."),
+    fail_fraction: float = typer.Option(
+        0.0, "--fail-fraction", min=0.0, max=1.0, help="Share of agents that report failure."
+    ),
+    database: str = typer.Option("sqlite", "--database", help="sqlite or postgresql (rollout)."),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        help="PostgreSQL server to create temporary databases on (default: the test role).",
+    ),
+    assign_devices: int = typer.Option(
+        10_000, "--assign-devices", min=1, help="Devices of the assignment measurement."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Seconds from a deployment's PUT to all devices applied and reported, and assignment time."""
+    from composition.bench.rollout import print_result, run_bench
+
+    if database not in ("sqlite", "postgresql"):
+        fail("--database must be sqlite or postgresql")
+
+    def say(message: str) -> None:
+        if not as_json:
+            typer.echo(message, err=True)
+
+    try:
+        result = run_bench(devices, fail_fraction, database, database_url, assign_devices, say)
+    except (RuntimeError, OSError) as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    print_result(result)
