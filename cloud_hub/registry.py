@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,6 +73,16 @@ def _new_twin(device_id: str, module_id: str) -> TwinRow:
     )
 
 
+def _columns(row: Any) -> dict[str, Any]:
+    """An ORM row object's column values, for a Core INSERT (unset ones take their default)."""
+    values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
+    return {
+        key: value
+        for key, value in values.items()
+        if value is not None or row.__table__.columns[key].default is None
+    }
+
+
 def _new_device_row(device_id: str, spec: DeviceSpec, now: datetime) -> DeviceRow:
     row = DeviceRow(
         device_id=device_id,
@@ -127,7 +137,7 @@ class Registry:
             session.flush()
             session.add(_new_twin(device_id, DEVICE_TWIN))
             if row.iot_edge:
-                created_modules = self._add_edge_modules(session, device_id)
+                created_modules = self._add_edge_modules(session, device_id, new_device=True)
         result = device_json(row)
         self.bus.publish(events.DeviceCreated(device_id, result))
         for module in created_modules:
@@ -160,17 +170,23 @@ class Registry:
                 twin.tags = tags
                 session.add(twin)
                 if row.iot_edge:
-                    self._add_edge_modules(session, row.device_id)
+                    self._add_edge_modules(session, row.device_id, new_device=True)
         results = [device_json(r) for r in rows]
         for result in results:
             self.bus.publish(events.DeviceCreated(result["deviceId"], result))
         return results
 
-    def _add_edge_modules(self, session: Session, device_id: str) -> list[ModuleRow]:
+    def _add_edge_modules(
+        self, session: Session, device_id: str, *, new_device: bool = False
+    ) -> list[ModuleRow]:
+        """Add ``$edgeAgent`` / ``$edgeHub``; a device created in this session has none yet
+        (no lookup, which would flush the session once per module)."""
         created = []
         for module_id in EDGE_SYSTEM_MODULES:
-            if session.get(ModuleRow, (device_id, module_id)) is not None:
-                continue
+            if not new_device:
+                with session.no_autoflush:
+                    if session.get(ModuleRow, (device_id, module_id)) is not None:
+                        continue
             module = self._new_module_row(device_id, module_id, None)
             session.add(module)
             session.add(_new_twin(device_id, module_id))
@@ -330,6 +346,18 @@ class Registry:
             result = module_json(row)
         self.bus.publish(events.ModuleCreated(device_id, module_id, result))
         return result
+
+    def add_modules_in(
+        self, conn: Connection, device_id: str, module_ids: Sequence[str], managed_by: str
+    ) -> list[events.ModuleCreated]:
+        """Insert module identities (with empty twins) inside the caller's transaction; the
+        caller publishes the returned events after its commit. Ids must be valid and new."""
+        modules = [self._new_module_row(device_id, m, managed_by) for m in module_ids]
+        if not modules:
+            return []
+        conn.execute(insert(ModuleRow), [_columns(row) for row in modules])
+        conn.execute(insert(TwinRow), [_columns(_new_twin(device_id, m)) for m in module_ids])
+        return [events.ModuleCreated(device_id, row.module_id, module_json(row)) for row in modules]
 
     def get_module(self, device_id: str, module_id: str) -> dict[str, Any]:
         with self.db.read() as session:

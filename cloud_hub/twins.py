@@ -199,6 +199,12 @@ def twin_from_row(row: Any) -> dict[str, Any]:
     return twin_json(*_split_row(row))
 
 
+def twin_parts(row: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the twin's own columns, its twin JSON) of one ``twin_select`` row."""
+    twin, device, module = _split_row(row)
+    return twin, twin_json(twin, device, module)
+
+
 def _split_row(row: Any) -> tuple[_Rec, _Rec, _Rec | None]:
     values = tuple(row)
     twin = _Rec(zip(_TWIN_KEYS, values[:_N_TWIN], strict=True))
@@ -399,6 +405,40 @@ class Twins:
             self._save(conn, twin, changes)
         result = twin_json(twin, device, module)
         return result, [e for e in (tags_event, desired_event) if e is not None]
+
+    def replace_desired_in(
+        self, conn: Connection, items: Sequence[tuple[Mapping[str, Any], dict[str, Any]]]
+    ) -> list[events.TwinDesiredChanged]:
+        """Replace the desired properties of many twins in the caller's transaction, in one
+        statement. Each item is (the twin row as loaded under the caller's lock, new desired);
+        the caller publishes the returned events after its commit."""
+        if not items:
+            return []
+        now = utc_now()
+        stamp = iso(now) or ""
+        params = []
+        changed = []
+        for twin, desired in items:
+            version = twin["desired_version"] + 1
+            new_desired = strip_nulls(desired)
+            check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
+            params.append(
+                {
+                    "d": twin["device_id"],
+                    "m": twin["module_id"],
+                    "p_desired": new_desired,
+                    "p_desired_meta": build_metadata(new_desired, stamp, version),
+                    "p_desired_version": version,
+                    "p_version": twin["version"] + 1,
+                    "p_updated_at": now,
+                }
+            )
+            pushed = replacement_patch(twin["desired"] or {}, new_desired)
+            module_id = None if twin["module_id"] == DEVICE_TWIN else twin["module_id"]
+            changed.append(events.TwinDesiredChanged(twin["device_id"], module_id, pushed, version))
+        columns = ("desired", "desired_meta", "desired_version", "updated_at", "version")
+        conn.execute(_update_stmt(columns), params)
+        return changed
 
     def patch_reported(self, device_id: str, module_id: str | None, patch: dict[str, Any]) -> int:
         """Merge a device's reported-properties patch; returns the new reported ``$version``."""

@@ -1,11 +1,13 @@
 """Writes assignment results to devices: module twins, ``configurations`` status, history.
 
 ``Assigner.assign(device_ids)`` decides with ``cloud_hub.deployments.assignment`` and acts in
-batches. Each batch is decided twice: once without locks (to create missing module identities,
-which take their own transactions), then again inside one write transaction that holds the
-devices' row locks on PostgreSQL (SQLite's single writer serializes it), so two hub processes
-never both write one device: the second finds the twins already at their target and writes
-nothing. Twin events are published after the commit, which pushes desired patches to agents.
+batches of ``BATCH`` devices. A batch is one write transaction that holds the devices' row locks on
+PostgreSQL (SQLite's single writer serializes it): it loads their twins, decides, creates missing
+module identities and writes, so two hub processes never both write one device (the second finds
+the twins already at their target and writes nothing). Writes are grouped per batch (one statement
+for all module twin replacements, one for the statuses, one for the history), and each distinct
+selection of configurations is merged once per pass. Twin events are published after the commit,
+which pushes desired patches to agents.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloud_hub.db import Database
 from cloud_hub.deployments.assignment import (
+    DESIRED,
     Candidate,
     Selection,
     changed_twins,
@@ -33,15 +36,15 @@ from cloud_hub.deployments.assignment import (
     write_order,
 )
 from cloud_hub.deployments.configuration import content_hash
-from cloud_hub.deployments.history import MAX_HISTORY
 from cloud_hub.deployments.store import StoredConfiguration
 from cloud_hub.deployments.tables import DeploymentContentRow, DeviceDeploymentRow
 from cloud_hub.errors import HubError
 from cloud_hub.events import EventBus
+from cloud_hub.identity import check_id
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
 from cloud_hub.query import Condition, QueryError, matches, parse_condition
 from cloud_hub.registry import Registry
-from cloud_hub.twins import Twins, TwinWrite, twin_from_row, twin_select
+from cloud_hub.twins import Twins, TwinWrite, twin_parts, twin_select
 from edgefleet.utctime import utc_now
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ class DevicePlan:
     device_id: str
     statuses: dict[str, dict[str, str]]
     selection: Selection
-    target: dict[str, dict[str, Any]] | None
+    merged: _Merged | None  # what the device should run (None: leave its modules alone)
     writes: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     current_statuses: dict[str, Any] = field(default_factory=dict)
@@ -109,16 +112,6 @@ class DevicePlan:
             or self.module_statuses != self.current_module_statuses
         )
 
-    def target_sections(self) -> dict[str, Any]:
-        """The target as configuration sections (module id -> {properties.desired: ...})."""
-        return {m: {"properties.desired": d} for m, d in (self.target or {}).items()}
-
-    def history_key(self) -> list[dict[str, str]]:
-        return [
-            {"id": c.config_id, "contentHash": content_hash(c.sections)}
-            for c in self.selection.chosen
-        ]
-
 
 @dataclass(frozen=True)
 class _Span:
@@ -130,7 +123,41 @@ class _Span:
 @dataclass
 class _DeviceDocs:
     twins: dict[str, dict[str, Any]]  # module id ("" for the device) -> twin JSON
+    rows: dict[str, dict[str, Any]]  # module id -> the twin's own columns (for the writes)
     history: list[_Span]  # newest first; loaded only when a rollback may need it
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """What a selection gives, computed once per pass for every device with that selection."""
+
+    target: dict[str, dict[str, Any]]
+    digest: str
+    history_key: list[dict[str, str]]
+    modules: list[str]
+
+
+class _MergeCache:
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, ...], _Merged] = {}
+
+    def get(self, selection: Selection) -> _Merged:
+        key = tuple(c.config_id for c in selection.chosen)
+        merged = self._by_key.get(key)
+        if merged is None:
+            target = merge(selection)
+            sections = {m: {DESIRED: d} for m, d in target.items()}
+            merged = _Merged(
+                target=target,
+                digest=content_hash(target),
+                history_key=[
+                    {"id": c.config_id, "contentHash": content_hash(c.sections)}
+                    for c in selection.chosen
+                ],
+                modules=list(deployment_modules(sections)),
+            )
+            self._by_key[key] = merged
+        return merged
 
 
 class Assigner:
@@ -143,25 +170,25 @@ class Assigner:
     def assign(self, device_ids: Iterable[str], configs: Sequence[StoredConfiguration]) -> int:
         """Bring these devices to their assignment; returns how many devices changed."""
         all_views = _views(configs)
-        views = [v for v in all_views if v.config.kind == "modules"]
-        device_views = [v for v in all_views if v.config.kind == "device"]
-        module_views = [v for v in all_views if v.config.kind == "module"]
-        rolled_back = {
-            c.config_id
-            for c in configs
-            if c.rollout_state is not None and c.rollout_state.state == "rolledBack"
-        }
+        views = _Views(
+            edge=[v for v in all_views if v.config.kind == "modules"],
+            device=[v for v in all_views if v.config.kind == "device"],
+            module=[v for v in all_views if v.config.kind == "module"],
+            rolled_back={
+                c.config_id
+                for c in configs
+                if c.rollout_state is not None and c.rollout_state.state == "rolledBack"
+            },
+            merged=_MergeCache(),
+        )
         ids = sorted(set(device_ids))
         changed = 0
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
-            with self.db.read_conn() as conn:
-                plans = self._plan(conn, chunk, views, device_views, module_views, rolled_back)
-            self._create_missing_modules(plans)
             with self.db.write_conn() as conn:
                 self._lock(conn, chunk)
-                plans = self._plan(conn, chunk, views, device_views, module_views, rolled_back)
-                events = self._write(conn, plans)
+                plans, docs = self._plan(conn, chunk, views)
+                events = self._write(conn, plans, docs)
             for event in events:
                 self.bus.publish(event)
             changed += sum(1 for p in plans if p.changes_anything())
@@ -169,24 +196,18 @@ class Assigner:
 
     # ------------------------------------------------------------------ deciding
     def _plan(
-        self,
-        conn: Connection,
-        chunk: list[str],
-        views: list[_View],
-        device_views: list[_View],
-        module_views: list[_View],
-        rolled_back: set[str],
-    ) -> list[DevicePlan]:
-        docs = self._load(conn, chunk, with_history=bool(rolled_back))
+        self, conn: Connection, chunk: list[str], views: _Views
+    ) -> tuple[list[DevicePlan], dict[str, _DeviceDocs]]:
+        docs = self._load(conn, chunk, with_history=bool(views.rolled_back))
         plans = []
         for device_id in chunk:
             doc = docs.get(device_id)
             if doc is None or DEVICE_TWIN not in doc.twins:
                 continue  # deleted meanwhile
-            plan = _plan_device(device_id, doc, views, device_views, rolled_back)
-            _plan_module_twins(plan, doc, module_views)
+            plan = _plan_device(device_id, doc, views)
+            _plan_module_twins(plan, doc, views.module)
             plans.append(plan)
-        return plans
+        return plans, docs
 
     def _load(
         self, conn: Connection, chunk: list[str], with_history: bool
@@ -194,9 +215,11 @@ class Assigner:
         docs: dict[str, _DeviceDocs] = {}
         stmt = twin_select().where(TwinRow.device_id.in_(chunk))
         for row in conn.execute(stmt):
-            twin = twin_from_row(row)
-            doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, []))
-            doc.twins[twin.get("moduleId", DEVICE_TWIN)] = twin
+            columns, twin = twin_parts(row)
+            doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, {}, []))
+            module_id = twin.get("moduleId", DEVICE_TWIN)
+            doc.twins[module_id] = twin
+            doc.rows[module_id] = columns
         if with_history:  # only a rollback reads it
             spans = DeviceDeploymentRow
             history = (
@@ -230,57 +253,85 @@ class Assigner:
             conn.execute(stmt).all()
 
     # ------------------------------------------------------------------ acting
-    def _create_missing_modules(self, plans: list[DevicePlan]) -> None:
-        for plan in plans:
-            for module_id in plan.missing:
-                try:
-                    self.registry.create_module(plan.device_id, module_id, {"managedBy": "iotEdge"})
-                except HubError as exc:  # a racing creator, or an id the registry refuses
-                    log.info("module %s/%s not created: %s", plan.device_id, module_id, exc)
-
-    def _write(self, conn: Connection, plans: list[DevicePlan]) -> list[Any]:
+    def _write(
+        self, conn: Connection, plans: list[DevicePlan], docs: dict[str, _DeviceDocs]
+    ) -> list[Any]:
+        """Every write of a batch, a few statements for the whole batch."""
         events: list[Any] = []
-        now = utc_now()
+        replacements: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+        statuses_rows: list[dict[str, Any]] = []
+        spans: list[DevicePlan] = []
         for plan in plans:
-            agent_version = plan.agent_desired_version
+            doc = docs[plan.device_id]
+            if plan.missing:
+                events += self.registry.add_modules_in(
+                    conn, plan.device_id, plan.missing, "iotEdge"
+                )
+                for module_id in plan.missing:  # a fresh twin: desired version 1, nothing set
+                    doc.rows[module_id] = _fresh_twin_columns(plan.device_id, module_id)
             for module_id in write_order(plan.writes):
-                if module_id in plan.missing:
-                    continue  # its identity could not be created; retried on the next pass
-                write = TwinWrite(
-                    plan.device_id,
-                    None if module_id == DEVICE_TWIN else module_id,
-                    None,
-                    plan.writes[module_id],
-                    replace=module_id != DEVICE_TWIN,
-                )
-                result, write_events = self.twins.apply_in(conn, write)
-                events += write_events
+                if module_id == DEVICE_TWIN:
+                    patch = TwinWrite(plan.device_id, None, None, plan.writes[module_id])
+                    events += self.twins.apply_in(conn, patch)[1]
+                    continue
+                replacements.append((doc.rows[module_id], plan.writes[module_id]))
                 if module_id == EDGE_AGENT:
-                    agent_version = result["properties"]["desired"]["$version"]
+                    plan.agent_desired_version = doc.rows[module_id]["desired_version"] + 1
             if plan.statuses != plan.current_statuses:
-                conn.execute(
-                    update(TwinRow)
-                    .where(
-                        and_(
-                            TwinRow.device_id == plan.device_id,
-                            TwinRow.module_id.in_(_CONFIG_TWINS),
-                        )
-                    )
-                    .values(configurations=plan.statuses or None)
-                )
-            for module_id, patch in sorted(plan.module_patches.items()):
-                write = TwinWrite(plan.device_id, module_id, None, patch)
-                events += self.twins.apply_in(conn, write)[1]
+                for module_id in _CONFIG_TWINS:
+                    if module_id in doc.rows:
+                        statuses_rows.append(_status_row(plan.device_id, module_id, plan.statuses))
+            for module_id, patch_doc in sorted(plan.module_patches.items()):
+                patch = TwinWrite(plan.device_id, module_id, None, patch_doc)
+                events += self.twins.apply_in(conn, patch)[1]
             for module_id, module_statuses in plan.module_statuses.items():
                 if module_statuses != plan.current_module_statuses.get(module_id, {}):
-                    conn.execute(
-                        update(TwinRow)
-                        .where(TwinRow.device_id == plan.device_id, TwinRow.module_id == module_id)
-                        .values(configurations=module_statuses or None)
-                    )
-            if plan.target is not None and plan.writes:
-                _record_history(conn, plan, agent_version, now)
+                    statuses_rows.append(_status_row(plan.device_id, module_id, module_statuses))
+            if plan.merged is not None and plan.writes:
+                spans.append(plan)
+        events += self.twins.replace_desired_in(conn, replacements)
+        if statuses_rows:
+            conn.execute(_SET_STATUSES, statuses_rows)
+        _record_history(conn, spans, utc_now())
         return events
+
+
+@dataclass
+class _Views:
+    edge: list[_View]
+    device: list[_View]
+    module: list[_View]
+    rolled_back: set[str]
+    merged: _MergeCache
+
+
+_SET_STATUSES = (
+    update(TwinRow)
+    .where(TwinRow.device_id == bindparam("d"), TwinRow.module_id == bindparam("m"))
+    .values(configurations=bindparam("c"))
+)
+
+
+def _status_row(device_id: str, module_id: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"d": device_id, "m": module_id, "c": value or None}
+
+
+def _valid_module_id(module_id: str) -> bool:
+    try:
+        check_id(module_id, "moduleId")
+    except HubError:
+        return False
+    return not module_id.startswith("$")
+
+
+def _fresh_twin_columns(device_id: str, module_id: str) -> dict[str, Any]:
+    return {
+        "device_id": device_id,
+        "module_id": module_id,
+        "desired": {},
+        "desired_version": 1,
+        "version": 1,
+    }
 
 
 def _plan_module_twins(plan: DevicePlan, doc: _DeviceDocs, module_views: list[_View]) -> None:
@@ -304,19 +355,11 @@ def _plan_module_twins(plan: DevicePlan, doc: _DeviceDocs, module_views: list[_V
                 plan.module_patches[module_id] = patch
 
 
-def _plan_device(
-    device_id: str,
-    doc: _DeviceDocs,
-    views: list[_View],
-    device_views: list[_View],
-    rolled_back: set[str],
-) -> DevicePlan:
+def _plan_device(device_id: str, doc: _DeviceDocs, views: _Views) -> DevicePlan:
     device_twin = doc.twins[DEVICE_TWIN]
     queryable = {**device_twin, "$version": device_twin["version"]}
     is_edge = bool(device_twin.get("capabilities", {}).get("iotEdge"))
-    pool = views if is_edge else device_views
-    if is_edge:
-        pool = pool + device_views
+    pool = views.edge + views.device if is_edge else views.device
     matching = [v for v in pool if v.condition is None or matches(v.condition, queryable)]
     edge_matching = [v for v in matching if v.config.kind == "modules"]
     device_matching = [v for v in matching if v.config.kind == "device"]
@@ -325,26 +368,29 @@ def _plan_device(
     selection = Selection(edge_selection.base, edge_selection.layers)
     result_statuses = statuses((v.candidate for v in edge_matching), edge_selection)
     result_statuses.update(statuses((v.candidate for v in device_matching), device_selection))
-    target: dict[str, dict[str, Any]] | None = None
+    merged: _Merged | None = None
     if is_edge:
         if selection.base is not None:
-            target = merge(selection)
+            merged = views.merged.get(selection)
         else:
-            target = _rollback_target(doc.history, rolled_back)
+            merged = _rollback_target(doc.history, views.rolled_back)
     plan = DevicePlan(
         device_id=device_id,
         statuses=result_statuses,
         selection=selection,
-        target=target,
+        merged=merged,
         current_statuses=dict(device_twin.get("configurations") or {}),
     )
     agent_twin = doc.twins.get(EDGE_AGENT)
     if agent_twin is not None:
         plan.agent_desired_version = agent_twin["properties"]["desired"]["$version"]
     current = {m: t["properties"]["desired"] for m, t in doc.twins.items() if m != DEVICE_TWIN}
-    if target is not None:
-        plan.writes = changed_twins(current, target)
-        plan.missing = [m for m in plan.writes if m not in doc.twins]
+    if merged is not None:
+        plan.writes = changed_twins(current, merged.target)
+        plan.missing = [m for m in plan.writes if m not in doc.twins and _valid_module_id(m)]
+        for module_id in [m for m in plan.writes if m not in doc.twins and m not in plan.missing]:
+            log.warning("device %s: module id %r is not valid; not deployed", device_id, module_id)
+            del plan.writes[module_id]
     if device_selection.base is not None:
         patch = _device_patch(device_twin["properties"]["desired"], device_selection)
         if patch:
@@ -363,9 +409,7 @@ def _device_patch(desired: Mapping[str, Any], selection: Selection) -> dict[str,
     return patch
 
 
-def _rollback_target(
-    history: list[_Span], rolled_back: set[str]
-) -> dict[str, dict[str, Any]] | None:
+def _rollback_target(history: list[_Span], rolled_back: set[str]) -> _Merged | None:
     """After a rollback, where nothing else targets the device: what it last ran successfully.
 
     Only when its newest deployment involves a rolled-back configuration; a device that merely
@@ -379,40 +423,46 @@ def _rollback_target(
     for span in history:
         ids = {entry["id"] for entry in span.configurations}
         if span.succeeded_at is not None and not ids & rolled_back and span.content:
-            return {m: dict(d) for m, d in span.content.items()}
+            target = {m: dict(d) for m, d in span.content.items()}
+            sections = {m: {DESIRED: d} for m, d in target.items()}
+            return _Merged(
+                target=target,
+                digest=content_hash(target),
+                history_key=[],
+                modules=list(deployment_modules(sections)),
+            )
     return None
 
 
-def _record_history(
-    conn: Connection, plan: DevicePlan, agent_version: int | None, now: datetime
-) -> None:
-    """Close the device's open history span and open one for what it was just given.
-
-    Keeps the newest ``MAX_HISTORY`` spans of the device, and always its newest successful one
-    (the rollback target).
-    """
-    assert plan.target is not None
-    digest = content_hash(plan.target)
-    conn.execute(_insert_content(conn).values(content_hash=digest, content=plan.target))
+def _record_history(conn: Connection, plans: list[DevicePlan], now: datetime) -> None:
+    """Close the devices' open history spans and open one each for what it was just given."""
+    if not plans:
+        return
+    contents = {p.merged.digest: p.merged.target for p in plans if p.merged is not None}
+    for digest, target in contents.items():
+        conn.execute(_insert_content(conn).values(content_hash=digest, content=target))
     conn.execute(
         update(DeviceDeploymentRow)
         .where(
-            DeviceDeploymentRow.device_id == plan.device_id,
+            DeviceDeploymentRow.device_id.in_([p.device_id for p in plans]),
             DeviceDeploymentRow.ended_at.is_(None),
         )
         .values(ended_at=now)
     )
-    conn.execute(
-        insert(DeviceDeploymentRow).values(
-            device_id=plan.device_id,
-            configurations=plan.history_key(),
-            content_hash=digest,
-            modules=list(deployment_modules(plan.target_sections())),
-            desired_version=agent_version,
-            started_at=now,
+    rows = []
+    for plan in plans:
+        assert plan.merged is not None
+        rows.append(
+            {
+                "device_id": plan.device_id,
+                "configurations": plan.merged.history_key,
+                "content_hash": plan.merged.digest,
+                "modules": plan.merged.modules,
+                "desired_version": plan.agent_desired_version,
+                "started_at": now,
+            }
         )
-    )
-    _prune_history(conn, plan.device_id)
+    conn.execute(insert(DeviceDeploymentRow), rows)
 
 
 def _insert_content(conn: Connection) -> Any:
@@ -421,22 +471,3 @@ def _insert_content(conn: Connection) -> Any:
     if conn.dialect.name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=["content_hash"])
-
-
-def _prune_history(conn: Connection, device_id: str) -> None:
-    spans = DeviceDeploymentRow
-    keep_newest = (
-        select(spans.id)
-        .where(spans.device_id == device_id)
-        .order_by(spans.id.desc())
-        .limit(MAX_HISTORY)
-    )
-    last_success = (
-        select(spans.id)
-        .where(spans.device_id == device_id, spans.succeeded_at.is_not(None))
-        .order_by(spans.id.desc())
-        .limit(1)
-    )
-    kept = set(conn.execute(keep_newest).scalars()) | set(conn.execute(last_success).scalars())
-    if len(kept) >= MAX_HISTORY:
-        conn.execute(delete(spans).where(spans.device_id == device_id, spans.id.not_in(kept)))

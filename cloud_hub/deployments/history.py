@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 
 from cloud_hub.db import Database
 from cloud_hub.deployments.tables import DeviceDeploymentRow
@@ -37,6 +37,26 @@ def device_history(db: Database, device_id: str, limit: int = MAX_HISTORY) -> li
     )
     with db.read() as session:
         return [history_json(row) for row in session.scalars(stmt)]
+
+
+def prune_history(db: Database, keep: int = MAX_HISTORY) -> int:
+    """Keep each device's newest ``keep`` spans and its newest successful one (the rollback
+    target); returns how many spans were deleted. One statement for the whole fleet."""
+    spans = DeviceDeploymentRow
+    newest = func.row_number().over(partition_by=spans.device_id, order_by=spans.id.desc())
+    newest_success = func.row_number().over(
+        partition_by=(spans.device_id, spans.succeeded_at.is_(None)), order_by=spans.id.desc()
+    )
+    ranked = select(
+        spans.id,
+        newest.label("n"),
+        newest_success.label("s"),
+        spans.succeeded_at.is_not(None).label("ok"),
+    ).subquery()
+    doomed = select(ranked.c.id).where(ranked.c.n > keep, ~(ranked.c.ok & (ranked.c.s == 1)))
+    with db.write() as session:
+        result = session.execute(delete(spans).where(spans.id.in_(doomed)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def reconcile_successes(db: Database) -> int:

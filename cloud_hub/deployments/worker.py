@@ -16,7 +16,7 @@ from typing import Any
 
 from cloud_hub import events
 from cloud_hub.deployments.assigner import Assigner
-from cloud_hub.deployments.history import mark_succeeded, reconcile_successes
+from cloud_hub.deployments.history import mark_succeeded, prune_history, reconcile_successes
 from cloud_hub.deployments.metrics import refresh_metrics
 from cloud_hub.deployments.rollouts import RolloutStepper
 from cloud_hub.deployments.store import Configurations, StoredConfiguration
@@ -27,7 +27,11 @@ from cloud_hub.twin_query import Queries
 log = logging.getLogger(__name__)
 
 EDGE_AGENT = "$edgeAgent"
-#: how often the stored reports are re-read for successes that no event of ours carried
+#: metrics wait at least this many times their last refresh's duration, so that counting a big
+#: fleet takes at most about a fifth of the worker's time
+METRICS_SPACING = 4.0
+#: how often the stored reports are re-read for successes that no event of ours carried, and
+#: the history is pruned
 RECONCILE_SECS = 60.0
 _Change = tuple[StoredConfiguration | None, StoredConfiguration | None]
 
@@ -53,6 +57,7 @@ class DeploymentWorker:
         self._metrics_due = True
         self._metrics_at = 0.0
         self._reconciled_at = -RECONCILE_SECS
+        self._metrics_cost = 0.0
         self._condition_reads_properties = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,6 +164,7 @@ class DeploymentWorker:
         if now - self._reconciled_at >= RECONCILE_SECS:
             self._reconciled_at = now
             reconcile_successes(self.hub.db)
+            prune_history(self.hub.db)
         if self._metrics_due and now - self._metrics_at >= self.metrics_interval:
             self._metrics_due = False
             self._metrics_at = now

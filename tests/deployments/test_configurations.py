@@ -328,3 +328,29 @@ def test_successes_reported_out_of_our_sight_are_found_in_the_stored_twins(fleet
     (span,) = fleet.api.get("/devices/quiet/deployments").json()
     assert span["succeededTimeUtc"] is not None
     assert reconcile_successes(fleet.hub.db) == 0
+
+
+def test_history_is_pruned_but_keeps_the_rollback_target(fleet: Fleet) -> None:
+    from cloud_hub.deployments.history import prune_history
+
+    fleet.edge_device("d", plant="3")
+    put(fleet, "a", base_content(cam="a"), "tags.plant='3'", 1)
+    fleet.settle()
+    fleet.report("d", 200)  # "a" succeeded: the rollback target
+    fleet.settle()
+    put(fleet, "b", base_content(cam="b"), "tags.plant='3'", 2)
+    fleet.settle()
+    put(fleet, "c", base_content(cam="c"), "tags.plant='3'", 3)
+    fleet.settle()
+    ids = [
+        [c["id"] for c in h["configurations"]]
+        for h in fleet.api.get("/devices/d/deployments").json()
+    ]
+    assert ids == [["c"], ["b"], ["a"]]
+    assert prune_history(fleet.hub.db, keep=1) == 1
+    ids = [
+        [c["id"] for c in h["configurations"]]
+        for h in fleet.api.get("/devices/d/deployments").json()
+    ]
+    assert ids == [["c"], ["a"]]
+    assert prune_history(fleet.hub.db, keep=1) == 0
