@@ -38,12 +38,11 @@ def deployment_module_ids(edge_agent_desired: dict[str, Any]) -> list[str]:
     return [m for m in modules if isinstance(m, str) and m and not m.startswith("$")]
 
 
-def ensure_module_identities(hub: Hub, device_id: str) -> list[str]:
-    """Create the missing module identities of ``device_id``'s deployment; returns those created."""
-    desired = hub.twins.get_twin(device_id, EDGE_AGENT)["properties"]["desired"]
+def ensure_module_identities(hub: Hub, device_id: str, module_ids: list[str]) -> list[str]:
+    """Create the missing identities among ``module_ids``; returns those created."""
     existing = {m["moduleId"] for m in hub.registry.list_modules(device_id)}
     created = []
-    for module_id in deployment_module_ids(desired):
+    for module_id in module_ids:
         if module_id in existing:
             continue
         try:
@@ -109,7 +108,11 @@ def install(app: FastAPI, hub: Hub) -> None:
     app.include_router(router)
 
     def on_desired(event: TwinDesiredChanged) -> None:
-        if event.module_id == EDGE_AGENT and "modules" in event.patch:
-            ensure_module_identities(hub, event.device_id)
+        # A module a deployment adds is in the patch (a merge patch names every added key).
+        if event.module_id == EDGE_AGENT and isinstance(event.patch.get("modules"), dict):
+            named = {m: v for m, v in event.patch["modules"].items() if v is not None}
+            module_ids = deployment_module_ids({"modules": named})
+            if module_ids:
+                ensure_module_identities(hub, event.device_id, module_ids)
 
     hub.events.subscribe(TwinDesiredChanged, on_desired)

@@ -387,10 +387,12 @@ def _plan_device(device_id: str, doc: _DeviceDocs, views: _Views) -> DevicePlan:
     current = {m: t["properties"]["desired"] for m, t in doc.twins.items() if m != DEVICE_TWIN}
     if merged is not None:
         plan.writes = changed_twins(current, merged.target)
-        plan.missing = [m for m in plan.writes if m not in doc.twins and _valid_module_id(m)]
-        for module_id in [m for m in plan.writes if m not in doc.twins and m not in plan.missing]:
+        # every module of the deployment gets an identity (and twin), as IoT Hub does
+        absent = sorted((set(plan.writes) | set(merged.modules)) - set(doc.twins))
+        plan.missing = [m for m in absent if _valid_module_id(m)]
+        for module_id in set(absent) - set(plan.missing):
             log.warning("device %s: module id %r is not valid; not deployed", device_id, module_id)
-            del plan.writes[module_id]
+            plan.writes.pop(module_id, None)
     if device_selection.base is not None:
         patch = _device_patch(device_twin["properties"]["desired"], device_selection)
         if patch:

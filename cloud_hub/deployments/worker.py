@@ -134,8 +134,9 @@ class DeploymentWorker:
                     self._wake.wait(self.tick)
 
     # ------------------------------------------------------------------ one pass
-    def run_once(self) -> None:
-        """Do the marked work, step rollouts and refresh due metrics (tests call this)."""
+    def run_once(self, *, metrics_now: bool = False) -> None:
+        """Do the marked work, step rollouts and refresh due metrics (``metrics_now``: whatever
+        their spacing; tests call this)."""
         with self._wake:
             devices, self._devices = self._devices, set()
             changes, self._changes = self._changes, []
@@ -165,7 +166,9 @@ class DeploymentWorker:
             self._reconciled_at = now
             reconcile_successes(self.hub.db)
             prune_history(self.hub.db)
-        if self._metrics_due and now - self._metrics_at >= self.metrics_interval:
+        spacing = max(self.metrics_interval, self._metrics_cost * METRICS_SPACING)
+        if metrics_now or (self._metrics_due and now - self._metrics_at >= spacing):
             self._metrics_due = False
             self._metrics_at = now
             refresh_metrics(self.configurations, self.queries, configs)
+            self._metrics_cost = time.monotonic() - now

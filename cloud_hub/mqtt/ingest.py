@@ -53,19 +53,37 @@ class Incoming:
 
 
 class KnownDevices:
-    """The ids of the registered devices, reloaded on registry changes (telemetry of an unknown
-    device is dropped; presence of one is not written to the registry)."""
+    """The ids of the registered devices, loaded at start and kept by registry events (telemetry
+    of an unknown device is dropped; presence of one is not written to the registry)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._ids: frozenset[str] = frozenset()
+        self._ids: set[str] = set()
+        self._frozen: frozenset[str] | None = frozenset()
+        self._lock = threading.Lock()
 
     def refresh(self) -> None:
         with self._db.read() as session:
-            self._ids = frozenset(session.scalars(select(DeviceRow.device_id)))
+            ids = set(session.scalars(select(DeviceRow.device_id)))
+        with self._lock:
+            self._ids, self._frozen = ids, None
+
+    def add(self, device_id: str) -> None:
+        with self._lock:
+            self._ids.add(device_id)
+            self._frozen = None
+
+    def discard(self, device_id: str) -> None:
+        with self._lock:
+            self._ids.discard(device_id)
+            self._frozen = None
 
     def snapshot(self) -> frozenset[str]:
-        return self._ids
+        """An immutable copy, rebuilt at most once per change (bulk creations are one burst)."""
+        with self._lock:
+            if self._frozen is None:
+                self._frozen = frozenset(self._ids)
+            return self._frozen
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._ids

@@ -73,15 +73,14 @@ class ServiceClient:
         )
 
     def start(self, timeout: float = 30.0) -> None:
-        self._known.refresh()
         bus = self.hub.events
         self._unsubscribe = [
             bus.subscribe(events.TwinDesiredChanged, self._desired.on_desired_changed),
-            bus.subscribe(
-                (events.DeviceCreated, events.DeviceDeleted), lambda _e: self._known.refresh()
-            ),
+            bus.subscribe(events.DeviceCreated, lambda e: self._known.add(e.device_id)),
+            bus.subscribe(events.DeviceDeleted, lambda e: self._known.discard(e.device_id)),
             bus.subscribe(events.DeviceDeleted, self._on_device_deleted),
         ]
+        self._known.refresh()  # after subscribing: a device created meanwhile is not missed
         targets: list[tuple[Callable[[], None], str]] = [(self._ingest.run, "mqtt-ingest")]
         targets += [(self._control_worker, f"mqtt-control-{i}") for i in range(CONTROL_THREADS)]
         targets.append((self._desired.run, "mqtt-desired"))

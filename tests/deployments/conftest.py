@@ -26,8 +26,7 @@ class Fleet:
     def settle(self, passes: int = 3) -> None:
         """Run the worker's passes (assignment, rollouts, metrics) until nothing is left."""
         for _ in range(passes):
-            self.worker.metrics_interval = 0
-            self.worker.run_once()
+            self.worker.run_once(metrics_now=True)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
