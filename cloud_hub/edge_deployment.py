@@ -40,7 +40,7 @@ def deployment_module_ids(edge_agent_desired: dict[str, Any]) -> list[str]:
 
 def ensure_module_identities(hub: Hub, device_id: str, module_ids: list[str]) -> list[str]:
     """Create the missing identities among ``module_ids``; returns those created."""
-    existing = {m["moduleId"] for m in hub.registry.list_modules(device_id)}
+    existing = hub.registry.module_ids(device_id)
     created = []
     for module_id in module_ids:
         if module_id in existing:
@@ -109,6 +109,8 @@ def install(app: FastAPI, hub: Hub) -> None:
 
     def on_desired(event: TwinDesiredChanged) -> None:
         # A module a deployment adds is in the patch (a merge patch names every added key).
+        if event.identities_ensured:
+            return
         if event.module_id == EDGE_AGENT and isinstance(event.patch.get("modules"), dict):
             named = {m: v for m, v in event.patch["modules"].items() if v is not None}
             module_ids = deployment_module_ids({"modules": named})

@@ -67,6 +67,8 @@ class TwinDesiredChanged:
     module_id: str | None
     patch: dict[str, Any]
     version: int
+    #: the writer already created the module identities this change names (fleet assignment)
+    identities_ensured: bool = False
 
 
 @dataclass(frozen=True)

@@ -348,16 +348,23 @@ class Registry:
         return result
 
     def add_modules_in(
-        self, conn: Connection, device_id: str, module_ids: Sequence[str], managed_by: str
+        self, conn: Connection, modules: Sequence[tuple[str, str]], managed_by: str
     ) -> list[events.ModuleCreated]:
-        """Insert module identities (with empty twins) inside the caller's transaction; the
-        caller publishes the returned events after its commit. Ids must be valid and new."""
-        modules = [self._new_module_row(device_id, m, managed_by) for m in module_ids]
-        if not modules:
+        """Insert (device id, module id) identities with empty twins inside the caller's
+        transaction, in two statements; the caller publishes the returned events after its
+        commit. Ids must be valid and new."""
+        rows = [self._new_module_row(d, m, managed_by) for d, m in modules]
+        if not rows:
             return []
-        conn.execute(insert(ModuleRow), [_columns(row) for row in modules])
-        conn.execute(insert(TwinRow), [_columns(_new_twin(device_id, m)) for m in module_ids])
-        return [events.ModuleCreated(device_id, row.module_id, module_json(row)) for row in modules]
+        conn.execute(insert(ModuleRow), [_columns(row) for row in rows])
+        conn.execute(insert(TwinRow), [_columns(_new_twin(d, m)) for d, m in modules])
+        return [events.ModuleCreated(r.device_id, r.module_id, module_json(r)) for r in rows]
+
+    def module_ids(self, device_id: str) -> set[str]:
+        """The ids of a device's modules (one indexed read; nothing else loaded)."""
+        stmt = select(ModuleRow.module_id).where(ModuleRow.device_id == device_id)
+        with self.db.read_conn() as conn:
+            return set(conn.execute(stmt).scalars())
 
     def get_module(self, device_id: str, module_id: str) -> dict[str, Any]:
         with self.db.read() as session:

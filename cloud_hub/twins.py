@@ -411,7 +411,8 @@ class Twins:
     ) -> list[events.TwinDesiredChanged]:
         """Replace the desired properties of many twins in the caller's transaction, in one
         statement. Each item is (the twin row as loaded under the caller's lock, new desired);
-        the caller publishes the returned events after its commit."""
+        the caller has created the module identities the documents name, and publishes the
+        returned events after its commit."""
         if not items:
             return []
         now = utc_now()
@@ -435,7 +436,11 @@ class Twins:
             )
             pushed = replacement_patch(twin["desired"] or {}, new_desired)
             module_id = None if twin["module_id"] == DEVICE_TWIN else twin["module_id"]
-            changed.append(events.TwinDesiredChanged(twin["device_id"], module_id, pushed, version))
+            changed.append(
+                events.TwinDesiredChanged(
+                    twin["device_id"], module_id, pushed, version, identities_ensured=True
+                )
+            )
         columns = ("desired", "desired_meta", "desired_version", "updated_at", "version")
         conn.execute(_update_stmt(columns), params)
         return changed

@@ -261,14 +261,12 @@ class Assigner:
         replacements: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
         statuses_rows: list[dict[str, Any]] = []
         spans: list[DevicePlan] = []
+        missing = [(p.device_id, m) for p in plans for m in p.missing]
+        events += self.registry.add_modules_in(conn, missing, "iotEdge")
+        for device_id, module_id in missing:  # a fresh twin: desired version 1, nothing set
+            docs[device_id].rows[module_id] = _fresh_twin_columns(device_id, module_id)
         for plan in plans:
             doc = docs[plan.device_id]
-            if plan.missing:
-                events += self.registry.add_modules_in(
-                    conn, plan.device_id, plan.missing, "iotEdge"
-                )
-                for module_id in plan.missing:  # a fresh twin: desired version 1, nothing set
-                    doc.rows[module_id] = _fresh_twin_columns(plan.device_id, module_id)
             for module_id in write_order(plan.writes):
                 if module_id == DEVICE_TWIN:
                     patch = TwinWrite(plan.device_id, None, None, plan.writes[module_id])
