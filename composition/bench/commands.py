@@ -387,6 +387,9 @@ def bench_rollout(
     assign_devices: int = typer.Option(
         10_000, "--assign-devices", min=1, help="Devices of the assignment measurement."
     ),
+    broker: str = typer.Option(
+        "mosquitto", "--broker", help="The hub's broker: mosquitto (managed) or embedded."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Seconds from a deployment's PUT to all devices applied and reported, and assignment time."""
@@ -394,13 +397,17 @@ def bench_rollout(
 
     if database not in ("sqlite", "postgresql"):
         fail("--database must be sqlite or postgresql")
+    if broker not in ("mosquitto", "embedded"):
+        fail("--broker must be mosquitto or embedded")
 
     def say(message: str) -> None:
         if not as_json:
             typer.echo(message, err=True)
 
     try:
-        result = run_bench(devices, fail_fraction, database, database_url, assign_devices, say)
+        result = run_bench(
+            devices, fail_fraction, database, database_url, assign_devices, say, broker
+        )
     except (RuntimeError, OSError) as exc:
         fail(str(exc))
     if as_json:

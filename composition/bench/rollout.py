@@ -194,8 +194,8 @@ class RunningHub:
 
 
 @contextmanager
-def serve_hub(database_url: str | None) -> Iterator[RunningHub]:
-    """A hub process in a temporary data directory, embedded broker on free ports."""
+def serve_hub(database_url: str | None, broker: str = "mosquitto") -> Iterator[RunningHub]:
+    """A hub process in a temporary data directory, its broker (``--broker``) on free ports."""
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-rollout-") as tmp:
         data = Path(tmp)
         db = ["--database-url", database_url] if database_url else []
@@ -209,6 +209,7 @@ def serve_hub(database_url: str | None) -> Iterator[RunningHub]:
         args = cli("hub", "serve", "--data-dir", str(data), "--host", "127.0.0.1")
         args += ["--port", str(port), "--mqtt-port", str(free_port())]
         args += ["--cert-port", str(free_port()), "--log-level", "warning", *db]
+        args += ["--broker", broker]
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
         with (
@@ -267,12 +268,12 @@ def _seconds(since: float) -> float:
 
 
 def measure_rollout(
-    devices: int, fail_fraction: float, database_url: str | None, say: Progress
+    devices: int, fail_fraction: float, database_url: str | None, say: Progress, broker: str
 ) -> dict[str, Any]:
     ids = [f"bench-edge-{i:05d}" for i in range(devices)]
     failing = failing_devices(ids, fail_fraction)
     expect_ok, expect_failed = devices - len(failing), len(failing)
-    with serve_hub(database_url) as hub:
+    with serve_hub(database_url, broker) as hub:
         say(f"creating {devices} edge devices")
         passwords = create_edge_devices(hub.api, ids)
         creds = hub.api.get(f"/devices/{ids[0]}/mqttCredentials").json()
@@ -331,9 +332,11 @@ def measure_rollout(
     }
 
 
-def measure_assignment(devices: int, database_url: str | None, say: Progress) -> dict[str, Any]:
+def measure_assignment(
+    devices: int, database_url: str | None, say: Progress, broker: str
+) -> dict[str, Any]:
     ids = [f"bench-assign-{i:06d}" for i in range(devices)]
-    with serve_hub(database_url) as hub:
+    with serve_hub(database_url, broker) as hub:
         say(f"creating {devices} edge devices")
         t = time.monotonic()
         create_edge_devices(hub.api, ids)
@@ -385,28 +388,29 @@ def run_bench(
     database_url: str | None,
     assign_devices: int,
     say: Progress,
+    broker: str = "mosquitto",
 ) -> dict[str, Any]:
     pg_server = database_url or DEFAULT_PG
     pg_problem = pg_reachable(pg_server)
     if database == "postgresql" and pg_problem:
         raise RuntimeError(f"PostgreSQL at {pg_server} not reachable: {pg_problem}")
-    result: dict[str, Any] = {"machine": machine(), "database": database}
+    result: dict[str, Any] = {"machine": machine(), "database": database, "broker": broker}
     if database == "postgresql":
         with scratch_database(pg_server) as url:
-            rollout = measure_rollout(devices, fail_fraction, url, say)
+            rollout = measure_rollout(devices, fail_fraction, url, say, broker)
     else:
-        rollout = measure_rollout(devices, fail_fraction, None, say)
+        rollout = measure_rollout(devices, fail_fraction, None, say, broker)
     rollout["verdict"] = _verdict(rollout["allReportedS"], GOALS["rollout"], devices)
     result["rollout"] = rollout
     say(
         f"rollout: applied after {rollout['appliedS']} s, all reported after "
         f"{rollout['allReportedS']} s, metrics {rollout['metrics']}"
     )
-    assignment: dict[str, Any] = {"sqlite": measure_assignment(assign_devices, None, say)}
+    assignment: dict[str, Any] = {"sqlite": measure_assignment(assign_devices, None, say, broker)}
     say(f"assignment on SQLite: {assignment['sqlite']}")
     if pg_problem is None:
         with scratch_database(pg_server) as url:
-            assignment["postgresql"] = measure_assignment(assign_devices, url, say)
+            assignment["postgresql"] = measure_assignment(assign_devices, url, say, broker)
         say(f"assignment on PostgreSQL: {assignment['postgresql']}")
     else:
         assignment["postgresql"] = {"skipped": f"no PostgreSQL at {pg_server}: {pg_problem}"}
