@@ -78,6 +78,7 @@ class _Agent:
     acked_version: int = 0
     gets: set[str] = field(default_factory=set)
     next_rid: int = 0
+    refused: bool = False  # the broker refused it (credentials not synced yet): connect again
 
     def rid(self) -> str:
         self.next_rid += 1
@@ -124,15 +125,10 @@ class _Loop(threading.Thread):
             pass
 
     def run(self) -> None:
-        ep = self.fleet.endpoint
         for agent in self.agents:
             if self.fleet.stopping.is_set():
                 return
-            agent.client = self._client(agent)
-            try:
-                agent.client.connect(ep.host, ep.port, keepalive=120)
-            except OSError as exc:
-                self.fleet.errors.append(f"{agent.device_id}: {exc}")
+            self._connect(agent)
         last_misc = time.monotonic()
         while not self.fleet.stopping.is_set():
             for key, mask in self.selector.select(timeout=0.2):
@@ -145,12 +141,23 @@ class _Loop(threading.Thread):
             if now - last_misc >= MISC_EVERY_S:
                 last_misc = now
                 for agent in self.agents:
-                    if agent.client is not None:
+                    if agent.refused:  # a managed broker learns new credentials a moment later
+                        self._connect(agent)
+                    elif agent.client is not None:
                         agent.client.loop_misc()
         for agent in self.agents:
             if agent.client is not None:
                 agent.client.disconnect()
                 agent.client.loop_write()
+
+    def _connect(self, agent: _Agent) -> None:
+        ep = self.fleet.endpoint
+        agent.refused = False
+        agent.client = self._client(agent)
+        try:
+            agent.client.connect(ep.host, ep.port, keepalive=120)
+        except OSError as exc:
+            self.fleet.errors.append(f"{agent.device_id}: {exc}")
 
     @staticmethod
     def _read(client: mqtt.Client, sock: Any) -> None:
@@ -217,6 +224,8 @@ class SimulatedFleet:
     def on_connect(self, c: mqtt.Client, agent: _Agent, _f: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
             self.errors.append(f"{agent.device_id}: connect refused ({rc})")
+            agent.refused = True
+            c.disconnect()
             return
         prefix = f"{p.ROOT}/{agent.device_id}/modules/{AGENT}/twin"
         c.subscribe([(f"{prefix}/desired/#", 1), (f"{prefix}/res/#", 1)])
