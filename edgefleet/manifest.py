@@ -383,6 +383,50 @@ def load_manifest(
     return parse_deployment(substitute(doc, variables, strict=strict))
 
 
+def process_module(command: str | list[str]) -> dict[str, Any]:
+    """A running process module with restart policy ``always`` (manifest JSON)."""
+    return {
+        "type": "process",
+        "status": "running",
+        "restartPolicy": "always",
+        "settings": {"command": command},
+    }
+
+
+def edge_deployment(
+    modules: Mapping[str, Any], routes: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A base deployment's ``{"modulesContent": ...}`` running ``modules`` (name -> module JSON),
+    with the system modules and, by default, one route of everything upstream."""
+    return {
+        "modulesContent": {
+            "$edgeAgent": {
+                "properties.desired": {
+                    "schemaVersion": "1.1",
+                    "runtime": {"type": "docker", "settings": {}},
+                    "systemModules": {
+                        "edgeAgent": {"type": "docker", "settings": {"image": "edgefleet/agent"}},
+                        "edgeHub": {
+                            "type": "docker",
+                            "status": "running",
+                            "restartPolicy": "always",
+                            "settings": {"image": "edgefleet/hub"},
+                        },
+                    },
+                    "modules": dict(modules),
+                }
+            },
+            "$edgeHub": {
+                "properties.desired": {
+                    "schemaVersion": "1.1",
+                    "routes": dict(routes or {"up": "FROM /messages/* INTO $upstream"}),
+                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
+                }
+            },
+        }
+    }
+
+
 class Layer(BaseModel):
     """A layered deployment: partial modules, routes and module desired properties."""
 

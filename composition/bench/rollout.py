@@ -32,6 +32,7 @@ import httpx
 from composition.bench.sim_agents import Endpoint, SimulatedFleet, failing_devices
 from composition.processes import Child, cli, free_port
 from edgefleet import protocol as p
+from edgefleet.manifest import edge_deployment, process_module
 
 GOALS = {
     "rollout": {"devices": 1000, "seconds": 60.0, "what": "100% reported successful"},
@@ -49,42 +50,9 @@ Progress = Callable[[str], None]
 
 def bench_content() -> dict[str, Any]:
     """A deployment of two process modules (the agents only report them, nothing runs)."""
-
-    def module(name: str) -> dict[str, Any]:
-        return {
-            "type": "process",
-            "status": "running",
-            "restartPolicy": "always",
-            "settings": {"command": f"python -m bench.{name}"},
-        }
-
-    return {
-        "modulesContent": {
-            "$edgeAgent": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "runtime": {"type": "docker", "settings": {}},
-                    "systemModules": {
-                        "edgeAgent": {"type": "docker", "settings": {"image": "edgefleet/agent"}},
-                        "edgeHub": {
-                            "type": "docker",
-                            "status": "running",
-                            "restartPolicy": "always",
-                            "settings": {"image": "edgefleet/hub"},
-                        },
-                    },
-                    "modules": {"sensor": module("sensor"), "scorer": module("scorer")},
-                }
-            },
-            "$edgeHub": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "routes": {"up": "FROM /messages/* INTO $upstream"},
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
-                }
-            },
-        }
-    }
+    return edge_deployment(
+        {name: process_module(f"python -m bench.{name}") for name in ("sensor", "scorer")}
+    )
 
 
 # ---------------------------------------------------------------------- the machine

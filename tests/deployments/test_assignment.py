@@ -17,7 +17,7 @@ from cloud_hub.deployments.assignment import (
     write_order,
 )
 
-T0 = datetime(2030, 1, 1, tzinfo=UTC)
+T0 = datetime.fromtimestamp(0, UTC)  # creation times only order candidates
 
 
 def base(

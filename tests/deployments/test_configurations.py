@@ -5,46 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edgefleet.manifest import edge_deployment, process_module
 from tests.deployments.conftest import Fleet
 
 
-def process_module(command: str) -> dict[str, Any]:
-    return {
-        "type": "process",
-        "status": "running",
-        "restartPolicy": "always",
-        "settings": {"command": command},
-    }
-
-
 def base_content(**modules: str) -> dict[str, Any]:
-    return {
-        "modulesContent": {
-            "$edgeAgent": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "runtime": {"type": "docker", "settings": {}},
-                    "systemModules": {
-                        "edgeAgent": {"type": "docker", "settings": {"image": "edgefleet/agent"}},
-                        "edgeHub": {
-                            "type": "docker",
-                            "status": "running",
-                            "restartPolicy": "always",
-                            "settings": {"image": "edgefleet/hub"},
-                        },
-                    },
-                    "modules": {name: process_module(cmd) for name, cmd in modules.items()},
-                }
-            },
-            "$edgeHub": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "routes": {"up": "FROM /messages/* INTO $upstream"},
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
-                }
-            },
-        }
-    }
+    return edge_deployment({name: process_module(cmd) for name, cmd in modules.items()})
 
 
 def layered_content(module: str, command: str, setting: int) -> dict[str, Any]:
