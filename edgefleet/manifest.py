@@ -383,14 +383,25 @@ def load_manifest(
     return parse_deployment(substitute(doc, variables, strict=strict))
 
 
-def process_module(command: str | list[str]) -> dict[str, Any]:
+def process_module(
+    command: str | list[str],
+    *,
+    startup_order: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A running process module with restart policy ``always`` (manifest JSON)."""
-    return {
+    module: dict[str, Any] = {
+        "version": "1.0",
         "type": "process",
         "status": "running",
         "restartPolicy": "always",
         "settings": {"command": command},
     }
+    if startup_order is not None:
+        module["startupOrder"] = startup_order
+    if env:
+        module["env"] = {key: {"value": value} for key, value in env.items()}
+    return module
 
 
 def edge_deployment(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgefleet.manifest import edge_deployment, process_module
+
 MODEL = "efficientnet-lite0"
 DEVICE_ID = "demo-edge"
 SENSOR = "simulatedSensor"
@@ -23,22 +25,6 @@ ROUTES = {
     ),
     "resultsToCloud": f"FROM /messages/modules/{SCORING}/outputs/results INTO $upstream",
 }
-
-
-def _process_module(
-    python: str, package: str, order: int, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    module: dict[str, Any] = {
-        "version": "1.0",
-        "type": "process",
-        "status": "running",
-        "restartPolicy": "always",
-        "startupOrder": order,
-        "settings": {"command": [python, "-m", package]},
-    }
-    if env:
-        module["env"] = {key: {"value": value} for key, value in env.items()}
-    return module
 
 
 def demo_manifest(
@@ -58,37 +44,23 @@ def demo_manifest(
     }
     if fpga_device:
         scoring_env["EDGEFLEET_FPGA_DEVICE"] = fpga_device
-    return {
-        "modulesContent": {
-            "$edgeAgent": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "runtime": {"type": "docker", "settings": {"registryCredentials": {}}},
-                    "systemModules": {
-                        "edgeAgent": {"type": "docker", "settings": {"image": "edgefleet/agent"}},
-                        "edgeHub": {
-                            "type": "docker",
-                            "status": "running",
-                            "restartPolicy": "always",
-                            "settings": {"image": "edgefleet/hub"},
-                        },
-                    },
-                    "modules": {
-                        SCORING: _process_module(python, "modules.scoring", 0, scoring_env),
-                        SENSOR: _process_module(python, "modules.simulated_sensor", 1),
-                        CAMERA: _process_module(python, "modules.camera", 1),
-                    },
-                }
-            },
-            "$edgeHub": {
-                "properties.desired": {
-                    "schemaVersion": "1.2",
-                    "routes": ROUTES,
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
-                }
-            },
+
+    def module_command(package: str) -> list[str]:
+        return [python, "-m", f"modules.{package}"]
+
+    deployment = edge_deployment(
+        {
+            SCORING: process_module(module_command("scoring"), startup_order=0, env=scoring_env),
+            SENSOR: process_module(module_command("simulated_sensor"), startup_order=1),
+            CAMERA: process_module(module_command("camera"), startup_order=1),
+        },
+        ROUTES,
+    )
+    deployment["modulesContent"].update(
+        {
             SENSOR: {"properties.desired": {"SendInterval": send_interval}},
             CAMERA: {"properties.desired": {"FrameInterval": frame_interval}},
             SCORING: {"properties.desired": {"TopK": 5}},
         }
-    }
+    )
+    return deployment
