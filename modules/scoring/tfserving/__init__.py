@@ -1,0 +1,1 @@
+"""TF-Serving API protos (written for edgefleet) and their generated modules (scripts/gen-protos)."""
