@@ -6,6 +6,7 @@ with serving(model_dir, tmp_path, keys="k1,k2") as server:
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -39,7 +40,13 @@ class ServeProcess:
         return self.log.read_text(errors="replace")[-3000:]
 
 
-def start_serve(model_dir: Path, workdir: Path, *args: str, timeout: float = 120.0) -> ServeProcess:
+def start_serve(
+    model_dir: Path,
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> ServeProcess:
     """Start ``edgefleet serve --grpc-port 0 --http-port 0 ARGS``; wait for its banner line."""
     log = workdir / f"serve-{len(list(workdir.glob('serve-*.log')))}.log"
     cmd = edgefleet_cmd(
@@ -47,7 +54,13 @@ def start_serve(model_dir: Path, workdir: Path, *args: str, timeout: float = 120
         "--grpc-port", "0", "--http-port", "0", *args,
     )  # fmt: skip
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, bufsize=1
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        bufsize=1,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     found: list[re.Match[str]] = []
