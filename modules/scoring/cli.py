@@ -78,6 +78,8 @@ def serve(
         scorer = Scorer(config)
     except (StoreError, AcceleratorError, ValueError) as exc:
         fail(f"cannot open {model} on {accelerator}: {exc}")
+    if scorer.session.notice:
+        typer.echo(f"warning: {scorer.session.notice}", err=True)
     try:
         core = ServingCore(scorer, Keys.parse(keys), Limits(workers, queue, max_image_bytes))
         servers = Servers(core, listen)

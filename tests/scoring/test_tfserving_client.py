@@ -10,6 +10,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ import pytest
 from cloud_hub.ca import HubCA
 from modules.accelerators.fpga.client import DeviceProcess, start_device_process
 from tests.scoring.conftest import CATS, ESPRESSO, KEYS
-from tests.support.scoring import ServeProcess, serving
+from tests.support.hub import stop_process
+from tests.support.scoring import ServeProcess, start_serve
 
 VENV = Path(os.environ.get("EDGEFLEET_ACCEL_VENV", "/var/cache/edgefleet/venv-accel"))
 CLIENT = Path(__file__).with_name("accel_client.py")
@@ -38,30 +42,44 @@ def accel_python() -> Path:
     return python
 
 
+@dataclass
+class GrpcServers:
+    cpu: ServeProcess
+    tls: ServeProcess
+    ca_file: Path
+    fpga: ServeProcess
+    device: DeviceProcess
+
+
 @pytest.fixture(scope="module")
-def tls_server(
-    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServeProcess, Path]]:
-    work = tmp_path_factory.mktemp("tls")
+def servers(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServers]:
+    """Three ``edgefleet serve`` processes, started at once: CPU h2c, CPU TLS, FPGA emulator."""
+    work = tmp_path_factory.mktemp("grpc")
     ca = HubCA(work / "ca").ensure(["localhost", "127.0.0.1"])
-    args = ["--keys", KEYS[0], "--tls-cert", str(ca.server_cert_file)]
-    with serving(model_dir, work, *args, "--tls-key", str(ca.server_key_file)) as proc:
-        yield proc, ca.ca_file
+    sock_dir = Path(tempfile.mkdtemp(prefix="ef-serve-fpga-"))  # short: a UNIX socket path
+    device = start_device_process(
+        "fpga7", sock_dir / "fpga7.sock", model_dir=model_dir, flash_ms=20
+    )
+    tls = ["--tls-cert", str(ca.server_cert_file), "--tls-key", str(ca.server_key_file)]
+    fpga = ["--accelerator", "fpga-emulator", "--device", str(device.path)]
+    variants = [
+        ["--keys", ",".join(KEYS)],
+        ["--keys", KEYS[0], *tls],
+        ["--keys", KEYS[1], *fpga],
+    ]
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, sock_dir, ignore_errors=True)
+        stack.callback(device.stop)
+        with ThreadPoolExecutor(len(variants)) as pool:
+            started = [pool.submit(start_serve, model_dir, work, *args) for args in variants]
+            procs = [f.result() for f in started]
+        for proc in procs:
+            stack.callback(_stop, proc)
+        yield GrpcServers(procs[0], procs[1], ca.ca_file, procs[2], device)
 
 
-@pytest.fixture(scope="module")
-def fpga_server(
-    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServeProcess, DeviceProcess]]:
-    root = Path(tempfile.mkdtemp(prefix="ef-serve-fpga-"))  # short: a UNIX socket path
-    device = start_device_process("fpga7", root / "fpga7.sock", model_dir=model_dir, flash_ms=20)
-    try:
-        args = ["--accelerator", "fpga-emulator", "--device", str(device.path), "--keys", KEYS[1]]
-        with serving(model_dir, tmp_path_factory.mktemp("fpga"), *args) as proc:
-            yield proc, device
-    finally:
-        device.stop()
-        shutil.rmtree(root, ignore_errors=True)
+def _stop(proc: ServeProcess) -> None:
+    assert stop_process(proc.process) == 0, proc.output()  # type: ignore[arg-type]
 
 
 def _call(port: int | None, key: str, path: Path, **extra: Any) -> dict[str, Any]:
@@ -79,15 +97,10 @@ def _call(port: int | None, key: str, path: Path, **extra: Any) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def results(
-    accel_python: Path,
-    server: ServeProcess,
-    tls_server: tuple[ServeProcess, Path],
-    fpga_server: tuple[ServeProcess, DeviceProcess],
-    photos: dict[str, Path],
+    accel_python: Path, servers: GrpcServers, photos: dict[str, Path]
 ) -> dict[str, dict[str, Any]]:
     """Every client call in one run of the venv's Python (importing tensorflow takes seconds)."""
-    tls, ca_file = tls_server
-    fpga, _ = fpga_server
+    server, tls, fpga, ca_file = servers.cpu, servers.tls, servers.fpga, servers.ca_file
     calls = {
         "cpu_chelsea": _call(server.grpc_port, KEYS[0], photos["chelsea.jpg"]),
         "cpu_coffee": _call(server.grpc_port, KEYS[1], photos["coffee.jpg"]),
@@ -138,12 +151,12 @@ def test_prediction_client_over_tls_with_our_ca(results: dict[str, dict[str, Any
 
 
 def test_prediction_client_on_the_fpga_emulator(
-    results: dict[str, dict[str, Any]], fpga_server: tuple[ServeProcess, DeviceProcess]
+    results: dict[str, dict[str, Any]], servers: GrpcServers
 ) -> None:
     assert results["fpga_chelsea"]["ok"], results["fpga_chelsea"]
     assert results["fpga_chelsea"]["top5"][0] in CATS
     assert results["fpga_coffee"]["top5"][0] in {ESPRESSO, 968}  # espresso or cup in bfp8
-    with fpga_server[1].client() as dev:  # the emulated card computed them
+    with servers.device.client() as dev:  # the emulated card computed them
         status = dev.status()
     assert (status["model"], status["precision"]) == ("efficientnet-lite0", "bfp8")
     assert status["counters"]["images"] >= 2

@@ -1,1 +1,1 @@
-"""TF-Serving API protos (written for edgefleet) and their generated modules (scripts/gen-protos)."""
+"""TF-Serving API protos (edgefleet's own) and their generated modules (scripts/gen-protos)."""
