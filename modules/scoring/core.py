@@ -8,6 +8,7 @@ status codes. The model is anything with the ``ScoringModel`` shape (``Scorer`` 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class ServingCore:
         self._workers = threading.BoundedSemaphore(self.limits.workers)
         self.ready = threading.Event()
         self.ready.set()
+        self._closing = threading.Event()
 
     @property
     def num_classes(self) -> int:
@@ -97,6 +99,8 @@ class ServingCore:
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold one place of the bounded pool for a request, or raise Overloaded at once."""
+        if self._closing.is_set():
+            raise Overloaded("shutting down")
         if not self._admission.acquire(blocking=False):
             raise Overloaded(
                 f"busy: {self.limits.workers} request(s) running and {self.limits.queue} "
@@ -107,6 +111,20 @@ class ServingCore:
                 yield
         finally:
             self._admission.release()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests and wait up to ``timeout`` s for those admitted to finish."""
+        self._closing.set()
+        self.ready.clear()
+        deadline = time.monotonic() + timeout
+        taken = 0
+        while taken < self.limits.admitted:
+            if not self._admission.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            taken += 1
+        for _ in range(taken):
+            self._admission.release()
+        return taken == self.limits.admitted
 
     def check_image_size(self, size: int) -> None:
         if size > self.limits.max_image_bytes:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_HTTP_PORT = 5001
-GRACE_S = 5.0  # how long in-flight gRPC calls may finish on shutdown
+GRACE_S = 5.0  # how long admitted calls may finish on shutdown
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,9 @@ class Servers:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.core.ready.clear()
+        self.core.drain(GRACE_S)  # new calls are refused; admitted ones finish first
         if self.grpc is not None:
-            self.grpc.stop(GRACE_S).wait()
+            self.grpc.stop(0).wait()
         if self.http is not None:
             self.http.stop()
 

@@ -61,16 +61,23 @@ class GatedScorer:
 
 
 @pytest.fixture(scope="module")
-def gated(model_dir: Path) -> Iterator[tuple[GatedScorer, Servers]]:
+def scorer(model_dir: Path) -> Iterator[Scorer]:
     scorer = Scorer(ScoringConfig(model_dir=str(model_dir)))
+    yield scorer
+    scorer.close()
+
+
+def _gated_servers(scorer: Scorer) -> tuple[GatedScorer, Servers]:
     model = GatedScorer(scorer)
     core = ServingCore(model, Keys([KEY]), Limits(workers=1, queue=0, max_image_bytes=CAP))
-    servers = Servers(core, Listen(grpc_port=0, http_port=0))
-    try:
-        yield model, servers
-    finally:
-        servers.stop()
-        scorer.close()
+    return model, Servers(core, Listen(grpc_port=0, http_port=0))
+
+
+@pytest.fixture(scope="module")
+def gated(scorer: Scorer) -> Iterator[tuple[GatedScorer, Servers]]:
+    model, servers = _gated_servers(scorer)
+    yield model, servers
+    servers.stop()
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +288,28 @@ def test_http_bad_bodies_are_4xx_json(gated: tuple[GatedScorer, Servers]) -> Non
     )
     score_json = httpx.post(f"{http}/score", json={"picture": "x"}, headers=HEADERS)
     assert score_json.status_code == 400 and "$.image" in score_json.json()["message"]
+
+
+def test_stopping_refuses_new_calls_and_lets_admitted_ones_finish(
+    scorer: Scorer, photos: dict[str, Path]
+) -> None:
+    model, servers = _gated_servers(scorer)
+    url = f"http://127.0.0.1:{servers.http_port}/score"
+    jpeg = photos["chelsea.jpg"].read_bytes()
+    headers = {**HEADERS, "Content-Type": "image/jpeg"}
+    model.gate.clear()
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(httpx.post, url, content=jpeg, headers=headers, timeout=60)
+        assert model.entered.wait(30)
+        stopping = pool.submit(servers.stop)
+        for _ in range(300):
+            if not servers.core.ready.is_set():
+                break
+            threading.Event().wait(0.1)
+        late = httpx.post(url, content=jpeg, headers=headers, timeout=30)
+        assert late.status_code == 429 and "shutting down" in late.json()["message"]
+        model.gate.set()
+        assert held.result(60).status_code == 200  # finished before the ports closed
+        stopping.result(60)
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(url, content=jpeg, headers=headers, timeout=5)
