@@ -138,9 +138,11 @@ def _handler_class(server: ScoringServer) -> type[BaseHTTPRequestHandler]:
                     self._send(200, oip.server_metadata(__version__))
             else:
                 route = self._model_route(path)
-                if route is None or route == "/infer":
+                if route is None:
                     return
-                if route == "/ready":
+                if route == "/infer":
+                    self._error(405, f"use POST for {path}", True)
+                elif route == "/ready":
                     self._send(200, {"name": core.model.name, "ready": core.ready.is_set()})
                 else:
                     self._send(200, oip.model_metadata(core))

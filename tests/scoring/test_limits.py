@@ -282,6 +282,8 @@ def test_http_bad_bodies_are_4xx_json(gated: tuple[GatedScorer, Servers]) -> Non
     )
     assert lying.status_code == 400 and "Inference-Header-Content-Length" in lying.json()["error"]
     assert httpx.get(f"{http}/v2/models/other", headers=HEADERS).status_code == 404
+    assert httpx.get(infer, headers=HEADERS).status_code == 405
+    assert httpx.post(f"{http}/v2/models/efficientnet-lite0", headers=HEADERS).status_code == 400
     assert (
         httpx.get(f"{http}/v2/models/efficientnet-lite0/versions/7", headers=HEADERS).status_code
         == 404
