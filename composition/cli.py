@@ -22,6 +22,7 @@ import edge_agent.edgehub.cli
 import edge_agent.messaging_cli
 import modules.accelerators.fpga.cli
 import modules.featurizer.cli
+import modules.scoring.cli
 from edgefleet import __version__
 from edgefleet.cli_apps import app
 
@@ -42,6 +43,7 @@ FEATURE_CLIS = (
     edge_agent.messaging_cli,
     modules.accelerators.fpga.cli,
     modules.featurizer.cli,
+    modules.scoring.cli,
 )
 
 

@@ -3,8 +3,12 @@
 Env: ``SCORING_MODEL`` (efficientnet-lite0), ``SCORING_ACCELERATOR`` (cpu | gpu |
 fpga-emulator), ``SCORING_PRECISION`` (fp32; bfp8 on the FPGA emulator), ``EDGEFLEET_FPGA_DEVICE``
 (device path or name), ``EDGEFLEET_MODEL_DIR`` (model store), ``SCORING_TOP_K`` (5),
-``SCORING_HTTP_PORT`` (serve ``POST /score`` when set; ``SCORING_PRIMARY_KEY`` /
-``SCORING_SECONDARY_KEY``). Twin desired ``TopK`` changes the number of classes sent.
+``SCORING_HTTP_PORT`` (serve ``POST /score`` and ``/v2`` when set), ``SCORING_GRPC_PORT`` (serve
+TF-Serving gRPC when set; ``SCORING_TLS_CERT`` / ``SCORING_TLS_KEY`` for TLS), ``SCORING_HTTP_HOST``
+(127.0.0.1, both front ends), ``SCORING_PRIMARY_KEY`` / ``SCORING_SECONDARY_KEY``,
+``SCORING_WORKERS`` / ``SCORING_QUEUE`` / ``SCORING_MAX_IMAGE_BYTES`` (the pool and the image cap).
+The network front ends are the same server as ``edgefleet serve`` (``modules.scoring.server``).
+Twin desired ``TopK`` changes the number of classes sent.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from typing import Any
 
 from edgefleet.sdk.module_client import Message
 from modules.module_runtime import ModuleRuntime, main_guard
+from modules.scoring.core import ServingCore
+from modules.scoring.keys import Keys
 from modules.scoring.scorer import Scorer, ScoringConfig
+from modules.scoring.server import Servers, limits_from_env, listen_from_env
 
 INPUT = "frames"
 OUTPUT = "results"
@@ -35,20 +42,14 @@ def _open(config: ScoringConfig) -> Scorer:
 
 def run() -> None:
     scorer = _open(ScoringConfig.from_env())
-    server = None
-    if os.environ.get("SCORING_HTTP_PORT"):
-        from modules.scoring.http import ScoringServer
-
-        keys = [
-            os.environ.get("SCORING_PRIMARY_KEY", ""),
-            os.environ.get("SCORING_SECONDARY_KEY", ""),
-        ]
-        host = os.environ.get("SCORING_HTTP_HOST", "127.0.0.1")
-        server = ScoringServer(scorer, host, int(os.environ["SCORING_HTTP_PORT"]), keys)
-        server.start()
+    listen = listen_from_env(os.environ)
+    servers = None
+    if listen.grpc_port is not None or listen.http_port is not None:
+        core = ServingCore(scorer, Keys.from_env(), limits_from_env(os.environ))
+        servers = Servers(core, listen)
     with ModuleRuntime("scoring") as rt:
-        if server is not None:
-            rt.log.info("POST /score on port %d", server.port)
+        if servers is not None:
+            rt.log.info("serving: gRPC port %s, HTTP port %s", servers.grpc_port, servers.http_port)
 
         def settings(desired: dict[str, Any]) -> None:
             if "TopK" in desired:
@@ -80,8 +81,8 @@ def run() -> None:
             scorer.session.engine,
         )
         rt.stopping.wait()
-    if server is not None:
-        server.stop()
+    if servers is not None:
+        servers.stop()
     scorer.close()
 
 

@@ -1,31 +1,35 @@
-"""Azure ML-style scoring endpoint: ``POST /score`` with ``Authorization: Bearer <key>``.
+"""HTTP front end: Azure ML-style ``POST /score`` and the Open Inference Protocol (KServe v2).
 
-Body: the image bytes (``Content-Type: image/jpeg`` or ``image/png``) or JSON
-``{"image": "<base64>"}``. Answer: the same JSON as the module's ``results`` messages.
-Keys: env ``SCORING_PRIMARY_KEY`` / ``SCORING_SECONDARY_KEY``; with neither set, no key is needed.
+``POST /score``: body = the image bytes (``image/jpeg``, ``image/png``) or JSON
+``{"image": "<base64>"}``; answer = the module's ``results`` JSON (top-k classes).
+``/v2/...``: see ``oip.py`` and docs/serving.md. Keys: ``Authorization: Bearer <key>`` on
+``/score`` and on ``/v2`` model routes; health routes need none. Errors are JSON: ``{"message"}``
+on ``/score`` (as before), ``{"error"}`` on ``/v2`` (as the protocol says).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from modules.scoring.scorer import Scorer
+from edgefleet import __version__
+from modules.scoring import oip
+from modules.scoring.core import InvalidInput, Overloaded, ServingCore, ServingError, TooLarge
 
-MAX_BODY = 16 * 1024 * 1024
+HEADER_ALLOWANCE = 4 * 1024 * 1024  # JSON header / FP32 tensor room on top of the image cap
+_MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 
 
 class ScoringServer:
-    def __init__(self, scorer: Scorer, host: str, port: int, keys: list[str]) -> None:
-        self.scorer = scorer
-        self.keys = [k for k in keys if k]
-        handler = _handler_class(self)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+    def __init__(self, core: ServingCore, host: str, port: int) -> None:
+        self.core = core
+        self.max_body = core.limits.max_image_bytes + HEADER_ALLOWANCE
+        self.httpd = ThreadingHTTPServer((host, port), _handler_class(self))
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -37,66 +41,184 @@ class ScoringServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def authorized(self, header: str | None) -> bool:
-        if not self.keys:
-            return True
-        scheme, _, token = (header or "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return any(hmac.compare_digest(token.strip().encode(), k.encode()) for k in self.keys)
+
+def _status_of(exc: ServingError) -> int:
+    if isinstance(exc, TooLarge):
+        return 413
+    if isinstance(exc, Overloaded):
+        return 429
+    return 400
 
 
 def _image_from(body: bytes, content_type: str) -> bytes:
     if content_type.startswith("application/json"):
-        doc = json.loads(body)
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise InvalidInput(f"$: body is not JSON: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
-            raise ValueError('expected JSON {"image": "<base64>"}')
+            raise InvalidInput('$.image: expected JSON {"image": "<base64>"}')
         try:
             return base64.b64decode(doc["image"], validate=True)
         except binascii.Error as exc:
-            raise ValueError(f"image is not base64: {exc}") from None
+            raise InvalidInput(f"$.image: not base64: {exc}") from None
     return body
 
 
 def _handler_class(server: ScoringServer) -> type[BaseHTTPRequestHandler]:
+    core = server.core
+
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as tritonclient's connection pool expects
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
             pass
 
-        def _send(self, status: int, doc: Any) -> None:
-            body = json.dumps(doc).encode()
+        def _send_bytes(
+            self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+        ) -> None:
+            if self.command == "POST" and not getattr(self, "consumed", False):
+                self.close_connection = True  # an unread body would be taken for a request
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             if status == 401:
                 self.send_header("WWW-Authenticate", "Bearer")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 
+        def _send(self, status: int, doc: Any) -> None:
+            self._send_bytes(status, json.dumps(doc).encode(), "application/json")
+
+        def _error(self, status: int, message: str, v2: bool) -> None:
+            self._send(status, {"error": message} if v2 else {"message": message})
+
+        def _authorized(self, v2: bool) -> bool:
+            if core.keys.check_bearer(self.headers.get("Authorization")):
+                return True
+            self._error(401, "missing or wrong bearer key", v2)
+            return False
+
+        def _body(self, v2: bool) -> bytes | None:
+            """The request body, or None after answering 400/413 (then the connection closes)."""
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length <= 0 or length > server.max_body:
+                self.close_connection = True  # the unread body cannot be skipped safely
+                if length > server.max_body:
+                    self._error(
+                        413,
+                        f"body is {length} bytes; the limit is {server.max_body} bytes "
+                        f"(images up to {core.limits.max_image_bytes} bytes)",
+                        v2,
+                    )
+                else:
+                    self._error(400, "a body with a Content-Length is required", v2)
+                return None
+            self.consumed = True
+            return self.rfile.read(length)
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            if self.path.split("?")[0] in ("/", "/health"):
-                self._send(200, {"status": "ok", "model": server.scorer.config.model})
+            path = self.path.split("?")[0].rstrip("/") or "/"
+            if path in ("/", "/health"):
+                self._send(200, {"status": "ok", "model": core.model.name})
+            elif path == "/v2/health/live":
+                self._send(200, {"live": True})
+            elif path == "/v2/health/ready":
+                ready = core.ready.is_set()
+                self._send(200 if ready else 503, {"ready": ready})
+            elif path == "/v2":
+                if self._authorized(True):
+                    self._send(200, oip.server_metadata(__version__))
             else:
-                self._send(404, {"message": "not found"})
+                route = self._model_route(path)
+                if route is None:
+                    return
+                if route == "/infer":
+                    self._error(405, f"use POST for {path}", True)
+                elif route == "/ready":
+                    self._send(200, {"name": core.model.name, "ready": core.ready.is_set()})
+                else:
+                    self._send(200, oip.model_metadata(core))
+
+        def _model_route(self, path: str) -> str | None:
+            """Checks model name, version and key of a /v2/models route; None once answered."""
+            match = _MODEL_ROUTE.match(path)
+            if match is None:
+                self._error(404, f"no route {path}", path.startswith("/v2"))
+                return None
+            name, version, tail = match.groups()
+            if name != core.model.name or version not in (None, oip.VERSION):
+                self._error(404, f"model {name!r} version {version or oip.VERSION} not found", True)
+                return None
+            if not self._authorized(True):
+                return None
+            return tail or ""
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib name
-            if self.path.split("?")[0] != "/score":
-                self._send(404, {"message": "not found"})
+            path = self.path.split("?")[0]
+            v2 = path.startswith("/v2/")
+            # the body is read (up to the cap) before anything is answered, so that every
+            # answer, a 401 too, leaves the connection usable for the client's next request
+            body = self._body(v2)
+            if body is None:
                 return
-            if not server.authorized(self.headers.get("Authorization")):
-                self._send(401, {"message": "missing or wrong bearer key"})
+            if path == "/score":
+                self._score(body)
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > MAX_BODY:
-                self._send(400, {"message": f"body must be 1..{MAX_BODY} bytes"})
+            if not v2:
+                self._error(404, f"no route {path}", False)
                 return
-            body = self.rfile.read(length)
+            route = self._model_route(path)
+            if route is None:
+                return
+            if route != "/infer":
+                self._error(405, f"use GET for {path}", True)
+                return
+            self._infer(body)
+
+        def _score(self, body: bytes) -> None:
+            if not self._authorized(False):
+                return
             try:
                 image = _image_from(body, self.headers.get("Content-Type") or "")
-                result = server.scorer.score(image)
-            except ValueError as exc:  # ImageError is a ValueError
-                self._send(400, {"message": str(exc)})
+                result = core.score(image)
+            except ServingError as exc:
+                self._error(_status_of(exc), str(exc), False)
                 return
             self._send(200, result)
+
+        def _infer(self, body: bytes) -> None:
+            header = self.headers.get("Inference-Header-Content-Length")
+            try:
+                try:
+                    header_length = int(header) if header is not None else None
+                except ValueError:
+                    raise InvalidInput("Inference-Header-Content-Length is not a number") from None
+                request = oip.parse_infer_request(body, header_length)
+                if request.image is not None:
+                    results = core.infer_image(request.image, request.outputs)
+                else:
+                    assert request.tensor is not None
+                    results = core.infer_tensor(request.tensor, request.outputs)
+            except ServingError as exc:
+                self._error(_status_of(exc), str(exc), True)
+                return
+            payload, json_length = oip.encode_response(core.model.name, request, results)
+            if json_length is None:
+                self._send_bytes(200, payload, "application/json")
+            else:
+                self._send_bytes(
+                    200,
+                    payload,
+                    "application/octet-stream",
+                    {"Inference-Header-Content-Length": str(json_length)},
+                )
 
     return Handler

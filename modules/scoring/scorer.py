@@ -6,7 +6,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -38,7 +42,11 @@ class ScoringConfig:
 
 
 class Scorer:
-    """Thread-safe: the message handler and the HTTP endpoint share one session."""
+    """Thread-safe: the message handler and the network front ends share one session.
+
+    What the serving core needs of a model (``modules.scoring.core.ScoringModel``): ``name``,
+    ``labels``, ``input_shape``, ``feature_dim``, ``preprocess(image)`` and ``run(batch)``.
+    """
 
     def __init__(self, config: ScoringConfig) -> None:
         from modules.accelerators.classify import ImageClassifier
@@ -56,14 +64,32 @@ class Scorer:
         )
         self.classifier = ImageClassifier(self.session, store, config.head)
         self._lock = threading.Lock()
+        self.name = config.model
+        self.labels: list[str] = self.classifier.labels
+        spec = self.classifier.manifest.preprocessing
+        crop = spec.crop
+        self.input_shape = (3, crop, crop) if spec.layout == "NCHW" else (crop, crop, 3)
+        self.feature_dim = self.classifier.manifest.feature_dim
+
+    def preprocess(self, image: bytes) -> npt.NDArray[np.float32]:
+        """Encoded image -> the featurizer's input batch of one (raises ImageError)."""
+        return self.classifier.preprocess([image])
+
+    def run(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
+        """Preprocessed batch -> ``features`` [N, feature_dim] and ``scores`` [N, classes]."""
+        with self._lock:
+            features = self.classifier.featurizer.featurize(batch)
+            scores = self.classifier.head(features)
+        return {"scores": scores, "features": features}
 
     def score(self, image: bytes) -> dict[str, Any]:
         """JPEG/PNG bytes -> ``{"top5": [{class_id, label, score}], "latencyMs", ...}``."""
         start = time.perf_counter()
+        batch = self.preprocess(image)
         with self._lock:
-            batch = self.classifier.preprocess([image])
-            (top,) = self.classifier.top_k(self.classifier.probabilities(batch), self.config.top_k)
+            probs = self.classifier.probabilities(batch)
             device_ms = self.session.last_device_ms
+        (top,) = self.classifier.top_k(probs, self.config.top_k)
         return {
             "model": self.config.model,
             "accelerator": self.session.accelerator,

@@ -133,7 +133,7 @@ def pipeline(tmp_path: Path, model_dir: Path) -> Iterator[tuple[Sink, dict[str, 
         "results": "FROM /messages/modules/scoring/outputs/results "
         'INTO BrokeredEndpoint("/modules/sink/inputs/results")',
     }
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     with edge_hub(tmp_path, None, {"routes": routes}) as hub:
         sink = Sink(hub)
         scoring = start_module(
@@ -143,6 +143,7 @@ def pipeline(tmp_path: Path, model_dir: Path) -> Iterator[tuple[Sink, dict[str, 
             tmp_path,
             EDGEFLEET_MODEL_DIR=str(model_dir),
             SCORING_HTTP_PORT=str(port),
+            SCORING_GRPC_PORT=str(grpc_port),
             SCORING_PRIMARY_KEY="key-one",
             SCORING_SECONDARY_KEY="key-two",
         )
@@ -156,7 +157,7 @@ def pipeline(tmp_path: Path, model_dir: Path) -> Iterator[tuple[Sink, dict[str, 
         )
         procs: list[subprocess.Popen[bytes]] = [camera, scoring]
         try:
-            yield sink, {"http_port": port}
+            yield sink, {"http_port": port, "grpc_port": grpc_port}
         finally:
             codes = [stop_module(p) for p in procs]
             sink.close()
@@ -214,6 +215,26 @@ def test_score_http_endpoint_needs_a_bearer_key(pipeline: tuple[Sink, dict[str, 
         timeout=60,
     )
     assert garbage.status_code == 400 and "decodable" in garbage.json()["message"]
+
+
+def test_scoring_module_serves_tf_serving_grpc_too(pipeline: tuple[Sink, dict[str, int]]) -> None:
+    import grpc
+    import numpy as np
+
+    from modules.camera.frames import jpeg_frame
+    from modules.scoring.tfserving import predict_pb2, prediction_service_pb2_grpc, types_pb2
+
+    sink, info = pipeline
+    sink.wait(lambda m: len(m) >= 1, timeout=90)  # the scorer is up
+    request = predict_pb2.PredictRequest()
+    request.inputs["images"].dtype = types_pb2.DT_STRING
+    request.inputs["images"].tensor_shape.dim.add(size=1)
+    request.inputs["images"].string_val.append(jpeg_frame("coffee"))
+    with grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout=60, metadata=[("authorization", "Bearer key-one")])
+    scores = np.frombuffer(response.outputs["scores"].tensor_content, dtype="<f4")
+    assert int(scores.argmax()) == ESPRESSO
 
 
 def test_scoring_survives_frames_that_are_not_images(tmp_path: Path, model_dir: Path) -> None:

@@ -1,0 +1,1 @@
+"""TF-Serving API protos (edgefleet's own) and their generated modules (scripts/gen-protos)."""
