@@ -46,6 +46,11 @@ def serve(
         8 * 1024 * 1024, "--max-image-bytes", min=1, help="Largest encoded image accepted."
     ),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Classes in a POST /score answer."),
+    score_upstream: str | None = typer.Option(
+        None,
+        "--score-upstream",
+        help="Forward POST /score (after the key check) to this HTTP server, e.g. azmlinfsrv.",
+    ),
 ) -> None:
     """Run the scoring server: TF-Serving gRPC, Open Inference Protocol v2 and POST /score."""
     from modules.accelerators.model_store import StoreError
@@ -70,6 +75,7 @@ def serve(
         http_port=None if http_port < 0 else http_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        score_upstream=score_upstream,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from edgefleet import __version__
 from modules.scoring import oip
@@ -26,8 +28,13 @@ _MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/in
 
 
 class ScoringServer:
-    def __init__(self, core: ServingCore, host: str, port: int) -> None:
+    def __init__(
+        self, core: ServingCore, host: str, port: int, score_upstream: str | None = None
+    ) -> None:
         self.core = core
+        # an Azure ML entry script's server (azmlinfsrv): POST /score and GET /swagger.json go
+        # there once the key is checked here; the built-in model still answers /v2 and gRPC
+        self.upstream = Upstream(score_upstream) if score_upstream else None
         self.max_body = core.limits.max_image_bytes + HEADER_ALLOWANCE
         self.httpd = ThreadingHTTPServer((host, port), _handler_class(self))
         self.httpd.daemon_threads = True
@@ -40,6 +47,35 @@ class ScoringServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class Upstream:
+    """Forwards a request to a local HTTP server and hands back its status, type and body."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.timeout = timeout
+
+    def call(
+        self, method: str, path: str, body: bytes | None, content_type: str
+    ) -> tuple[int, str, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            headers = {"Content-Type": content_type} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            answer = conn.getresponse()
+            return (
+                answer.status,
+                answer.getheader("Content-Type") or "application/json",
+                answer.read(),
+            )
+        except OSError as exc:
+            message = f"the entry script's server is not answering (yet): {exc}"
+            return 503, "application/json", json.dumps({"message": message}).encode()
+        finally:
+            conn.close()
 
 
 def _status_of(exc: ServingError) -> int:
@@ -133,6 +169,9 @@ def _handler_class(server: ScoringServer) -> type[BaseHTTPRequestHandler]:
             elif path == "/v2/health/ready":
                 ready = core.ready.is_set()
                 self._send(200 if ready else 503, {"ready": ready})
+            elif path == "/swagger.json" and server.upstream is not None:
+                if self._authorized(False):
+                    self._relay(server.upstream.call("GET", "/swagger.json", None, ""))
             elif path == "/v2":
                 if self._authorized(True):
                     self._send(200, oip.server_metadata(__version__))
@@ -183,8 +222,16 @@ def _handler_class(server: ScoringServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._infer(body)
 
+        def _relay(self, answer: tuple[int, str, bytes]) -> None:
+            status, content_type, payload = answer
+            self._send_bytes(status, payload, content_type)
+
         def _score(self, body: bytes) -> None:
             if not self._authorized(False):
+                return
+            if server.upstream is not None:
+                content_type = self.headers.get("Content-Type") or "application/json"
+                self._relay(server.upstream.call("POST", "/score", body, content_type))
                 return
             try:
                 image = _image_from(body, self.headers.get("Content-Type") or "")

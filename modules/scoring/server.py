@@ -30,6 +30,7 @@ class Listen:
     http_port: int | None = DEFAULT_HTTP_PORT  # None: no HTTP front end
     tls_cert: Path | None = None  # gRPC TLS (PEM chain + key); h2c without
     tls_key: Path | None = None
+    score_upstream: str | None = None  # an entry script's HTTP server that answers POST /score
 
 
 class Servers:
@@ -61,7 +62,9 @@ class Servers:
         if listen.http_port is not None:
             from modules.scoring.http import ScoringServer
 
-            self.http = ScoringServer(self.core, listen.host, listen.http_port)
+            self.http = ScoringServer(
+                self.core, listen.host, listen.http_port, listen.score_upstream
+            )
             self.http.start()
             self.http_port = self.http.port
 
@@ -90,6 +93,7 @@ def listen_from_env(env: Mapping[str, str]) -> Listen:
         http_port=_port(env, "SCORING_HTTP_PORT"),
         tls_cert=Path(cert) if cert else None,
         tls_key=Path(key) if key else None,
+        score_upstream=env.get("SCORING_SCORE_UPSTREAM") or None,
     )
 
 

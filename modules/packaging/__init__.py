@@ -1,0 +1,1 @@
+"""``edgefleet models package``: a scoring image built from Debian packages and local wheels."""

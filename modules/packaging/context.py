@@ -1,0 +1,221 @@
+"""The docker build context of a scoring image: Dockerfile, wheels, serving code, model files.
+
+Wheels come from the host's package index with ``pip install --target`` (the build itself needs no
+network), into a cache keyed by the requirement set; the image copies that tree as one layer, so
+an unchanged set reuses the layer too. Only what ``modules/scoring`` imports at run time goes in:
+no torch, onnx or openvino (the FPGA emulator runs on the host; the image reaches its socket).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from modules.accelerators.model_store import ModelManifest, ModelStore, StoreError
+
+APP_ROOT = "/opt/edgefleet"
+ENTRY_DIR_IN_IMAGE = "/var/azureml-app"
+PACKAGE_JSON = f"{APP_ROOT}/package.json"
+GRPC_PORT = 50051
+HTTP_PORT = 5001
+SITE_CACHE_ENV = "EDGEFLEET_IMAGE_SITE_CACHE"
+DEFAULT_SITE_CACHE = Path("/var/cache/edgefleet/image-site")
+
+# what the serving path imports at run time (modules/scoring, modules/accelerators, the CLI group)
+RUNTIME_REQUIREMENTS = (
+    "numpy>=1.26",
+    "onnxruntime>=1.18",
+    "opencv-python-headless>=4.9",
+    "grpcio>=1.60",
+    "protobuf>=7.35",
+    "pydantic>=2.7",
+    "typer>=0.12",
+    "rich>=13",
+    "pyyaml>=6",
+)
+# Azure ML's HTTP server pins flask, gunicorn, pydantic...: it gets a tree of its own, searched
+# before the serving tree only by the azmlinfsrv process
+AZML_REQUIREMENTS = ("azureml-inference-server-http>=1.0",)
+# the serving code of this repository that goes into the image (paths relative to its root)
+APP_FILES = (
+    "edgefleet/__init__.py",
+    "edgefleet/cli_apps.py",
+    "edgefleet/files.py",
+    "modules/__init__.py",
+    "modules/scoring",
+    "modules/accelerators",
+    "modules/packaging/__init__.py",
+    "modules/packaging/entrypoint.py",
+)
+# parts of the wheels the server never imports
+_TRIM = ("onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools", "bin")
+
+
+class PackageError(Exception):
+    """Bad input or a failed step; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    model: str
+    head: str
+    precision: str
+    entry_script: str | None = None  # the script's file name inside ENTRY_DIR_IN_IMAGE
+
+    def labels(self) -> dict[str, str]:
+        return {f"net.edgefleet.package.{k}": str(v or "") for k, v in asdict(self).items()}
+
+
+def models_in_image(model: str) -> str:
+    """Azure ML's single-model layout (``azureml-models/<name>/<version>``), which azmlinfsrv
+    and score.py authors expect in AZUREML_MODEL_DIR; it holds an edgefleet model store."""
+    return f"{ENTRY_DIR_IN_IMAGE}/azureml-models/{model}/1"
+
+
+def render_dockerfile(base: str, spec: ImageSpec) -> str:
+    """The Dockerfile: the cached layers (wheels) first, the model and the script last."""
+    models = models_in_image(spec.model)
+    env = {
+        "PYTHONPATH": f"{APP_ROOT}/site:{APP_ROOT}/app",
+        "EDGEFLEET_MODEL_DIR": models,
+        "AZUREML_MODEL_DIR": models,
+        "EDGEFLEET_CPU_ENGINE": "onnxruntime",
+        "PYTHONUNBUFFERED": "1",
+    }
+    lines = [f"FROM {base}", f"COPY site {APP_ROOT}/site"]
+    if spec.entry_script:
+        lines.append(f"COPY azml {APP_ROOT}/azml")
+    lines += [f"COPY app {APP_ROOT}/app", f"COPY models {models}"]
+    if spec.entry_script:
+        lines.append(f"COPY azureml-app {ENTRY_DIR_IN_IMAGE}")
+        env["AZUREML_ENTRY_SCRIPT"] = f"{ENTRY_DIR_IN_IMAGE}/{spec.entry_script}"
+    lines.append(f"COPY package.json {PACKAGE_JSON}")
+    lines += [f"ENV {k}={v}" for k, v in env.items()]
+    lines.append("LABEL " + " ".join(f'{k}="{v}"' for k, v in spec.labels().items()))
+    lines += [f"EXPOSE {GRPC_PORT}/tcp {HTTP_PORT}/tcp", f"WORKDIR {APP_ROOT}"]
+    lines.append('CMD ["python3", "-m", "modules.packaging.entrypoint"]')
+    return "\n".join(lines) + "\n"
+
+
+def requirements_key(requirements: tuple[str, ...]) -> str:
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return hashlib.sha256("\n".join([py, *requirements]).encode()).hexdigest()[:12]
+
+
+def site_tree(requirements: tuple[str, ...], say: Callable[[str], None]) -> Path:
+    """A ``pip install --target`` tree of ``requirements``, made once per requirement set."""
+    cache = Path(os.environ.get(SITE_CACHE_ENV) or DEFAULT_SITE_CACHE)
+    target = cache / requirements_key(requirements)
+    if (target / ".complete").is_file():
+        return target
+    say(f"installing {len(requirements)} requirement(s) from the package index into {target}")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-warn-script-location"]
+    cmd += ["--only-binary=:all:", "--target", str(partial), *requirements]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")] or [
+            proc.stderr.strip()[-300:]
+        ]
+        raise PackageError(f"pip could not install the image's wheels: {errors[0]}")
+    for rel in _TRIM:
+        shutil.rmtree(partial / rel, ignore_errors=True)
+    for tests in list(partial.glob("*/tests")):
+        shutil.rmtree(tests, ignore_errors=True)
+    (partial / ".complete").write_text("\n".join(requirements) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard links where the filesystem allows (the wheels are hundreds of MB), else copies."""
+
+    def link_or_copy(s: str, d: str) -> object:
+        try:
+            os.link(s, d)
+            return d
+        except OSError:
+            return shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+
+
+def trimmed_manifest(manifest: ModelManifest, precision: str, head: str) -> ModelManifest:
+    """The model's manifest with only the featurizer precision and the head that are shipped."""
+    if precision not in manifest.featurizer:
+        raise PackageError(
+            f"model {manifest.name!r} has no {precision} featurizer "
+            f"(available: {', '.join(manifest.precisions)})"
+        )
+    if head not in manifest.heads:
+        raise PackageError(
+            f"model {manifest.name!r} has no head {head!r} (available: {', '.join(manifest.heads)})"
+        )
+    return manifest.model_copy(
+        update={
+            "featurizer": {precision: manifest.featurizer[precision]},
+            "heads": {head: manifest.heads[head]},
+        }
+    )
+
+
+def copy_model(store: ModelStore, spec: ImageSpec, dest: Path) -> ModelManifest:
+    """Copy one model (one precision, one head) into a fresh store at ``dest``."""
+    try:
+        manifest = trimmed_manifest(store.get(spec.model), spec.precision, spec.head)
+        files = [store.resolve(a) for a in manifest.featurizer.values()]
+        files += [store.resolve(h.artifact) for h in manifest.heads.values()]
+    except StoreError as exc:
+        raise PackageError(str(exc)) from None
+    (dest / "blobs").mkdir(parents=True)
+    for path in files:
+        _link_file(path, dest / "blobs" / path.name)
+    ModelStore(dest).save(manifest)
+    return manifest
+
+
+def _link_file(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def assemble(
+    ctx: Path,
+    *,
+    base: str,
+    spec: ImageSpec,
+    store: ModelStore,
+    repo_root: Path,
+    entry_script: Path | None,
+    say: Callable[[str], None],
+) -> None:
+    """Write the whole build context into the empty directory ``ctx``."""
+    copy_model(store, spec, ctx / "models")
+    _link_tree(site_tree(RUNTIME_REQUIREMENTS, say), ctx / "site")
+    if entry_script is not None:
+        _link_tree(site_tree(AZML_REQUIREMENTS, say), ctx / "azml")
+        (ctx / "azureml-app").mkdir()
+        shutil.copy2(entry_script, ctx / "azureml-app" / entry_script.name)
+    say("copying the serving code")
+    for rel in APP_FILES:
+        src, dst = repo_root / rel, ctx / "app" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dst)
+    (ctx / "package.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    (ctx / "Dockerfile").write_text(render_dockerfile(base, spec))

@@ -1,0 +1,267 @@
+"""``edgefleet models package`` end to end: build once, push to a real registry (htpasswd), deploy
+with registryCredentials to an agent with the docker runtime, then Azure ML's PredictionClient,
+``POST /score`` (an unmodified score.py under azmlinfsrv) and the Open Inference Protocol answer
+from inside the containers, on the CPU and with the FPGA emulator's socket mapped in.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge_agent.runtime.docker import LABEL_AGENT
+from modules.accelerators.fpga.client import DeviceProcess, start_device_process
+from tests.scoring.conftest import CATS, ESPRESSO, KEYS
+from tests.support.agent import ROOT, AgentProcess, manifest
+from tests.support.docker import Registry, cleanup_label, docker_client, free_port, running_registry
+from tests.support.mqtt import wait_until
+
+VENV = Path(os.environ.get("EDGEFLEET_ACCEL_VENV", "/var/cache/edgefleet/venv-accel"))
+ACCEL_CLIENT = ROOT / "tests" / "scoring" / "accel_client.py"
+SCORE_PY = Path(__file__).with_name("fixtures") / "score.py"
+RUN = uuid.uuid4().hex[:8]
+
+
+def edgefleet(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "composition.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
+
+
+@dataclass
+class Packaged:
+    reg: Registry
+    image: str
+    result: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def packaged(model_dir: Path) -> Iterator[Packaged]:
+    with running_registry() as reg:
+        image = f"{reg.address}/ef-score{RUN}:1"
+        done = edgefleet(
+            "models", "package", "--model", "efficientnet-lite0", "--model-dir", str(model_dir),
+            "--entry-script", str(SCORE_PY), "--image", image, "--push",
+            "--registry-user", reg.user, "--registry-password", reg.password, "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout)
+        client = docker_client()
+        try:
+            client.api.remove_image(image, force=True)  # the agent must pull it
+        finally:
+            client.close()
+        try:
+            yield Packaged(reg, image, result)
+        finally:
+            client = docker_client()
+            try:
+                client.api.remove_image(image, force=True)
+            except Exception:
+                pass
+            client.close()
+
+
+@dataclass
+class Deployed:
+    agent: AgentProcess
+    mods: dict[str, Any]
+    ports: dict[str, tuple[int, int]]  # module -> (grpc, http) host ports
+    device: DeviceProcess
+
+
+def scoring_module(snippet: dict[str, Any], grpc_port: int, http_port: int) -> dict[str, Any]:
+    """The snippet's module with free host ports and the test's keys filled in."""
+    module = json.loads(json.dumps(snippet["modules"]["scoring"]))
+    options = json.loads(module["settings"]["createOptions"])
+    bindings = options["HostConfig"]["PortBindings"]
+    bindings["50051/tcp"] = [{"HostIp": "127.0.0.1", "HostPort": str(grpc_port)}]
+    bindings["5001/tcp"] = [{"HostIp": "127.0.0.1", "HostPort": str(http_port)}]
+    module["settings"]["createOptions"] = json.dumps(options)
+    module["env"]["SCORING_PRIMARY_KEY"] = {"value": KEYS[0]}
+    module["env"]["SCORING_SECONDARY_KEY"] = {"value": KEYS[1]}
+    return dict(module)
+
+
+def wait_http(port: int) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_until(up, timeout=90), f"nothing answers on {port}"
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    packaged: Packaged, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
+    sock_dir = Path(tempfile.mkdtemp(prefix="ef-pkg-fpga-"))  # short: a UNIX socket path
+    device = start_device_process("fpga5", sock_dir / "fpga5.sock", model_dir=model_dir, flash_ms=20)
+    snippet = packaged.result["snippet"]
+    ports = {m: (free_port(), free_port()) for m in ("cpu", "fpga")}
+    mods = {m: scoring_module(snippet, *ports[m]) for m in ports}
+    cpu_opts = json.loads(mods["cpu"]["settings"]["createOptions"])
+    del cpu_opts["HostConfig"]["Binds"]
+    mods["cpu"]["settings"]["createOptions"] = json.dumps(cpu_opts)
+    del mods["cpu"]["env"]["EDGEFLEET_FPGA_DEVICE"]
+    fpga_opts = json.loads(mods["fpga"]["settings"]["createOptions"])
+    fpga_opts["HostConfig"]["Binds"] = [f"{sock_dir}:/run/edgefleet-fpga"]
+    mods["fpga"]["settings"]["createOptions"] = json.dumps(fpga_opts)
+    mods["fpga"]["env"]["EDGEFLEET_FPGA_DEVICE"] = {"value": "/run/edgefleet-fpga/fpga5.sock"}
+    creds = snippet["runtime"]["settings"]["registryCredentials"]
+    (name,) = creds
+    creds[name]["password"] = packaged.reg.password
+    device_id = f"dev-{RUN}"
+    agent = AgentProcess(
+        tmp_path_factory.mktemp("agent"),
+        device_id,
+        "docker",
+        runtime={"type": "docker", "docker": {"name_prefix": f"{device_id}-", "image_gc_secs": 0}},
+    )
+    agent.deploy(manifest(mods, creds))
+    agent.start()
+    try:
+        for m in mods:
+            agent.wait_status(m, "running", timeout=180)
+        for _grpc, http in ports.values():
+            wait_http(http)
+        yield Deployed(agent, mods, ports, device)
+    finally:
+        agent.stop()
+        cleanup_label(LABEL_AGENT, device_id)
+        device.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def prediction_client(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    python = VENV / "bin" / "python"
+    if not (VENV / ".edgefleet-ready").exists():
+        pytest.fail(f"the PredictionClient virtualenv is missing at {VENV}: run .ci/install")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(python), str(ACCEL_CLIENT)],
+        input=json.dumps(calls),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def call(port: int, key: str, path: Path) -> dict[str, Any]:
+    return {"call": "score_file", "address": "127.0.0.1", "port": port, "use_ssl": False,
+            "key": key, "service": "edgefleet-test", "path": str(path)}  # fmt: skip
+
+
+def test_package_reports_a_lean_image(packaged: Packaged) -> None:
+    result = packaged.result
+    assert result["pushed"] and result["digest"].startswith("sha256:")
+    assert result["sizeBytes"] < 800e6  # no torch, onnx or openvino in the image
+    module = result["snippet"]["modules"]["scoring"]
+    options = json.loads(module["settings"]["createOptions"])
+    assert set(options["HostConfig"]["PortBindings"]) == {"50051/tcp", "5001/tcp"}
+    assert module["env"]["EDGEFLEET_FPGA_DEVICE"]["value"].startswith("/run/edgefleet-fpga/")
+    (cred,) = result["snippet"]["runtime"]["settings"]["registryCredentials"].values()
+    assert cred["address"] == packaged.reg.address and cred["username"] == packaged.reg.user
+
+
+def test_prediction_client_and_score_from_the_containers(
+    deployed: Deployed, photos: dict[str, Path]
+) -> None:
+    cpu_grpc, cpu_http = deployed.ports["cpu"]
+    fpga_grpc, fpga_http = deployed.ports["fpga"]
+    chelsea, coffee = photos["chelsea.jpg"], photos["coffee.jpg"]
+    answers = prediction_client(
+        [call(cpu_grpc, KEYS[0], chelsea), call(cpu_grpc, KEYS[1], coffee),
+         call(fpga_grpc, KEYS[0], chelsea), call(fpga_grpc, KEYS[0], coffee)]
+    )  # fmt: skip
+    assert all(a["ok"] for a in answers), answers
+    assert answers[0]["top5"][0] in CATS and answers[1]["top5"][0] == ESPRESSO
+    assert answers[2]["top5"][0] in CATS and answers[3]["top5"][0] in {ESPRESSO, 968}
+    with deployed.device.client() as dev:  # the emulated card on the host computed those
+        assert dev.status()["counters"]["images"] >= 2
+
+    # POST /score: the unmodified score.py under azmlinfsrv, behind our key check
+    for port in (cpu_http, fpga_http):
+        body = {"image": base64.b64encode(chelsea.read_bytes()).decode()}
+        url = f"http://127.0.0.1:{port}/score"
+        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {KEYS[1]}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["custom"] is True and answer.json()["class_id"] in CATS
+        assert httpx.post(url, json=body).status_code == 401
+    swagger = httpx.get(
+        f"http://127.0.0.1:{cpu_http}/swagger.json", headers={"Authorization": f"Bearer {KEYS[0]}"}
+    )
+    assert swagger.status_code == 200 and "/score" in swagger.json()["paths"]
+    # the built-in featurizer still answers the Open Inference Protocol on the same port
+    image = base64.b64encode(coffee.read_bytes()).decode()
+    infer = httpx.post(
+        f"http://127.0.0.1:{cpu_http}/v2/models/efficientnet-lite0/infer",
+        json={"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [image]}]},
+        headers={"Authorization": f"Bearer {KEYS[0]}"},
+        timeout=30,
+    )
+    assert infer.status_code == 200, infer.text
+    (scores,) = [o for o in infer.json()["outputs"] if o["name"] == "scores"]
+    assert max(range(len(scores["data"])), key=scores["data"].__getitem__) == ESPRESSO
+
+
+def test_killed_scorer_is_restarted_and_answers_again(
+    deployed: Deployed, photos: dict[str, Path]
+) -> None:
+    agent = deployed.agent
+    before = agent.module("cpu")["restartCount"]
+    client = docker_client()
+    try:
+        (found,) = client.api.containers(filters={"name": f"{agent.device_id}-cpu"})
+        client.api.kill(found["Id"])
+    finally:
+        client.close()
+    agent.wait_for(
+        "cpu restarted",
+        lambda r: r["modules"]["cpu"]["restartCount"] > before
+        and r["modules"]["cpu"]["runtimeStatus"] == "running",
+        timeout=90,
+    )
+    grpc_port, http_port = deployed.ports["cpu"]
+    wait_http(http_port)
+    (answer,) = prediction_client([call(grpc_port, KEYS[0], photos["chelsea.jpg"])])
+    assert answer["ok"] and answer["top5"][0] in CATS, answer
+
+
+def test_wrong_registry_credentials_report_a_pull_error(
+    deployed: Deployed, packaged: Packaged
+) -> None:
+    # the same image under a tag that is not on this host: the agent has to pull it
+    other = packaged.reg.push(packaged.image, f"ef-other{RUN}", "1")
+    agent = deployed.agent
+    mods = {**deployed.mods, "locked": {**deployed.mods["cpu"], "settings": {
+        "image": other, "createOptions": "{}"}}}  # fmt: skip
+    agent.deploy(manifest(mods, packaged.reg.credentials(password="wrong")))
+    locked = agent.wait_status("locked", "failed", timeout=90)
+    assert "unauthorized" in locked["statusDescription"] or "auth" in locked["statusDescription"]
+    assert agent.proc is not None and agent.proc.poll() is None  # nothing crashed
+    assert agent.module("fpga")["runtimeStatus"] == "running"
