@@ -6,6 +6,8 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,16 @@ def _package(
     from modules.accelerators.model_store import ModelStore, StoreError
     from modules.packaging import docker_ops
     from modules.packaging.base_image import ensure_base_image
-    from modules.packaging.context import ImageSpec, PackageError, assemble, trimmed_manifest
+    from modules.packaging.context import (
+        AZML_REQUIREMENTS,
+        RUNTIME_REQUIREMENTS,
+        ImageSpec,
+        PackageError,
+        assemble,
+        assemble_runtime,
+        runtime_tag,
+        trimmed_manifest,
+    )
 
     started = time.monotonic()
     store = ModelStore(model_dir)
@@ -122,12 +133,20 @@ def _package(
     base = ensure_base_image(say)
     seconds["base"] = round(time.monotonic() - mark, 1)
     mark = time.monotonic()
-    root = BUILD_DIR if _writable(BUILD_DIR) else None
-    ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=root))
-    try:
+    runtime = base
+    layers = [RUNTIME_REQUIREMENTS] + ([AZML_REQUIREMENTS] if entry_script is not None else [])
+    for requirements in layers:
+        parent, runtime = runtime, runtime_tag(runtime, requirements)
+        if not docker_ops.image_exists(client, runtime):
+            with _build_dir() as ctx:
+                assemble_runtime(ctx, parent, requirements, say)
+                docker_ops.build_image(client, ctx, runtime, say)
+    seconds["runtime"] = round(time.monotonic() - mark, 1)
+    mark = time.monotonic()
+    with _build_dir() as ctx:
         assemble(
             ctx,
-            base=base,
+            runtime=runtime,
             spec=spec,
             store=store,
             repo_root=Path(modules.__file__).resolve().parent.parent,
@@ -138,8 +157,6 @@ def _package(
         mark = time.monotonic()
         image_id = docker_ops.build_image(client, ctx, image, say)
         seconds["build"] = round(time.monotonic() - mark, 1)
-    finally:
-        shutil.rmtree(ctx, ignore_errors=True)
     digest = ""
     if push:
         mark = time.monotonic()
@@ -150,6 +167,7 @@ def _package(
         "image": image,
         "imageId": image_id,
         "baseImage": base,
+        "runtimeImage": runtime,
         "sizeBytes": docker_ops.image_size(client, image),
         "pushed": push,
         "digest": digest,
@@ -159,6 +177,16 @@ def _package(
         "entryScript": spec.entry_script,
         "seconds": seconds,
     }
+
+
+@contextmanager
+def _build_dir() -> Iterator[Path]:
+    root = BUILD_DIR if _writable(BUILD_DIR) else None
+    ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=root))
+    try:
+        yield ctx
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
 
 
 def _writable(path: Path) -> bool:

@@ -1,9 +1,11 @@
-"""The docker build context of a scoring image: Dockerfile, wheels, serving code, model files.
+"""The docker build contexts of a scoring image: the runtime image (base + wheels) and the image
+itself (serving code, model files, entry script).
 
 Wheels come from the host's package index with ``pip install --target`` (the build itself needs no
-network), into a cache keyed by the requirement set; the image copies that tree as one layer, so
-an unchanged set reuses the layer too. Only what ``modules/scoring`` imports at run time goes in:
-no torch, onnx or openvino (the FPGA emulator runs on the host; the image reaches its socket).
+network), into a cache keyed by the requirement set; the runtime image that copies them is built
+once per set and kept under a stable local tag, so a package build sends only code and model.
+Only what ``modules/scoring`` imports at run time goes in: no torch, onnx or openvino (the FPGA
+emulator runs on the host; the image reaches its socket).
 """
 
 from __future__ import annotations
@@ -79,8 +81,26 @@ def models_in_image(model: str) -> str:
     return f"{ENTRY_DIR_IN_IMAGE}/azureml-models/{model}/1"
 
 
-def render_dockerfile(base: str, spec: ImageSpec) -> str:
-    """The Dockerfile: the cached layers (wheels) first, the model and the script last."""
+def runtime_tag(parent: str, requirements: tuple[str, ...]) -> str:
+    """A local image of ``parent`` + one wheel tree, named by both (a new base: a new tag)."""
+    key = requirements_key((parent, *requirements))
+    return f"edgefleet-runtime:{'azml-' if requirements == AZML_REQUIREMENTS else ''}{key}"
+
+
+def assemble_runtime(
+    ctx: Path, parent: str, requirements: tuple[str, ...], say: Callable[[str], None]
+) -> None:
+    """The context of a runtime layer: one wheel tree (hundreds of MB, built rarely).
+
+    The serving wheels go to ``site`` on the base; azmlinfsrv's to ``azml`` on top of that, so
+    the images with and without an entry script share the big layer."""
+    tree = "azml" if requirements == AZML_REQUIREMENTS else "site"
+    _link_tree(site_tree(requirements, say), ctx / tree)
+    (ctx / "Dockerfile").write_text(f"FROM {parent}\nCOPY {tree} {APP_ROOT}/{tree}\n")
+
+
+def render_dockerfile(runtime: str, spec: ImageSpec) -> str:
+    """The Dockerfile of a scoring image: code, model and script on the runtime image."""
     models = models_in_image(spec.model)
     env = {
         "PYTHONPATH": f"{APP_ROOT}/site:{APP_ROOT}/app",
@@ -89,10 +109,7 @@ def render_dockerfile(base: str, spec: ImageSpec) -> str:
         "EDGEFLEET_CPU_ENGINE": "onnxruntime",
         "PYTHONUNBUFFERED": "1",
     }
-    lines = [f"FROM {base}", f"COPY site {APP_ROOT}/site"]
-    if spec.entry_script:
-        lines.append(f"COPY azml {APP_ROOT}/azml")
-    lines += [f"COPY app {APP_ROOT}/app", f"COPY models {models}"]
+    lines = [f"FROM {runtime}", f"COPY app {APP_ROOT}/app", f"COPY models {models}"]
     if spec.entry_script:
         lines.append(f"COPY azureml-app {ENTRY_DIR_IN_IMAGE}")
         env["AZUREML_ENTRY_SCRIPT"] = f"{ENTRY_DIR_IN_IMAGE}/{spec.entry_script}"
@@ -195,7 +212,7 @@ def _link_file(src: Path, dst: Path) -> None:
 def assemble(
     ctx: Path,
     *,
-    base: str,
+    runtime: str,
     spec: ImageSpec,
     store: ModelStore,
     repo_root: Path,
@@ -204,9 +221,7 @@ def assemble(
 ) -> None:
     """Write the whole build context into the empty directory ``ctx``."""
     copy_model(store, spec, ctx / "models")
-    _link_tree(site_tree(RUNTIME_REQUIREMENTS, say), ctx / "site")
     if entry_script is not None:
-        _link_tree(site_tree(AZML_REQUIREMENTS, say), ctx / "azml")
         (ctx / "azureml-app").mkdir()
         shutil.copy2(entry_script, ctx / "azureml-app" / entry_script.name)
     say("copying the serving code")
@@ -218,4 +233,4 @@ def assemble(
         else:
             shutil.copy2(src, dst)
     (ctx / "package.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    (ctx / "Dockerfile").write_text(render_dockerfile(base, spec))
+    (ctx / "Dockerfile").write_text(render_dockerfile(runtime, spec))

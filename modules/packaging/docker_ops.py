@@ -29,8 +29,7 @@ def build_image(client: Any, ctx: Path, tag: str, say: Callable[[str], None]) ->
     import docker.errors
 
     try:
-        stream = client.api.build(
-path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True)
+        stream = client.api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True)
         for event in stream:
             if event.get("error"):
                 raise PackageError(f"docker build failed: {event['error'].strip()}")
@@ -42,6 +41,16 @@ path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True)
     return str(client.images.get(tag).id)
 
 
+def image_exists(client: Any, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
 def image_size(client: Any, tag: str) -> int:
     return int(client.images.get(tag).attrs["Size"])
 
@@ -49,9 +58,11 @@ def image_size(client: Any, tag: str) -> int:
 def split_reference(image: str) -> tuple[str, str, str]:
     """``REGISTRY/NAME:TAG`` -> (registry, repository with registry, tag)."""
     last = image.rsplit("/", 1)[-1]
-    repo, tag = (image.rsplit(":", 1) if ":" in last else (image, "latest"))
+    repo, tag = image.rsplit(":", 1) if ":" in last else (image, "latest")
     first = repo.split("/", 1)[0]
-    registry = first if "/" in repo and ("." in first or ":" in first or first == "localhost") else ""
+    registry = (
+        first if "/" in repo and ("." in first or ":" in first or first == "localhost") else ""
+    )
     return registry, repo, tag
 
 
@@ -82,7 +93,9 @@ def push_image(
 def _push_error(registry: str, user: str | None, detail: str) -> str:
     detail = detail.strip().splitlines()[0] if detail.strip() else "no detail"
     if any(w in detail.lower() for w in ("unauthorized", "authentication required", "denied")):
-        who = f"user {user!r}" if user else "no credentials (use --registry-user/--registry-password)"
+        who = (
+            f"user {user!r}" if user else "no credentials (use --registry-user/--registry-password)"
+        )
         return f"{registry} refused the push with {who}: {detail}"
     return f"push to {registry} failed: {detail}"
 

@@ -117,7 +117,9 @@ def deployed(
     packaged: Packaged, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployed]:
     sock_dir = Path(tempfile.mkdtemp(prefix="ef-pkg-fpga-"))  # short: a UNIX socket path
-    device = start_device_process("fpga5", sock_dir / "fpga5.sock", model_dir=model_dir, flash_ms=20)
+    device = start_device_process(
+        "fpga5", sock_dir / "fpga5.sock", model_dir=model_dir, flash_ms=20
+    )
     snippet = packaged.result["snippet"]
     ports = {m: (free_port(), free_port()) for m in ("cpu", "fpga")}
     mods = {m: scoring_module(snippet, *ports[m]) for m in ports}
@@ -242,8 +244,10 @@ def test_killed_scorer_is_restarted_and_answers_again(
         client.close()
     agent.wait_for(
         "cpu restarted",
-        lambda r: r["modules"]["cpu"]["restartCount"] > before
-        and r["modules"]["cpu"]["runtimeStatus"] == "running",
+        lambda r: (
+            r["modules"]["cpu"]["restartCount"] > before
+            and r["modules"]["cpu"]["runtimeStatus"] == "running"
+        ),
         timeout=90,
     )
     grpc_port, http_port = deployed.ports["cpu"]
@@ -265,3 +269,17 @@ def test_wrong_registry_credentials_report_a_pull_error(
     assert "unauthorized" in locked["statusDescription"] or "auth" in locked["statusDescription"]
     assert agent.proc is not None and agent.proc.poll() is None  # nothing crashed
     assert agent.module("fpga")["runtimeStatus"] == "running"
+
+
+def test_registry_refusing_credentials_fails_before_building(
+    packaged: Packaged, model_dir: Path
+) -> None:
+    reg = packaged.reg
+    done = edgefleet(
+        "models", "package", "--model", "efficientnet-lite0", "--model-dir", str(model_dir),
+        "--image", f"{reg.address}/x{RUN}:1", "--push",
+        "--registry-user", reg.user, "--registry-password", "wrong",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert f"{reg.address} refused the push with user 'edge'" in line
