@@ -213,6 +213,9 @@ def train_head_cmd(
     accelerator: str = typer.Option("cpu", "--accelerator"),
     precision: str = typer.Option("fp32", "--precision"),
     epochs: int = typer.Option(300, "--epochs"),
+    holdout: float = typer.Option(
+        0.2, "--holdout", help="Fraction of each class kept out of training to measure accuracy."
+    ),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -235,6 +238,7 @@ def train_head_cmd(
                 name,
                 epochs,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                holdout=holdout,
             )
     payload = {
         "featurizer": featurizer,
@@ -242,6 +246,10 @@ def train_head_cmd(
         "labels": result.labels,
         "images": result.images,
         "train_accuracy": round(result.train_accuracy, 4),
+        "heldout_accuracy": (
+            None if result.heldout_accuracy is None else round(result.heldout_accuracy, 4)
+        ),
+        "heldout_images": result.heldout_images,
         "epochs": result.epochs,
     }
     if as_json:
@@ -250,6 +258,12 @@ def train_head_cmd(
         typer.echo(
             f"trained head {result.head!r} on {result.images} images, {len(result.labels)} classes "
             f"({', '.join(result.labels)}); train accuracy {result.train_accuracy:.1%}"
+            + (
+                f", held-out accuracy {result.heldout_accuracy:.1%} "
+                f"on {result.heldout_images} images"
+                if result.heldout_accuracy is not None
+                else ""
+            )
         )
         typer.echo(
             f"use it: edgefleet models predict --model {featurizer} --head {result.head} ..."

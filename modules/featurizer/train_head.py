@@ -26,6 +26,8 @@ class TrainResult:
     images: int
     train_accuracy: float
     epochs: int
+    heldout_accuracy: float | None = None  # on images kept out of training (None: none kept)
+    heldout_images: int = 0
 
 
 def scan_dataset(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -43,6 +45,22 @@ def scan_dataset(root: Path) -> tuple[list[Path], list[int], list[str]]:
     if len(used) < 2:
         raise StoreError(f"{root} needs images in at least two label folders (found {used})")
     return paths, targets, labels
+
+
+def holdout_split(targets: list[int], fraction: float) -> tuple[list[int], list[int]]:
+    """Indices (train, held out): about ``fraction`` of every class, spread over its images
+    (deterministic); a class keeps at least one training image."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--holdout must be in [0, 1), got {fraction}")
+    train: list[int] = []
+    held: list[int] = []
+    for label in sorted(set(targets)):
+        members = [i for i, t in enumerate(targets) if t == label]
+        count = min(len(members) - 1, round(len(members) * fraction))
+        picked = {members[int((k + 0.5) * len(members) / count)] for k in range(count)}
+        held += sorted(picked)
+        train += [i for i in members if i not in picked]
+    return sorted(train), sorted(held)
 
 
 def fit_softmax(
@@ -95,6 +113,7 @@ def train_head(
     head_name: str,
     epochs: int = 300,
     progress: Callable[[int, int], None] | None = None,
+    holdout: float = 0.0,
 ) -> TrainResult:
     import numpy as np
 
@@ -113,9 +132,11 @@ def train_head(
             progress(min(start + 8, len(paths)), len(paths))
     features = np.concatenate(chunks)
     y = np.asarray(targets, dtype=np.int64)
-    weight, bias = fit_softmax(features, y, len(labels), epochs=epochs)
-    logits = features @ weight.T + bias
-    accuracy = float((logits.argmax(1) == y).mean())
+    train, held = holdout_split(targets, holdout)
+    weight, bias = fit_softmax(features[train], y[train], len(labels), epochs=epochs)
+    predicted = (features @ weight.T + bias).argmax(1)
+    accuracy = float((predicted[train] == y[train]).mean())
+    heldout = float((predicted[held] == y[held]).mean()) if held else None
     with tempfile.TemporaryDirectory(prefix="edgefleet-head-") as tmp:
         path = Path(tmp) / "head.onnx"
         export_head(weight, bias, path)
@@ -129,7 +150,7 @@ def train_head(
         labels="inline",
         label_names=labels,
         synthetic_weights=manifest.synthetic_weights,
-        description=f"trained on {len(paths)} images from {images_dir} ({session.precision})",
+        description=f"trained on {len(train)} images from {images_dir} ({session.precision})",
     )
     store.save(manifest)
-    return TrainResult(head_name, labels, len(paths), accuracy, epochs)
+    return TrainResult(head_name, labels, len(paths), accuracy, epochs, heldout, len(held))

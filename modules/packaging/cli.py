@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,6 @@ import typer
 from edgefleet.cli_apps import fail, models_app
 
 MODEL_DIR_HELP = "Model store directory (default: $EDGEFLEET_MODEL_DIR or the user data dir)."
-BUILD_DIR = Path("/var/cache/edgefleet/image-build")  # beside the wheel cache: hard links work
 
 
 @models_app.command("package")
@@ -105,17 +100,14 @@ def _package(
     import modules
     from modules.accelerators.model_store import ModelStore, StoreError
     from modules.packaging import docker_ops
-    from modules.packaging.base_image import ensure_base_image
     from modules.packaging.context import (
-        AZML_REQUIREMENTS,
-        RUNTIME_REQUIREMENTS,
         ImageSpec,
         PackageError,
         assemble,
-        assemble_runtime,
-        runtime_tag,
+        build_dir,
         trimmed_manifest,
     )
+    from modules.packaging.runtime_image import ensure_runtime
 
     started = time.monotonic()
     store = ModelStore(model_dir)
@@ -130,20 +122,10 @@ def _package(
     spec = ImageSpec(model, head, precision, entry_script.name if entry_script else None)
     seconds: dict[str, float] = {}
     mark = time.monotonic()
-    base = ensure_base_image(say)
-    seconds["base"] = round(time.monotonic() - mark, 1)
-    mark = time.monotonic()
-    runtime = base
-    layers = [RUNTIME_REQUIREMENTS] + ([AZML_REQUIREMENTS] if entry_script is not None else [])
-    for requirements in layers:
-        parent, runtime = runtime, runtime_tag(runtime, requirements)
-        if not docker_ops.image_exists(client, runtime):
-            with _build_dir() as ctx:
-                assemble_runtime(ctx, parent, requirements, say)
-                docker_ops.build_image(client, ctx, runtime, say)
+    base, runtime = ensure_runtime(client, entry_script is not None, say)
     seconds["runtime"] = round(time.monotonic() - mark, 1)
     mark = time.monotonic()
-    with _build_dir() as ctx:
+    with build_dir() as ctx:
         assemble(
             ctx,
             runtime=runtime,
@@ -177,21 +159,3 @@ def _package(
         "entryScript": spec.entry_script,
         "seconds": seconds,
     }
-
-
-@contextmanager
-def _build_dir() -> Iterator[Path]:
-    root = BUILD_DIR if _writable(BUILD_DIR) else None
-    ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=root))
-    try:
-        yield ctx
-    finally:
-        shutil.rmtree(ctx, ignore_errors=True)
-
-
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return path.is_dir()

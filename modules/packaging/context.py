@@ -16,7 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,6 +155,24 @@ def site_tree(requirements: tuple[str, ...], say: Callable[[str], None]) -> Path
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     return target
+
+
+BUILD_DIR = Path("/var/cache/edgefleet/image-build")  # beside the wheel cache: hard links work
+
+
+@contextmanager
+def build_dir() -> Iterator[Path]:
+    """A fresh build context directory, removed afterwards."""
+    try:
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        root: Path | None = BUILD_DIR
+    except OSError:
+        root = None
+    ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=root))
+    try:
+        yield ctx
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -256,6 +256,72 @@ def test_killed_scorer_is_restarted_and_answers_again(
     assert answer["ok"] and answer["top5"][0] in CATS, answer
 
 
+def augmented_crops(photo: Any, count: int, rng: Any) -> list[Any]:
+    """Random square-ish crops (40-80 % of the side), mirrored half of the time, resized."""
+    import cv2
+
+    out = []
+    h, w = photo.shape[:2]
+    for _ in range(count):
+        side = int(min(h, w) * rng.uniform(0.4, 0.8))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = photo[top : top + side, left : left + side]
+        crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+        out.append(cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def test_transfer_learning_head_packaged_and_served(
+    deployed: Deployed, packaged: Packaged, model_dir: Path, tmp_path: Path
+) -> None:
+    """A folder per class -> train-head (held-out accuracy) -> package --head -> deploy ->
+    PredictionClient answers with the custom classes."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    rng = np.random.default_rng(11)
+    store = tmp_path / "models"
+    shutil.copytree(model_dir, store)
+    photos = {"cat": data.chelsea(), "coffee": data.coffee()}  # labels sorted: cat=0, coffee=1
+    for label, photo in photos.items():
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for i, crop in enumerate(augmented_crops(photo, 10, rng)):
+            path = tmp_path / "train" / label / f"{i}.jpg"
+            assert cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    trained = edgefleet(
+        "models", "train-head", "--featurizer", "efficientnet-lite0", "--images",
+        str(tmp_path / "train"), "--name", "pets", "--holdout", "0.3", "--model-dir", str(store),
+        "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    summary = json.loads(trained.stdout)
+    assert summary["labels"] == ["cat", "coffee"] and summary["heldout_images"] == 6
+    assert summary["heldout_accuracy"] >= 0.8  # chance is 0.5
+
+    reg = packaged.reg
+    image = f"{reg.address}/ef-pets{RUN}:1"
+    done = edgefleet(
+        "models", "package", "--model", "efficientnet-lite0", "--head", "pets", "--model-dir",
+        str(store), "--image", image, "--push", "--registry-user", reg.user,
+        "--registry-password", reg.password, "--cpu-only", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    grpc_port, http_port = free_port(), free_port()
+    pets = scoring_module(json.loads(done.stdout)["snippet"], grpc_port, http_port)
+    deployed.agent.deploy(manifest({**deployed.mods, "pets": pets}, reg.credentials()))
+    deployed.agent.wait_status("pets", "running", timeout=120)
+    wait_http(http_port)
+    tests = {}
+    for label, photo in photos.items():
+        (crop,) = augmented_crops(photo, 1, rng)
+        tests[label] = tmp_path / f"test-{label}.jpg"
+        assert cv2.imwrite(str(tests[label]), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    cat, coffee = prediction_client([call(grpc_port, KEYS[0], p) for p in tests.values()])
+    assert cat["ok"] and cat["shape"] == [2] and cat["top5"][0] == 0, cat
+    assert coffee["ok"] and coffee["top5"][0] == 1, coffee
+
+
 def test_wrong_registry_credentials_report_a_pull_error(
     deployed: Deployed, packaged: Packaged
 ) -> None:
