@@ -257,13 +257,13 @@ def test_killed_scorer_is_restarted_and_answers_again(
 
 
 def augmented_crops(photo: Any, count: int, rng: Any) -> list[Any]:
-    """Random square-ish crops (40-80 % of the side), mirrored half of the time, resized."""
+    """Random square crops (60-90 % of the short side), mirrored half of the time, resized."""
     import cv2
 
     out = []
     h, w = photo.shape[:2]
     for _ in range(count):
-        side = int(min(h, w) * rng.uniform(0.4, 0.8))
+        side = int(min(h, w) * rng.uniform(0.6, 0.9))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         crop = photo[top : top + side, left : left + side]
         crop = crop[:, ::-1] if rng.random() < 0.5 else crop
