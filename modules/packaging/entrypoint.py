@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,24 +53,43 @@ def azml_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": f"{AZML_TREE}:{env.get('PYTHONPATH', '')}".rstrip(":")}
 
 
+def _watch(child: subprocess.Popen[bytes], died: threading.Event) -> None:
+    """azmlinfsrv gone (score.py's init() failed, say): stop serving, so the container exits
+    non-zero and the agent restarts it, instead of answering /score with 503 for ever."""
+    code = child.wait()
+    if not died.is_set():
+        died.set()
+        print(f"error: azmlinfsrv exited with {code}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> None:
     spec = json.loads(Path(PACKAGE_JSON).read_text())
     env = dict(os.environ)
     child: subprocess.Popen[bytes] | None = None
+    died = threading.Event()
     if env.get("AZUREML_ENTRY_SCRIPT"):
         child = subprocess.Popen(azml_command(env["AZUREML_ENTRY_SCRIPT"]), env=azml_env(env))
+        threading.Thread(target=_watch, args=(child, died), daemon=True).start()
     import modules.scoring.cli  # noqa: F401 - registers `serve`
     from edgefleet.cli_apps import app
 
+    code = 0
     try:
-        app(args=serve_args(spec, env), prog_name="edgefleet")
+        # not standalone: `serve`'s exit code comes back here instead of leaving at once
+        result = app(args=serve_args(spec, env), prog_name="edgefleet", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
     finally:
-        if child is not None:
+        if child is not None and child.poll() is None:
+            died.set()  # our own stop, not a crash
             child.terminate()
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+    if died.is_set() and child is not None and child.returncode not in (0, -signal.SIGTERM):
+        code = code or 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -322,6 +322,35 @@ def test_transfer_learning_head_packaged_and_served(
     assert coffee["ok"] and coffee["top5"][0] == 1, coffee
 
 
+def test_entry_script_whose_init_fails_stops_the_container(
+    packaged: Packaged, model_dir: Path, tmp_path: Path
+) -> None:
+    """azmlinfsrv exits when init() raises: the container exits non-zero (the agent then restarts
+    it and reports it) instead of serving 503s on /score."""
+    script = tmp_path / "score.py"
+    script.write_text("def init():\n    raise RuntimeError('no weights here')\n\n"
+                      "def run(raw_data):\n    return {}\n")  # fmt: skip
+    image = f"edgefleet-test-broken{RUN}:1"
+    done = edgefleet(
+        "models", "package", "--model", "efficientnet-lite0", "--model-dir", str(model_dir),
+        "--entry-script", str(script), "--image", image, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = docker_client()
+    try:
+        container = client.containers.run(image, detach=True)
+        try:
+            status = container.wait(timeout=120)
+            logs = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        assert status["StatusCode"] != 0, logs[-2000:]
+        assert "no weights here" in logs and "azmlinfsrv exited" in logs
+    finally:
+        client.api.remove_image(image, force=True)
+        client.close()
+
+
 def test_wrong_registry_credentials_report_a_pull_error(
     deployed: Deployed, packaged: Packaged
 ) -> None:
