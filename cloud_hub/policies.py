@@ -91,6 +91,7 @@ class AccessPolicies:
     """The policy store of one hub; ``hosts`` are the ``sr`` host names its tokens may name."""
 
     CACHE_SECONDS = 5.0
+    RELOAD_SECONDS = 1.0
 
     def __init__(self, db: Database, hosts: frozenset[str] = frozenset()) -> None:
         self.db = db
@@ -103,6 +104,11 @@ class AccessPolicies:
         if cache is not None and time.monotonic() - cache[0] < self.CACHE_SECONDS:
             return cache[1]
         return None
+
+    def may_reload(self) -> bool:
+        """Whether the cache is old enough (RELOAD_SECONDS) to be read again early."""
+        cache = self._cache
+        return cache is None or time.monotonic() - cache[0] >= self.RELOAD_SECONDS
 
     def load(self) -> dict[str, PolicyKeys]:
         """All policies by name, read from the database (and cached)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("uvicorn.error")  # configured by uvicorn, as its own messages
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,38 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.group.stop(sig)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.config.is_ssl:
+            await super().shutdown(sockets)
+            return
+        reaper = asyncio.create_task(self._abort_closing())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            reaper.cancel()
+
+    async def _abort_closing(self) -> None:
+        """A closed TLS connection waits for the client's close_notify, which a client keeping
+        the connection idle in its pool (requests does) never sends: end those at once, as
+        plain HTTP connections end, instead of holding the shutdown to its timeout."""
+        while True:
+            await asyncio.sleep(0.05)
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None and transport.is_closing():
+                    transport.abort()
+
 
 class _Group:
     def __init__(self) -> None:
         self.servers: list[_Server] = []
         self.stopping = False
+
+    def announce(self) -> None:
+        for server in self.servers:
+            config = server.config
+            scheme = "https" if config.is_ssl else "http"
+            log.info("hub API on %s://%s:%d", scheme, config.host, config.port)
 
     def stop(self, sig: int) -> None:
         """Stop the secondary servers now; ``run`` stops the primary after them. A second
@@ -70,6 +97,8 @@ class _Group:
         main = asyncio.create_task(primary.serve([sockets[0]]))
         while not (primary.started or main.done()):
             await asyncio.sleep(0.02)
+        if primary.started:
+            self.announce()
         if not primary.started or not others:
             await main
             return
