@@ -312,7 +312,7 @@ def test_configurations_and_apply_on_an_edge_device(live: Live) -> None:
 def test_refused_signatures_answer_401_as_iot_hub_does(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refusal(call: Callable[[], Any]) -> httpx.Response | Any:
+    def refusal(call: Callable[[], Any]) -> str:
         with pytest.raises(HttpOperationError) as raised:
             call()
         assert str(raised.value) == "Operation returned an invalid status code 'Unauthorized'"
@@ -321,7 +321,8 @@ def test_refused_signatures_answer_401_as_iot_hub_does(
         assert response.headers["iothub-errorcode"] == "IotHubUnauthorizedAccess"
         body = response.json()
         assert body["Message"] == "ErrorCode:IotHubUnauthorizedAccess;Unauthorized"
-        return body["ExceptionMessage"]
+        reason: str = body["ExceptionMessage"]
+        return reason
 
     assert "match" in refusal(lambda: live.registry(key=new_key()).get_devices())
     owner_key = live.policies["iothubowner"]["primaryKey"]
