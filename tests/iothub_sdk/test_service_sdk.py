@@ -24,6 +24,7 @@ from azure.iot.hub.models import (
     CloudToDeviceMethod,
     Configuration,
     ConfigurationContent,
+    ConfigurationQueriesTestInput,
     DeviceCapabilities,
     ExportImportDevice,
     QuerySpecification,
@@ -122,6 +123,9 @@ def test_device_identities_with_sas_and_x509_thumbprints(live: Live) -> None:
     assert x509.authentication.type == "selfSigned"
     assert x509.authentication.x509_thumbprint.primary_thumbprint == thumbs[0]
     assert x509.authentication.x509_thumbprint.secondary_thumbprint == thumbs[1]
+
+    by_ca = rm.create_device_with_certificate_authority("sdk-ca", "enabled")
+    assert by_ca.authentication.type == "certificateAuthority"
 
     got = rm.get_device("sdk-sas")
     assert got.etag == device.etag
@@ -290,6 +294,13 @@ def test_configurations_and_apply_on_an_edge_device(live: Live) -> None:
     assert updated.priority == 7 and updated.etag != got.etag
     assert status_of(lambda: cm.update_configuration(got, got.etag)) == 412
     cm.delete_configuration("sdk-cfg")
+    checked = cm.test_configuration_queries(
+        ConfigurationQueriesTestInput(
+            target_condition="tags.site = 'a", custom_metric_queries={"ok": "SELEC deviceId"}
+        )
+    )
+    assert "unterminated string" in checked.target_condition_error
+    assert "expected SELECT" in checked.custom_metric_query_errors["ok"]
     assert status_of(lambda: cm.get_configuration("sdk-cfg")) == 404
 
     rm = live.registry()
