@@ -32,21 +32,20 @@ async def get_hub(request: Request) -> Hub:
 
 async def _sas_scopes(hub: Hub, token: str, scope: str, path: str) -> frozenset[str]:
     store = hub.policies
-    policies = store.cached()
-    fresh = policies is None
-    if policies is None:  # read them off the event loop
-        policies = await asyncio.get_running_loop().run_in_executor(None, store.load)
+    fresh = store.cached() is None
+    if fresh:  # read them off the event loop
+        await asyncio.get_running_loop().run_in_executor(None, store.load)
     try:
         parsed = sas.parse(token)
         try:
-            policy = sas.verify(parsed, policies, time.time(), store.hosts, path)
+            policy = store.verify(token, parsed, time.time(), path)
         except sas.SasRejected:
             # A policy created or a key rotated since the cache was filled: read them again
             # (at most once a second, so refused tokens cannot flood the database).
             if fresh or not store.may_reload():
                 raise
-            policies = await asyncio.get_running_loop().run_in_executor(None, store.load)
-            policy = sas.verify(parsed, policies, time.time(), store.hosts, path)
+            await asyncio.get_running_loop().run_in_executor(None, store.load)
+            policy = store.verify(token, parsed, time.time(), path)
     except sas.SasRejected as exc:
         raise IotHubUnauthorized(str(exc)) from None
     if not has_scope(policy.scopes, scope):

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from cloud_hub.db import Database
 from cloud_hub.errors import AlreadyExists, InvalidInput, NotFound
 from cloud_hub.models import AccessPolicyRow
-from cloud_hub.sas import PolicyKeys
+from cloud_hub.sas import PolicyKeys, SasRejected, SasToken, check_claims, signed_by
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import (
     SCOPE_DEPLOY,
@@ -97,6 +97,8 @@ class AccessPolicies:
         self.db = db
         self.hosts = hosts
         self._cache: tuple[float, dict[str, PolicyKeys]] | None = None
+        # token -> the policy (of the current snapshot) whose key signed it
+        self._signed: dict[str, PolicyKeys] = {}
 
     def cached(self) -> dict[str, PolicyKeys] | None:
         """The policies when read less than CACHE_SECONDS ago, without touching the database."""
@@ -104,6 +106,20 @@ class AccessPolicies:
         if cache is not None and time.monotonic() - cache[0] < self.CACHE_SECONDS:
             return cache[1]
         return None
+
+    def verify(self, token: str, parsed: SasToken, now: float, path: str) -> PolicyKeys:
+        """``sas.verify`` against the cached policies; a signature verified before (same token,
+        same policy keys) is not computed again. SasRejected. Call after ``load``."""
+        assert self._cache is not None
+        policy = check_claims(parsed, self._cache[1], now, self.hosts, path)
+        if self._signed.get(token) is policy:
+            return policy
+        if not signed_by(parsed, policy):
+            raise SasRejected("the shared access signature does not match the policy's keys")
+        if len(self._signed) >= 10_000:
+            self._signed.clear()
+        self._signed[token] = policy
+        return policy
 
     def may_reload(self) -> bool:
         """Whether the cache is old enough (RELOAD_SECONDS) to be read again early."""
@@ -116,6 +132,7 @@ class AccessPolicies:
             rows = session.scalars(select(AccessPolicyRow)).all()
             policies = {row.name: _keys(row) for row in rows}
         self._cache = (time.monotonic(), policies)
+        self._signed = {}
         return policies
 
     def list(self) -> list[PolicyKeys]:

@@ -85,15 +85,16 @@ def _resource_admits(resource: str, hosts: Collection[str], path: str) -> bool:
     return wanted == prefix or wanted.startswith(prefix + "/")
 
 
-def verify(
+def check_claims(
     token: SasToken,
     policies: Mapping[str, PolicyKeys],
     now: float,
     hosts: Collection[str],
     path: str,
 ) -> PolicyKeys:
-    """The policy that signed ``token`` for a request to ``path`` at time ``now`` (seconds since
-    the epoch), or SasRejected. ``hosts`` are the lower-case host names the hub answers to."""
+    """The policy ``token`` names, when it has not expired at ``now`` (seconds since the epoch)
+    and names the hub (one of ``hosts``, lower case) for a request to ``path``; else SasRejected.
+    The signature is not checked here (``signed_by``)."""
     policy = policies.get(token.key_name)
     if policy is None:
         raise SasRejected(f"no shared access policy named {token.key_name!r}")
@@ -101,15 +102,32 @@ def verify(
         raise SasRejected("the shared access signature has expired")
     if not _resource_admits(token.resource, hosts, path):
         raise SasRejected("the shared access signature is for another resource")
+    return policy
+
+
+def signed_by(token: SasToken, policy: PolicyKeys) -> bool:
+    """Whether ``token`` carries a signature made with the policy's primary or secondary key."""
     # What was signed is the resource as sent; clients that encode differently than
     # quote_plus are still admitted when they sign the canonical form.
-    signed = {token.resource, quote_plus(unquote_plus(token.resource))}
+    resources = dict.fromkeys([token.resource, quote_plus(unquote_plus(token.resource))])
     given = token.signature.encode()
-    matched = False
     for key in (policy.primary_key, policy.secondary_key):
-        for resource in signed:
-            expected = signature(resource, token.expiry, key).encode()
-            matched |= hmac.compare_digest(expected, given)
-    if not matched:
+        for resource in resources:
+            if hmac.compare_digest(signature(resource, token.expiry, key).encode(), given):
+                return True
+    return False
+
+
+def verify(
+    token: SasToken,
+    policies: Mapping[str, PolicyKeys],
+    now: float,
+    hosts: Collection[str],
+    path: str,
+) -> PolicyKeys:
+    """The policy that signed ``token`` for a request to ``path`` at time ``now``, or
+    SasRejected: ``check_claims`` and ``signed_by``."""
+    policy = check_claims(token, policies, now, hosts, path)
+    if not signed_by(token, policy):
         raise SasRejected("the shared access signature does not match the policy's keys")
     return policy

@@ -6,9 +6,13 @@ import base64
 from pathlib import Path
 
 import pytest
+from azure.iot.hub.sastoken import SasToken
 
+from cloud_hub import sas
 from cloud_hub.errors import AlreadyExists, InvalidInput, NotFound
 from cloud_hub.hub import Hub, open_hub
+from cloud_hub.policies import AccessPolicies
+from cloud_hub.sas import SasRejected
 from cloud_hub.settings import HubSettings
 
 
@@ -50,3 +54,17 @@ def test_create_rotate_and_swap(hub: Hub) -> None:
         hub.policies.rotate("nobody", "primary")
     with pytest.raises(InvalidInput):
         hub.policies.rotate("ops", "tertiary")
+
+
+def test_verified_signatures_are_remembered_until_the_keys_change(hub: Hub) -> None:
+    ops = hub.policies.create("ops", frozenset({"admin"}))
+    store = AccessPolicies(hub.db, frozenset({"hub.test"}))
+    token = str(SasToken("hub.test", ops.primary_key, "ops")).split(" ", 1)[1]
+    store.load()
+    for _ in range(2):  # the second time from the remembered signature
+        assert store.verify(token, sas.parse(token), 0, "/devices").name == "ops"
+    hub.policies.rotate("ops", "primary")
+    assert store.verify(token, sas.parse(token), 0, "/devices").name == "ops"  # until reloaded
+    store.load()
+    with pytest.raises(SasRejected, match="match"):
+        store.verify(token, sas.parse(token), 0, "/devices")
