@@ -98,8 +98,6 @@ def serve(
     ),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
-    import ssl
-
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud_hub import endpoint, serving
@@ -155,8 +153,8 @@ def serve(
             timeout_graceful_shutdown=10,
             access_log=access_log,
         )
-    except (OSError, ssl.SSLError) as exc:
-        fail(f"cannot serve on {host}: {exc}")
+    except serving.ListenError as exc:
+        fail(str(exc))
     finally:
         hub.close()
     if not started:

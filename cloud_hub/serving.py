@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,6 +22,10 @@ from typing import Any
 import uvicorn
 
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn, as its own messages
+
+
+class ListenError(Exception):
+    """A listener cannot start: its address is taken or its certificate is unusable."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,14 @@ class Listener:
 
 
 def bind(listener: Listener) -> socket.socket:
-    """The listening socket (OSError when the address is taken or not ours)."""
+    """The listening socket (ListenError when the address is taken or not ours)."""
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-    return socket.create_server((listener.host, listener.port), family=family, backlog=2048)
+    try:
+        return socket.create_server((listener.host, listener.port), family=family, backlog=2048)
+    except OSError as exc:
+        where = f"{listener.host}:{listener.port}"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {where}: {reason}") from None
 
 
 class _Server(uvicorn.Server):
@@ -119,7 +130,7 @@ class _Group:
 def serve(app: Any, listeners: list[Listener], **config: Any) -> bool:
     """Serve ``app`` on ``listeners`` (the first runs the lifespan) until a signal; ``config``
     are uvicorn.Config options. Loads the certificates and binds every socket before serving
-    (OSError or ssl.SSLError). True when it started."""
+    (ListenError). True when it started."""
     group = _Group()
     for index, listener in enumerate(listeners):
         server_config = uvicorn.Config(
@@ -131,13 +142,16 @@ def serve(app: Any, listeners: list[Listener], **config: Any) -> bool:
             ssl_keyfile=listener.keyfile,
             **config,
         )
-        server_config.load()  # reads the certificate and key now
+        try:
+            server_config.load()  # reads the certificate and key now
+        except (OSError, ssl.SSLError) as exc:
+            raise ListenError(f"cannot load the HTTPS certificate or key: {exc}") from None
         group.servers.append(_Server(server_config, group))
     sockets: list[socket.socket] = []
     try:
         for listener in listeners:
             sockets.append(bind(listener))
-    except OSError:
+    except ListenError:
         for sock in sockets:
             sock.close()
         raise
