@@ -36,16 +36,15 @@ async def _sas_scopes(hub: Hub, token: str, scope: str, path: str) -> frozenset[
     if fresh:  # read them off the event loop
         await asyncio.get_running_loop().run_in_executor(None, store.load)
     try:
-        parsed = sas.parse(token)
         try:
-            policy = store.verify(token, parsed, time.time(), path)
+            policy = store.verify(token, time.time(), path)
         except sas.SasRejected:
             # A policy created or a key rotated since the cache was filled: read them again
             # (at most once a second, so refused tokens cannot flood the database).
             if fresh or not store.may_reload():
                 raise
             await asyncio.get_running_loop().run_in_executor(None, store.load)
-            policy = store.verify(token, parsed, time.time(), path)
+            policy = store.verify(token, time.time(), path)
     except sas.SasRejected as exc:
         raise IotHubUnauthorized(str(exc)) from None
     if not has_scope(policy.scopes, scope):

@@ -16,10 +16,11 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
+from cloud_hub import sas
 from cloud_hub.db import Database
 from cloud_hub.errors import AlreadyExists, InvalidInput, NotFound
 from cloud_hub.models import AccessPolicyRow
-from cloud_hub.sas import PolicyKeys, SasRejected, SasToken, check_claims, signed_by
+from cloud_hub.sas import Grant, PolicyKeys
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import (
     SCOPE_DEPLOY,
@@ -97,8 +98,9 @@ class AccessPolicies:
         self.db = db
         self.hosts = hosts
         self._cache: tuple[float, dict[str, PolicyKeys]] | None = None
-        # token -> the policy (of the current snapshot) whose key signed it
-        self._signed: dict[str, PolicyKeys] = {}
+        # verified tokens (against the current snapshot), so a client reusing its token skips
+        # the parse and the HMAC
+        self._granted: dict[str, Grant] = {}
 
     def cached(self) -> dict[str, PolicyKeys] | None:
         """The policies when read less than CACHE_SECONDS ago, without touching the database."""
@@ -107,19 +109,19 @@ class AccessPolicies:
             return cache[1]
         return None
 
-    def verify(self, token: str, parsed: SasToken, now: float, path: str) -> PolicyKeys:
-        """``sas.verify`` against the cached policies; a signature verified before (same token,
-        same policy keys) is not computed again. SasRejected. Call after ``load``."""
+    def verify(self, token: str, now: float, path: str) -> PolicyKeys:
+        """The policy that signed ``token`` (the ``Authorization`` value after the scheme) for a
+        request to ``path`` at ``now``, verified against the loaded policies; SasRejected. A
+        token verified before is only checked for its expiry and path. Call after ``load``."""
+        grant = self._granted.get(token)
+        if grant is not None and sas.still_admits(grant, now, path):
+            return grant.policy
         assert self._cache is not None
-        policy = check_claims(parsed, self._cache[1], now, self.hosts, path)
-        if self._signed.get(token) is policy:
-            return policy
-        if not signed_by(parsed, policy):
-            raise SasRejected("the shared access signature does not match the policy's keys")
-        if len(self._signed) >= 10_000:
-            self._signed.clear()
-        self._signed[token] = policy
-        return policy
+        grant = sas.verify(sas.parse(token), self._cache[1], now, self.hosts, path)
+        if len(self._granted) >= 10_000:
+            self._granted.clear()
+        self._granted[token] = grant
+        return grant.policy
 
     def may_reload(self) -> bool:
         """Whether the cache is old enough (RELOAD_SECONDS) to be read again early."""
@@ -132,7 +134,7 @@ class AccessPolicies:
             rows = session.scalars(select(AccessPolicyRow)).all()
             policies = {row.name: _keys(row) for row in rows}
         self._cache = (time.monotonic(), policies)
-        self._signed = {}
+        self._granted = {}
         return policies
 
     def list(self) -> list[PolicyKeys]:

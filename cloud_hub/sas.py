@@ -70,19 +70,35 @@ def signature(resource: str, expiry: str, key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _resource_admits(resource: str, hosts: Collection[str], path: str) -> bool:
-    """``host[:port][/prefix]`` names one of ``hosts`` and, with a prefix, covers ``path``."""
+@dataclass(frozen=True)
+class Grant:
+    """A verified token: the policy that signed it, its expiry and the path prefix it is
+    limited to ("" for the whole hub)."""
+
+    policy: PolicyKeys
+    expiry: int
+    prefix: str
+
+
+def _resource_prefix(resource: str, hosts: Collection[str]) -> str | None:
+    """The path prefix of ``host[:port][/prefix]`` when the host is one of ``hosts``."""
     decoded = unquote_plus(resource).lower()
     for scheme in ("https://", "http://"):
         decoded = decoded.removeprefix(scheme)
     host, _, prefix = decoded.partition("/")
-    if host not in hosts:
-        return False
-    prefix = prefix.strip("/")
+    return prefix.strip("/") if host in hosts else None
+
+
+def _within(prefix: str, path: str) -> bool:
     if not prefix:
         return True
     wanted = path.lower().strip("/")
     return wanted == prefix or wanted.startswith(prefix + "/")
+
+
+def still_admits(grant: Grant, now: float, path: str) -> bool:
+    """Whether a token verified before admits a request to ``path`` at ``now``."""
+    return grant.expiry > now and _within(grant.prefix, path)
 
 
 def check_claims(
@@ -91,18 +107,20 @@ def check_claims(
     now: float,
     hosts: Collection[str],
     path: str,
-) -> PolicyKeys:
-    """The policy ``token`` names, when it has not expired at ``now`` (seconds since the epoch)
-    and names the hub (one of ``hosts``, lower case) for a request to ``path``; else SasRejected.
-    The signature is not checked here (``signed_by``)."""
+) -> Grant:
+    """What ``token`` claims, when it names a policy, has not expired at ``now`` (seconds since
+    the epoch) and names the hub (one of ``hosts``, lower case) for a request to ``path``; else
+    SasRejected. The signature is not checked here (``signed_by``)."""
     policy = policies.get(token.key_name)
     if policy is None:
         raise SasRejected(f"no shared access policy named {token.key_name!r}")
-    if int(token.expiry) <= now:
+    prefix = _resource_prefix(token.resource, hosts)
+    grant = Grant(policy, int(token.expiry), prefix or "")
+    if grant.expiry <= now:
         raise SasRejected("the shared access signature has expired")
-    if not _resource_admits(token.resource, hosts, path):
+    if prefix is None or not _within(prefix, path):
         raise SasRejected("the shared access signature is for another resource")
-    return policy
+    return grant
 
 
 def signed_by(token: SasToken, policy: PolicyKeys) -> bool:
@@ -124,10 +142,10 @@ def verify(
     now: float,
     hosts: Collection[str],
     path: str,
-) -> PolicyKeys:
-    """The policy that signed ``token`` for a request to ``path`` at time ``now``, or
-    SasRejected: ``check_claims`` and ``signed_by``."""
-    policy = check_claims(token, policies, now, hosts, path)
-    if not signed_by(token, policy):
+) -> Grant:
+    """What a token that admits a request to ``path`` at time ``now`` grants, or SasRejected:
+    ``check_claims`` and ``signed_by``."""
+    grant = check_claims(token, policies, now, hosts, path)
+    if not signed_by(token, grant.policy):
         raise SasRejected("the shared access signature does not match the policy's keys")
-    return policy
+    return grant

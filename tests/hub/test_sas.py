@@ -27,9 +27,8 @@ def sdk_token(uri: str, key: str = PRIMARY, name: str = "iothubowner", ttl: int 
 
 def check(token: str, now: float | None = None, path: str = "/devices") -> PolicyKeys:
     parsed = sas.parse(token)
-    return sas.verify(
-        parsed, POLICIES, int(parsed.expiry) - 60 if now is None else now, HOSTS, path
-    )
+    clock = int(parsed.expiry) - 60 if now is None else now
+    return sas.verify(parsed, POLICIES, clock, HOSTS, path).policy
 
 
 def test_sdk_tokens_verify_with_either_key_and_the_port_in_the_host() -> None:
