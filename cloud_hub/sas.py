@@ -52,7 +52,7 @@ def parse(token: str) -> SasToken:
     missing = [f for f in ("sr", "sig", "se", "skn") if not fields.get(f)]
     if missing:
         raise SasRejected(f"shared access signature lacks {missing[0]!r}")
-    if not fields["se"].isdigit():
+    if not (fields["se"].isascii() and fields["se"].isdigit()):
         raise SasRejected("the expiry 'se' must be seconds since the epoch")
     return SasToken(
         resource=fields["sr"],

@@ -54,7 +54,9 @@ def test_expiry_is_exclusive_and_compared_with_the_hub_clock() -> None:
         (sdk_token("hub.example.test:9999"), "another resource"),
         ("sr=hub.example.test&sig=abc&skn=iothubowner", "lacks 'se'"),
         ("sr=hub.example.test&sig=abc&se=soon&skn=iothubowner", "seconds since the epoch"),
+        ("sr=hub.example.test&sig=abc&se=\u00b2&skn=iothubowner", "seconds since the epoch"),
         ("sr=a&sr=b&sig=abc&se=1&skn=iothubowner", "malformed"),
+        ("just-garbage", "malformed"),
     ],
 )
 def test_refusals_say_why(token: str, reason: str) -> None:
