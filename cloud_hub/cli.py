@@ -180,21 +180,14 @@ def token_create(
     scope: list[str] = typer.Option(
         ...,
         "--scope",
-        help="registry:read, registry:write, deploy or admin (repeatable).",
+        help="registry:read, registry:write, service, deploy or admin (repeatable).",
     ),
     name: str = typer.Option("", "--name", help="A label for the token."),
 ) -> None:
     """Create an API token and print it (alone) on stdout."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cloud_hub.errors import HubError
-    from cloud_hub.hub import open_hub
-    from cloud_hub.settings import HubSettings
 
-    try:
-        hub = open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    hub = _open_offline(data_dir, database_url)
     try:
         token = hub.tokens.create(scope, name)
     except HubError as exc:

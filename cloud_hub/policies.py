@@ -2,8 +2,9 @@
 mapping of IoT Hub's rights onto the hub's scopes.
 
 Migration 0006 creates the four policies an IoT hub starts with; ``edgefleet hub policy`` adds
-more and rotates keys. A running hub keeps the policies in memory for CACHE_SECONDS, so a rotated
-key is honoured (and an old one refused) by every hub process within that time.
+more and rotates keys. A running hub keeps the policies in memory for CACHE_SECONDS and reads them
+again early when a token does not verify, so a new policy or key works at once and a rotated-away
+key is refused by every hub process within CACHE_SECONDS.
 """
 
 from __future__ import annotations
