@@ -85,11 +85,10 @@ class _Group:
         self.servers: list[_Server] = []
         self.stopping = False
 
-    def announce(self) -> None:
-        for server in self.servers:
-            config = server.config
-            scheme = "https" if config.is_ssl else "http"
-            log.info("hub API on %s://%s:%d", scheme, config.host, config.port)
+    def announce(self, sockets: list[socket.socket]) -> None:
+        for server, sock in zip(self.servers, sockets, strict=True):
+            scheme = "https" if server.config.is_ssl else "http"
+            log.info("hub API on %s://%s:%d", scheme, server.config.host, sock.getsockname()[1])
 
     def stop(self, sig: int) -> None:
         """Stop the secondary servers now; ``run`` stops the primary after them. A second
@@ -109,7 +108,7 @@ class _Group:
         while not (primary.started or main.done()):
             await asyncio.sleep(0.02)
         if primary.started:
-            self.announce()
+            self.announce(sockets)
         if not primary.started or not others:
             await main
             return
