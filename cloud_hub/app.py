@@ -32,6 +32,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.registry",
     "cloud_hub.api.twins",
     "cloud_hub.api.query",
+    "cloud_hub.api.statistics",
     "cloud_hub.api.enrollment",
     "cloud_hub.api.logupload",
     "cloud_hub.edge_deployment",
