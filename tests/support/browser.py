@@ -1,0 +1,69 @@
+"""A real headless Chromium (Debian's ``chromium`` + ``chromium-driver``) driven by Selenium.
+
+Nothing is downloaded at run time: the driver path is given, so Selenium Manager never runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@contextmanager
+def chromium(width: int = 1280, height: int = 800) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            raise RuntimeError(f"{path} is missing: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # tests run as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, predicate: Callable[[Any], Any], timeout: float = 20.0) -> Any:
+    """Selenium's WebDriverWait: the first truthy value of ``predicate(driver)``."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(predicate)
+
+
+def screenshot(driver: Any, directory: Path, name: str, publish_to: Path | None = None) -> Path:
+    """A full-window PNG ``name.png`` under ``directory`` (and copied to ``publish_to``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    size = driver.get_window_size()
+    driver.set_window_size(size["width"], min(max(int(height), 400), 2400))
+    try:
+        assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+    if publish_to is not None:
+        publish_to.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, publish_to / path.name)
+    return path
