@@ -44,7 +44,7 @@ class Problem:
 
 
 def _configurations(hub: Hub) -> Configurations:
-    return hub.extensions["deployments"].configurations  # type: ignore[no-any-return]
+    return hub.extensions["deployments"].configurations
 
 
 def summary(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,9 +75,7 @@ async def deployments(request: Request, user: UiUser = Depends(current_user)) ->
     configs = await call_service(_configurations(ui_state(request).hub).list_json, 1000)
     configs.sort(key=lambda c: (-int(c.get("priority") or 0), str(c.get("id"))))
     template = "_deployments_table.html" if is_fragment(request) else "deployments.html"
-    return render(
-        request, template, user, nav="deployments", configs=[summary(c) for c in configs]
-    )
+    return render(request, template, user, nav="deployments", configs=[summary(c) for c in configs])
 
 
 def _targeted(hub: Hub, config: dict[str, Any]) -> Any:
@@ -209,7 +207,9 @@ async def create(request: Request, user: UiUser = Depends(current_user)) -> Resp
 
 
 @router.get("/{config_id}")
-async def detail(request: Request, config_id: str, user: UiUser = Depends(current_user)) -> Response:
+async def detail(
+    request: Request, config_id: str, user: UiUser = Depends(current_user)
+) -> Response:
     return await _detail(request, user, config_id)
 
 

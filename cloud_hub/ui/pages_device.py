@@ -38,16 +38,29 @@ def _device_view(hub: Hub, device_id: str) -> dict[str, Any]:
         "twin": twin,
         "edge": edge,
         "keys": [
-            {"name": "primary", "value": keys.get("primaryKey") or "", "masked": mask(keys.get("primaryKey"))},
-            {"name": "secondary", "value": keys.get("secondaryKey") or "", "masked": mask(keys.get("secondaryKey"))},
+            {
+                "name": "primary",
+                "value": keys.get("primaryKey") or "",
+                "masked": mask(keys.get("primaryKey")),
+            },
+            {
+                "name": "secondary",
+                "value": keys.get("secondaryKey") or "",
+                "masked": mask(keys.get("secondaryKey")),
+            },
         ],  # fmt: skip
         "tags_tree": twin_tree(twin.get("tags") or {}, {}),
         "desired_tree": twin_tree(props.get("desired") or {}),
         "reported_tree": twin_tree(props.get("reported") or {}),
         "editable": json.dumps(editable_twin(twin), indent=2, sort_keys=True),
         "modules": _modules(agent),
-        "agent_modules": sorted(((agent or {}).get("properties", {}).get("reported", {}).get("modules") or {})),  # fmt: skip
+        "agent_modules": _agent_module_names(agent),
     }
+
+
+def _agent_module_names(agent: dict[str, Any] | None) -> list[str]:
+    reported = ((agent or {}).get("properties") or {}).get("reported") or {}
+    return sorted(reported.get("modules") or {})
 
 
 def _modules(agent: dict[str, Any] | None) -> list[Any]:
@@ -137,7 +150,8 @@ async def save_twin(
     hub = ui_state(request).hub
     try:
         doc = _parse_twin_document(text)
-        body = {"tags": doc.get("tags") or {}, "properties": {"desired": (doc.get("properties") or {}).get("desired") or {}}}  # fmt: skip
+        desired = (doc.get("properties") or {}).get("desired") or {}
+        body = {"tags": doc.get("tags") or {}, "properties": {"desired": desired}}
         await call_service(hub.twins.replace_twin, device_id, None, body, form.get("etag") or "*")
     except PreconditionFailed:
         return await _page(
@@ -163,7 +177,9 @@ async def save_twin(
 
 
 @router.post("/{device_id}/rotate")
-async def rotate(request: Request, device_id: str, user: UiUser = Depends(current_user)) -> Response:
+async def rotate(
+    request: Request, device_id: str, user: UiUser = Depends(current_user)
+) -> Response:
     form = await write_form(request, user, SCOPE_REGISTRY_WRITE)
     which = form.get("which", "")
     try:
@@ -186,7 +202,9 @@ async def _invoke(
     return 200, result
 
 
-def _method_answer(request: Request, user: UiUser, device_id: str, status: int, result: Any) -> Response:
+def _method_answer(
+    request: Request, user: UiUser, device_id: str, status: int, result: Any
+) -> Response:
     if is_fragment(request):
         return render(request, "_method_result.html", user, status=status, result=result)
     return RedirectResponse(f"/ui/devices/{device_id}", status_code=303)

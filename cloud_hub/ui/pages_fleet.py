@@ -33,7 +33,7 @@ def _counts(request: Request) -> CountsCache:
     cache = state.hub.extensions.get("ui-counts")
     if cache is None:
         cache = state.hub.extensions["ui-counts"] = CountsCache(state.hub.db)
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 def _fleet_wanted(event: Any) -> bool:

@@ -46,7 +46,8 @@ async def login_form(request: Request, next: str = "/ui", code: str = "") -> Res
         token = ui_state(request).codes.redeem(code)
         if token is not None and await token_scopes(ui_state(request).hub, token) is not None:
             return _signed_in(request, token, next)
-        return render(request, "login.html", next=next, error="this sign-in link was used or has expired", status_code=401)  # fmt: skip
+        expired = "this sign-in link was used or has expired"
+        return render(request, "login.html", next=_safe_next(next), error=expired, status_code=401)
     return render(request, "login.html", next=_safe_next(next), error="")
 
 

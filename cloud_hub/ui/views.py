@@ -189,7 +189,9 @@ class TreeNode:
     updated: str = ""  # $metadata.$lastUpdated
 
 
-def twin_tree(section: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> list[TreeNode]:
+def twin_tree(
+    section: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+) -> list[TreeNode]:
     """A twin section as a tree, each node with the time its ``$metadata`` gives."""
     nodes = []
     meta = metadata if metadata is not None else section.get("$metadata") or {}

@@ -160,9 +160,7 @@ def install_handlers(app: FastAPI) -> None:
                 f'<p class="error" role="alert">{_escape(exc.message)}</p>',
                 status_code=exc.status,
             )
-        return render(
-            request, "error.html", None, status_code=exc.status, message=exc.message
-        )
+        return render(request, "error.html", None, status_code=exc.status, message=exc.message)
 
 
 def _escape(text: str) -> str:

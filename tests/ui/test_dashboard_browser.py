@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from edgefleet.manifest import edge_deployment, process_module
 from tests.support.browser import chromium, screenshot, wait_for
 from tests.support.hub import RunningHub, create_token, running_hub
-from tests.support.mqtt import create_device, device_client, wait_until
+from tests.support.mqtt import create_device, device_client
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = ROOT / "docs" / "images" if os.environ.get("EDGEFLEET_UPDATE_SCREENSHOTS") else None
@@ -37,6 +37,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
 @pytest.fixture(scope="module")
 def browser(hub: RunningHub) -> Iterator[Any]:
     with chromium() as driver:
+        sign_in(driver, hub, hub.token)
         yield driver
 
 
@@ -63,12 +64,6 @@ def session_http(hub: RunningHub, driver: Any) -> httpx.Client:
     """An HTTP client holding the browser's session cookie (to send requests the UI never does)."""
     cookies = {c["name"]: c["value"] for c in driver.get_cookies()}
     return httpx.Client(base_url=hub.url, cookies=cookies, follow_redirects=False, timeout=30)
-
-
-def csrf_of(page_html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page_html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
 
 
 def test_sign_in_fleet_states_live_offline(
@@ -201,7 +196,9 @@ def test_deployments_layered_from_file_metrics_and_rollout_control(
     screenshot(browser, shots, "deployment-new", DOCS_IMAGES)
 
     browser.find_element(By.ID, "dep-file").send_keys(str(layer))
-    wait_for(browser, lambda d: "mon" in d.find_element(By.ID, "dep-manifest").get_attribute("value"))
+    wait_for(
+        browser, lambda d: "mon" in d.find_element(By.ID, "dep-manifest").get_attribute("value")
+    )
     browser.find_element(By.ID, "dep-target").send_keys("tags.ring = 'canary'")
     priority = browser.find_element(By.ID, "dep-priority")
     priority.clear()
@@ -261,11 +258,76 @@ def test_live_results_stream(hub: RunningHub, browser: Any, shots: Path, tmp_pat
         device.shutdown()
 
 
+def module_cell(driver: Any, module: str) -> str:
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#modules-table tr[data-module='{module}']")
+    return str(rows[0].text) if rows else ""
+
+
+def test_edge_modules_live_restart_and_direct_method(
+    hub: RunningHub, browser: Any, tmp_path: Path
+) -> None:
+    from edgefleet.sdk.device_client import MethodRequest, MethodResponse
+
+    create_device(hub, "edge-live", {"capabilities": {"iotEdge": True}})
+    calls: list[tuple[str, Any]] = []
+
+    def answer(req: MethodRequest) -> MethodResponse:
+        calls.append((req.name, req.payload))
+        return MethodResponse.create_from_method_request(req, 200, {"ok": req.name})
+
+    device = device_client(hub, "edge-live", tmp_path)
+    agent = device.module("$edgeAgent")
+    agent.on_method_request_received = answer
+    device.on_method_request_received = answer
+    device.connect(20)
+    running = {
+        "runtimeStatus": "running",
+        "exitCode": 0,
+        "restartCount": 0,
+        "lastStartTimeUtc": "2026-01-01T00:00:00Z",
+        "settings": {"image": "example/app:1"},
+        "version": "1.0",
+    }
+    try:
+        agent.patch_twin_reported_properties({"modules": {"app": running}})
+        browser.get(hub.url + "/ui/devices/edge-live")
+        wait_for(browser, lambda d: "running" in module_cell(d, "app"))
+        browser.execute_script("window.__notReloaded = true")
+        failed = {**running, "runtimeStatus": "failed", "exitCode": 3, "restartCount": 2}
+        agent.patch_twin_reported_properties({"modules": {"app": failed}})
+        wait_for(browser, lambda d: "failed" in module_cell(d, "app"))
+        assert "example/app:1" in module_cell(browser, "app")
+        assert browser.execute_script("return window.__notReloaded === true")
+
+        browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app'] button").click()
+        wait_for(browser, lambda d: "restartModule" in d.find_element(By.ID, "module-action").text)
+        assert ("restartModule", {"schemaVersion": "1.0", "id": "app"}) in calls
+
+        form = browser.find_element(By.CSS_SELECTOR, ".method-form")
+        form.find_element(By.NAME, "method").send_keys("echo")
+        payload = form.find_element(By.NAME, "payload")
+        browser.execute_script("arguments[0].value = arguments[1]", payload, '{"n": 1}')
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for(
+            browser, lambda d: "method status 200" in d.find_element(By.ID, "method-result").text
+        )
+        assert ("echo", {"n": 1}) in calls
+
+        browser.get(hub.url + "/ui?q=deviceId%20%3D%20%27edge-live%27")
+        wait_for(browser, lambda d: d.find_element(By.ID, "count-failed").text == "1")
+        assert (
+            "failed: app"
+            in browser.find_element(By.CSS_SELECTOR, "tr[data-device='edge-live']").text
+        )
+    finally:
+        device.shutdown()
+
+
 def test_read_only_token_and_csrf(hub: RunningHub, browser: Any, shots: Path) -> None:
     # a write without the session's CSRF token is refused, even with a valid session
     with session_http(hub, browser) as http:
-        page = http.get("/ui/devices/cam-1")
-        assert page.status_code == 200
+        device_page = http.get("/ui/devices/cam-1")
+        assert device_page.status_code == 200
         doc = json.dumps({"tags": {"site": "evil"}})
         refused = http.post("/ui/devices/cam-1/twin", data={"etag": "*", "document": doc})
         assert refused.status_code == 403 and "CSRF" in refused.text
