@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from cloud_hub.auth import require
+from cloud_hub.tokens import SCOPE_REGISTRY_READ
 from cloud_hub.ui.web import (
     COOKIE,
     UiUser,
@@ -61,6 +63,23 @@ async def login(request: Request) -> Response:
             request, "login.html", next=_safe_next(target), error="unknown token", status_code=401
         )
     return _signed_in(request, token, target)
+
+
+@router.post("/login-codes", dependencies=[Depends(require(SCOPE_REGISTRY_READ))])
+async def login_code(request: Request) -> Response:
+    """A one-time sign-in link for the bearer token of this request (``edgefleet demo`` prints
+    one): the code opens one session with that token's scopes, once, within its lifetime."""
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    codes = ui_state(request).codes
+    code = codes.issue(token)
+    return JSONResponse(
+        {
+            "code": code,
+            "path": f"/ui/login?code={code}",
+            "expiresInSeconds": int(codes.ttl_seconds),
+        },
+        status_code=201,
+    )
 
 
 @router.post("/logout")

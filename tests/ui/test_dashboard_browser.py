@@ -264,7 +264,7 @@ def module_cell(driver: Any, module: str) -> str:
 
 
 def test_edge_modules_live_restart_and_direct_method(
-    hub: RunningHub, browser: Any, tmp_path: Path
+    hub: RunningHub, browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     from edgefleet.sdk.device_client import MethodRequest, MethodResponse
 
@@ -297,6 +297,9 @@ def test_edge_modules_live_restart_and_direct_method(
         agent.patch_twin_reported_properties({"modules": {"app": failed}})
         wait_for(browser, lambda d: "failed" in module_cell(d, "app"))
         assert "example/app:1" in module_cell(browser, "app")
+        modules = browser.find_element(By.ID, "modules-h")
+        browser.execute_script("arguments[0].scrollIntoView()", modules)
+        screenshot(browser, shots, "device-edge", DOCS_IMAGES)
         assert browser.execute_script("return window.__notReloaded === true")
 
         browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app'] button").click()
@@ -375,6 +378,7 @@ def test_read_only_token_and_csrf(hub: RunningHub, browser: Any, shots: Path) ->
             "login",
             "fleet",
             "device",
+            "device-edge",
             "deployment-new",
             "deployments",
             "deployment",

@@ -59,14 +59,20 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_it(
 
 
 def test_one_time_sign_in_link(hub: Hub, app_client: TestClient) -> None:  # noqa: F811
-    state: UiState = hub.extensions["ui"]
-    code = state.codes.issue(hub.tokens.create(["registry:read"]))
-    first = app_client.get(f"/ui/login?code={code}", follow_redirects=False)
+    assert app_client.post("/ui/login-codes").status_code == 401
+    reader = hub.tokens.create(["registry:read"])
+    answer = app_client.post("/ui/login-codes", headers={"Authorization": f"Bearer {reader}"})
+    assert answer.status_code == 201
+    link = answer.json()["path"]
+    assert reader not in link
+    first = app_client.get(link, follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/ui"
     assert app_client.get("/ui").status_code == 200
     app_client.cookies.clear()
-    again = app_client.get(f"/ui/login?code={code}", follow_redirects=False)
+    again = app_client.get(link, follow_redirects=False)
     assert again.status_code == 401
+    state: UiState = hub.extensions["ui"]
+    assert state.codes.redeem("made-up") is None
 
 
 def test_writes_need_the_csrf_token_and_the_scope(hub: Hub, app_client: TestClient) -> None:  # noqa: F811
