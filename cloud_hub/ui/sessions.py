@@ -76,10 +76,17 @@ class SessionStore:
 
 
 class LoginCodes:
-    """Single-use codes that stand for a token for ``ttl_seconds``."""
+    """Single-use codes that stand for a token for ``ttl_seconds``; at most ``max_codes`` live
+    (the oldest go first)."""
 
-    def __init__(self, ttl_seconds: float = 600, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ttl_seconds: float = 600,
+        clock: Callable[[], float] = time.monotonic,
+        max_codes: int = 10_000,
+    ) -> None:
         self.ttl_seconds = ttl_seconds
+        self.max_codes = max_codes
         self._clock = clock
         self._codes: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -89,6 +96,8 @@ class LoginCodes:
         with self._lock:
             now = self._clock()
             self._codes = {k: v for k, v in self._codes.items() if v[1] > now}
+            while len(self._codes) >= self.max_codes:  # dicts keep insertion order
+                del self._codes[next(iter(self._codes))]
             self._codes[code] = (token, now + self.ttl_seconds)
         return code
 

@@ -21,7 +21,7 @@ from cloud_hub.mqtt.stored_messages import list_messages
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 300.0
 #: at most one "something changed" event per this many seconds and stream
-COALESCE_SECONDS = 0.5
+COALESCE_SECONDS = 1.0
 LIVE_POLL_SECONDS = 1.0
 
 

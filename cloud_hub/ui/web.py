@@ -100,7 +100,11 @@ async def current_user(request: Request) -> UiUser:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (last value of each field); 413 beyond MAX_FORM_BYTES."""
+    """An urlencoded form body (last value of each field); 413 beyond MAX_FORM_BYTES. A form
+    another site makes a browser post (the browser says so in Sec-Fetch-Site) is refused, sign-in
+    included."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise UiRefused(403, "a form posted from another site is refused")
     body = b""
     async for chunk in request.stream():
         body += chunk

@@ -38,9 +38,13 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_it(
     app_client: TestClient,
 ) -> None:
     assert app_client.get("/ui", follow_redirects=False).headers["location"].startswith("/ui/login")
+    token = hub.tokens.create(["admin"])
+    forged = app_client.post(
+        "/ui/login", data={"token": token}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert forged.status_code == 403 and "edgefleet_ui" not in forged.headers.get("set-cookie", "")
     bad = app_client.post("/ui/login", data={"token": "efh_nope"}, follow_redirects=False)
     assert bad.status_code == 401 and "unknown token" in bad.text
-    token = hub.tokens.create(["admin"])
     answer = app_client.post(
         "/ui/login", data={"token": token, "next": "//evil.example/x"}, follow_redirects=False
     )

@@ -125,6 +125,11 @@ def test_sessions_expire_when_idle_and_codes_work_once() -> None:
     late = codes.issue("tok")
     now[0] += 11
     assert codes.redeem(late) is None
+    few = LoginCodes(max_codes=2, clock=lambda: now[0])
+    oldest = few.issue("a")
+    few.issue("b")
+    few.issue("c")
+    assert few.redeem(oldest) is None
 
 
 def test_creation_form_problems_name_their_json_paths() -> None:
