@@ -217,6 +217,18 @@ def editable_twin(twin: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def short_time(text: str | None) -> str:
+    """``2026-01-02T03:04:05.123456Z`` as ``2026-01-02 03:04:05Z`` (seconds are enough on a
+    page; the full value stays in the element's title)."""
+    if not text:
+        return "\u2014"
+    date, sep, clock = text.partition("T")
+    if not sep:
+        return text
+    zone = "Z" if clock.endswith("Z") else ""
+    return f"{date} {clock.split('.')[0].rstrip('Z')}{zone}"
+
+
 def mask(secret: str | None) -> str:
     if not secret:
         return ""

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from cloud_hub.hub import Hub
 from cloud_hub.tokens import SCOPE_DEPLOY, SCOPE_REGISTRY_WRITE, has_scope
 from cloud_hub.ui.sessions import LoginCodes, SessionStore, UiSession
+from cloud_hub.ui.views import short_time
 
 COOKIE = "edgefleet_ui"
 CSRF_FIELD = "csrf"
@@ -33,6 +34,7 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
+_env.filters["when"] = short_time
 
 
 class LoginRequired(Exception):

@@ -53,16 +53,19 @@ def wait_for(driver: Any, predicate: Callable[[Any], Any], timeout: float = 20.0
 
 
 def screenshot(driver: Any, directory: Path, name: str, publish_to: Path | None = None) -> Path:
-    """A full-window PNG ``name.png`` under ``directory`` (and copied to ``publish_to``)."""
+    """A PNG ``name.png`` of the whole page (not only the window) under ``directory``, and
+    copied to ``publish_to``; Chromium's DevTools capture beyond the viewport."""
+    import base64
+
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.png"
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    size = driver.get_window_size()
-    driver.set_window_size(size["width"], min(max(int(height), 400), 2400))
-    try:
-        assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
-    finally:
-        driver.set_window_size(size["width"], size["height"])
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000), "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
     if publish_to is not None:
         publish_to.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, publish_to / path.name)

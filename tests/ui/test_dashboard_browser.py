@@ -297,8 +297,6 @@ def test_edge_modules_live_restart_and_direct_method(
         agent.patch_twin_reported_properties({"modules": {"app": failed}})
         wait_for(browser, lambda d: "failed" in module_cell(d, "app"))
         assert "example/app:1" in module_cell(browser, "app")
-        modules = browser.find_element(By.ID, "modules-h")
-        browser.execute_script("arguments[0].scrollIntoView()", modules)
         screenshot(browser, shots, "device-edge", DOCS_IMAGES)
         assert browser.execute_script("return window.__notReloaded === true")
 

@@ -13,6 +13,7 @@ from cloud_hub.ui.views import (
     fleet_row,
     mask,
     module_rows,
+    short_time,
     twin_tree,
 )
 from edgefleet.manifest import edge_deployment, process_module
@@ -96,6 +97,8 @@ def test_twin_tree_carries_metadata_times_and_editable_drops_bookkeeping() -> No
     assert node.children is not None and node.children[0].updated == "T2"
     twin = {"tags": {"a": 1}, "properties": {"desired": {"x": 1, "$version": 3, "$metadata": {}}}}
     assert editable_twin(twin) == {"tags": {"a": 1}, "properties": {"desired": {"x": 1}}}
+    assert short_time("2026-01-02T03:04:05.123456Z") == "2026-01-02 03:04:05Z"
+    assert short_time(None) == "\u2014" and short_time("soon") == "soon"
     assert mask("abcdefgh").startswith("abcd") and "efgh" not in mask("abcdefgh")
 
 
