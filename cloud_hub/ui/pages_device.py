@@ -19,7 +19,15 @@ from cloud_hub.mqtt.tables import MessageRow
 from cloud_hub.tokens import SCOPE_REGISTRY_WRITE
 from cloud_hub.ui.streams import change_events, message_events, sse_response
 from cloud_hub.ui.views import editable_twin, mask, module_rows, twin_tree
-from cloud_hub.ui.web import UiUser, current_user, is_fragment, render, ui_state, write_form
+from cloud_hub.ui.web import (
+    UiRefused,
+    UiUser,
+    current_user,
+    is_fragment,
+    render,
+    ui_state,
+    write_form,
+)
 
 router = APIRouter(prefix="/ui/devices")
 AGENT = "$edgeAgent"
@@ -39,16 +47,12 @@ def _device_view(hub: Hub, device_id: str) -> dict[str, Any]:
         "edge": edge,
         "keys": [
             {
-                "name": "primary",
-                "value": keys.get("primaryKey") or "",
-                "masked": mask(keys.get("primaryKey")),
-            },
-            {
-                "name": "secondary",
-                "value": keys.get("secondaryKey") or "",
-                "masked": mask(keys.get("secondaryKey")),
-            },
-        ],  # fmt: skip
+                "name": name,
+                "value": keys.get(f"{name}Key") or "",
+                "masked": mask(keys.get(f"{name}Key")),
+            }
+            for name in ("primary", "secondary")
+        ],
         "tags_tree": twin_tree(twin.get("tags") or {}, {}),
         "desired_tree": twin_tree(props.get("desired") or {}),
         "reported_tree": twin_tree(props.get("reported") or {}),
@@ -96,8 +100,11 @@ async def modules_fragment(
     request: Request, device_id: str, user: UiUser = Depends(current_user)
 ) -> Response:
     hub = ui_state(request).hub
-    agent = await call_service(hub.twins.get_twin, device_id, AGENT)
-    device = await call_service(hub.registry.get_device, device_id)
+    try:
+        agent = await call_service(hub.twins.get_twin, device_id, AGENT)
+        device = await call_service(hub.registry.get_device, device_id)
+    except HubError as exc:
+        raise UiRefused(exc.status, exc.message) from None
     return render(
         request,
         "_modules.html",
@@ -160,6 +167,7 @@ async def save_twin(
             device_id,
             status_code=412,
             editable=text,
+            form_etag=form.get("etag"),  # saving again fails again until the page is reloaded
             twin_error="The twin changed meanwhile: reload the page to edit the newest version.",
             stale=True,
         )

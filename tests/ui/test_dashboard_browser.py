@@ -152,6 +152,12 @@ def test_edit_desired_lands_in_twin_and_device(
         browser.find_element(By.ID, "save-twin").click()
         stale = wait_for(browser, lambda d: d.find_elements(By.ID, "twin-error"))[0].text
         assert "changed meanwhile" in stale
+        browser.execute_script("window.__before = true")
+        browser.find_element(By.ID, "save-twin").click()  # again, without reloading
+        wait_for(browser, lambda d: d.execute_script("return window.__before !== true"))
+        assert "changed meanwhile" in browser.find_element(By.ID, "twin-error").text
+        with hub.client() as api:
+            assert api.request("GET", "/twins/thermo-1").json()["properties"]["desired"]["x"] == 1
     finally:
         device.shutdown()
 
