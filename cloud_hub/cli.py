@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -130,6 +131,9 @@ def serve(
         access_log=access_log,
     )
     server = _server_class()(config)
+    ui = hub.extensions.get("ui")
+    if ui is not None:  # open dashboard streams end at once, not after the graceful timeout
+        server.exit_hooks.append(ui.stopping.set)
     try:
         server.run()
     finally:
@@ -142,11 +146,20 @@ def _server_class() -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after a graceful stop; we exit 0 instead."""
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful stop; we exit 0 instead.
+        ``exit_hooks`` run when the stop begins (before open requests are drained)."""
+
+        exit_hooks: list[Callable[[], None]]
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.exit_hooks = []
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
+            for hook in self.exit_hooks:
+                hook()
 
     return Server
 

@@ -119,10 +119,12 @@ async def device_stream(
     request: Request, device_id: str, _user: UiUser = Depends(current_user)
 ) -> Response:
     types = (ev.TwinReportedChanged, ev.ConnectionStateChanged, ev.TwinDesiredChanged)
+    state = ui_state(request)
     return sse_response(
         change_events(
             request,
-            ui_state(request).hub,
+            state.hub,
+            state.stopping,
             types,
             lambda e: e.device_id == device_id,
             "device",
@@ -277,7 +279,7 @@ async def live_page(
 async def live_stream(
     request: Request, device_id: str, _user: UiUser = Depends(current_user)
 ) -> Response:
-    hub = ui_state(request).hub
-    last = await call_service(_last_seq, hub, device_id)
+    state = ui_state(request)
+    last = await call_service(_last_seq, state.hub, device_id)
     since = str(max(0, last - LIVE_BACKLOG))
-    return sse_response(message_events(request, hub, device_id, since))
+    return sse_response(message_events(request, state.hub, state.stopping, device_id, since))

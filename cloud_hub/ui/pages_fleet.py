@@ -88,5 +88,7 @@ async def fleet(
 
 @router.get("/fleet/stream")
 async def fleet_stream(request: Request, _user: UiUser = Depends(current_user)) -> Response:
-    hub = ui_state(request).hub
-    return sse_response(change_events(request, hub, FLEET_EVENTS, _fleet_wanted, "fleet"))
+    state = ui_state(request)
+    return sse_response(
+        change_events(request, state.hub, state.stopping, FLEET_EVENTS, _fleet_wanted, "fleet")
+    )

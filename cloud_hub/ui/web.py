@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -73,6 +74,8 @@ class UiState:
     hub: Hub
     sessions: SessionStore
     codes: LoginCodes
+    #: set when the hub begins to stop: open event streams end
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def ui_state(request: Request) -> UiState:
