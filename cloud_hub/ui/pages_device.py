@@ -114,6 +114,17 @@ async def modules_fragment(
     )
 
 
+@router.get("/{device_id}/state")
+async def state_fragment(
+    request: Request, device_id: str, user: UiUser = Depends(current_user)
+) -> Response:
+    try:
+        device = await call_service(ui_state(request).hub.registry.get_device, device_id)
+    except HubError as exc:
+        raise UiRefused(exc.status, exc.message) from None
+    return render(request, "_device_state.html", user, device=device)
+
+
 @router.get("/{device_id}/stream")
 async def device_stream(
     request: Request, device_id: str, _user: UiUser = Depends(current_user)

@@ -125,6 +125,7 @@ def test_edit_desired_lands_in_twin_and_device(
     try:
         device.patch_twin_reported_properties({"firmware": "1.2.0", "temperature": 21.5})
         browser.get(hub.url + "/ui/devices/thermo-1")
+        wait_for(browser, lambda d: d.find_element(By.ID, "device-state").text == "online")
         area = wait_for(browser, lambda d: d.find_element(By.ID, "twin-doc"))
         # client-side check: not JSON, nothing sent
         browser.execute_script("arguments[0].value = '{\"tags\": '", area)
@@ -305,6 +306,7 @@ def test_edge_modules_live_restart_and_direct_method(
         assert "example/app:1" in module_cell(browser, "app")
         screenshot(browser, shots, "device-edge", DOCS_IMAGES)
         assert browser.execute_script("return window.__notReloaded === true")
+        assert browser.find_element(By.ID, "device-state").text == "online"
 
         browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app'] button").click()
         wait_for(browser, lambda d: "restartModule" in d.find_element(By.ID, "module-action").text)
@@ -319,6 +321,9 @@ def test_edge_modules_live_restart_and_direct_method(
             browser, lambda d: "method status 200" in d.find_element(By.ID, "method-result").text
         )
         assert ("echo", {"n": 1}) in calls
+        device.shutdown()  # the state at the top of the page follows, without a reload
+        wait_for(browser, lambda d: d.find_element(By.ID, "device-state").text == "offline")
+        assert browser.execute_script("return window.__notReloaded === true")
 
         browser.get(hub.url + "/ui?q=deviceId%20%3D%20%27edge-live%27")
         wait_for(browser, lambda d: d.find_element(By.ID, "count-failed").text == "1")
