@@ -39,6 +39,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.deployments.api",
     "cloud_hub.mqtt.extension",
     "cloud_hub.api.messaging",
+    "cloud_hub.ui",
 ]
 
 

@@ -145,10 +145,14 @@ def serve(
     if tls_port is not None:
         listeners.append(serving.Listener(host, tls_port, *_https_files(settings)))
     endpoint.record(settings)
+    ui = hub.extensions.get("ui")
+    # open dashboard streams end at once, not after the graceful timeout
+    on_stop = [ui.stopping.set] if ui is not None else []
     try:
         started = serving.serve(
             app,
             listeners,
+            on_stop,
             log_level=log_level,
             timeout_graceful_shutdown=10,
             access_log=access_log,

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -81,9 +82,10 @@ class _Server(uvicorn.Server):
 
 
 class _Group:
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Sequence[Callable[[], None]] = ()) -> None:
         self.servers: list[_Server] = []
         self.stopping = False
+        self.on_stop = list(on_stop)
 
     def announce(self, sockets: list[socket.socket]) -> None:
         for server, sock in zip(self.servers, sockets, strict=True):
@@ -94,6 +96,9 @@ class _Group:
         """Stop the secondary servers now; ``run`` stops the primary after them. A second
         Ctrl-C forces the exit."""
         force = self.stopping and sig == signal.SIGINT
+        if not self.stopping:
+            for hook in self.on_stop:
+                hook()
         self.stopping = True
         for server in self.servers[1:]:
             server.should_exit = True
@@ -126,11 +131,17 @@ class _Group:
         await main
 
 
-def serve(app: Any, listeners: list[Listener], **config: Any) -> bool:
+def serve(
+    app: Any,
+    listeners: list[Listener],
+    on_stop: Sequence[Callable[[], None]] = (),
+    **config: Any,
+) -> bool:
     """Serve ``app`` on ``listeners`` (the first runs the lifespan) until a signal; ``config``
-    are uvicorn.Config options. Loads the certificates and binds every socket before serving
-    (ListenError). True when it started."""
-    group = _Group()
+    are uvicorn.Config options; ``on_stop`` run when the stop begins, before open requests
+    drain. Loads the certificates and binds every socket before serving (ListenError). True
+    when it started."""
+    group = _Group(on_stop)
     for index, listener in enumerate(listeners):
         server_config = uvicorn.Config(
             app,

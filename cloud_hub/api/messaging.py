@@ -69,7 +69,7 @@ async def get_messages(
     return await call_service(list_messages, hub, device_id, since, limit)
 
 
-def _invoke(messaging: Messaging, device_id: str, module_id: str | None, body: Any) -> Any:
+def invoke_method(messaging: Messaging, device_id: str, module_id: str | None, body: Any) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("methodName"), str):
         raise InvalidInput("methodName is required", path="methodName")
     try:
@@ -95,7 +95,7 @@ async def invoke_device_method(
     request: Request,
     body: Any = Body(..., examples=[METHOD_EXAMPLE]),
 ) -> Any:
-    return await call_service(_invoke, _messaging(request), device_id, None, body)
+    return await call_service(invoke_method, _messaging(request), device_id, None, body)
 
 
 @router.post(
@@ -109,7 +109,7 @@ async def invoke_module_method(
     request: Request,
     body: Any = Body(..., examples=[METHOD_EXAMPLE]),
 ) -> Any:
-    return await call_service(_invoke, _messaging(request), device_id, module_id, body)
+    return await call_service(invoke_method, _messaging(request), device_id, module_id, body)
 
 
 @_device_route(
