@@ -18,11 +18,11 @@ import threading
 from typing import Any
 
 from azure.iot.device import (
+    X509,
     IoTHubDeviceClient,
     IoTHubModuleClient,
     Message,
     MethodResponse,
-    X509,
 )
 
 _lock = threading.Lock()
