@@ -62,6 +62,12 @@ class Messaging:
         )
 
     async def start(self) -> None:
+        if self.broker.endpoint.kind != "embedded":
+            log.warning(
+                "IoT Hub's device MQTT dialect (azure-iot-device) is served only with "
+                "--broker embedded; the %s broker refuses its CONNECTs (unknown user name)",
+                self.broker.endpoint.kind,
+            )
         await self.broker.start()
         await asyncio.to_thread(self.service.start)
         self._sync_thread = threading.Thread(

@@ -35,16 +35,24 @@ AUX_USER = p.HUB_USERNAME + "/aux"
 def _publisher(
     devices: list[dict[str, Any]], per_device: int, rate: float, bench_topic: bool, ready: Any
 ) -> None:
-    """One worker process: a connection per device, paced publishing, wait for all PUBACKs."""
+    """One worker process: a connection per device, paced publishing, wait for all PUBACKs.
+
+    A device's ``client_id`` (default: its id) and ``username``/``password`` choose the MQTT
+    dialect; ``mid_prefix`` keeps message ids of several phases apart."""
     clients: list[tuple[mqtt.Client, str]] = []
     for dev in devices:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev["device_id"])
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=dev.get("client_id") or dev["device_id"],
+            protocol=mqtt.MQTTv311,
+        )
         c.username_pw_set(dev["username"], dev["password"])
         c.tls_set(ca_certs=dev["ca_file"])
         c.max_inflight_messages_set(1000)
         c.connect(dev["host"], dev["port"])
         c.loop_start()
         clients.append((c, dev["device_id"]))
+    prefixes = {dev["device_id"]: str(dev.get("mid_prefix") or "") for dev in devices}
     for c, _ in clients:
         deadline = time.monotonic() + 20
         while not c.is_connected() and time.monotonic() < deadline:
@@ -58,7 +66,8 @@ def _publisher(
         if delay > 0:
             time.sleep(delay)
         for c, device_id in clients:
-            bag = {p.SYS_MESSAGE_ID: f"{device_id}-{n}", p.SYS_CREATION_TIME: repr(time.time())}
+            mid = f"{prefixes[device_id]}{device_id}-{n}"
+            bag = {p.SYS_MESSAGE_ID: mid, p.SYS_CREATION_TIME: repr(time.time())}
             if bench_topic:
                 topic = f"{p.ROOT}/{device_id}/bench/{p.encode_property_bag(bag)}"
             else:
@@ -71,7 +80,7 @@ def _publisher(
         c.loop_stop()
 
 
-def _run_publishers(
+def run_publishers(
     devices: list[dict[str, Any]], per_device: int, rate: float, bench_topic: bool, procs: int
 ) -> None:
     ctx = mp.get_context("fork")
@@ -87,6 +96,23 @@ def _run_publishers(
     ready.set()
     for w in workers:
         w.join()
+
+
+def wait_stored(api: HubClient, total: int, timeout: float = 300.0, idle: float = 15.0) -> int:
+    """Poll the hub's ingest counters until ``total`` messages are stored, ``timeout`` passes
+    or nothing more was stored for ``idle`` seconds (the figure then shows what is missing)."""
+    stored = -1
+    deadline = time.monotonic() + timeout
+    progress = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - progress < idle:
+        stats = api.request("GET", "/messaging/stats").json()
+        now_stored = int(stats["window"]["stored"])
+        if now_stored != stored:
+            stored, progress = now_stored, time.monotonic()
+        if stored >= total:
+            break
+        time.sleep(0.05)
+    return max(stored, 0)
 
 
 def _cpu(pid: int) -> float:
@@ -133,7 +159,7 @@ def _baseline(
     sub.connect(ep["host"], ep["port"])
     sub.loop_start()
     subscribed.wait(20)
-    _run_publishers(devices, per_device, rate, True, procs)
+    run_publishers(devices, per_device, rate, True, procs)
     done.wait(120)
     sub.disconnect()
     sub.loop_stop()
@@ -185,15 +211,8 @@ def run_bench(
             broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
             cpu0 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             total = messages * devices
-            _run_publishers(devs, messages, rate, False, procs)
-            stored = 0
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                stats = api.request("GET", "/messaging/stats").json()
-                stored = int(stats["window"]["stored"])
-                if stored >= total:
-                    break
-                time.sleep(0.05)
+            run_publishers(devs, messages, rate, False, procs)
+            stored = wait_stored(api, total)
             cpu1 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             stats = api.request("GET", "/messaging/stats").json()
         wall = cpu1[2] - cpu0[2]

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from composition.processes import free_loopback
 from tests.support.device_sdk import (
     IOTHUB_PORT,
     RawIotHubClient,
@@ -20,7 +21,7 @@ from tests.support.device_sdk import (
     device_connection_string,
     device_token,
 )
-from tests.support.hub import RunningHub, free_loopback, running_hub
+from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import create_device, wait_until
 
 NOT_AUTHORIZED = 135  # paho reports MQTT 3.1.1's CONNACK 5 as reason code 0x87

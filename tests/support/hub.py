@@ -65,22 +65,6 @@ def free_port() -> int:
         return port
 
 
-def free_loopback(port: int, tries: int = 50) -> str:
-    """A loopback address 127.0.0.N (N random) where ``port`` is free, so hubs that each need
-    a fixed port (IoT Hub's SDKs connect to 8883) can run side by side."""
-    import random
-
-    for _ in range(tries):
-        host = f"127.0.0.{random.randint(2, 254)}"
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return host
-    raise RuntimeError(f"no loopback address with port {port} free")
-
-
 def edgefleet_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "composition.cli", *args]
 
