@@ -98,6 +98,19 @@ def run_publishers(
         w.join()
 
 
+def bench_data_dir(prefix: str) -> tuple[Path, str]:
+    """A fresh hub data directory and an admin token for it."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    token = subprocess.run(
+        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    return data, token
+
+
 def wait_stored(api: HubClient, total: int, timeout: float = 300.0, idle: float = 15.0) -> int:
     """Poll the hub's ingest counters until ``total`` messages are stored, ``timeout`` passes
     or nothing more was stored for ``idle`` seconds (the figure then shows what is missing)."""
@@ -178,14 +191,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """``messages`` per device at ``rate`` messages/s per device (both phases)."""
     say = progress or (lambda _msg: None)
-    data = Path(tempfile.mkdtemp(prefix="edgefleet-bench-ingest-"))
-    token = subprocess.run(
-        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
+    data, token = bench_data_dir("edgefleet-bench-ingest-")
     port = free_port()
     serve = cli("hub", "serve", "--data-dir", str(data), "--port", str(port), "--mqtt-port", "0")
     serve += ["--broker", "mosquitto", "--log-level", "warning"]
@@ -238,28 +244,36 @@ def run_bench(
         }
 
 
-def print_result(result: dict[str, Any], as_json: bool) -> None:
+def print_table(
+    result: dict[str, Any], as_json: bool, title: str, columns: list[str], rows: list[list[str]]
+) -> None:
+    """``result`` as JSON, or ``rows`` as a table with a first column for the figure's name."""
     if as_json:
         print(json.dumps(result, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="bench ingest (mosquitto)")
+    table = Table(title=title)
     table.add_column("figure")
-    table.add_column("value", justify="right")
-    base = result["baseline"]
-    rows = [
-        ("devices x rate", f"{result['devices']} x {result['ratePerDevice']:g}/s"),
-        ("messages", str(result["messages"])),
-        ("stored msg/s", str(result["storedMsgPerS"])),
-        ("e2e p50 / p99 ms (create -> commit)", f"{result['e2eP50Ms']} / {result['e2eP99Ms']}"),
-        ("hub CPU (cores)", str(result["hubCpuCores"])),
-        ("broker CPU (cores)", str(result["brokerCpuCores"])),
-        ("baseline msg/s (bare paho pub -> sub)", str(base["msgPerS"])),
-        ("baseline p50 / p99 ms", f"{base['p50Ms']} / {base['p99Ms']}"),
-        ("ratio stored / baseline", str(result["ratioToBaseline"])),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    base = result.get("baseline") or {}
+    rows = [
+        ["devices x rate", f"{result['devices']} x {result['ratePerDevice']:g}/s"],
+        ["messages", str(result["messages"])],
+        ["stored msg/s", str(result["storedMsgPerS"])],
+        ["e2e p50 / p99 ms (create -> commit)", f"{result['e2eP50Ms']} / {result['e2eP99Ms']}"],
+        ["hub CPU (cores)", str(result["hubCpuCores"])],
+        ["broker CPU (cores)", str(result["brokerCpuCores"])],
+        ["baseline msg/s (bare paho pub -> sub)", str(base.get("msgPerS"))],
+        ["baseline p50 / p99 ms", f"{base.get('p50Ms')} / {base.get('p99Ms')}"],
+        ["ratio stored / baseline", str(result["ratioToBaseline"])],
+    ]
+    print_table(result, as_json, "bench ingest (mosquitto)", ["value"], rows)

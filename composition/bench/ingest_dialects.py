@@ -11,15 +11,12 @@ token as password, which puts every topic through the per-connection mapping).
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from cloud_hub import sas
-from composition.bench.ingest import run_publishers, wait_stored
+from composition.bench.ingest import bench_data_dir, print_table, run_publishers, wait_stored
 from composition.processes import Child, cli, free_loopback, free_port
 from edgefleet.hubclient import HubClient
 
@@ -62,14 +59,7 @@ def run_dialects(
 ) -> dict[str, Any]:
     """``messages`` per device at ``rate`` messages/s per device, in each dialect."""
     say = progress or (lambda _msg: None)
-    data = Path(tempfile.mkdtemp(prefix="edgefleet-bench-dialects-"))
-    token = subprocess.run(
-        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
+    data, token = bench_data_dir("edgefleet-bench-dialects-")
     host, port = free_loopback(IOTHUB_PORT), free_port()
     serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
     serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", "embedded", "--log-level", "warning"]
@@ -112,25 +102,16 @@ def run_dialects(
 
 
 def print_dialects(result: dict[str, Any], as_json: bool) -> None:
-    import json
-
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="bench ingest (embedded broker): IoT Hub dialect vs edgefleet's")
-    table.add_column("figure")
-    table.add_column("edgefleet", justify="right")
-    table.add_column("IoT Hub", justify="right")
     ours, theirs = result["edgefleet"], result["iothub"]
-    for name, key in [
-        ("messages stored", "stored"),
-        ("stored msg/s", "storedMsgPerS"),
-        ("e2e p50 ms", "e2eP50Ms"),
-        ("e2e p99 ms", "e2eP99Ms"),
-    ]:
-        table.add_row(name, str(ours[key]), str(theirs[key]))
-    table.add_row("ratio IoT Hub / edgefleet", "", str(result["ratioIotHubToEdgefleet"]))
-    Console().print(table)
+    rows = [
+        [name, str(ours[key]), str(theirs[key])]
+        for name, key in [
+            ("messages stored", "stored"),
+            ("stored msg/s", "storedMsgPerS"),
+            ("e2e p50 ms", "e2eP50Ms"),
+            ("e2e p99 ms", "e2eP99Ms"),
+        ]
+    ]
+    rows.append(["ratio IoT Hub / edgefleet", "", str(result["ratioIotHubToEdgefleet"])])
+    title = "bench ingest (embedded broker): IoT Hub dialect vs edgefleet's"
+    print_table(result, as_json, title, ["edgefleet", "IoT Hub"], rows)
