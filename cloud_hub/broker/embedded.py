@@ -13,7 +13,12 @@ CN on the certificate listener), like mosquitto's ``use_username_as_clientid``; 
 connection gets a throw-away client id, so it cannot take over anybody's session. amqtt looks up
 the session by client id before any auth plugin runs, so this happens in a
 :class:`BrokerProtocolHandler` subclass right after the CONNECT packet is read. The topic plugin
-confines each device to ``devices/{id}/...``. The embedded broker keeps sessions in memory only,
+confines each device to ``devices/{id}/...``.
+
+The default listener also serves IoT Hub's device MQTT dialect (``iothub_dialect``): such a
+connection is admitted as the device or module its SAS token or client certificate proves (its
+client id is ``{device}`` or ``{device}/{module}``), and the protocol handler rewrites each of its
+topics into that identity's own subtree and back. The embedded broker keeps sessions in memory only,
 so it dies with the hub: use mosquitto where a hub crash must not lose in-flight messages.
 """
 
