@@ -501,6 +501,12 @@ class EmbeddedBroker:
     def kick(self, device_id: str, client_id: str | None) -> None:
         self.sync()
 
+    def module_connected(self, device_id: str, module_id: str) -> bool:
+        """Whether a module is connected by itself (IoT Hub's module client; any thread)."""
+        broker = self._broker
+        found = broker._sessions.get(f"{device_id}/{module_id}") if broker else None
+        return found is not None and found[0].transitions.is_connected()
+
     def publish_direct(self, messages: list[tuple[str, bytes]]) -> bool:
         """Queue the hub's own publishes for the broker, in order, without waiting.
 

@@ -51,7 +51,10 @@ class Messaging:
             options,
         )
         self.service = ServiceClient(
-            hub, self.broker.endpoint, direct_publish=getattr(self.broker, "publish_direct", None)
+            hub,
+            self.broker.endpoint,
+            direct_publish=getattr(self.broker, "publish_direct", None),
+            module_connected=getattr(self.broker, "module_connected", None),
         )
         self._dirty = threading.Event()
         self._stop = threading.Event()

@@ -195,6 +195,14 @@ def test_module_identity_through_the_module_client(hub: RunningHub) -> None:
             assert "firmware" not in api.get_twin("sdk-edge")["properties"]["reported"]
             api.patch_twin("sdk-edge", {"properties": {"desired": {"gain": 2}}}, "filter")
             assert sdk.next("desired")["patch"]["gain"] == 2
+            # its device is not connected: the module's own connection takes the call
+            answer = api.request(
+                "POST",
+                "/twins/sdk-edge/modules/filter/methods",
+                json={"methodName": "calibrate", "payload": 7, "responseTimeoutInSeconds": 20},
+            ).json()
+            assert answer == {"status": 201, "payload": {"echo": 7, "method": "calibrate"}}
+            assert sdk.next("method")["name"] == "calibrate"
         (stored,) = _stored(hub, "sdk-edge")
         assert stored["moduleId"] == "filter" and stored["messageId"] == "sdk-msg-1"
     finally:
