@@ -104,7 +104,9 @@ def device_token(host: str, device_id: str, key: str, expiry: int) -> str:
 class RawIotHubClient:
     """A paho client speaking IoT Hub's dialect by hand, recording what reaches it."""
 
-    def __init__(self, host: str, ca_file: Path, device_id: str, password: str) -> None:
+    def __init__(
+        self, host: str, ca_file: Path, device_id: str, password: str, port: int = IOTHUB_PORT
+    ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311
         )
@@ -112,7 +114,7 @@ class RawIotHubClient:
         ctx = ssl.create_default_context(cafile=str(ca_file))
         self.client.tls_set_context(ctx)
         self.client.reconnect_delay_set(30, 60)  # one connection per test; no reconnects
-        self.host = host
+        self.host, self.port = host, port
         self.connack: list[int] = []
         self.disconnected = threading.Event()
         self.subacks: dict[int, list[int]] = {}
@@ -128,7 +130,7 @@ class RawIotHubClient:
     def connect(self, timeout: float = 15.0) -> int:
         """The CONNACK code (0 accepted, 135 not authorised), -1 when the socket failed."""
         try:
-            self.client.connect(self.host, IOTHUB_PORT)
+            self.client.connect(self.host, self.port)
         except OSError:
             return -1
         self.client.loop_start()
