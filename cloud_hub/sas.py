@@ -41,25 +41,40 @@ class PolicyKeys:
     scopes: frozenset[str]
 
 
-def parse(token: str) -> SasToken:
-    """The fields of a token (the ``Authorization`` value after the scheme)."""
+def _fields(token: str, required: tuple[str, ...]) -> dict[str, str]:
     fields: dict[str, str] = {}
     for part in token.strip().split("&"):
         name, eq, value = part.partition("=")
         if not eq or name in fields:
             raise SasRejected("malformed shared access signature")
         fields[name] = value
-    missing = [f for f in ("sr", "sig", "se", "skn") if not fields.get(f)]
+    missing = [f for f in required if not fields.get(f)]
     if missing:
         raise SasRejected(f"shared access signature lacks {missing[0]!r}")
     if not (fields["se"].isascii() and fields["se"].isdigit()):
         raise SasRejected("the expiry 'se' must be seconds since the epoch")
+    return fields
+
+
+def parse(token: str) -> SasToken:
+    """The fields of a token (the ``Authorization`` value after the scheme)."""
+    fields = _fields(token, ("sr", "sig", "se", "skn"))
     return SasToken(
         resource=fields["sr"],
         signature=unquote(fields["sig"]),
         expiry=fields["se"],
         key_name=unquote_plus(fields["skn"]),
     )
+
+
+def parse_device_token(value: str) -> SasToken:
+    """A device or module token, ``SharedAccessSignature sr=...&sig=...&se=...`` (signed with the
+    identity's own key, so no ``skn``), as IoT Hub's device SDKs send it as MQTT password."""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != SCHEME:
+        raise SasRejected("not a shared access signature")
+    fields = _fields(token, ("sr", "sig", "se"))
+    return SasToken(fields["sr"], unquote(fields["sig"]), fields["se"], "")
 
 
 def signature(resource: str, expiry: str, key: str) -> str:
@@ -125,13 +140,24 @@ def check_claims(
 
 def signed_by(token: SasToken, policy: PolicyKeys) -> bool:
     """Whether ``token`` carries a signature made with the policy's primary or secondary key."""
+    return signed_with(token, (policy.primary_key, policy.secondary_key))
+
+
+def signed_with(token: SasToken, keys: Collection[str | None]) -> bool:
+    """Whether ``token`` carries a signature made with one of ``keys`` (base64)."""
     # What was signed is the resource as sent; clients that encode differently than
     # quote_plus are still admitted when they sign the canonical form.
     resources = dict.fromkeys([token.resource, quote_plus(unquote_plus(token.resource))])
     given = token.signature.encode()
-    for key in (policy.primary_key, policy.secondary_key):
+    for key in keys:
+        if not key:
+            continue
         for resource in resources:
-            if hmac.compare_digest(signature(resource, token.expiry, key).encode(), given):
+            try:
+                made = signature(resource, token.expiry, key)
+            except ValueError:  # a key that is not base64
+                continue
+            if hmac.compare_digest(made.encode(), given):
                 return True
     return False
 

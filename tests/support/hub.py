@@ -113,9 +113,10 @@ def running_hub(
     startup_timeout: float = 60.0,
     env: dict[str, str] | None = None,
     tls: bool = False,
+    host: str = "127.0.0.1",
     **extra_args: Any,
 ) -> Iterator[RunningHub]:
-    """Run `edgefleet hub serve` on a free port with its data in ``tmp_path/hub``."""
+    """Run `edgefleet hub serve --host HOST` on a free port with its data in ``tmp_path/hub``."""
     data_dir = tmp_path / "hub"
     data_dir.mkdir(parents=True, exist_ok=True)
     token = create_token(data_dir, "admin", database_url=database_url)
@@ -124,7 +125,7 @@ def running_hub(
     for attempt in range(3):
         port = free_port()
         log_path = data_dir / f"hub-{port}.log"
-        args = ["hub", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1"]
+        args = ["hub", "serve", "--data-dir", str(data_dir), "--host", host]
         args += ["--port", str(port)]
         tls_port = free_port() if tls else None
         if tls_port:
@@ -137,7 +138,7 @@ def running_hub(
             process = subprocess.Popen(
                 edgefleet_cmd(*args), stdout=log_file, stderr=subprocess.STDOUT, env=proc_env
             )
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
         try:
             if _wait_ready(url, process, startup_timeout, tls_port):
                 hub = RunningHub(
@@ -178,7 +179,7 @@ def _wait_ready(
             return False
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200 and (
-                tls_port is None or _accepts("127.0.0.1", tls_port)
+                tls_port is None or _accepts(httpx.URL(url).host, tls_port)
             ):
                 return True
         except httpx.HTTPError:
