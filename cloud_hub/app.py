@@ -32,12 +32,14 @@ EXTENSIONS: list[str] = [
     "cloud_hub.api.registry",
     "cloud_hub.api.twins",
     "cloud_hub.api.query",
+    "cloud_hub.api.statistics",
     "cloud_hub.api.enrollment",
     "cloud_hub.api.logupload",
     "cloud_hub.edge_deployment",
     "cloud_hub.deployments.api",
     "cloud_hub.mqtt.extension",
     "cloud_hub.api.messaging",
+    "cloud_hub.ui",
 ]
 
 

@@ -1,7 +1,8 @@
 """The hub's certificate authority: broker server certificates, device certificates and the CRL.
 
 Files live under ``<data_dir>/ca/``: ``ca.pem``/``ca.key`` (the root), ``server.pem``/``server.key``
-(the broker's TLS certificate), ``devices/<id>.pem|.key`` (issued device certificates),
+(the broker's TLS certificate), ``https.pem``/``https.key`` (the REST API's HTTPS listener),
+``devices/<id>.pem|.key`` (issued device certificates),
 ``crl.pem`` (revoked serials, regenerated on every revocation) and ``revoked.json``.
 Device certificates carry the device id as subject CN; mosquitto maps it to the MQTT user name
 (``use_identity_as_username``), so the same ``%u`` ACL applies.
@@ -52,6 +53,16 @@ def thumbprint(cert_pem: bytes) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
 
 
+def _sans(hostnames: list[str]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for host in hostnames:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    return sans
+
+
 @dataclass(frozen=True)
 class IssuedCert:
     device_id: str
@@ -70,6 +81,8 @@ class HubCA:
         self.ca_key_file = self.dir / "ca.key"
         self.server_cert_file = self.dir / "server.pem"
         self.server_key_file = self.dir / "server.key"
+        self.https_cert_file = self.dir / "https.pem"
+        self.https_key_file = self.dir / "https.key"
         self.crl_file = self.dir / "crl.pem"
         self._revoked_file = self.dir / "revoked.json"
         self._issued_file = self.dir / "issued.json"
@@ -154,15 +167,33 @@ class HubCA:
         return builder.sign(ca_key, hashes.SHA256()), key
 
     def _issue_server(self, hostnames: list[str]) -> None:
-        sans: list[x509.GeneralName] = []
-        for host in hostnames:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                sans.append(x509.DNSName(host))
-        cert, key = self._leaf(hostnames[0], ExtendedKeyUsageOID.SERVER_AUTH, sans, 825)
-        _write_private(self.server_key_file, _key_pem(key))
-        _write(self.server_cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        self._issue_server_to(hostnames, self.server_cert_file, self.server_key_file)
+
+    def _issue_server_to(self, hostnames: list[str], cert_file: Path, key_file: Path) -> None:
+        cert, key = self._leaf(hostnames[0], ExtendedKeyUsageOID.SERVER_AUTH, _sans(hostnames), 825)
+        _write_private(key_file, _key_pem(key))
+        _write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+
+    def ensure_https(self, hostnames: list[str]) -> tuple[Path, Path]:
+        """The REST API's certificate and key for ``hostnames`` (the first is its CN): issued
+        anew when missing, when its names differ or when it expires within 30 days."""
+        self.ensure(hostnames)
+        with _LOCK:
+            if not self._https_current(hostnames):
+                self._issue_server_to(hostnames, self.https_cert_file, self.https_key_file)
+        return self.https_cert_file, self.https_key_file
+
+    def _https_current(self, hostnames: list[str]) -> bool:
+        if not (self.https_cert_file.exists() and self.https_key_file.exists()):
+            return False
+        cert = x509.load_pem_x509_certificate(self.https_cert_file.read_bytes())
+        if cert.not_valid_after_utc - utc_now() < dt.timedelta(days=30):
+            return False
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        return set(names) == set(_sans(hostnames))
 
     # -- devices ------------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""`edgefleet hub serve` and `edgefleet hub token create`."""
+"""`edgefleet hub serve`, `hub token create`, `hub policy ...` and `hub connection-string`."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import typer
@@ -30,7 +30,18 @@ hub_app.add_typer(token_app, name="token")
 def serve(
     data_dir: Path = DATA_DIR_OPT,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8080, "--port", help="TCP port of the REST API."),
+    port: int = typer.Option(8080, "--port", help="TCP port of the REST API (plain HTTP)."),
+    tls_port: int | None = typer.Option(
+        None,
+        "--tls-port",
+        min=1,
+        max=65535,
+        help="Also serve the REST API over HTTPS on this port (what IoT Hub's SDKs call).",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="HTTPS certificate (PEM); default: issued by the hub CA."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Private key of --tls-cert."),
     database_url: str | None = DB_URL_OPT,
     public_host_name: str | None = typer.Option(
         None, "--public-host-name", help="Host name in connection strings (default: --host)."
@@ -87,19 +98,29 @@ def serve(
     ),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
-    import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from cloud_hub import endpoint, serving
     from cloud_hub.app import create_app
     from cloud_hub.broker.preflight import mqtt_port_problem
     from cloud_hub.hub import open_hub
     from cloud_hub.settings import HubSettings
+
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_port is None:
+        fail("--tls-cert needs --tls-port")
+    if tls_port is not None and tls_port == port:
+        fail("--tls-port must differ from --port")
 
     settings = HubSettings(
         data_dir=data_dir,
         database_url=database_url,
         host=host,
         port=port,
+        tls_port=tls_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         public_host_name=public_host_name,
         log_level=log_level,
         deployment_tick_secs=deployment_tick,
@@ -120,35 +141,40 @@ def serve(
         hub.close()
         fail(problem)
     app = create_app(hub=hub)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        access_log=access_log,
-    )
-    server = _server_class()(config)
+    listeners = [serving.Listener(host, port)]
+    if tls_port is not None:
+        listeners.append(serving.Listener(host, tls_port, *_https_files(settings)))
+    endpoint.record(settings)
+    ui = hub.extensions.get("ui")
+    # open dashboard streams end at once, not after the graceful timeout
+    on_stop = [ui.stopping.set] if ui is not None else []
     try:
-        server.run()
+        started = serving.serve(
+            app,
+            listeners,
+            on_stop,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+            access_log=access_log,
+        )
+    except serving.ListenError as exc:
+        fail(str(exc))
     finally:
         hub.close()
-    if not server.started:
+    if not started:
         sys.exit(1)
 
 
-def _server_class() -> Any:
-    import uvicorn
+def _https_files(settings: Any) -> tuple[Path, Path]:
+    """The HTTPS certificate and key: the given files, or issued by the hub CA for the public
+    host name and the bind address."""
+    from cloud_hub.ca import HubCA
 
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after a graceful stop; we exit 0 instead."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return Server
+    if settings.tls_cert is not None:
+        return settings.tls_cert, settings.tls_key
+    names = [settings.resolved_public_host_name(), settings.host, "localhost", "127.0.0.1"]
+    wanted = [n for n in dict.fromkeys(names) if n not in ("", "0.0.0.0", "::")]
+    return HubCA((settings.data_dir / "ca").resolve()).ensure_https(wanted)
 
 
 @token_app.command("create")
@@ -158,21 +184,14 @@ def token_create(
     scope: list[str] = typer.Option(
         ...,
         "--scope",
-        help="registry:read, registry:write, deploy or admin (repeatable).",
+        help="registry:read, registry:write, service, deploy or admin (repeatable).",
     ),
     name: str = typer.Option("", "--name", help="A label for the token."),
 ) -> None:
     """Create an API token and print it (alone) on stdout."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from cloud_hub.errors import HubError
-    from cloud_hub.hub import open_hub
-    from cloud_hub.settings import HubSettings
 
-    try:
-        hub = open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    hub = _open_offline(data_dir, database_url)
     try:
         token = hub.tokens.create(scope, name)
     except HubError as exc:
@@ -180,3 +199,130 @@ def token_create(
     finally:
         hub.close()
     typer.echo(token)
+
+
+policy_app = typer.Typer(help="Shared access policies (IoT Hub's, for the service SDKs).")
+hub_app.add_typer(policy_app, name="policy")
+
+
+def _open_offline(data_dir: Path, database_url: str | None) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud_hub.hub import open_hub
+    from cloud_hub.settings import HubSettings
+
+    try:
+        return open_hub(HubSettings(data_dir=data_dir, database_url=database_url))
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+
+
+@policy_app.command("list")
+def policy_list(
+    data_dir: Path = DATA_DIR_OPT,
+    database_url: str | None = DB_URL_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON, keys included."),
+) -> None:
+    """List the shared access policies and the scopes they grant."""
+    hub = _open_offline(data_dir, database_url)
+    try:
+        policies = hub.policies.list()
+    finally:
+        hub.close()
+    if as_json:
+        typer.echo(json.dumps([_policy_json(p) for p in policies], indent=2))
+    else:
+        for policy in policies:
+            typer.echo(f"{policy.name:<24} {' '.join(sorted(policy.scopes))}")
+
+
+def _policy_json(policy: Any) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "permissions": sorted(policy.scopes),
+        "primaryKey": policy.primary_key,
+        "secondaryKey": policy.secondary_key,
+    }
+
+
+@policy_app.command("create")
+def policy_create(
+    name: str = typer.Argument(..., help="Policy name (SharedAccessKeyName)."),
+    permissions: list[str] = typer.Option(
+        ...,
+        "--permissions",
+        help="Scopes (registry:read, registry:write, service, deploy, admin) or IoT Hub rights "
+        "(RegistryRead, RegistryWrite, ServiceConnect); comma-separated or repeated.",
+    ),
+    data_dir: Path = DATA_DIR_OPT,
+    database_url: str | None = DB_URL_OPT,
+) -> None:
+    """Create a policy with two fresh keys and print it as JSON."""
+    from cloud_hub.errors import HubError
+    from cloud_hub.policies import parse_permissions
+
+    hub = _open_offline(data_dir, database_url)
+    try:
+        policy = hub.policies.create(name, parse_permissions(permissions))
+    except HubError as exc:
+        fail(exc.message)
+    finally:
+        hub.close()
+    typer.echo(json.dumps(_policy_json(policy), indent=2))
+
+
+@policy_app.command("rotate")
+def policy_rotate(
+    name: str = typer.Argument(..., help="Policy name."),
+    which: str = typer.Option("primary", "--which", help="primary, secondary or swap."),
+    data_dir: Path = DATA_DIR_OPT,
+    database_url: str | None = DB_URL_OPT,
+) -> None:
+    """Give a policy a new primary or secondary key, or swap the two; running hubs honour it
+    within seconds."""
+    from cloud_hub.errors import HubError
+
+    hub = _open_offline(data_dir, database_url)
+    try:
+        policy = hub.policies.rotate(name, which)
+    except HubError as exc:
+        fail(exc.message)
+    finally:
+        hub.close()
+    typer.echo(json.dumps(_policy_json(policy), indent=2))
+
+
+@hub_app.command("connection-string")
+def connection_string(
+    policy_name: str = typer.Option("iothubowner", "--policy", help="Shared access policy."),
+    secondary: bool = typer.Option(False, "--secondary", help="Use the secondary key."),
+    host_name: str | None = typer.Option(
+        None,
+        "--host-name",
+        help="HostName to print (host or host:port); default: what `hub serve` recorded in "
+        "the data directory (public host name and --tls-port).",
+    ),
+    data_dir: Path = DATA_DIR_OPT,
+    database_url: str | None = DB_URL_OPT,
+) -> None:
+    """Print a service connection string (IoT Hub's) for a shared access policy."""
+    from cloud_hub import endpoint
+    from cloud_hub.errors import HubError
+
+    if host_name is None:
+        recorded = endpoint.recorded(data_dir) or {}
+        if not recorded.get("tlsPort"):
+            fail(
+                "no HTTPS endpoint is recorded in the data directory: run `edgefleet hub serve "
+                "--tls-port PORT` once, or pass --host-name HOST[:PORT]"
+            )
+        host_name = endpoint.service_host_name(str(recorded["hostName"]), int(recorded["tlsPort"]))
+    hub = _open_offline(data_dir, database_url)
+    try:
+        policy = hub.policies.get(policy_name)
+    except HubError as exc:
+        fail(exc.message)
+    finally:
+        hub.close()
+    key = policy.secondary_key if secondary else policy.primary_key
+    typer.echo(endpoint.service_connection_string(host_name, policy.name, key))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
+from edgefleet.utctime import utc_now
+
 
 class HubError(Exception):
     """Base error: ``status`` is the HTTP status, ``code`` an IoT Hub-style error code."""
@@ -52,6 +56,19 @@ class PreconditionFailed(HubError):
 class Unauthorized(HubError):
     status = 401
     code = "IotHubUnauthorizedAccess"
+
+
+class IotHubUnauthorized(Unauthorized):
+    """A refused shared access signature (or one without the permission), answered in IoT Hub's
+    own error shape, which its SDKs and tools expect."""
+
+    def to_json(self) -> dict[str, object]:
+        tracking = uuid.uuid4().hex
+        stamp = utc_now().strftime("%m/%d/%Y %H:%M:%S")
+        return {
+            "Message": f"ErrorCode:{self.code};Unauthorized",
+            "ExceptionMessage": f"{self.message}. Tracking ID:{tracking}-TimeStamp:{stamp}",
+        }
 
 
 class Forbidden(HubError):

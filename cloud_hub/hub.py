@@ -11,6 +11,7 @@ from cloud_hub.db import Database
 from cloud_hub.enrollments import Enrollments
 from cloud_hub.events import EventBus
 from cloud_hub.logstore import LogUploads
+from cloud_hub.policies import AccessPolicies, resource_hosts
 from cloud_hub.registry import Registry
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import Tokens
@@ -37,6 +38,7 @@ class Hub:
     registry: Registry
     twins: Twins
     tokens: Tokens
+    policies: AccessPolicies
     enrollments: Enrollments
     log_uploads: LogUploads
     background: list[BackgroundService] = field(default_factory=list)
@@ -72,6 +74,7 @@ def open_hub(settings: HubSettings, *, migrate: bool = True) -> Hub:
         registry=registry,
         twins=Twins(db, bus),
         tokens=Tokens(db),
+        policies=AccessPolicies(db, resource_hosts(settings)),
         enrollments=Enrollments(db, registry),
         log_uploads=LogUploads(db),
     )

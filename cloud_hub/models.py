@@ -123,6 +123,22 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AccessPolicyRow(Base):
+    """A shared access policy (IoT Hub's): a name, two signing keys and the scopes it grants.
+
+    The keys are kept as they are (not hashed): verifying a SAS token recomputes its HMAC.
+    """
+
+    __tablename__ = "access_policies"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    primary_key: Mapped[str] = mapped_column(String(128))
+    secondary_key: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class EnrollmentGroupRow(Base):
     """A DPS-style enrollment group; its keys are stored as the registry stores device keys."""
 

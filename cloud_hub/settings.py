@@ -27,6 +27,13 @@ class HubSettings(BaseModel):
         default=None,
         description="Host name devices use (connection strings); default: --host.",
     )
+    tls_port: int | None = Field(
+        default=None, description="HTTPS port of the REST API (beside the plain HTTP port)."
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="HTTPS certificate (PEM); default: issued by the hub CA."
+    )
+    tls_key: Path | None = Field(default=None, description="Private key of tls_cert (PEM).")
     log_level: str = "info"
     deployment_tick_secs: float = Field(
         default=1.0, gt=0, description="How often rollouts advance and assignment runs."

@@ -16,9 +16,31 @@ from edgefleet.utctime import utc_now
 SCOPE_REGISTRY_READ = "registry:read"
 SCOPE_REGISTRY_WRITE = "registry:write"
 SCOPE_DEPLOY = "deploy"
+SCOPE_SERVICE = "service"
 SCOPE_ADMIN = "admin"
-SCOPES = (SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, SCOPE_DEPLOY, SCOPE_ADMIN)
+SCOPES = (SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, SCOPE_DEPLOY, SCOPE_SERVICE, SCOPE_ADMIN)
 TOKEN_PREFIX = "efh_"
+
+# What a route needs beside the scopes themselves: twins, direct methods and cloud-to-device
+# messages are the service side (IoT Hub's ServiceConnect), which may not change identities.
+NEED_TWIN_READ = "twins:read"
+NEED_TWIN_WRITE = "twins:write"
+NEED_SERVICE_CONNECT = "service:connect"
+NEED_CONFIGURATION_READ = "configurations:read"
+
+# needed -> the scopes that grant it (``admin`` grants everything and is not listed).
+_GRANTED_BY: dict[str, frozenset[str]] = {
+    SCOPE_REGISTRY_READ: frozenset({SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE}),
+    SCOPE_REGISTRY_WRITE: frozenset({SCOPE_REGISTRY_WRITE}),
+    SCOPE_DEPLOY: frozenset({SCOPE_DEPLOY}),
+    SCOPE_SERVICE: frozenset({SCOPE_SERVICE}),
+    NEED_TWIN_READ: frozenset({SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, SCOPE_SERVICE}),
+    NEED_TWIN_WRITE: frozenset({SCOPE_REGISTRY_WRITE, SCOPE_SERVICE}),
+    NEED_SERVICE_CONNECT: frozenset({SCOPE_REGISTRY_WRITE, SCOPE_SERVICE}),
+    NEED_CONFIGURATION_READ: frozenset(
+        {SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE, SCOPE_DEPLOY, SCOPE_SERVICE}
+    ),
+}
 
 
 def _digest(token: str) -> str:
@@ -26,10 +48,15 @@ def _digest(token: str) -> str:
 
 
 def has_scope(granted: frozenset[str], needed: str) -> bool:
-    """``admin`` implies every scope; ``registry:write`` implies ``registry:read``."""
+    """Whether scopes ``granted`` admit a route that needs ``needed`` (a scope or a NEED_*).
+
+    ``admin`` grants everything; ``registry:write`` grants ``registry:read`` and, as it always
+    has, twin writes, methods and cloud-to-device; ``service`` grants twins, methods and
+    cloud-to-device but no identity changes.
+    """
     if SCOPE_ADMIN in granted or needed in granted:
         return True
-    return needed == SCOPE_REGISTRY_READ and SCOPE_REGISTRY_WRITE in granted
+    return not granted.isdisjoint(_GRANTED_BY.get(needed, ()))
 
 
 class Tokens:

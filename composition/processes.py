@@ -24,6 +24,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_loopback(port: int, tries: int = 50) -> str:
+    """A loopback address 127.0.0.N (N random) where ``port`` is free a moment ago, so hubs that
+    each need a fixed port (IoT Hub's device SDKs connect to 8883) can run side by side."""
+    import random
+
+    for _ in range(tries):
+        host = f"127.0.0.{random.randint(2, 254)}"
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return host
+    raise RuntimeError(f"no loopback address with port {port} free")
+
+
 def port_open(port: int, timeout: float = 0.2) -> bool:
     """Something accepts TCP connections on 127.0.0.1:``port``."""
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import DataError
 
-from cloud_hub.errors import HubError
+from cloud_hub.errors import HubError, IotHubUnauthorized
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def invalid_request(errors: Sequence[tuple[str, str]], status: int = 400) -> Rep
 def error_reply(exc: HubError | BodyInvalid | DataError) -> Reply:
     if isinstance(exc, HubError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, IotHubUnauthorized):
+            headers = {"iothub-errorcode": exc.code}
         return Reply(exc.status, exc.to_json(), headers)
     if isinstance(exc, BodyInvalid):
         return invalid_request([(exc.path, exc.message)], exc.status)

@@ -17,12 +17,13 @@ from cloud_hub.errors import InvalidInput, NotFound
 from cloud_hub.hub import Hub
 from cloud_hub.mqtt.extension import Messaging
 from cloud_hub.mqtt.stored_messages import list_messages
-from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
+from cloud_hub.tokens import NEED_SERVICE_CONNECT, SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
 from edgefleet import protocol as p
 
 router = APIRouter(tags=["messaging"])
 read = [Depends(require(SCOPE_REGISTRY_READ))]
 write = [Depends(require(SCOPE_REGISTRY_WRITE))]
+service = [Depends(require(NEED_SERVICE_CONNECT))]
 
 METHOD_EXAMPLE = {"methodName": "reboot", "payload": {}, "responseTimeoutInSeconds": 30}
 
@@ -68,7 +69,7 @@ async def get_messages(
     return await call_service(list_messages, hub, device_id, since, limit)
 
 
-def _invoke(messaging: Messaging, device_id: str, module_id: str | None, body: Any) -> Any:
+def invoke_method(messaging: Messaging, device_id: str, module_id: str | None, body: Any) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("methodName"), str):
         raise InvalidInput("methodName is required", path="methodName")
     try:
@@ -88,18 +89,18 @@ def _invoke(messaging: Messaging, device_id: str, module_id: str | None, body: A
     )
 
 
-@router.post("/twins/{device_id}/methods", dependencies=write, summary="Invoke a direct method")
+@router.post("/twins/{device_id}/methods", dependencies=service, summary="Invoke a direct method")
 async def invoke_device_method(
     device_id: str,
     request: Request,
     body: Any = Body(..., examples=[METHOD_EXAMPLE]),
 ) -> Any:
-    return await call_service(_invoke, _messaging(request), device_id, None, body)
+    return await call_service(invoke_method, _messaging(request), device_id, None, body)
 
 
 @router.post(
     "/twins/{device_id}/modules/{module_id}/methods",
-    dependencies=write,
+    dependencies=service,
     summary="Invoke a module's direct method",
 )
 async def invoke_module_method(
@@ -108,7 +109,7 @@ async def invoke_module_method(
     request: Request,
     body: Any = Body(..., examples=[METHOD_EXAMPLE]),
 ) -> Any:
-    return await call_service(_invoke, _messaging(request), device_id, module_id, body)
+    return await call_service(invoke_method, _messaging(request), device_id, module_id, body)
 
 
 @_device_route(
@@ -192,7 +193,7 @@ def _send_c2d(messaging: Messaging, device_id: str, body: Any) -> dict[str, Any]
 
 @router.post(
     "/devices/{device_id}/messages/devicebound",
-    dependencies=write,
+    dependencies=service,
     summary="Send a cloud-to-device message (QoS 1, kept for an offline device's session)",
 )
 async def send_c2d(device_id: str, request: Request, body: Any = Body(...)) -> dict[str, Any]:

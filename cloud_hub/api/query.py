@@ -10,7 +10,7 @@ from cloud_hub.api import call_service
 from cloud_hub.auth import get_hub, require
 from cloud_hub.errors import InvalidInput
 from cloud_hub.hub import Hub
-from cloud_hub.tokens import SCOPE_REGISTRY_READ
+from cloud_hub.tokens import NEED_TWIN_READ
 from cloud_hub.twin_query import Queries
 
 router = APIRouter(tags=["query"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["query"])
 
 @router.post(
     "/devices/query",
-    dependencies=[Depends(require(SCOPE_REGISTRY_READ))],
+    dependencies=[Depends(require(NEED_TWIN_READ))],
     summary="Query device or module twins",
 )
 async def query_devices(

@@ -32,15 +32,15 @@ from cloud_hub.api.errors import ANSWERED, BodyInvalid, Reply, error_reply
 from cloud_hub.app import HubApp
 from cloud_hub.auth import authorize
 from cloud_hub.hub import Hub
-from cloud_hub.tokens import SCOPE_REGISTRY_READ, SCOPE_REGISTRY_WRITE
+from cloud_hub.tokens import NEED_TWIN_READ, NEED_TWIN_WRITE
 from cloud_hub.twins import TwinWrite, twin_write_sections
 
 DEVICE_TWIN = "/twins/{device_id}"
 MODULE_TWIN = "/twins/{device_id}/modules/{module_id}"
 SCOPE_OF_METHOD = {
-    "GET": SCOPE_REGISTRY_READ,
-    "PATCH": SCOPE_REGISTRY_WRITE,
-    "PUT": SCOPE_REGISTRY_WRITE,
+    "GET": NEED_TWIN_READ,
+    "PATCH": NEED_TWIN_WRITE,
+    "PUT": NEED_TWIN_WRITE,
 }
 # A twin holds at most 8 KB of tags and 32 KB of desired properties; a body far beyond that is
 # refused while it streams in, before it costs memory or a JSON parse.
@@ -124,7 +124,7 @@ class TwinEndpoint:
             body = b"" if method == "GET" else await _read_body(receive)
             if body is None:
                 return
-            await authorize(self.hub, authorization, SCOPE_OF_METHOD[method])
+            await authorize(self.hub, authorization, SCOPE_OF_METHOD[method], scope["path"])
             if method == "GET":
                 loop = asyncio.get_running_loop()
                 twins = self.hub.twins

@@ -13,7 +13,12 @@ CN on the certificate listener), like mosquitto's ``use_username_as_clientid``; 
 connection gets a throw-away client id, so it cannot take over anybody's session. amqtt looks up
 the session by client id before any auth plugin runs, so this happens in a
 :class:`BrokerProtocolHandler` subclass right after the CONNECT packet is read. The topic plugin
-confines each device to ``devices/{id}/...``. The embedded broker keeps sessions in memory only,
+confines each device to ``devices/{id}/...``.
+
+The default listener also serves IoT Hub's device MQTT dialect (``iothub_dialect``): such a
+connection is admitted as the device or module its SAS token or client certificate proves (its
+client id is ``{device}`` or ``{device}/{module}``), and the protocol handler rewrites each of its
+topics into that identity's own subtree and back. The embedded broker keeps sessions in memory only,
 so it dies with the hub: use mosquitto where a hub crash must not lose in-flight messages.
 """
 
@@ -24,6 +29,7 @@ import hmac
 import logging
 import secrets
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +40,12 @@ from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BaseContext
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
+from amqtt.session import OutgoingApplicationMessage, Session
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cloud_hub import sas
+from cloud_hub.broker import iothub_dialect as iothub
 from cloud_hub.broker.base import own_broker_endpoint
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
@@ -110,9 +118,21 @@ class _ListenerWriter(StreamWriterAdapter):
         self.edgefleet_listener = listener_name
 
 
+REFUSED_FILTER = "$refused"
+"""What an IoT Hub-dialect filter with no rewrite becomes: the topic plugin refuses it (0x80)."""
+
+
 class _AdmittingHandler(BrokerProtocolHandler):
     """Decides who a connection is as soon as its CONNECT is read, before amqtt looks up (and
-    possibly takes over) the session of the client id it claims."""
+    possibly takes over) the session of the client id it claims.
+
+    A connection in IoT Hub's dialect (``iothub`` set) has every topic rewritten between that
+    dialect and its own subtree of the edgefleet contract (``iothub_dialect``); a publish with
+    no rewrite closes the connection, a filter with no rewrite is refused (SUBACK 0x80).
+    """
+
+    iothub: iothub.IotHubIdentity | None = None
+    expiry_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def init_from_connect(
@@ -126,8 +146,60 @@ class _AdmittingHandler(BrokerProtocolHandler):
         listener = getattr(writer, "edgefleet_listener", None)
         broker = _ACTIVE
         if listener is not None and broker is not None:
-            await broker.admit(session, listener)
+            admitted = await broker.admit(session, listener)
+            if admitted is not None:
+                handler.iothub, expiry = admitted
+                if expiry is not None:
+                    handler.expiry_timer = asyncio.get_running_loop().call_later(
+                        max(0.0, expiry - time.time()), _close_expired, handler
+                    )
         return handler, session
+
+    async def handle_publish(self, publish_packet: Any) -> None:
+        ident = self.iothub
+        if ident is not None:
+            topic = publish_packet.topic_name or ""
+            mapped = iothub.inbound_publish(ident, topic)
+            if mapped is None:
+                log.info("closing %s: it published to %r", ident.client_id, topic)
+                _close(self)
+                return
+            publish_packet.variable_header.topic_name = mapped
+        await super().handle_publish(publish_packet)
+
+    async def handle_subscribe(self, subscribe: Any) -> None:
+        ident = self.iothub
+        if ident is not None and subscribe.payload is not None:
+            subscribe.payload.topics = [
+                (iothub.inbound_filter(ident, topic) or REFUSED_FILTER, qos)
+                for topic, qos in subscribe.payload.topics
+            ]
+        await super().handle_subscribe(subscribe)
+
+    async def handle_unsubscribe(self, unsubscribe: Any) -> None:
+        ident = self.iothub
+        if ident is not None and unsubscribe.payload is not None:
+            unsubscribe.payload.topics = [
+                iothub.inbound_filter(ident, topic) or REFUSED_FILTER
+                for topic in unsubscribe.payload.topics
+            ]
+        await super().handle_unsubscribe(unsubscribe)
+
+    async def mqtt_publish(
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int | None,
+        retain: bool,
+        ack_timeout: int | None = None,
+    ) -> Any:
+        ident = self.iothub
+        if ident is not None:
+            mapped = iothub.outbound_topic(ident, topic)
+            if mapped is None:  # not for this identity: never delivered
+                return OutgoingApplicationMessage(None, topic, 0, data, retain)
+            topic = mapped
+        return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
 
 
 # amqtt's broker builds its protocol handlers through this module-level name; the subclass only
@@ -159,14 +231,29 @@ class EdgefleetAmqttBroker(AmqttBroker):
         server: Any,
         listener_name: str,
     ) -> None:
+        ident = getattr(handler, "iothub", None)
+        presence = _presence_pair(ident, client_session.client_id)
+        if presence is not None:
+            await self._announce(*presence[0])
         try:
             await super()._handle_client_session(
                 reader, writer, client_session, handler, server, listener_name
             )
         finally:
+            timer = getattr(handler, "expiry_timer", None)
+            if timer is not None:
+                timer.cancel()
+            if presence is not None:
+                await self._announce(*presence[1])
             # amqtt keeps the session of a refused connection; ours have throw-away ids
             if (client_session.client_id or "").startswith(REFUSED_PREFIX):
                 self._sessions.pop(client_session.client_id or "", None)
+
+    async def _announce(self, topic: str, payload: bytes) -> None:
+        """Publish a retained presence message on behalf of an IoT Hub-dialect device (its SDK
+        publishes none): the hub sees it connect and go as it sees its own devices."""
+        await self.retain_message(None, topic, payload, 1)
+        await self.internal_message_broadcast(topic, payload, 1)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -179,10 +266,32 @@ class EdgefleetAmqttBroker(AmqttBroker):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
     def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        """Both listeners verify client certificates against the hub CA: the certificate
+        listener requires one; the default listener takes one when offered (IoT Hub's X.509
+        devices connect to 8883 like everybody else)."""
         context = AmqttBroker._create_ssl_context(listener)
-        if listener.get("cafile"):  # only the certificate listener names a CA for clients
+        if listener.get("bind") in CERT_REQUIRED_BINDS:
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+
+CERT_REQUIRED_BINDS: set[str] = set()
+"""The bind addresses of certificate listeners (set when the broker starts)."""
+
+
+def _presence_pair(
+    ident: iothub.IotHubIdentity | None, client_id: str | None
+) -> tuple[tuple[str, bytes], tuple[str, bytes]] | None:
+    """(online, offline) presence of an IoT Hub-dialect device connection; both are made now,
+    so the offline of a connection taken over is older than its successor's online."""
+    if ident is None or ident.module_id is not None:
+        return None
+    conn = secrets.token_hex(8)
+    topic = p.presence_topic(ident.device_id)
+    return (
+        (topic, p.presence_payload(p.ONLINE, client_id, conn)),
+        (topic, p.presence_payload(p.OFFLINE, client_id, conn)),
+    )
 
 
 class EmbeddedBroker:
@@ -245,12 +354,29 @@ class EmbeddedBroker:
             return set()
         return {entry.serial_number for entry in crl}
 
-    async def admit(self, session: Session, listener: str) -> None:
-        """Check a new connection's credentials and fix its client id (see the module doc)."""
+    async def admit(
+        self, session: Session, listener: str
+    ) -> tuple[iothub.IotHubIdentity, float | None] | None:
+        """Check a new connection's credentials and fix its client id (see the module doc).
+
+        An IoT Hub-dialect connection is admitted as its identity; the answer is that identity
+        and the expiry of its SAS token (None for a certificate), None for any other."""
         password, session.password = _password(session.password), None
         username: str | None = None
         serial: int | None = None
-        if listener == CERT_LISTENER:
+        admitted: tuple[iothub.IotHubIdentity, float | None] | None = None
+        if iothub.is_iothub_username(session.username):
+            found_iothub = await asyncio.to_thread(
+                self.check_iothub,
+                session.username or "",
+                session.client_id or "",
+                password,
+                session.ssl_object.getpeercert(True) if session.ssl_object else None,
+            )
+            if found_iothub is not None:
+                admitted = found_iothub[0], found_iothub[1]
+                username, serial = found_iothub[0].device_id, found_iothub[2]
+        elif listener == CERT_LISTENER:
             der = session.ssl_object.getpeercert(True) if session.ssl_object else None
             found = await asyncio.to_thread(self.certificate_identity, der)
             if found is not None:
@@ -264,15 +390,48 @@ class EmbeddedBroker:
             session.username = None
             session.client_id = REFUSED_PREFIX + secrets.token_hex(8)
             session.clean_session = True
-            return
+            return None
         session.username = username
         session.password = self.admission_token
-        if username not in (p.HUB_USERNAME, p.HUB_USERNAME + "/aux"):
+        if admitted is not None:
+            session.client_id = admitted[0].client_id
+        elif username not in (p.HUB_USERNAME, p.HUB_USERNAME + "/aux"):
             session.client_id = username
         if serial is None:
             self._cert_serials.pop(session.client_id or "", None)
         else:
-            self._cert_serials[username] = serial
+            self._cert_serials[session.client_id or username] = serial
+        return admitted
+
+    def check_iothub(
+        self, username: str, client_id: str, password: str, der: bytes | None
+    ) -> tuple[iothub.IotHubIdentity, float | None, int | None] | None:
+        """(identity, SAS expiry, certificate serial) of an IoT Hub-dialect CONNECT whose SAS
+        token (password) or client certificate admits it, else None (logged)."""
+        try:
+            connect = iothub.parse_connect(username, client_id)
+        except p.ProtocolError as exc:
+            log.info("refusing an IoT Hub-dialect connection: %s", exc)
+            return None
+        ident = connect.identity
+        found = self.registry.identity(ident.device_id, ident.module_id)
+        if found is None or not found.enabled:
+            log.info("refusing %s: unknown or disabled identity", ident.client_id)
+            return None
+        if password:
+            try:
+                expiry = iothub.verify_device_token(
+                    password, connect, (found.primary_key, found.secondary_key), time.time()
+                )
+            except sas.SasRejected as exc:
+                log.info("refusing %s: %s", ident.client_id, exc)
+                return None
+            return ident, float(expiry), None
+        certified = self.certificate_identity(der)
+        if certified is None or certified[0] != ident.device_id or ident.module_id is not None:
+            log.info("refusing %s: no SAS token and no certificate of it", ident.client_id)
+            return None
+        return ident, None, certified[1]
 
     async def start(self) -> None:
         global _ACTIVE
@@ -283,15 +442,13 @@ class EmbeddedBroker:
             "ssl": True,
             "certfile": str(self.ca.server_cert_file),
             "keyfile": str(self.ca.server_key_file),
+            "cafile": str(self.ca.ca_file),
         }
+        CERT_REQUIRED_BINDS.add(f"{self.host}:{self.endpoint.cert_port}")
         config = {
             "listeners": {
                 "default": {**tls, "bind": f"{self.host}:{self.endpoint.port}"},
-                CERT_LISTENER: {
-                    **tls,
-                    "bind": f"{self.host}:{self.endpoint.cert_port}",
-                    "cafile": str(self.ca.ca_file),
-                },
+                CERT_LISTENER: {**tls, "bind": f"{self.host}:{self.endpoint.cert_port}"},
             },
             "plugins": {
                 f"{__name__}.EdgefleetAuthPlugin": {},
@@ -332,7 +489,8 @@ class EmbeddedBroker:
             if not username or username.startswith(p.HUB_USERNAME):
                 continue
             device_id, _slot = p.device_of_username(username)
-            ident = self.registry.identity(device_id)
+            _dev, slash, module_id = (session.client_id or "").partition("/")
+            ident = self.registry.identity(device_id, module_id if slash else None)
             if ident is None or not ident.enabled:
                 log.info("closing the connection of disabled device %s", device_id)
                 broker._loop.call_soon_threadsafe(_close, handler)
@@ -342,6 +500,12 @@ class EmbeddedBroker:
 
     def kick(self, device_id: str, client_id: str | None) -> None:
         self.sync()
+
+    def module_connected(self, device_id: str, module_id: str) -> bool:
+        """Whether a module is connected by itself (IoT Hub's module client; any thread)."""
+        broker = self._broker
+        found = broker._sessions.get(f"{device_id}/{module_id}") if broker else None
+        return found is not None and found[0].transitions.is_connected()
 
     def publish_direct(self, messages: list[tuple[str, bytes]]) -> bool:
         """Queue the hub's own publishes for the broker, in order, without waiting.
@@ -374,3 +538,9 @@ async def _send_loop(
 
 def _close(handler: Any) -> None:
     asyncio.ensure_future(handler.stop())
+
+
+def _close_expired(handler: Any) -> None:
+    ident = getattr(handler, "iothub", None)
+    log.info("closing %s: its SAS token expired", ident.client_id if ident else "a connection")
+    _close(handler)

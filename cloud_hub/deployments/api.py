@@ -21,10 +21,10 @@ from cloud_hub.deployments.store import Configurations
 from cloud_hub.deployments.worker import DeploymentWorker
 from cloud_hub.errors import InvalidInput
 from cloud_hub.hub import BackgroundService, Hub
-from cloud_hub.tokens import SCOPE_DEPLOY, SCOPE_REGISTRY_READ
+from cloud_hub.tokens import NEED_CONFIGURATION_READ, SCOPE_DEPLOY
 
 router = APIRouter(tags=["deployments"])
-read = [Depends(require(SCOPE_REGISTRY_READ))]
+read = [Depends(require(NEED_CONFIGURATION_READ))]
 write = [Depends(require(SCOPE_DEPLOY))]
 
 CONFIGURATION_EXAMPLE = {

@@ -44,10 +44,12 @@ class DirectMethods:
         registry: Registry,
         wait_online: Callable[[str, float], bool],
         publish: Callable[[str, bytes], None],
+        module_connected: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._registry = registry
         self._wait_online = wait_online
         self._publish = publish
+        self._module_connected = module_connected
         self._lock = threading.Lock()
         self._calls: dict[str, _MethodCall] = {}
 
@@ -60,9 +62,9 @@ class DirectMethods:
         response_timeout: float = 30.0,
         connect_timeout: float = 0.0,
     ) -> dict[str, Any]:
-        """Call a direct method: wait up to ``connect_timeout`` for the device to be online
-        (else DeviceNotOnline), then up to ``response_timeout`` for its answer (else
-        GatewayTimeout)."""
+        """Call a direct method: wait up to ``connect_timeout`` for the device to be online (or
+        the module to be connected by itself, where the broker tells; else DeviceNotOnline),
+        then up to ``response_timeout`` for its answer (else GatewayTimeout)."""
         if module_id is None:
             self._registry.get_device(device_id)  # DeviceNotFound -> 404
         else:
@@ -71,7 +73,13 @@ class DirectMethods:
             p.validate_id(method_name, "method name")
         except p.ProtocolError as exc:
             raise InvalidInput(str(exc), path="methodName") from exc
-        if not self._wait_online(device_id, max(0.0, connect_timeout)):
+        # A module connected on its own (IoT Hub's module client) is online without its device.
+        module_online = (
+            module_id is not None
+            and self._module_connected is not None
+            and self._module_connected(device_id, module_id)
+        )
+        if not module_online and not self._wait_online(device_id, max(0.0, connect_timeout)):
             raise DeviceNotOnline(f"device {device_id} is not online")
         rid = uuid.uuid4().hex
         key = _call_key(device_id, module_id, rid)

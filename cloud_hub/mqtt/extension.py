@@ -51,7 +51,10 @@ class Messaging:
             options,
         )
         self.service = ServiceClient(
-            hub, self.broker.endpoint, direct_publish=getattr(self.broker, "publish_direct", None)
+            hub,
+            self.broker.endpoint,
+            direct_publish=getattr(self.broker, "publish_direct", None),
+            module_connected=getattr(self.broker, "module_connected", None),
         )
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -62,6 +65,12 @@ class Messaging:
         )
 
     async def start(self) -> None:
+        if self.broker.endpoint.kind != "embedded":
+            log.warning(
+                "IoT Hub's device MQTT dialect (azure-iot-device) is served only with "
+                "--broker embedded; the %s broker refuses its CONNECTs (unknown user name)",
+                self.broker.endpoint.kind,
+            )
         await self.broker.start()
         await asyncio.to_thread(self.service.start)
         self._sync_thread = threading.Thread(

@@ -44,6 +44,7 @@ class ServiceClient:
         endpoint: Endpoint,
         client_id: str = p.HUB_USERNAME,
         direct_publish: DirectPublish | None = None,
+        module_connected: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.hub = hub
         self.stats = Stats()
@@ -60,7 +61,7 @@ class ServiceClient:
         )
         #: direct method calls (``methods.invoke``)
         self.methods = DirectMethods(
-            hub.registry, self._presence.wait_online, self._connection.publish
+            hub.registry, self._presence.wait_online, self._connection.publish, module_connected
         )
         self._control: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self._threads: list[threading.Thread] = []

@@ -192,16 +192,25 @@ def bench_ingest(
     rate: float = typer.Option(400.0, "--rate", min=1.0, help="Messages/s per device."),
     messages: int = typer.Option(1000, "--messages", min=10, help="Messages per device."),
     procs: int = typer.Option(2, "--procs", min=1, help="Publisher processes."),
+    iothub_dialect: bool = typer.Option(
+        False,
+        "--iothub-dialect",
+        help="Instead: the embedded broker, IoT Hub's device MQTT dialect beside edgefleet's.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Stored messages/s, creation-to-commit latency and hub CPU with mosquitto, vs bare MQTT."""
     from composition.bench.ingest import print_result, run_bench
+    from composition.bench.ingest_dialects import print_dialects, run_dialects
 
     def say(message: str) -> None:
         if not as_json:
             typer.echo(message, err=True)
 
     try:
+        if iothub_dialect:
+            print_dialects(run_dialects(devices, rate, messages, procs, progress=say), as_json)
+            return
         result = run_bench(devices, rate, messages, procs, progress=say)
     except (RuntimeError, OSError) as exc:
         fail(str(exc))

@@ -35,16 +35,24 @@ AUX_USER = p.HUB_USERNAME + "/aux"
 def _publisher(
     devices: list[dict[str, Any]], per_device: int, rate: float, bench_topic: bool, ready: Any
 ) -> None:
-    """One worker process: a connection per device, paced publishing, wait for all PUBACKs."""
+    """One worker process: a connection per device, paced publishing, wait for all PUBACKs.
+
+    A device's ``client_id`` (default: its id) and ``username``/``password`` choose the MQTT
+    dialect; ``mid_prefix`` keeps message ids of several phases apart."""
     clients: list[tuple[mqtt.Client, str]] = []
     for dev in devices:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev["device_id"])
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=dev.get("client_id") or dev["device_id"],
+            protocol=mqtt.MQTTv311,
+        )
         c.username_pw_set(dev["username"], dev["password"])
         c.tls_set(ca_certs=dev["ca_file"])
         c.max_inflight_messages_set(1000)
         c.connect(dev["host"], dev["port"])
         c.loop_start()
         clients.append((c, dev["device_id"]))
+    prefixes = {dev["device_id"]: str(dev.get("mid_prefix") or "") for dev in devices}
     for c, _ in clients:
         deadline = time.monotonic() + 20
         while not c.is_connected() and time.monotonic() < deadline:
@@ -58,7 +66,8 @@ def _publisher(
         if delay > 0:
             time.sleep(delay)
         for c, device_id in clients:
-            bag = {p.SYS_MESSAGE_ID: f"{device_id}-{n}", p.SYS_CREATION_TIME: repr(time.time())}
+            mid = f"{prefixes[device_id]}{device_id}-{n}"
+            bag = {p.SYS_MESSAGE_ID: mid, p.SYS_CREATION_TIME: repr(time.time())}
             if bench_topic:
                 topic = f"{p.ROOT}/{device_id}/bench/{p.encode_property_bag(bag)}"
             else:
@@ -71,7 +80,7 @@ def _publisher(
         c.loop_stop()
 
 
-def _run_publishers(
+def run_publishers(
     devices: list[dict[str, Any]], per_device: int, rate: float, bench_topic: bool, procs: int
 ) -> None:
     ctx = mp.get_context("fork")
@@ -87,6 +96,36 @@ def _run_publishers(
     ready.set()
     for w in workers:
         w.join()
+
+
+def bench_data_dir(prefix: str) -> tuple[Path, str]:
+    """A fresh hub data directory and an admin token for it."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    token = subprocess.run(
+        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    return data, token
+
+
+def wait_stored(api: HubClient, total: int, timeout: float = 300.0, idle: float = 15.0) -> int:
+    """Poll the hub's ingest counters until ``total`` messages are stored, ``timeout`` passes
+    or nothing more was stored for ``idle`` seconds (the figure then shows what is missing)."""
+    stored = -1
+    deadline = time.monotonic() + timeout
+    progress = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - progress < idle:
+        stats = api.request("GET", "/messaging/stats").json()
+        now_stored = int(stats["window"]["stored"])
+        if now_stored != stored:
+            stored, progress = now_stored, time.monotonic()
+        if stored >= total:
+            break
+        time.sleep(0.05)
+    return max(stored, 0)
 
 
 def _cpu(pid: int) -> float:
@@ -133,7 +172,7 @@ def _baseline(
     sub.connect(ep["host"], ep["port"])
     sub.loop_start()
     subscribed.wait(20)
-    _run_publishers(devices, per_device, rate, True, procs)
+    run_publishers(devices, per_device, rate, True, procs)
     done.wait(120)
     sub.disconnect()
     sub.loop_stop()
@@ -152,14 +191,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """``messages`` per device at ``rate`` messages/s per device (both phases)."""
     say = progress or (lambda _msg: None)
-    data = Path(tempfile.mkdtemp(prefix="edgefleet-bench-ingest-"))
-    token = subprocess.run(
-        cli("hub", "token", "create", "--data-dir", str(data), "--scope", "admin"),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
+    data, token = bench_data_dir("edgefleet-bench-ingest-")
     port = free_port()
     serve = cli("hub", "serve", "--data-dir", str(data), "--port", str(port), "--mqtt-port", "0")
     serve += ["--broker", "mosquitto", "--log-level", "warning"]
@@ -185,15 +217,8 @@ def run_bench(
             broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
             cpu0 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             total = messages * devices
-            _run_publishers(devs, messages, rate, False, procs)
-            stored = 0
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                stats = api.request("GET", "/messaging/stats").json()
-                stored = int(stats["window"]["stored"])
-                if stored >= total:
-                    break
-                time.sleep(0.05)
+            run_publishers(devs, messages, rate, False, procs)
+            stored = wait_stored(api, total)
             cpu1 = (_cpu(hub.pid), _cpu(broker_pid), time.monotonic())
             stats = api.request("GET", "/messaging/stats").json()
         wall = cpu1[2] - cpu0[2]
@@ -219,28 +244,36 @@ def run_bench(
         }
 
 
-def print_result(result: dict[str, Any], as_json: bool) -> None:
+def print_table(
+    result: dict[str, Any], as_json: bool, title: str, columns: list[str], rows: list[list[str]]
+) -> None:
+    """``result`` as JSON, or ``rows`` as a table with a first column for the figure's name."""
     if as_json:
         print(json.dumps(result, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="bench ingest (mosquitto)")
+    table = Table(title=title)
     table.add_column("figure")
-    table.add_column("value", justify="right")
-    base = result["baseline"]
-    rows = [
-        ("devices x rate", f"{result['devices']} x {result['ratePerDevice']:g}/s"),
-        ("messages", str(result["messages"])),
-        ("stored msg/s", str(result["storedMsgPerS"])),
-        ("e2e p50 / p99 ms (create -> commit)", f"{result['e2eP50Ms']} / {result['e2eP99Ms']}"),
-        ("hub CPU (cores)", str(result["hubCpuCores"])),
-        ("broker CPU (cores)", str(result["brokerCpuCores"])),
-        ("baseline msg/s (bare paho pub -> sub)", str(base["msgPerS"])),
-        ("baseline p50 / p99 ms", f"{base['p50Ms']} / {base['p99Ms']}"),
-        ("ratio stored / baseline", str(result["ratioToBaseline"])),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    base = result.get("baseline") or {}
+    rows = [
+        ["devices x rate", f"{result['devices']} x {result['ratePerDevice']:g}/s"],
+        ["messages", str(result["messages"])],
+        ["stored msg/s", str(result["storedMsgPerS"])],
+        ["e2e p50 / p99 ms (create -> commit)", f"{result['e2eP50Ms']} / {result['e2eP99Ms']}"],
+        ["hub CPU (cores)", str(result["hubCpuCores"])],
+        ["broker CPU (cores)", str(result["brokerCpuCores"])],
+        ["baseline msg/s (bare paho pub -> sub)", str(base.get("msgPerS"))],
+        ["baseline p50 / p99 ms", f"{base.get('p50Ms')} / {base.get('p99Ms')}"],
+        ["ratio stored / baseline", str(result["ratioToBaseline"])],
+    ]
+    print_table(result, as_json, "bench ingest (mosquitto)", ["value"], rows)

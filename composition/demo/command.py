@@ -18,7 +18,9 @@ from edgefleet.cli_apps import app
 
 @app.command()
 def demo(
-    duration: float = typer.Option(30.0, "--duration", help="Seconds to watch the live data."),
+    duration: float = typer.Option(
+        30.0, "--duration", min=0, help="Seconds to watch the live data (0: until Ctrl-C)."
+    ),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Where hub, agent and logs live (default: a new temp dir)."
     ),
@@ -52,6 +54,16 @@ def demo(
             f"  hub {run.hub_url}; while it runs: EDGEFLEET_HUB={run.hub_url} "
             f"EDGEFLEET_TOKEN=$(cat {data_dir / 'token'}) edgefleet twin show {DEVICE_ID}"
         )
+        try:
+            link = run.dashboard_link()  # one line, never wrapped: it is copied whole
+            console.print(
+                f"  dashboard (one-time sign-in link): {link}",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - the demo runs on without the link
+            console.print(f"  [yellow]no dashboard link: {exc}[/yellow]")
         run.create_device()
         models = run.ensure_model()
         run.deploy(models, frame_interval, accelerator)

@@ -113,6 +113,12 @@ class Demo:
 
             self.client = HubClient(self.hub_url, self.token)
 
+    def dashboard_link(self) -> str:
+        """A one-time sign-in link to the hub's dashboard (no token in the URL)."""
+        assert self.client is not None
+        answer = self.client.request("POST", "/ui/login-codes").json()
+        return self.hub_url + str(answer["path"])
+
     def create_device(self) -> dict[str, Any]:
         with self.step(f"creating IoT Edge device {DEVICE_ID!r}"):
             device: dict[str, Any] = self.client.create_device(
@@ -224,8 +230,12 @@ class Demo:
 
         seen = self.seen
         start = time.monotonic()
-        end = start + duration
-        with Live(live_view(seen, duration), console=live_console, refresh_per_second=4) as live:
+        end = start + duration if duration > 0 else float("inf")  # 0: until Ctrl-C
+        with Live(
+            live_view(seen, duration if duration > 0 else None),
+            console=live_console,
+            refresh_per_second=4,
+        ) as live:
             while True:
                 self._check_alive()
                 try:
@@ -235,11 +245,11 @@ class Demo:
                         "reading messages from the hub", str(exc), self.logs / "hub.log"
                     ) from exc
                 left = end - time.monotonic()
-                live.update(live_view(seen, max(0.0, left)))
+                live.update(live_view(seen, max(0.0, left) if duration > 0 else None))
                 self.watched = time.monotonic() - start
                 if left <= 0:
                     break
-                time.sleep(min(0.5, left))
+                time.sleep(min(0.5, left))  # 0.5 when left is infinite
 
     def shutdown(self) -> None:
         """SIGTERM the agent (it stops its modules), then the hub; SIGKILL only after a timeout."""

@@ -11,10 +11,12 @@ if TYPE_CHECKING:
     from composition.demo.session import Demo
 
 
-def live_view(seen: Observed, left: float) -> Any:
+def live_view(seen: Observed, left: float | None) -> Any:
+    """The live table; ``left`` is None when the demo runs until Ctrl-C."""
     from rich.table import Table
 
-    table = Table(title=f"arriving at the hub ({left:.0f}s left)", title_justify="left")
+    when = "Ctrl-C to stop" if left is None else f"{left:.0f}s left"
+    table = Table(title=f"arriving at the hub ({when})", title_justify="left")
     table.add_column("module")
     table.add_column("messages", justify="right")
     table.add_column("latest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
 from edgefleet.sdk.device_client import DeviceClient
+from tests.support.device_sdk import RawIotHubClient, device_token
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import (
     create_device,
@@ -104,6 +106,25 @@ def test_a_device_cannot_read_or_write_another_devices_topics(
     finally:
         spy.client.loop_stop()
         victim.shutdown()
+
+
+def test_iothub_dialect_is_served_by_the_embedded_broker_only(hub: RunningHub) -> None:
+    """IoT Hub's user name form with a valid device SAS token: admitted by the embedded broker
+    (which maps it onto the device's own topics), refused by mosquitto, which the hub says."""
+    device = create_device(hub, "iothub-form")
+    creds = credentials(hub, "iothub-form")
+    key = device["authentication"]["symmetricKey"]["primaryKey"]
+    token = device_token(creds["host"], "iothub-form", key, int(time.time()) + 600)
+    raw = RawIotHubClient(creds["host"], hub.ca_file, "iothub-form", token, creds["port"])
+    try:
+        code = raw.connect()
+    finally:
+        raw.close()
+    if (hub.data_dir / "broker" / "mosquitto.conf").exists():
+        assert code in (NOT_AUTHORIZED, 5, -1)
+        assert "served only with --broker embedded" in hub.log()
+    else:
+        assert code == 0
 
 
 def test_a_spoofed_client_id_neither_takes_over_nor_reads(hub: RunningHub, tmp_path: Path) -> None:

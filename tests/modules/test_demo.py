@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from edgefleet.hubclient import HubClient, HubClientError
 from tests.support.hub import edgefleet_cmd
 
@@ -39,23 +41,32 @@ def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     args = ["demo", "--duration", "20", "--frame-interval", "1", "--json"]
     args += ["--data-dir", str(data_dir), "--model-dir", str(tmp_path / "models")]
-    proc = subprocess.Popen(
-        edgefleet_cmd(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    err_path = tmp_path / "demo-stderr.txt"
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen(
+            edgefleet_cmd(*args),
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+            cwd=tmp_path,
+        )
     try:
         # while it runs, a desired-property change reaches the sensor module through the hub
         url = _wait(lambda: _read(data_dir / "hub-url"), proc, "the hub")
         token = _wait(lambda: _read(data_dir / "token"), proc, "the token")
+        # the printed dashboard link signs in once, and carries no token
+        link = _wait(lambda: _dashboard_link(err_path), proc, "the dashboard link")
+        assert link.startswith(url + "/ui/login?code=") and token not in link
+        first = httpx.get(link, follow_redirects=False)
+        assert first.status_code == 303 and "edgefleet_ui=" in first.headers["set-cookie"]
+        assert httpx.get(link, follow_redirects=False).status_code == 401
         with HubClient(url, token) as hub:
             _wait(lambda: _sensor_reported(hub).get("SendInterval") == 1.0, proc, "the sensor")
             patch = {"properties": {"desired": {"SendInterval": 0.3}}}
             hub.patch_twin("demo-edge", patch, "simulatedSensor")
             _wait(lambda: _sensor_reported(hub).get("SendInterval") == 0.3, proc, "the patch", 60)
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, _ = proc.communicate(timeout=120)
+        stderr = err_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -80,6 +91,13 @@ def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     for module in ("simulatedSensor", "camera", "scoring"):
         log = (data_dir / "agent" / "data" / "logs" / f"{module}.log").read_text()
         assert log.rstrip().endswith("stopped"), log[-500:]
+
+
+def _dashboard_link(stderr_file: Path) -> str:
+    for line in stderr_file.read_text().splitlines():
+        if "dashboard (one-time sign-in link):" in line:
+            return line.split("link):", 1)[1].strip()
+    return ""
 
 
 def _read(path: Path) -> str:

@@ -7,7 +7,9 @@
 
 ``extra_args`` become CLI options: ``running_hub(tmp_path, broker="mosquitto")`` passes
 ``--broker mosquitto``; ``True`` passes a bare flag, ``None``/``False`` nothing. Also pass
-``database_url=...`` to use PostgreSQL. The process gets SIGTERM on exit (SIGKILL after 20 s).
+``database_url=...`` to use PostgreSQL; ``tls=True`` adds an HTTPS listener on a free port
+(``hub.tls_port``, certificate from the hub CA: ``hub.ca_file``). The process gets SIGTERM on
+exit (SIGKILL after 20 s).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class RunningHub:
     log_path: Path
     database_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    tls_port: int | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "ca" / "ca.pem"
 
     def client(self, token: str | None = None) -> HubClient:
         return HubClient(self.url, token or self.token)
@@ -105,9 +112,11 @@ def running_hub(
     database_url: str | None = None,
     startup_timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    tls: bool = False,
+    host: str = "127.0.0.1",
     **extra_args: Any,
 ) -> Iterator[RunningHub]:
-    """Run `edgefleet hub serve` on a free port with its data in ``tmp_path/hub``."""
+    """Run `edgefleet hub serve --host HOST` on a free port with its data in ``tmp_path/hub``."""
     data_dir = tmp_path / "hub"
     data_dir.mkdir(parents=True, exist_ok=True)
     token = create_token(data_dir, "admin", database_url=database_url)
@@ -116,8 +125,11 @@ def running_hub(
     for attempt in range(3):
         port = free_port()
         log_path = data_dir / f"hub-{port}.log"
-        args = ["hub", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1"]
+        args = ["hub", "serve", "--data-dir", str(data_dir), "--host", host]
         args += ["--port", str(port)]
+        tls_port = free_port() if tls else None
+        if tls_port:
+            args += ["--tls-port", str(tls_port)]
         if database_url:
             args += ["--database-url", database_url]
         # The MQTT listener defaults to 8883; tests share the machine, so a free port unless asked.
@@ -126,9 +138,9 @@ def running_hub(
             process = subprocess.Popen(
                 edgefleet_cmd(*args), stdout=log_file, stderr=subprocess.STDOUT, env=proc_env
             )
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
         try:
-            if _wait_ready(url, process, startup_timeout):
+            if _wait_ready(url, process, startup_timeout, tls_port):
                 hub = RunningHub(
                     url=url,
                     token=token,
@@ -138,6 +150,7 @@ def running_hub(
                     log_path=log_path,
                     database_url=database_url,
                     env=proc_env,
+                    tls_port=tls_port,
                 )
                 try:
                     yield hub
@@ -155,15 +168,29 @@ def running_hub(
     raise RuntimeError(f"hub did not become ready:\n{last_error}")
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+def _wait_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float, tls_port: int | None = None
+) -> bool:
+    """The hub answers /health with 200 and (the HTTPS listener starts after) takes
+    connections on ``tls_port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200 and (
+                tls_port is None or _accepts(httpx.URL(url).host, tls_port)
+            ):
                 return True
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     return False
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,117 @@
+"""``edgefleet bench ingest --iothub-dialect``: stored messages/s through IoT Hub's device MQTT
+dialect beside edgefleet's own, in one run against one hub.
+
+The hub runs the embedded broker (where the IoT Hub dialect is served) on 8883 of a free
+loopback address. The same publishers (paho, QoS 1, one connection per device, worker processes)
+send the same number of telemetry messages twice: first with edgefleet's user names and
+passwords, then as IoT Hub's SDKs connect (user name ``{host}/{device}/?api-version=...``, a SAS
+token as password, which puts every topic through the per-connection mapping).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+from urllib.parse import quote
+
+from cloud_hub import sas
+from composition.bench.ingest import bench_data_dir, print_table, run_publishers, wait_stored
+from composition.processes import Child, cli, free_loopback, free_port
+from edgefleet.hubclient import HubClient
+
+IOTHUB_PORT = 8883
+API_VERSION = "2021-04-12"
+
+
+def iothub_credentials(host: str, device_id: str, key: str, ttl: int = 3600) -> dict[str, str]:
+    """User name and SAS password as azure-iot-device sends them for a device."""
+    expiry = str(int(time.time()) + ttl)
+    resource = quote(f"{host}/devices/{device_id}", safe="")
+    sig = quote(sas.signature(resource, expiry, key), safe="")
+    return {
+        "username": f"{host}/{device_id}/?api-version={API_VERSION}",
+        "password": f"SharedAccessSignature sr={resource}&sig={sig}&se={expiry}",
+    }
+
+
+def _phase(
+    api: HubClient, devs: list[dict[str, Any]], messages: int, rate: float, procs: int
+) -> dict[str, Any]:
+    api.request("GET", "/messaging/stats", params={"reset": "true"})
+    total = messages * len(devs)
+    run_publishers(devs, messages, rate, False, procs)
+    stored = wait_stored(api, total)
+    stats = api.request("GET", "/messaging/stats").json()
+    window = stats["window"]
+    elapsed = (window["lastCommit"] or 0) - (window["firstCommit"] or 0)
+    return {
+        "messages": total,
+        "stored": stored,
+        "storedMsgPerS": round(window["stored"] / elapsed, 1) if elapsed > 0 else 0.0,
+        "e2eP50Ms": stats["latencyMs"]["p50"],
+        "e2eP99Ms": stats["latencyMs"]["p99"],
+    }
+
+
+def run_dialects(
+    devices: int, rate: float, messages: int, procs: int = 2, progress: Any = None
+) -> dict[str, Any]:
+    """``messages`` per device at ``rate`` messages/s per device, in each dialect."""
+    say = progress or (lambda _msg: None)
+    data, token = bench_data_dir("edgefleet-bench-dialects-")
+    host, port = free_loopback(IOTHUB_PORT), free_port()
+    serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
+    serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", "embedded", "--log-level", "warning"]
+    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:
+        say(f"starting the hub (embedded broker on {host}:{IOTHUB_PORT})")
+        with HubClient(f"http://{host}:{port}", token) as api:
+            hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
+            say(f"creating {devices} devices")
+            native: list[dict[str, Any]] = []
+            iothub: list[dict[str, Any]] = []
+            for i in range(devices):
+                device_id = f"bench-{i}"
+                body = api.create_device(device_id)
+                key = body["authentication"]["symmetricKey"]["primaryKey"]
+                creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
+                native.append({**creds, "device_id": device_id, "mid_prefix": "n-"})
+                iothub.append(
+                    {
+                        **creds,
+                        **iothub_credentials(host, device_id, key),
+                        "device_id": device_id,
+                        "mid_prefix": "i-",
+                    }
+                )
+            say("edgefleet dialect")
+            ours = _phase(api, native, messages, rate, procs)
+            say("IoT Hub dialect")
+            theirs = _phase(api, iothub, messages, rate, procs)
+    return {
+        "broker": "embedded",
+        "devices": devices,
+        "ratePerDevice": rate,
+        "edgefleet": ours,
+        "iothub": theirs,
+        "ratioIotHubToEdgefleet": round(theirs["storedMsgPerS"] / ours["storedMsgPerS"], 3)
+        if ours["storedMsgPerS"]
+        else None,
+        "cpuCount": os.cpu_count(),
+    }
+
+
+def print_dialects(result: dict[str, Any], as_json: bool) -> None:
+    ours, theirs = result["edgefleet"], result["iothub"]
+    rows = [
+        [name, str(ours[key]), str(theirs[key])]
+        for name, key in [
+            ("messages stored", "stored"),
+            ("stored msg/s", "storedMsgPerS"),
+            ("e2e p50 ms", "e2eP50Ms"),
+            ("e2e p99 ms", "e2eP99Ms"),
+        ]
+    ]
+    rows.append(["ratio IoT Hub / edgefleet", "", str(result["ratioIotHubToEdgefleet"])])
+    title = "bench ingest (embedded broker): IoT Hub dialect vs edgefleet's"
+    print_table(result, as_json, title, ["edgefleet", "IoT Hub"], rows)
