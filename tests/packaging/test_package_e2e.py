@@ -72,13 +72,14 @@ def packaged(model_dir: Path) -> Iterator[Packaged]:
             client.close()
         try:
             yield Packaged(reg, image, result)
-        finally:
+        finally:  # every image of this registry that the tests or the agent left here
             client = docker_client()
             try:
-                client.api.remove_image(image, force=True)
-            except Exception:
-                pass
-            client.close()
+                for found in client.images.list(name=f"{reg.address}/*"):
+                    for tag in found.tags:
+                        client.api.remove_image(tag, force=True)
+            finally:
+                client.close()
 
 
 @dataclass
@@ -307,6 +308,11 @@ def test_transfer_learning_head_packaged_and_served(
         "--registry-password", reg.password, "--cpu-only", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    client = docker_client()
+    try:
+        client.api.remove_image(image, force=True)  # the agent pulls it; nothing stays behind
+    finally:
+        client.close()
     grpc_port, http_port = free_port(), free_port()
     pets = scoring_module(json.loads(done.stdout)["snippet"], grpc_port, http_port)
     deployed.agent.deploy(manifest({**deployed.mods, "pets": pets}, reg.credentials()))
