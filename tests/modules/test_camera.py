@@ -343,3 +343,67 @@ def test_the_module_sends_video_frames_and_stops_on_sigterm(video: Path, tmp_pat
     indexes = [int(m.custom_properties["frameIndex"]) for m in msgs]
     assert indexes == sorted(indexes)
     assert {m.custom_properties["sourceFrame"] for m in msgs} <= {str(i) for i in range(10)}
+
+
+class FakeClient:
+    """Stands in for the edge hub connection: records sends and reported properties."""
+
+    module_id = "camera"
+
+    def __init__(self) -> None:
+        self.on_twin_desired_properties_patch_received: Any = None
+        self.reported: list[dict[str, Any]] = []
+        self.sent: list[tuple[str, Any]] = []
+
+    def connect(self, timeout: float) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def get_twin(self, timeout: float) -> dict[str, Any]:
+        return {"desired": {"ReconnectInitialSecs": 0.05, "ReconnectMaxSecs": 0.2}}
+
+    def patch_twin_reported_properties(self, patch: dict[str, Any], timeout: float) -> None:
+        self.reported.append(patch)
+
+    def send_message_to_output(self, message: Any, output: str, timeout: float) -> None:
+        self.sent.append((output, message))
+
+    def status(self) -> dict[str, Any]:
+        statuses = [p["status"] for p in self.reported if "status" in p]
+        return statuses[-1] if statuses else {}
+
+
+def test_the_module_reports_reconnects_in_its_reported_properties(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modules.camera.__main__ import CameraModule
+    from modules.module_runtime import ModuleRuntime
+
+    path = tmp_path / "later.avi"
+    monkeypatch.setenv("CAMERA_SOURCE", str(path))  # not there yet
+    monkeypatch.setenv("CAMERA_FRAME_RATE", "50")
+    client = FakeClient()
+    settings = CameraSettings()
+    with ModuleRuntime("camera", client) as rt:  # type: ignore[arg-type]
+        rt.on_settings(settings.apply, settings.reported)
+        module = CameraModule(rt, settings)
+        runner = threading.Thread(target=module.run)
+        runner.start()
+        try:
+            wait_for(lambda: client.status().get("consecutiveFailures", 0) >= 3, "retries")
+            status = client.status()
+            assert status["state"] == "reconnecting" and "no such video file" in status["lastError"]
+            assert runner.is_alive()  # waits for the source; never a crash loop
+            path.write_bytes(video.read_bytes())
+            wait_for(lambda: client.status().get("state") == "streaming", "streaming")
+            wait_for(lambda: len(client.sent) >= 3, "frames")
+        finally:
+            rt.stopping.set()
+            runner.join(20)
+    assert not runner.is_alive()
+    final = client.status()  # opened at last: not a reconnect, as it never streamed before
+    assert final["consecutiveFailures"] == 0 and final["reconnects"] == 0
+    assert {output for output, _m in client.sent} == {"frames"}
+    assert client.reported[0]["ReconnectMaxSecs"] == 0.2  # the settings in effect
