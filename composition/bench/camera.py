@@ -89,17 +89,20 @@ def _measure(
     warmup = min(1.0, seconds / 5)
     latencies: list[float] = []
     score_ms: list[float] = []
+    device_ms: list[float] = []
     done: list[float] = []
     lock = threading.Lock()
     measuring = threading.Event()
 
     def process(frame: Frame, _pipeline: FramePipeline) -> None:
-        top, _device, ms = timed_score(scorer, frame.image, 5)
+        _top, device, ms = timed_score(scorer, frame.image, 5)
         now = time.monotonic()
         if measuring.is_set():
             with lock:
                 latencies.append((now - frame.captured) * 1000)
                 score_ms.append(ms)
+                if device is not None:
+                    device_ms.append(device)
                 done.append(now)
 
     capture = CaptureConfig(SourceSpec("file", str(source)), 1.0 / fps, True, backoff=Backoff())
@@ -140,8 +143,12 @@ def _measure(
         "sustained_fps": round(sustained, 2),
         "latency_capture_to_result": latency,
         "score": _percentiles(score_ms),
+        # the FPGA emulator's modelled card time (None elsewhere)
+        "emulated_device": _percentiles(device_ms) if device_ms else None,
+        "notice": scorer.session.notice,  # e.g. why gpu ran on the CPU
         "queue_size": queue_size,
         "cpu": {
+            # this process only: an FPGA emulator card is a process of its own
             "process_cpu_seconds": round(cpu1 - cpu0, 3),
             "cores_busy": round(cpu_share, 3),  # 1.0 = one core fully busy
             "share_of_machine": round(cpu_share / cores, 3),

@@ -449,6 +449,8 @@ def bench_camera(
             queue_size,
             progress=say,
         )
+    if report["notice"]:
+        typer.echo(f"warning: {report['notice']}", err=True)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
