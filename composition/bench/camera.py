@@ -41,6 +41,17 @@ def _percentiles(samples: list[float]) -> dict[str, float | None]:
     }
 
 
+def _check_video(path: Path) -> None:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened() or not capture.read()[0]:
+            raise OSError(f"OpenCV cannot read video frames from {path}")
+    finally:
+        capture.release()
+
+
 def run_camera_bench(
     source: Path | None,
     fps: float,
@@ -62,6 +73,8 @@ def run_camera_bench(
             write_photo_video(source, fps=fps, seconds_per_photo=1.0)
         elif not source.is_file():
             raise OSError(f"no such video file: {source}")
+        else:
+            _check_video(source)
         say(f"opening {model} {precision} on {accelerator}")
         config = ClassifierConfig(
             model,
