@@ -45,6 +45,10 @@ class FrameReader(Protocol):
         """(BGR image, name, frame number in the file) or None when the source ended/failed."""
         ...
 
+    def skip(self) -> bool:
+        """Pass over one frame without decoding it; False when the source ended/failed."""
+        ...
+
     def release(self) -> None: ...
 
 
@@ -64,6 +68,10 @@ class PhotoReader:
         name, image = self._images[self._index % len(self._images)]
         self._index += 1
         return image.copy(), name, None
+
+    def skip(self) -> bool:
+        self._index += 1
+        return True
 
     def release(self) -> None:
         pass
@@ -107,6 +115,9 @@ class VideoReader:
         if not ok or image is None:
             return None
         return cast("Image", image), "", position
+
+    def skip(self) -> bool:
+        return bool(self._cap.grab())
 
     def release(self) -> None:
         self._cap.release()
@@ -249,12 +260,15 @@ class CaptureLoop:
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     break
+            if period and not paced and time.monotonic() < due:
+                # a live source faster than the frame rate: take its frame off the wire, undecoded
+                if not reader.skip():
+                    break
+                continue
             got = reader.read()
             if got is None:
                 break
             now = time.monotonic()
-            if period and not paced and now < due:
-                continue  # a live source faster than the frame rate: skip this frame
             image, name, position = got
             frame = Frame(
                 first_sequence + delivered,

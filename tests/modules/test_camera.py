@@ -248,6 +248,44 @@ def test_a_file_without_loop_ends_without_retrying(video: Path) -> None:
     assert loop.status.failures == 0 and loop.status.reconnects == 0
 
 
+class FastLiveReader:
+    """A live source that always has a new frame."""
+
+    def __init__(self) -> None:
+        self.decoded = 0
+        self.skipped = 0
+
+    def read(self) -> tuple[Any, str, int | None] | None:
+        self.decoded += 1
+        time.sleep(0.001)
+        return np.zeros((48, 64, 3), np.uint8), "", None
+
+    def skip(self) -> bool:
+        self.skipped += 1
+        time.sleep(0.001)
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_live_source_faster_than_the_frame_rate_is_thinned_without_decoding() -> None:
+    reader = FastLiveReader()
+    frames: list[Frame] = []
+    loop = CaptureLoop(
+        CaptureConfig(parse_source("rtsp://cam/stream"), 0.05, backoff=FAST),
+        frames.append,
+        opener=lambda _config: reader,
+    )
+    loop.start()
+    try:
+        wait_for(lambda: len(frames) >= 4, "four frames")
+    finally:
+        loop.stop()
+    assert reader.decoded == len(frames)  # only the frames sent on were decoded
+    assert reader.skipped > reader.decoded
+
+
 class MjpegServer:
     """An HTTP MJPEG camera (multipart/x-mixed-replace) that the test can switch off and on."""
 
