@@ -428,6 +428,9 @@ def bench_camera(
     model: str = typer.Option("efficientnet-lite0", "--model"),
     queue_size: int = typer.Option(2, "--queue-size", min=1, help="Frames queued for scoring."),
     threads: int | None = typer.Option(None, "--threads", help="Default: physical cores."),
+    serial: bool = typer.Option(
+        False, "--serial", help="Preprocess in the scoring worker, not the capture thread."
+    ),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
@@ -447,6 +450,7 @@ def bench_camera(
             device,
             threads,
             queue_size,
+            not serial,
             progress=say,
         )
     if report["notice"]:

@@ -84,7 +84,8 @@ class CameraModule:
             config.photos,
             config.backoff,
         )
-        return FramePipeline(capture, process, config.queue_size)
+        prepare = (lambda frame: scorer.prepare(frame.image)) if scorer is not None else None
+        return FramePipeline(capture, process, config.queue_size, prepare)
 
     def run(self) -> None:
         rt = self.rt

@@ -38,6 +38,7 @@ class Frame:
     image: Image  # HxWx3 BGR uint8
     name: str = ""  # photo name (photos source)
     source_frame: int | None = None  # frame number inside a video file
+    model_input: Any = None  # the scorer's input, prepared in the capture thread
 
 
 class FrameReader(Protocol):

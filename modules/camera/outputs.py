@@ -34,7 +34,7 @@ def score_messages(
 ) -> list[tuple[Message, str]]:
     """Score ``frame``: its ``results`` message, and a ``thumbnails`` message when its top score
     reaches the threshold. Route conditions can use the ``topClassId``/``topScore`` properties."""
-    top, device_ms, score_ms = timed_score(scorer, frame.image, k)
+    top, device_ms, score_ms = timed_score(scorer, frame, k)
     body = result_body(frame, top, scorer.describe(), score_ms, device_ms, dropped)
     best = top[0] if top else None
     result = Message.from_body(body)

@@ -40,16 +40,25 @@ class FramePipeline:
         capture: CaptureConfig,
         process: Callable[[Frame, FramePipeline], None],
         queue_size: int = 2,
+        prepare: Callable[[Frame], Any] | None = None,
     ) -> None:
+        """``prepare`` (e.g. the scorer's preprocessing) runs in the capture thread, so it
+        overlaps the worker's scoring of the previous frame; its result is ``model_input``."""
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         self.capture = CaptureLoop(capture, self._enqueue)
         self._process = process
+        self._prepare = prepare
         self._processed = 0
         self._failed = 0
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="camera-worker", daemon=True)
 
     def _enqueue(self, frame: Frame) -> None:
+        if self._prepare is not None:
+            try:
+                frame.model_input = self._prepare(frame)
+            except Exception:  # the worker prepares it again and reports the failure
+                log.debug("frame %d not prepared", frame.sequence, exc_info=True)
         self.queue.put(frame)
 
     @property

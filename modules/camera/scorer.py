@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modules.accelerators.classifier_config import ClassifierConfig, open_classifier
+from modules.camera.capture import Frame
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,10 +18,15 @@ class FrameScorer(Protocol):
         """What scores: model, accelerator, precision, engine (copied into every result)."""
         ...
 
+    def prepare(self, bgr: npt.NDArray[np.uint8]) -> Any:
+        """The model's input for a BGR frame (preprocessing; may run on another thread)."""
+        ...
+
     def score(
-        self, bgr: npt.NDArray[np.uint8], k: int
+        self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """A BGR frame -> (top-k ``{class_id, label, score}``, emulated device ms or None)."""
+        """A BGR frame (or its ``prepare`` result) -> (top-k ``{class_id, label, score}``,
+        emulated device ms or None)."""
         ...
 
     def close(self) -> None: ...
@@ -42,13 +48,15 @@ class LocalScorer:
             "engine": self.session.engine,
         }
 
-    def score(
-        self, bgr: npt.NDArray[np.uint8], k: int
-    ) -> tuple[list[dict[str, Any]], float | None]:
+    def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import cv2
 
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        batch = self.classifier.preprocess([rgb])
+        return self.classifier.preprocess([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])
+
+    def score(
+        self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        batch = self.prepare(bgr) if prepared is None else prepared
         (top,) = self.classifier.top_k(self.classifier.probabilities(batch), k)
         return top, self.session.last_device_ms
 
@@ -57,9 +65,10 @@ class LocalScorer:
 
 
 def timed_score(
-    scorer: FrameScorer, bgr: npt.NDArray[np.uint8], k: int
+    scorer: FrameScorer, frame: Frame, k: int
 ) -> tuple[list[dict[str, Any]], float | None, float]:
-    """``score`` plus its wall time in ms."""
+    """``score`` plus its wall time in ms (the worker's share: without a prepared input's
+    preprocessing)."""
     start = time.perf_counter()
-    top, device_ms = scorer.score(bgr, k)
+    top, device_ms = scorer.score(frame.image, k, frame.model_input)
     return top, device_ms, (time.perf_counter() - start) * 1000

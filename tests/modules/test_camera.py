@@ -149,7 +149,13 @@ class SlowScorer:
     def describe(self) -> dict[str, Any]:
         return {"model": "slow", "accelerator": "test", "precision": "fp32", "engine": "sleep"}
 
-    def score(self, bgr: Any, k: int) -> tuple[list[dict[str, Any]], float | None]:
+    def prepare(self, bgr: Any) -> Any:
+        return bgr.shape
+
+    def score(
+        self, bgr: Any, k: int, prepared: Any = None
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        assert prepared == bgr.shape  # prepared in the capture thread
         self.calls += 1
         time.sleep(self.secs)
         return [{"class_id": 1, "label": "goldfish", "score": 0.9}], None
@@ -174,7 +180,7 @@ def test_a_slow_scorer_makes_the_queue_drop_the_oldest_frames(video: Path) -> No
                 thumbs.append(message.data)
 
     capture = CaptureConfig(SourceSpec("file", str(video)), 1 / 100, loop=True, backoff=FAST)
-    pipeline = FramePipeline(capture, process, queue_size=2)
+    pipeline = FramePipeline(capture, process, 2, lambda f: scorer.prepare(f.image))
     pipeline.start()
     try:
         wait_for(lambda: len(bodies) >= 6, "six results")

@@ -61,7 +61,7 @@ def test_the_pipeline_scores_a_video_into_the_right_classes(
             bodies.append(json.loads(message.data))
 
     capture = CaptureConfig(SourceSpec("file", str(path)), 1 / 20, loop=True, backoff=Backoff())
-    pipeline = FramePipeline(capture, process, queue_size=2)
+    pipeline = FramePipeline(capture, process, 2, lambda f: scorer.prepare(f.image))
     pipeline.start()
     try:
         assert wait_until(
