@@ -451,3 +451,13 @@ def test_the_module_reports_reconnects_in_its_reported_properties(
     assert final["consecutiveFailures"] == 0 and final["reconnects"] == 0
     assert {output for output, _m in client.sent} == {"frames"}
     assert client.reported[0]["ReconnectMaxSecs"] == 0.2  # the settings in effect
+
+
+def test_a_missing_v4l2_device_is_retried_not_fatal() -> None:
+    loop = CaptureLoop(CaptureConfig(parse_source("v4l2:57"), None, backoff=FAST), print)
+    loop.start()
+    try:
+        wait_for(lambda: loop.status.failures >= 2, "two failed opens")
+    finally:
+        loop.stop()
+    assert "cannot open /dev/video57" in (loop.status.last_error or "")
