@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modules.camera.capture import CaptureConfig, CaptureLoop, CaptureStatus, Frame
-from modules.camera.policy import DropOldestQueue
+from modules.camera.policy import DropOldestQueue, prepare_ahead
 
 log = logging.getLogger("edgefleet.modules.camera")
 
@@ -43,7 +43,8 @@ class FramePipeline:
         prepare: Callable[[Frame], Any] | None = None,
     ) -> None:
         """``prepare`` (e.g. the scorer's preprocessing) runs in the capture thread, so it
-        overlaps the worker's scoring of the previous frame; its result is ``model_input``."""
+        overlaps the worker's scoring of the previous frame; its result is ``model_input``.
+        It is skipped while frames wait (see ``prepare_ahead``): the worker prepares those."""
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         self.capture = CaptureLoop(capture, self._enqueue)
         self._process = process
@@ -54,7 +55,7 @@ class FramePipeline:
         self._worker = threading.Thread(target=self._work, name="camera-worker", daemon=True)
 
     def _enqueue(self, frame: Frame) -> None:
-        if self._prepare is not None:
+        if self._prepare is not None and prepare_ahead(len(self.queue)):
             try:
                 frame.model_input = self._prepare(frame)
             except Exception:  # the worker prepares it again and reports the failure

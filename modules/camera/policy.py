@@ -77,6 +77,14 @@ class Backoff:
         return float(min(self.maximum, self.initial * self.factor**exponent))
 
 
+def prepare_ahead(waiting: int) -> bool:
+    """Whether the capture thread prepares a new frame's model input: only when no frame is
+    waiting for the worker. Then the frame will be scored next and preparing it overlaps the
+    current scoring; with frames waiting the worker is behind, the new frame may be dropped
+    unscored, and preparing it would only take CPU from the worker."""
+    return waiting == 0
+
+
 def next_tick(previous: float, period: float, now: float) -> float:
     """When the next frame is due: one period after the last, but never in the past (a late
     frame does not cause a burst of catch-up frames)."""

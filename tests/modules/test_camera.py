@@ -24,6 +24,7 @@ from modules.camera.policy import (
     ThumbnailPolicy,
     encode_attempts,
     next_tick,
+    prepare_ahead,
     thumbnail_size,
 )
 from modules.camera.settings import CameraSettings, apply_settings, config_from_env
@@ -112,6 +113,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 
 
 def test_full_queue_drops_the_oldest_frame_and_counts_it() -> None:
+    assert prepare_ahead(0) and not prepare_ahead(1)
     queue: DropOldestQueue[int] = DropOldestQueue(2)
     assert [queue.put(i) for i in range(5)] == [None, None, 0, 1, 2]
     assert queue.dropped == 3 and len(queue) == 2
@@ -145,6 +147,7 @@ class SlowScorer:
     def __init__(self, secs: float) -> None:
         self.secs = secs
         self.calls = 0
+        self.prepared_ahead = 0
 
     def describe(self) -> dict[str, Any]:
         return {"model": "slow", "accelerator": "test", "precision": "fp32", "engine": "sleep"}
@@ -155,7 +158,7 @@ class SlowScorer:
     def score(
         self, bgr: Any, k: int, prepared: Any = None
     ) -> tuple[list[dict[str, Any]], float | None]:
-        assert prepared == bgr.shape  # prepared in the capture thread
+        self.prepared_ahead += prepared is not None
         self.calls += 1
         time.sleep(self.secs)
         return [{"class_id": 1, "label": "goldfish", "score": 0.9}], None
@@ -197,6 +200,8 @@ def test_a_slow_scorer_makes_the_queue_drop_the_oldest_frames(video: Path) -> No
     assert all(b["top1"][0]["label"] == "goldfish" and b["latencyMs"] > 0 for b in bodies)
     assert all(b["thumbnail"]["bytes"] <= 3000 for b in bodies)
     assert thumbs and all(len(t) <= 3000 for t in thumbs)
+    # only frames that met an empty queue were prepared in the capture thread
+    assert 0 < scorer.prepared_ahead < len(bodies)
 
 
 def _states(loop: CaptureLoop, seen: list[CaptureStatus], stop: threading.Event) -> None:
