@@ -1,4 +1,4 @@
-"""In-process scoring in the camera with the real EfficientNet-Lite0 (fp32, built once here):
+"""In-process scoring in the camera with the real EfficientNet-Lite0 (fp32, built once and cached):
 the pipeline names the right classes, the module's results go through the edge hub, and
 ``edgefleet bench camera --json`` runs."""
 
@@ -21,7 +21,7 @@ from modules.camera.scorer import LocalScorer
 from modules.camera.source import SourceSpec
 from modules.camera.video import write_photo_video
 from tests.support.edgehub import edge_hub
-from tests.support.featurizer_models import build_test_store
+from tests.support.featurizer_models import cached_test_store
 from tests.support.hub import edgefleet_cmd
 from tests.support.modules import Sink, start_module, stop_module
 from tests.support.mqtt import wait_until
@@ -31,8 +31,8 @@ ESPRESSO = 967
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_store(tmp_path_factory.mktemp("models"), precisions=("fp32",))
+def model_dir() -> Path:
+    return cached_test_store(precisions=("fp32",))  # read only here
 
 
 @pytest.fixture(scope="module")
