@@ -169,6 +169,8 @@ def _measure(
             "process_cpu_seconds": round(cpu1 - cpu0, 3),
             "cores_busy": round(cpu_share, 3),  # 1.0 = one core fully busy
             "share_of_machine": round(cpu_share / cores, 3),
+            # load-robust: what one scored frame costs, capture of all frames included
+            "cpu_ms_per_scored_frame": round((cpu1 - cpu0) * 1000 / len(done), 2) if done else None,
             "load_average_1m_before": round(load_before[0], 2),
             "load_average_1m_after": round(load_after[0], 2),
         },
