@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from cloud_hub.bulk_sql import encode_json, insert_rows, update_rows
 from cloud_hub.db import Database
 from cloud_hub.deployments.assignment import (
     DESIRED,
@@ -122,8 +123,8 @@ class _Span:
 
 @dataclass
 class _DeviceDocs:
-    twins: dict[str, dict[str, Any]]  # module id ("" for the device) -> twin JSON
-    rows: dict[str, dict[str, Any]]  # module id -> the twin's own columns (for the writes)
+    twins: dict[str, dict[str, Any]]  # module id ("" for the device) -> twin JSON (see _load)
+    rows: dict[str, Mapping[str, Any]]  # module id -> the twin's own columns (for the writes)
     history: list[_Span]  # newest first; loaded only when a rollback may need it
 
 
@@ -198,7 +199,9 @@ class Assigner:
     def _plan(
         self, conn: Connection, chunk: list[str], views: _Views
     ) -> tuple[list[DevicePlan], dict[str, _DeviceDocs]]:
-        docs = self._load(conn, chunk, with_history=bool(views.rolled_back))
+        docs = self._load(
+            conn, chunk, with_history=bool(views.rolled_back), whole_modules=bool(views.module)
+        )
         plans = []
         for device_id in chunk:
             doc = docs.get(device_id)
@@ -210,16 +213,26 @@ class Assigner:
         return plans, docs
 
     def _load(
-        self, conn: Connection, chunk: list[str], with_history: bool
+        self, conn: Connection, chunk: list[str], with_history: bool, whole_modules: bool
     ) -> dict[str, _DeviceDocs]:
+        """The devices' twins; module twins whole only when module twin configurations match
+        on them, else just what deciding and writing read (no reported properties decoded)."""
         docs: dict[str, _DeviceDocs] = {}
         stmt = twin_select().where(TwinRow.device_id.in_(chunk))
+        if not whole_modules:
+            stmt = stmt.where(TwinRow.module_id == DEVICE_TWIN)
         for row in conn.execute(stmt):
             columns, twin = twin_parts(row)
             doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, {}, []))
             module_id = twin.get("moduleId", DEVICE_TWIN)
             doc.twins[module_id] = twin
             doc.rows[module_id] = columns
+        if not whole_modules:
+            for row in conn.execute(_MODULE_DESIRED.where(TwinRow.device_id.in_(chunk))):
+                module_doc = docs.get(row.device_id)
+                if module_doc is not None:
+                    module_doc.rows[row.module_id] = values = row._asdict()
+                    module_doc.twins[row.module_id] = _module_twin(values)
         if with_history:  # only a rollback reads it
             spans = DeviceDeploymentRow
             history = (
@@ -288,8 +301,7 @@ class Assigner:
             if plan.merged is not None and plan.writes:
                 spans.append(plan)
         events += self.twins.replace_desired_in(conn, replacements)
-        if statuses_rows:
-            conn.execute(_SET_STATUSES, statuses_rows)
+        update_rows(conn, _TWIN_TABLE, _TWIN_KEY, statuses_rows, _STATUS_JSON)
         _record_history(conn, spans, utc_now())
         return events
 
@@ -303,15 +315,44 @@ class _Views:
     merged: _MergeCache
 
 
-_SET_STATUSES = (
-    update(TwinRow)
-    .where(TwinRow.device_id == bindparam("d"), TwinRow.module_id == bindparam("m"))
-    .values(configurations=bindparam("c"))
-)
+_TWIN_TABLE: Table = TwinRow.__table__  # type: ignore[assignment]
+_HISTORY_TABLE: Table = DeviceDeploymentRow.__table__  # type: ignore[assignment]
+_TWIN_KEY = ("device_id", "module_id")
+_STATUS_JSON = ("configurations",)
+
+
+_MODULE_DESIRED = select(
+    TwinRow.device_id,
+    TwinRow.module_id,
+    TwinRow.version,
+    TwinRow.desired,
+    TwinRow.desired_version,
+    TwinRow.configurations,
+).where(TwinRow.module_id != DEVICE_TWIN)
+
+
+def _module_twin(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a module twin's JSON that deciding reads (as ``twin_json`` shows them)."""
+    twin: dict[str, Any] = {
+        "deviceId": columns["device_id"],
+        "moduleId": columns["module_id"],
+        "version": columns["version"],
+        "properties": {
+            "desired": {**(columns["desired"] or {}), "$version": columns["desired_version"]}
+        },
+    }
+    if columns["configurations"]:
+        twin["configurations"] = columns["configurations"]
+    return twin
 
 
 def _status_row(device_id: str, module_id: str, value: dict[str, Any]) -> dict[str, Any]:
-    return {"d": device_id, "m": module_id, "c": value or None}
+    """A row of the statuses UPDATE: JSON text, and JSON null for no statuses (as it was)."""
+    return {
+        "device_id": device_id,
+        "module_id": module_id,
+        "configurations": encode_json(value or None),
+    }
 
 
 def _valid_module_id(module_id: str) -> bool:
@@ -462,7 +503,7 @@ def _record_history(conn: Connection, plans: list[DevicePlan], now: datetime) ->
                 "started_at": now,
             }
         )
-    conn.execute(insert(DeviceDeploymentRow), rows)
+    insert_rows(conn, _HISTORY_TABLE, rows)
 
 
 def _insert_content(conn: Connection) -> Any:
