@@ -406,7 +406,7 @@ class Registry:
         insert_rows(conn, _TWINS, twins, dict.fromkeys(_EMPTY_DOCUMENTS, "'{}'"))
         return [
             events.ModuleCreated(
-                r["device_id"], r["module_id"], module_json(cast(ModuleRow, _Columns(r)))
+                r["device_id"], r["module_id"], module_json(cast(ModuleRow, SimpleNamespace(**r)))
             )
             for r in rows
         ]
