@@ -477,13 +477,16 @@ class Registry:
             dev = session.get(DeviceRow, device_id)
             return _identity(mod, module_id, dev is not None and dev.status == "enabled")
 
-    def identities(self) -> Iterator[Identity]:
-        """Every device and module identity (streamed), e.g. to write a broker password file."""
+    def identities(self, *, modules: bool = True) -> Iterator[Identity]:
+        """Every device and (unless ``modules`` is False) module identity (streamed), e.g. to
+        write a broker password file."""
         with self.db.read() as session:
             enabled: dict[str, bool] = {}
             for dev in session.scalars(select(DeviceRow).order_by(DeviceRow.device_id)):
                 enabled[dev.device_id] = dev.status == "enabled"
                 yield _identity(dev, None, enabled[dev.device_id])
+            if not modules:
+                return
             for mod in session.scalars(select(ModuleRow)):
                 yield _identity(mod, mod.module_id, enabled.get(mod.device_id, False))
 
