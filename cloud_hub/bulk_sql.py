@@ -37,6 +37,7 @@ def insert_rows(
         stmt = insert(table).values({c: literal_column(v) for c, v in constants.items()})
         conn.execute(stmt, list(rows))
         return
+    rows = _with_defaults(table, rows, constants)
     names = list(rows[0])
     columns = ", ".join(f'"{n}"' for n in [*names, *constants])
     picked = ", ".join([*(_pg_value(table, n) for n in names), *constants.values()])
@@ -75,6 +76,24 @@ def update_rows(
     match = " AND ".join(f'"{table.name}"."{k}" = v."{k}"' for k in keys)
     sql = f'UPDATE "{table.name}" SET {sets} FROM {_pg_source(conn, table, names)} WHERE {match}'
     conn.execute(text(sql), {"rows": _pg_rows(names, rows, json_text)})
+
+
+def _with_defaults(
+    table: Table, rows: Sequence[Mapping[str, Any]], constants: Mapping[str, str]
+) -> Sequence[Mapping[str, Any]]:
+    """The rows with the Python-side column defaults SQLAlchemy's INSERT would add."""
+    defaults: dict[str, Any] = {}
+    for col in table.columns:
+        default = col.default
+        if col.key in rows[0] or col.key in constants or default is None:
+            continue
+        if getattr(default, "is_scalar", False):
+            defaults[col.key] = default.arg  # type: ignore[attr-defined]
+        elif getattr(default, "is_callable", False):
+            defaults[col.key] = default.arg(None)  # type: ignore[attr-defined]
+    if not defaults:
+        return rows
+    return [{**defaults, **row} for row in rows]
 
 
 def encode_json(value: Any) -> str:

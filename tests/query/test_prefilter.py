@@ -67,7 +67,7 @@ EXACT_CONDITIONS = [
     "tags.env IN ['prod', 'dev', '10'] AND tags.loc.region = 'é'",
     "deviceId = 'dev-3' OR (tags.name = 'a%b' AND tags.env = '')",
     "tags.n = '{\"k\": 1}'",
-    "tags.loc = '{\"region\":\"prod\"}'",
+    'tags.loc = \'{"region":"prod"}\'',
 ]
 
 
