@@ -44,6 +44,7 @@ from cloud_hub.events import EventBus
 from cloud_hub.identity import check_id
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
 from cloud_hub.query import Condition, QueryError, matches, parse_condition
+from cloud_hub.query.syntax import path_roots
 from cloud_hub.registry import Registry
 from cloud_hub.twins import Twins, TwinWrite, twin_parts, twin_select
 from edgefleet.utctime import utc_now
@@ -199,9 +200,7 @@ class Assigner:
     def _plan(
         self, conn: Connection, chunk: list[str], views: _Views
     ) -> tuple[list[DevicePlan], dict[str, _DeviceDocs]]:
-        docs = self._load(
-            conn, chunk, with_history=bool(views.rolled_back), whole_modules=bool(views.module)
-        )
+        docs = self._load(conn, chunk, views)
         plans = []
         for device_id in chunk:
             doc = docs.get(device_id)
@@ -212,28 +211,33 @@ class Assigner:
             plans.append(plan)
         return plans, docs
 
-    def _load(
-        self, conn: Connection, chunk: list[str], with_history: bool, whole_modules: bool
-    ) -> dict[str, _DeviceDocs]:
-        """The devices' twins; module twins whole only when module twin configurations match
-        on them, else just what deciding and writing read (no reported properties decoded)."""
+    def _load(self, conn: Connection, chunk: list[str], views: _Views) -> dict[str, _DeviceDocs]:
+        """The devices' twins, as much of them as deciding reads: module twins whole only when
+        module twin configurations match on them, device twins whole unless ``views.light``."""
         docs: dict[str, _DeviceDocs] = {}
-        stmt = twin_select().where(TwinRow.device_id.in_(chunk))
-        if not whole_modules:
-            stmt = stmt.where(TwinRow.module_id == DEVICE_TWIN)
-        for row in conn.execute(stmt):
-            columns, twin = twin_parts(row)
-            doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, {}, []))
-            module_id = twin.get("moduleId", DEVICE_TWIN)
-            doc.twins[module_id] = twin
-            doc.rows[module_id] = columns
+        whole_modules = bool(views.module)
+        if views.light:
+            for row in conn.execute(_DEVICE_LIGHT.where(TwinRow.device_id.in_(chunk))):
+                doc = docs.setdefault(row.device_id, _DeviceDocs({}, {}, []))
+                doc.twins[DEVICE_TWIN] = _light_device_twin(row)
+                doc.rows[DEVICE_TWIN] = {"device_id": row.device_id, "module_id": DEVICE_TWIN}
+        else:
+            stmt = twin_select().where(TwinRow.device_id.in_(chunk))
+            if not whole_modules:
+                stmt = stmt.where(TwinRow.module_id == DEVICE_TWIN)
+            for row in conn.execute(stmt):
+                columns, twin = twin_parts(row)
+                doc = docs.setdefault(twin["deviceId"], _DeviceDocs({}, {}, []))
+                module_id = twin.get("moduleId", DEVICE_TWIN)
+                doc.twins[module_id] = twin
+                doc.rows[module_id] = columns
         if not whole_modules:
             for row in conn.execute(_MODULE_DESIRED.where(TwinRow.device_id.in_(chunk))):
                 module_doc = docs.get(row.device_id)
                 if module_doc is not None:
                     module_doc.rows[row.module_id] = values = row._asdict()
                     module_doc.twins[row.module_id] = _module_twin(values)
-        if with_history:  # only a rollback reads it
+        if views.rolled_back:  # only a rollback reads the history
             spans = DeviceDeploymentRow
             history = (
                 select(
@@ -313,6 +317,45 @@ class _Views:
     module: list[_View]
     rolled_back: set[str]
     merged: _MergeCache
+
+    @property
+    def light(self) -> bool:
+        """Whether the light device twin decides as the whole one would: only edge deployments,
+        whose target conditions read nothing else."""
+        if self.device or self.module:
+            return False
+        for view in self.edge:
+            roots = set() if view.condition is None else path_roots(view.condition.expr)
+            if roots is None or not roots <= _LIGHT_ROOTS:
+                return False
+        return True
+
+
+#: the paths of a device twin that ``_light_device_twin`` shows as ``twin_json`` does
+_LIGHT_ROOTS = frozenset(
+    {"deviceId", "tags", "capabilities", "version", "$version", "configurations"}
+)
+_DEVICE_LIGHT = (
+    select(
+        TwinRow.device_id, TwinRow.tags, TwinRow.version, TwinRow.configurations, DeviceRow.iot_edge
+    )
+    .join(DeviceRow, DeviceRow.device_id == TwinRow.device_id)
+    .where(TwinRow.module_id == DEVICE_TWIN)
+)
+
+
+def _light_device_twin(row: Any) -> dict[str, Any]:
+    """The ``_LIGHT_ROOTS`` of a device twin's JSON (what ``_plan_device`` reads of it when
+    there are no device twin configurations)."""
+    twin: dict[str, Any] = {
+        "deviceId": row.device_id,
+        "version": row.version,
+        "tags": row.tags or {},
+        "capabilities": {"iotEdge": row.iot_edge},
+    }
+    if row.configurations:
+        twin["configurations"] = row.configurations
+    return twin
 
 
 _TWIN_TABLE: Table = TwinRow.__table__  # type: ignore[assignment]
