@@ -5,9 +5,13 @@ batches of ``BATCH`` devices. A batch is one write transaction that holds the de
 PostgreSQL (SQLite's single writer serializes it): it loads their twins, decides, creates missing
 module identities and writes, so two hub processes never both write one device (the second finds
 the twins already at their target and writes nothing). Writes are grouped per batch (one statement
-for all module twin replacements, one for the statuses, one for the history), and each distinct
-selection of configurations is merged once per pass. Twin events are published after the commit,
-which pushes desired patches to agents.
+for all module twin replacements, one for the statuses, one for the history, two for new module
+identities; see ``cloud_hub.bulk_sql``); each distinct selection of configurations is merged once
+per pass, and its documents are encoded and given their ``$metadata`` once per batch. A batch
+reads only what deciding needs: module twins without their reported properties (unless module
+twin configurations match on them), device twins as ids, tags, capabilities, version and statuses
+when only edge deployments with conditions on those decide. Twin events are published after the
+commit, which pushes desired patches to agents.
 """
 
 from __future__ import annotations
