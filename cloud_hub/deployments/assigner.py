@@ -16,8 +16,10 @@ commit, which pushes desired patches to agents.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -191,7 +193,7 @@ class Assigner:
         changed = 0
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
-            with self.db.write_conn() as conn:
+            with _no_cycle_collection(), self.db.write_conn() as conn:
                 self._lock(conn, chunk)
                 plans, docs = self._plan(conn, chunk, views)
                 events = self._write(conn, plans, docs)
@@ -312,6 +314,20 @@ class Assigner:
         update_rows(conn, _TWIN_TABLE, _TWIN_KEY, statuses_rows, _STATUS_JSON)
         _record_history(conn, spans, utc_now())
         return events
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """No cyclic garbage collection during a batch: it allocates many small objects (documents,
+    rows), which would set off full collections over everything the process holds, for about a
+    tenth of the batch's time; what it leaves is collected after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass
