@@ -8,13 +8,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Table, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud_hub import events
+from cloud_hub.bulk_sql import insert_rows
 from cloud_hub.db import Database
 from cloud_hub.errors import (
     AlreadyExists,
@@ -71,6 +73,47 @@ def _new_twin(device_id: str, module_id: str) -> TwinRow:
         reported_version=1,
         updated_at=utc_now(),
     )
+
+
+_MODULES: Table = ModuleRow.__table__  # type: ignore[assignment]
+_TWINS: Table = TwinRow.__table__  # type: ignore[assignment]
+_EMPTY_DOCUMENTS = ("tags", "desired", "desired_meta", "reported", "reported_meta")
+
+
+def _new_twin_columns(device_id: str, module_id: str, now: datetime) -> dict[str, Any]:
+    """``_new_twin``'s values but the empty documents (``_EMPTY_DOCUMENTS``, SQL constants)."""
+    return {
+        "device_id": device_id,
+        "module_id": module_id,
+        "version": 1,
+        "desired_version": 1,
+        "reported_version": 1,
+        "updated_at": now,
+        "configurations": None,
+    }
+
+
+def _new_module_columns(
+    device_id: str, module_id: str, managed_by: str | None, now: datetime
+) -> dict[str, Any]:
+    """The INSERT values of a new SAS module identity with generated keys."""
+    return {
+        "device_id": device_id,
+        "module_id": module_id,
+        "generation_id": new_generation_id(),
+        "etag": new_etag(),
+        "managed_by": managed_by,
+        "auth_type": "sas",
+        "primary_key": new_key(),
+        "secondary_key": new_key(),
+        "primary_thumbprint": None,
+        "secondary_thumbprint": None,
+        "connection_state": "Disconnected",
+        "connection_state_updated_time": now,
+        "last_activity_time": None,
+        "cloud_to_device_message_count": 0,
+        "created_at": now,
+    }
 
 
 def _columns(row: Any) -> dict[str, Any]:
@@ -353,12 +396,20 @@ class Registry:
         """Insert (device id, module id) identities with empty twins inside the caller's
         transaction, in two statements; the caller publishes the returned events after its
         commit. Ids must be valid and new."""
-        rows = [self._new_module_row(d, m, managed_by) for d, m in modules]
-        if not rows:
+        if not modules:
             return []
-        conn.execute(insert(ModuleRow), [_columns(row) for row in rows])
-        conn.execute(insert(TwinRow), [_columns(_new_twin(d, m)) for d, m in modules])
-        return [events.ModuleCreated(r.device_id, r.module_id, module_json(r)) for r in rows]
+        # Plain column dicts, not ORM objects: a deployment creates thousands at once.
+        now = utc_now()
+        rows = [_new_module_columns(d, m, managed_by, now) for d, m in modules]
+        insert_rows(conn, _MODULES, rows)
+        twins = [_new_twin_columns(d, m, now) for d, m in modules]
+        insert_rows(conn, _TWINS, twins, dict.fromkeys(_EMPTY_DOCUMENTS, "'{}'"))
+        return [
+            events.ModuleCreated(
+                r["device_id"], r["module_id"], module_json(cast(ModuleRow, SimpleNamespace(**r)))
+            )
+            for r in rows
+        ]
 
     def module_ids(self, device_id: str) -> set[str]:
         """The ids of a device's modules (one indexed read; nothing else loaded)."""
@@ -426,13 +477,16 @@ class Registry:
             dev = session.get(DeviceRow, device_id)
             return _identity(mod, module_id, dev is not None and dev.status == "enabled")
 
-    def identities(self) -> Iterator[Identity]:
-        """Every device and module identity (streamed), e.g. to write a broker password file."""
+    def identities(self, *, modules: bool = True) -> Iterator[Identity]:
+        """Every device and (unless ``modules`` is False) module identity (streamed), e.g. to
+        write a broker password file."""
         with self.db.read() as session:
             enabled: dict[str, bool] = {}
             for dev in session.scalars(select(DeviceRow).order_by(DeviceRow.device_id)):
                 enabled[dev.device_id] = dev.status == "enabled"
                 yield _identity(dev, None, enabled[dev.device_id])
+            if not modules:
+                return
             for mod in session.scalars(select(ModuleRow)):
                 yield _identity(mod, mod.module_id, enabled.get(mod.device_id, False))
 

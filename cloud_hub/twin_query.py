@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloud_hub.db import Database
@@ -76,6 +76,20 @@ def resolve_path(path: list[str]) -> Any:
             return None
         return json_path(TwinRow.desired if section == "desired" else TwinRow.reported, inner)
     return None
+
+
+def _exact_resolver(source: str) -> Any:
+    """``resolve_path`` less the paths a collection's twins do not show as their column: device
+    twins have no ``moduleId``, module twins no ``capabilities``."""
+
+    def resolve(path: list[str]) -> Any:
+        if path[:1] == ["moduleId"] and source == "devices":
+            return None
+        if path[:1] == ["capabilities"] and source != "devices":
+            return None
+        return resolve_path(path)
+
+    return resolve
 
 
 def _encode(state: dict[str, Any]) -> str:
@@ -169,6 +183,48 @@ class Queries:
             if token is None:
                 return items
 
+    def count(self, text: str) -> int:
+        """How many results ``all(text)`` has; counted in SQL where the condition is exact there
+        (no twin document is built)."""
+        query = self.parse(text)
+        where = self._exact(query)
+        if where is None:
+            return len(self.all(text))
+        stmt = select(func.count()).select_from(self._source_select(query).where(where).subquery())
+        with self.db.read_conn() as conn:
+            total = int(conn.execute(stmt).scalar_one())
+        return total if query.top is None else min(total, query.top)
+
+    def device_ids(self, text: str) -> set[str]:
+        """The device ids of the twins a query's WHERE selects (``SELECT deviceId`` queries);
+        read in SQL where the condition is exact there."""
+        query = self.parse(text)
+        where = self._exact(query)
+        if where is None or query.top is not None:
+            return {item["deviceId"] for item in self.all(text) if "deviceId" in item}
+        stmt = self._source_select(query).where(where).with_only_columns(TwinRow.device_id)
+        with self.db.read_conn() as conn:
+            return set(conn.execute(stmt).scalars())
+
+    def _exact(self, query: Any) -> ColumnElement[bool] | None:
+        """A filter selecting exactly the query's matches, for a plain (not aggregate) query."""
+        if query.is_aggregate or query.source not in ("devices", "devices.modules"):
+            return None
+        if query.where is None:
+            return true()
+        from cloud_hub.query.sql import compile_exact
+
+        try:
+            return compile_exact(query.where, _exact_resolver(query.source))
+        except Exception:  # an optimisation too: the evaluator answers instead
+            return None
+
+    def _source_select(self, query: Any) -> Any:
+        base = twin_select()
+        if query.source == "devices.modules":
+            return base.where(TwinRow.module_id != DEVICE_TWIN)
+        return base.where(TwinRow.module_id == DEVICE_TWIN)
+
     def _prefilter(self, query: Any) -> ColumnElement[bool] | None:
         if query.where is None:
             return None
@@ -183,11 +239,7 @@ class Queries:
     def _keyed_twins(
         self, query: Any, after: list[str] | None
     ) -> Iterator[tuple[list[str], dict[str, Any]]]:
-        base = twin_select()
-        if query.source == "devices.modules":
-            base = base.where(TwinRow.module_id != DEVICE_TWIN)
-        else:
-            base = base.where(TwinRow.module_id == DEVICE_TWIN)
+        base = self._source_select(query)
         prefilter = self._prefilter(query)
         if prefilter is not None:
             base = base.where(prefilter)

@@ -8,9 +8,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, Update, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    select,
+    update,
+)
 
 from cloud_hub import events
+from cloud_hub.bulk_sql import encode_json, update_rows
 from cloud_hub.db import Database
 from cloud_hub.errors import (
     DeviceNotFound,
@@ -248,6 +257,9 @@ def _update_stmt(columns: tuple[str, ...]) -> Update:
     )
 
 
+_TWIN_KEY = ("device_id", "module_id")
+
+
 class Twins:
     """Twin operations. The hot paths use SQLAlchemy Core (one SELECT, one UPDATE per patch)."""
 
@@ -419,19 +431,32 @@ class Twins:
         stamp = iso(now) or ""
         params = []
         changed = []
+        # Many twins usually get the same document (one deployment): check it and build its
+        # metadata once per document object and version. ``items`` keeps the objects alive.
+        documents: dict[int, tuple[dict[str, Any], str]] = {}
+        metadata: dict[tuple[int, int], str] = {}
         for twin, desired in items:
             version = twin["desired_version"] + 1
-            new_desired = strip_nulls(desired)
-            check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
+            document = documents.get(id(desired))
+            if document is None:
+                new_desired = strip_nulls(desired)
+                check_size(new_desired, "properties.desired", MAX_PROPERTIES_BYTES)
+                document = documents[id(desired)] = (new_desired, encode_json(new_desired))
+            new_desired, desired_text = document
+            meta = metadata.get((id(desired), version))
+            if meta is None:
+                meta = metadata[(id(desired), version)] = encode_json(
+                    build_metadata(new_desired, stamp, version)
+                )
             params.append(
                 {
-                    "d": twin["device_id"],
-                    "m": twin["module_id"],
-                    "p_desired": new_desired,
-                    "p_desired_meta": build_metadata(new_desired, stamp, version),
-                    "p_desired_version": version,
-                    "p_version": twin["version"] + 1,
-                    "p_updated_at": now,
+                    "device_id": twin["device_id"],
+                    "module_id": twin["module_id"],
+                    "desired": desired_text,
+                    "desired_meta": meta,
+                    "desired_version": version,
+                    "version": twin["version"] + 1,
+                    "updated_at": now,
                 }
             )
             pushed = replacement_patch(twin["desired"] or {}, new_desired)
@@ -441,8 +466,7 @@ class Twins:
                     twin["device_id"], module_id, pushed, version, identities_ensured=True
                 )
             )
-        columns = ("desired", "desired_meta", "desired_version", "updated_at", "version")
-        conn.execute(_update_stmt(columns), params)
+        update_rows(conn, _TWINS, _TWIN_KEY, params, json_text=("desired", "desired_meta"))
         return changed
 
     def patch_reported(self, device_id: str, module_id: str | None, patch: dict[str, Any]) -> int:

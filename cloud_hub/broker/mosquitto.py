@@ -93,6 +93,7 @@ class MosquittoBroker:
         self._sync_lock = threading.Lock()
         self._held: set[str] = set()
         self._newly_held: set[str] = set()
+        self._hashes: dict[str, tuple[str, str]] = {}  # user -> (password, its hash)
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -147,9 +148,9 @@ crlfile {self.ca.crl_file}
         for user in SERVICE_USERS:
             acl += [f"user {user}", "topic readwrite devices/#", ""]
         disabled: set[str] = set()
-        for ident in self.registry.identities():
-            if ident.module_id is not None:
-                continue
+        known: set[str] = set()
+        for ident in self.registry.identities(modules=False):
+            known.add(ident.device_id)
             if not ident.enabled or not _usable_id(ident.device_id):
                 disabled.add(ident.device_id)
                 continue
@@ -162,7 +163,6 @@ crlfile {self.ca.crl_file}
         acl += [f"pattern readwrite {p.ACL_PATTERN}", ""]
         # Deleted devices' certificates stay on hold too.
         issued = set(self.ca.issued().values())
-        known = {i.device_id for i in self.registry.identities() if i.module_id is None}
         held = disabled | (issued - known)
         fingerprint = hashlib.sha256(
             json.dumps([sorted(users), acl, sorted(held), sorted(self.ca.revoked())]).encode()
@@ -171,7 +171,8 @@ crlfile {self.ca.crl_file}
         if stamp.exists() and stamp.read_text() == fingerprint and (self.dir / "passwd").exists():
             changed_crl = self.ca.hold_devices(held)
             return changed_crl
-        lines = [f"{user}:{hash_password(pw)}" for user, pw in users]
+        lines = [f"{user}:{self._hash(user, pw)}" for user, pw in users]
+        self._hashes = {user: self._hashes[user] for user, _pw in users}
         atomic_write_text(self.dir / "passwd", "\n".join(lines) + "\n")
         atomic_write_text(self.dir / "acl", "\n".join(acl))
         self.ca.hold_devices(held)
@@ -179,6 +180,14 @@ crlfile {self.ca.crl_file}
         self._newly_held |= held - self._held
         self._held = held
         return True
+
+    def _hash(self, user: str, password: str) -> str:
+        """The user's password hash: the one written before while the password is the same
+        (hashing every user of a big fleet on each registry change costs seconds)."""
+        known = self._hashes.get(user)
+        if known is None or known[0] != password:
+            known = self._hashes[user] = (password, hash_password(password))
+        return known[1]
 
     # -- process --------------------------------------------------------------------------------
 

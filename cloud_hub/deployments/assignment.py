@@ -121,13 +121,14 @@ def strip_metadata(desired: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def changed_twins(
-    current: Mapping[str, Mapping[str, Any]], target: Mapping[str, Mapping[str, Any]]
+    current: Mapping[str, Mapping[str, Any]], target: Mapping[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    """The module twins whose desired properties must be replaced to reach ``target``."""
+    """The module twins whose desired properties must be replaced to reach ``target``: the
+    target's own documents (shared by every device given the same target; never changed)."""
     return {
-        module_id: dict(desired)
+        module_id: desired
         for module_id, desired in target.items()
-        if strip_metadata(current.get(module_id, {})) != dict(desired)
+        if strip_metadata(current.get(module_id, {})) != desired
     }
 
 

@@ -7,7 +7,7 @@ from cloud_hub.twin_query import Queries
 
 
 def _ids(queries: Queries, text: str) -> set[str]:
-    return {item["deviceId"] for item in queries.all(text) if "deviceId" in item}
+    return queries.device_ids(text)
 
 
 def targeted_devices(queries: Queries, config: StoredConfiguration) -> set[str]:

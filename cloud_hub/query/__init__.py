@@ -43,13 +43,14 @@ from cloud_hub.query.parser import parse_condition, parse_query
 from cloud_hub.query.syntax import UNDEFINED, Condition, Query
 
 if TYPE_CHECKING:
-    from cloud_hub.query.sql import compile_prefilter
+    from cloud_hub.query.sql import compile_exact, compile_prefilter
 
 __all__ = [
     "UNDEFINED",
     "Condition",
     "Query",
     "QueryError",
+    "compile_exact",
     "compile_prefilter",
     "evaluate",
     "execute",
@@ -61,8 +62,8 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # The SQL prefilter imports SQLAlchemy; load it only when asked for.
-    if name == "compile_prefilter":
-        from cloud_hub.query.sql import compile_prefilter
+    if name in ("compile_prefilter", "compile_exact"):
+        from cloud_hub.query import sql
 
-        return compile_prefilter
+        return getattr(sql, name)
     raise AttributeError(name)

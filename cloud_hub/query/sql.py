@@ -8,6 +8,15 @@ constant, ``path = path``, ``IN [...]``, ``STARTS_WITH``/``ENDS_WITH``/``CONTAIN
 constant (``LIKE`` with escaping), AND (either side that compiles), OR (when both sides compile).
 NOT, NIN, arithmetic and the other functions are not pushed (their subtree is ``None``).
 
+``compile_exact(condition, resolver)`` returns the same filter only where it selects *exactly*
+the twins the condition matches (so a count needs no evaluation): AND/OR of ``path = 'string'``,
+``path IN ['string', ...]`` and ``boolean column = true|false``. Nothing else is exact on both
+databases: SQLite's ``json_extract`` gives 1 for ``true`` (so ``= 1`` would also select it) and
+an object's JSON text (so a string constant starting with ``{`` or ``[`` could equal it),
+PostgreSQL's ``#>`` reads a digit key as an array index, and ``!=`` is true in SQL between values
+of different types where the query language says undefined. The resolver must then map only paths
+whose value *is* the column's for every twin of the collection.
+
 The resolver contract: ``resolver(path: list[str]) -> ColumnElement | None`` gets the twin path
 (``["tags", "location", "region"]``) and returns either
 
@@ -50,6 +59,46 @@ _SAFE_INT = 2**53
 def compile_prefilter(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
     """A superset SQL filter for ``condition`` (see the module docstring), or None."""
     return _Compiler(resolver).compile(condition.expr)
+
+
+def compile_exact(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
+    """A SQL filter for exactly the twins ``condition`` matches, or None (see the docstring)."""
+    if not _exact(condition.expr, resolver):
+        return None
+    return compile_prefilter(condition, resolver)
+
+
+def _exact(expr: Expr, resolver: Resolver) -> bool:
+    if isinstance(expr, Binary) and expr.op in ("AND", "OR"):
+        return _exact(expr.left, resolver) and _exact(expr.right, resolver)
+    if isinstance(expr, Binary) and expr.op == "=":
+        left, right = expr.left, expr.right
+        if isinstance(left, Literal):
+            left, right = right, left
+        return (
+            isinstance(left, Path)
+            and isinstance(right, Literal)
+            and _exact_leaf(left, right.value, resolver)
+        )
+    if isinstance(expr, In) and not expr.negated and isinstance(expr.operand, Path):
+        operand = expr.operand
+        return bool(expr.values) and all(_exact_leaf(operand, v, resolver) for v in expr.values)
+    return False
+
+
+def _exact_leaf(path: Path, value: Any, resolver: Resolver) -> bool:
+    """Whether ``path = value`` selects in SQL exactly what the query language selects."""
+    parts = path.parts
+    if any(type(p) is not str or p.lstrip("-").isdigit() for p in parts):
+        return False
+    column = resolver([str(p) for p in parts])
+    if column is None:
+        return False
+    if type(value) is str:
+        if _is_json(column):
+            return not value.startswith(("{", "["))
+        return isinstance(column.type, String)
+    return type(value) is bool and isinstance(column.type, Boolean)
 
 
 def json_path(column: Any, parts: Sequence[str]) -> ColumnElement[Any] | None:

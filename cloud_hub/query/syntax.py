@@ -137,3 +137,28 @@ class Query:
         ) == (other.source, other.select, other.where, other.group_by, other.top)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def path_roots(expr: Expr) -> set[str] | None:
+    """The first names of every property path an expression reads (None: one is not a name)."""
+    if isinstance(expr, Path):
+        head = expr.parts[0] if expr.parts else None
+        return {head} if isinstance(head, str) else None
+    children: tuple[Expr, ...]
+    if isinstance(expr, Binary):
+        children = (expr.left, expr.right)
+    elif isinstance(expr, Unary | In):
+        children = (expr.operand,)
+    elif isinstance(expr, Call):
+        children = expr.args
+    elif isinstance(expr, Literal):
+        return set()
+    else:
+        return None
+    roots: set[str] = set()
+    for child in children:
+        found = path_roots(child)
+        if found is None:
+            return None
+        roots |= found
+    return roots

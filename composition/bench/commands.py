@@ -399,6 +399,12 @@ def bench_rollout(
     broker: str = typer.Option(
         "mosquitto", "--broker", help="The hub's broker: mosquitto (managed) or embedded."
     ),
+    assign_only: bool = typer.Option(
+        False, "--assign-only", help="Only the assignment measurement (no simulated agents)."
+    ),
+    assign_on: str = typer.Option(
+        "sqlite,postgresql", "--assign-on", help="Databases of the assignment measurement."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Seconds from a deployment's PUT to all devices applied and reported, and assignment time."""
@@ -408,6 +414,9 @@ def bench_rollout(
         fail("--database must be sqlite or postgresql")
     if broker not in ("mosquitto", "embedded"):
         fail("--broker must be mosquitto or embedded")
+    assign_dbs = tuple(db.strip() for db in assign_on.split(",") if db.strip())
+    if not assign_dbs or set(assign_dbs) - {"sqlite", "postgresql"}:
+        fail("--assign-on takes sqlite, postgresql or both, comma-separated")
 
     def say(message: str) -> None:
         if not as_json:
@@ -415,7 +424,15 @@ def bench_rollout(
 
     try:
         result = run_bench(
-            devices, fail_fraction, database, database_url, assign_devices, say, broker
+            devices,
+            fail_fraction,
+            database,
+            database_url,
+            assign_devices,
+            say,
+            broker,
+            assign_only,
+            assign_dbs,
         )
     except (RuntimeError, OSError) as exc:
         fail(str(exc))

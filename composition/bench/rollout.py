@@ -357,30 +357,37 @@ def run_bench(
     assign_devices: int,
     say: Progress,
     broker: str = "mosquitto",
+    assign_only: bool = False,
+    assign_on: tuple[str, ...] = ("sqlite", "postgresql"),
 ) -> dict[str, Any]:
+    """Both measurements (``assign_only``: the assignment alone, without simulated agents), the
+    assignment on the databases of ``assign_on``."""
     pg_server = database_url or DEFAULT_PG
     pg_problem = pg_reachable(pg_server)
     if database == "postgresql" and pg_problem:
         raise RuntimeError(f"PostgreSQL at {pg_server} not reachable: {pg_problem}")
     result: dict[str, Any] = {"machine": machine(), "database": database, "broker": broker}
-    if database == "postgresql":
-        with scratch_database(pg_server) as url:
-            rollout = measure_rollout(devices, fail_fraction, url, say, broker)
-    else:
-        rollout = measure_rollout(devices, fail_fraction, None, say, broker)
-    rollout["verdict"] = _verdict(rollout["allReportedS"], GOALS["rollout"], devices)
-    result["rollout"] = rollout
-    say(
-        f"rollout: applied after {rollout['appliedS']} s, all reported after "
-        f"{rollout['allReportedS']} s, metrics {rollout['metrics']}"
-    )
-    assignment: dict[str, Any] = {"sqlite": measure_assignment(assign_devices, None, say, broker)}
-    say(f"assignment on SQLite: {assignment['sqlite']}")
-    if pg_problem is None:
+    if not assign_only:
+        if database == "postgresql":
+            with scratch_database(pg_server) as url:
+                rollout = measure_rollout(devices, fail_fraction, url, say, broker)
+        else:
+            rollout = measure_rollout(devices, fail_fraction, None, say, broker)
+        rollout["verdict"] = _verdict(rollout["allReportedS"], GOALS["rollout"], devices)
+        result["rollout"] = rollout
+        say(
+            f"rollout: applied after {rollout['appliedS']} s, all reported after "
+            f"{rollout['allReportedS']} s, metrics {rollout['metrics']}"
+        )
+    assignment: dict[str, Any] = {}
+    if "sqlite" in assign_on:
+        assignment["sqlite"] = measure_assignment(assign_devices, None, say, broker)
+        say(f"assignment on SQLite: {assignment['sqlite']}")
+    if "postgresql" in assign_on and pg_problem is None:
         with scratch_database(pg_server) as url:
             assignment["postgresql"] = measure_assignment(assign_devices, url, say, broker)
         say(f"assignment on PostgreSQL: {assignment['postgresql']}")
-    else:
+    elif "postgresql" in assign_on:
         assignment["postgresql"] = {"skipped": f"no PostgreSQL at {pg_server}: {pg_problem}"}
     for entry in assignment.values():
         if "appliedS" in entry:
@@ -400,11 +407,26 @@ def _mark(verdict: dict[str, Any]) -> str:
 
 def print_result(result: dict[str, Any]) -> None:
     from rich.console import Console
+
+    console = Console()
+    if "rollout" in result:
+        _print_rollout(console, result["rollout"], result["database"])
+    _print_assignment(console, result["assignment"])
+    mach = result["machine"]
+    notable = [f for f in ("avx2", "avx512f", "aes", "sha_ni") if f in mach["cpuFlags"]]
+    console.print(
+        f"CPU: {mach['cpuModel']}, {mach['cpus']} CPUs ({mach['physicalCores']} physical cores), "
+        f"flags incl. {' '.join(notable) or 'none of avx2/avx512f/aes/sha_ni'} "
+        f"({len(mach['cpuFlags'])} flags in --json). Metrics refresh every 2 s by default, so "
+        "metric-based times are late by up to that."
+    )
+
+
+def _print_rollout(console: Any, r: dict[str, Any], database: str) -> None:
     from rich.table import Table
 
-    r = result["rollout"]
     m = r["metrics"]
-    table = Table(title=f"bench rollout: {r['devices']} simulated agents on {result['database']}")
+    table = Table(title=f"bench rollout: {r['devices']} simulated agents on {database}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [
@@ -428,8 +450,12 @@ def print_result(result: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, str(value))
-    console = Console()
     console.print(table)
+
+
+def _print_assignment(console: Any, assignment: dict[str, Any]) -> None:
+    from rich.table import Table
+
     goal = GOALS["assignment"]
     assign = Table(
         title="assignment without agents",
@@ -444,7 +470,7 @@ def print_result(result: dict[str, Any]) -> None:
         "goal",
     ):
         assign.add_column(column)
-    for db, entry in result["assignment"].items():
+    for db, entry in assignment.items():
         if "skipped" in entry:
             assign.add_row(db, "-", "skipped", "-", "-", entry["skipped"])
             continue
@@ -457,11 +483,3 @@ def print_result(result: dict[str, Any]) -> None:
             _mark(entry["verdict"]),
         )
     console.print(assign)
-    mach = result["machine"]
-    notable = [f for f in ("avx2", "avx512f", "aes", "sha_ni") if f in mach["cpuFlags"]]
-    console.print(
-        f"CPU: {mach['cpuModel']}, {mach['cpus']} CPUs ({mach['physicalCores']} physical cores), "
-        f"flags incl. {' '.join(notable) or 'none of avx2/avx512f/aes/sha_ni'} "
-        f"({len(mach['cpuFlags'])} flags in --json). Metrics refresh every 2 s by default, so "
-        "metric-based times are late by up to that."
-    )

@@ -53,6 +53,16 @@ def test_tiny_bench_counts_every_report() -> None:
     assert result["machine"]["cpuModel"]
 
 
+def test_assign_only_measures_the_assignment_on_the_chosen_database() -> None:
+    argv = [sys.executable, "-m", "composition.cli", "bench", "rollout", "--assign-only"]
+    argv += ["--assign-devices", "50", "--assign-on", "sqlite", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert "rollout" not in result and set(result["assignment"]) == {"sqlite"}
+    assert result["assignment"]["sqlite"]["appliedCount"] == 50
+
+
 def _env() -> dict[str, str]:
     import os
 

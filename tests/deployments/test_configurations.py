@@ -320,3 +320,20 @@ def test_history_is_pruned_but_keeps_the_rollback_target(fleet: Fleet) -> None:
     ]
     assert ids == [["c"], ["a"]]
     assert prune_history(fleet.hub.db, keep=1) == 0
+
+
+def test_target_conditions_on_reported_properties_and_device_status(fleet: Fleet) -> None:
+    # Conditions that read more than tags: the assignment reads the whole device twin.
+    for device in ("r1", "r2", "r3"):
+        fleet.edge_device(device, plant="3")
+    fleet.hub.twins.patch_reported("r1", None, {"site": {"ready": True}})
+    fleet.hub.twins.patch_reported("r2", None, {"site": {"ready": False}})
+    put(fleet, "ready", base_content(cam="cam"), "properties.reported.site.ready = true", 5)
+    put(fleet, "enabled", base_content(gw="gw"), "tags.plant = '3' AND status = 'enabled'", 1)
+    fleet.settle()
+    assert modules_of(fleet, "r1") == {"cam"}
+    assert modules_of(fleet, "r2") == modules_of(fleet, "r3") == {"gw"}
+    assert (status(fleet, "r1", "ready"), status(fleet, "r1", "enabled")) == ("Applied", "Targeted")
+    fleet.hub.twins.patch_reported("r3", None, {"site": {"ready": True}})
+    fleet.settle()
+    assert modules_of(fleet, "r3") == {"cam"}

@@ -216,3 +216,15 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         parse_condition("(" * 5000 + "a = 1" + ")" * 5000)
     with pytest.raises(QueryError, match="nested too deeply"):
         parse_condition("NOT " * 5000 + "a = 1")
+
+
+def test_path_roots_name_every_property_a_condition_reads() -> None:
+    from cloud_hub.query.syntax import path_roots
+
+    text = (
+        "tags.plant = '3' AND (NOT properties.reported.x > 1 OR STARTS_WITH(deviceId, 'a')) "
+        "AND $version IN [1, 2] AND -capabilities.n < 0"
+    )
+    roots = path_roots(parse_condition(text).expr)
+    assert roots == {"tags", "properties", "deviceId", "$version", "capabilities"}
+    assert path_roots(parse_condition("true").expr) == set()

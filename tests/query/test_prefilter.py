@@ -13,7 +13,7 @@ from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, c
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from cloud_hub.query import compile_prefilter, evaluate, parse_condition
+from cloud_hub.query import compile_exact, compile_prefilter, evaluate, parse_condition
 from cloud_hub.query.sql import json_path
 from tests.support.query_population import make_twins, random_condition
 
@@ -60,6 +60,14 @@ CONDITIONS = [random_condition(random.Random(seed)) for seed in range(400)] + [
     "$version >= 5",
     "tags.loc.region = 'é'",
     "tags.loc = tags.loc",
+]
+EXACT_CONDITIONS = [
+    "tags.env = 'prod'",
+    "tags.env = '1' OR tags.n = '1'",
+    "tags.env IN ['prod', 'dev', '10'] AND tags.loc.region = 'é'",
+    "deviceId = 'dev-3' OR (tags.name = 'a%b' AND tags.env = '')",
+    "tags.n = '{\"k\": 1}'",
+    'tags.loc = \'{"region":"prod"}\'',
 ]
 
 
@@ -134,6 +142,48 @@ def test_equality_prefilter_selects_exactly_the_matches_on_both(pg_engine: Engin
             got = set(conn.execute(select(twins_table.c.id).where(prefilter)).scalars())
         assert got == expected
     sqlite.dispose()
+
+
+def _check_exact(engine: Engine) -> None:
+    exact = 0
+    with engine.connect() as conn:
+        for text in CONDITIONS + EXACT_CONDITIONS:
+            condition = parse_condition(text)
+            where = compile_exact(condition, resolver)
+            if where is None:
+                continue
+            exact += 1
+            expected = {i for i, t in enumerate(TWINS) if evaluate(condition, t) is True}
+            got = set(conn.execute(select(twins_table.c.id).where(where)).scalars())
+            assert got == expected, (text, [TWINS[i] for i in sorted(got ^ expected)[:3]])
+    assert exact > len(EXACT_CONDITIONS), exact
+
+
+def test_exact_filters_select_exactly_the_matches_on_sqlite() -> None:
+    engine = create_engine("sqlite://")
+    _fill(engine)
+    _check_exact(engine)
+    engine.dispose()
+
+
+def test_exact_filters_select_exactly_the_matches_on_postgresql(pg_engine: Engine) -> None:
+    _check_exact(pg_engine)
+
+
+def test_only_string_equality_and_membership_are_exact() -> None:
+    for text in [
+        "tags.n = 1",  # SQLite's json_extract gives 1 for true as well
+        "tags.env = true",
+        "tags.env != 'prod'",  # true in SQL between a number and a string
+        "tags.env > 'a'",
+        "tags.n = '{\"k\":1}'",  # an object's JSON text on SQLite
+        "tags.list['0'] = 'a'",  # an array index on PostgreSQL
+        "tags.env IN ['prod', 1]",
+        "tags.env = 'prod' AND NOT tags.n = '1'",
+        "STARTS_WITH(tags.env, 'p')",
+    ]:
+        assert compile_exact(parse_condition(text), resolver) is None, text
+    assert compile_exact(parse_condition("tags.env = 'prod'"), resolver) is not None
 
 
 def test_not_nin_and_arithmetic_are_not_pushed() -> None:
