@@ -120,16 +120,18 @@ class _ListenerWriter(StreamWriterAdapter):
 
 
 class _RoutedMessage(IncomingApplicationMessage):
-    """An incoming QoS 1 message with the future the broker resolves once it has routed it."""
+    """An incoming QoS 1 message with the future the broker resolves once it has routed it, and
+    the connection (protocol handler) it came in on."""
 
-    __slots__ = ("routed",)
+    __slots__ = ("routed", "connection")
 
-    def __init__(self, message: IncomingApplicationMessage) -> None:
+    def __init__(self, message: IncomingApplicationMessage, connection: object) -> None:
         super().__init__(
             message.packet_id, message.topic, message.qos, message.data, message.retain
         )
         self.publish_packet = message.publish_packet  # type: ignore[misc]  # a base-class slot
         self.routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connection = connection
 
 
 REFUSED_FILTER = "$refused"
@@ -190,7 +192,7 @@ class _AdmittingHandler(BrokerProtocolHandler):
         if app_message.direction != INCOMING or self.session is None:
             await super()._handle_qos1_message_flow(app_message)
             return
-        message = _RoutedMessage(app_message)
+        message = _RoutedMessage(app_message, self)
         await self.session.delivered_message_queue.put(message)
         await message.routed  # cancelled with the connection: no PUBACK, the device resends
         puback = PubackPacket.build(message.packet_id)
@@ -273,7 +275,7 @@ class EdgefleetAmqttBroker(AmqttBroker):
             timer = getattr(handler, "expiry_timer", None)
             if timer is not None:
                 timer.cancel()
-            _unroute(client_session)
+            _unroute(client_session, handler)
             if presence is not None:
                 await self._announce(*presence[1])
             # amqtt keeps the session of a refused connection; ours have throw-away ids
@@ -330,14 +332,15 @@ CERT_REQUIRED_BINDS: set[str] = set()
 """The bind addresses of certificate listeners (set when the broker starts)."""
 
 
-def _unroute(session: Session) -> None:
+def _unroute(session: Session, connection: object) -> None:
     """Forget the QoS 1 messages a closed connection left unrouted: none of them was
-    acknowledged, so the device sends them again (other messages stay queued)."""
+    acknowledged, so the device sends them again. Other messages stay queued (among them
+    those of a connection that took the session over)."""
     queue = session.delivered_message_queue
     kept = []
     while not queue.empty():
         message = queue.get_nowait()
-        if isinstance(message, _RoutedMessage):
+        if isinstance(message, _RoutedMessage) and message.connection is connection:
             message.routed.cancel()
         else:
             kept.append(message)
