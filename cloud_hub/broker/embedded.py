@@ -39,8 +39,9 @@ from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BaseContext
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -118,6 +119,21 @@ class _ListenerWriter(StreamWriterAdapter):
         self.edgefleet_listener = listener_name
 
 
+class _RoutedMessage(IncomingApplicationMessage):
+    """An incoming QoS 1 message with the future the broker resolves once it has routed it, and
+    the connection (protocol handler) it came in on."""
+
+    __slots__ = ("routed", "connection")
+
+    def __init__(self, message: IncomingApplicationMessage, connection: object) -> None:
+        super().__init__(
+            message.packet_id, message.topic, message.qos, message.data, message.retain
+        )
+        self.publish_packet = message.publish_packet  # type: ignore[misc]  # a base-class slot
+        self.routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connection = connection
+
+
 REFUSED_FILTER = "$refused"
 """What an IoT Hub-dialect filter with no rewrite becomes: the topic plugin refuses it (0x80)."""
 
@@ -166,6 +182,22 @@ class _AdmittingHandler(BrokerProtocolHandler):
                 return
             publish_packet.variable_header.topic_name = mapped
         await super().handle_publish(publish_packet)
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        """A device's QoS 1 PUBLISH is acknowledged once the broker has routed it (handed it to
+        the subscribers' sessions, the hub's among them), not when it is merely queued on this
+        connection: amqtt drops that queue when the connection ends, so a PUBACK given earlier
+        could acknowledge a message nobody ever receives. Waiting here also slows the device's
+        PUBACKs to the pace the broker routes at (the client's in-flight window is the bound)."""
+        if app_message.direction != INCOMING or self.session is None:
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        message = _RoutedMessage(app_message, self)
+        await self.session.delivered_message_queue.put(message)
+        await message.routed  # cancelled with the connection: no PUBACK, the device resends
+        puback = PubackPacket.build(message.packet_id)
+        await self._send_packet(puback)
+        app_message.puback_packet = message.puback_packet = puback
 
     async def handle_subscribe(self, subscribe: Any) -> None:
         ident = self.iothub
@@ -243,11 +275,32 @@ class EdgefleetAmqttBroker(AmqttBroker):
             timer = getattr(handler, "expiry_timer", None)
             if timer is not None:
                 timer.cancel()
+            _unroute(client_session, handler)
             if presence is not None:
                 await self._announce(*presence[1])
             # amqtt keeps the session of a refused connection; ours have throw-away ids
             if (client_session.client_id or "").startswith(REFUSED_PREFIX):
                 self._sessions.pop(client_session.client_id or "", None)
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """Route a message, then release its PUBACK (see ``_handle_qos1_message_flow``)."""
+        message = wait_deliver.result()
+        try:
+            delivered: bool = await super()._handle_message_delivery(
+                client_session, handler, wait_deliver
+            )
+        except BaseException:
+            if isinstance(message, _RoutedMessage):
+                message.routed.cancel()
+            raise
+        if isinstance(message, _RoutedMessage) and not message.routed.done():
+            if delivered:
+                message.routed.set_result(None)
+            else:  # amqtt closes the connection (invalid topic)
+                message.routed.cancel()
+        return delivered
 
     async def _announce(self, topic: str, payload: bytes) -> None:
         """Publish a retained presence message on behalf of an IoT Hub-dialect device (its SDK
@@ -277,6 +330,22 @@ class EdgefleetAmqttBroker(AmqttBroker):
 
 CERT_REQUIRED_BINDS: set[str] = set()
 """The bind addresses of certificate listeners (set when the broker starts)."""
+
+
+def _unroute(session: Session, connection: object) -> None:
+    """Forget the QoS 1 messages a closed connection left unrouted: none of them was
+    acknowledged, so the device sends them again. Other messages stay queued (among them
+    those of a connection that took the session over)."""
+    queue = session.delivered_message_queue
+    kept = []
+    while not queue.empty():
+        message = queue.get_nowait()
+        if isinstance(message, _RoutedMessage) and message.connection is connection:
+            message.routed.cancel()
+        else:
+            kept.append(message)
+    for message in kept:
+        queue.put_nowait(message)
 
 
 def _presence_pair(

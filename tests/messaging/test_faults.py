@@ -12,7 +12,13 @@ from typing import Any
 
 from edgefleet import protocol as p
 from tests.support.hub import RunningHub, running_hub
-from tests.support.mqtt import create_device, device_client, stop_managed_mosquitto, wait_until
+from tests.support.mqtt import (
+    create_device,
+    device_client,
+    stop_managed_mosquitto,
+    stored_message_ids,
+    wait_until,
+)
 
 DEVICES = 4
 PER_DEVICE = 2500  # 10,000 messages in all
@@ -22,20 +28,6 @@ def _stats(hub: RunningHub) -> dict[str, Any]:
     with hub.client() as api:
         stats: dict[str, Any] = api.request("GET", "/messaging/stats").json()
     return stats
-
-
-def _stored(hub: RunningHub, device_id: str) -> list[str]:
-    ids: list[str] = []
-    since = "0"
-    with hub.client() as api:
-        while True:
-            page = api.request(
-                "GET", f"/devices/{device_id}/messages", params={"since": since, "limit": 10_000}
-            ).json()
-            ids += [m["messageId"] for m in page["messages"]]
-            if not page["messages"]:
-                return ids
-            since = page["next"]
 
 
 def _pid_in(pid_file: Path) -> str:
@@ -62,11 +54,11 @@ def _assert_exactly_once(hub: RunningHub, sent: dict[str, list[str]], clients: l
     total = DEVICES * PER_DEVICE
 
     def all_stored() -> bool:
-        return sum(len(_stored(hub, d)) for d in sent) >= total
+        return sum(len(stored_message_ids(hub, d)) for d in sent) >= total
 
     assert wait_until(all_stored, 120, 0.5)
     for device_id, ids in sent.items():
-        stored = _stored(hub, device_id)
+        stored = stored_message_ids(hub, device_id)
         assert len(stored) == len(set(stored)) == PER_DEVICE
         assert stored == ids, f"{device_id}: stored out of the order sent"
 

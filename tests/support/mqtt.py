@@ -254,3 +254,18 @@ def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) ->
             pass
         time.sleep(interval)
     return bool(predicate())
+
+
+def stored_message_ids(hub: Any, device_id: str) -> list[str]:
+    """The message ids of a device's stored telemetry, oldest first (every page)."""
+    ids: list[str] = []
+    since = "0"
+    with hub.client() as api:
+        while True:
+            page = api.request(
+                "GET", f"/devices/{device_id}/messages", params={"since": since, "limit": 10_000}
+            ).json()
+            if not page["messages"]:
+                return ids
+            ids += [m["messageId"] for m in page["messages"]]
+            since = page["next"]
