@@ -29,10 +29,11 @@ def loss_ruleset(percent: int) -> str:
     """An nftables table that drops ``percent`` % of packets in and out, chosen at random."""
     if not 0 <= percent <= 100:
         raise ValueError("percent must be 0..100")
+    drop = f"numgen random mod 100 < {percent} drop;"
     return (
         f"table inet {TABLE} {{\n"
-        f"  chain in {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n"
-        f"  chain out {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }}\n"
+        f"  chain in {{ type filter hook input priority 0; {drop} }}\n"
+        f"  chain out {{ type filter hook output priority 0; {drop} }}\n"
         "}\n"
     )
 

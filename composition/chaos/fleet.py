@@ -22,12 +22,25 @@ from composition.processes import Child, cli
 
 API_PORT = 8080  # inside the hub's own namespace, where nothing else listens
 MQTT_PORT = 8883
+RELAY_PORT = 18883
 
 
 def read_accepted(log: Path) -> list[int]:
     if not log.exists():
         return []
     return [int(x) for x in log.read_text().split("\n") if x.strip().isdigit()]
+
+
+def _admin_token(hub_dir: Path) -> str:
+    """An admin API token, made offline in the hub's fresh data directory (this also creates
+    the database, so the hub starts on a migrated one)."""
+    from cloud_hub.cli import _open_offline
+
+    hub = _open_offline(hub_dir, None)
+    try:
+        return str(hub.tokens.create(["admin"], "chaos"))
+    finally:
+        hub.close()
 
 
 class Fleet:
@@ -57,10 +70,7 @@ class Fleet:
 
     def _start(self) -> None:
         self.topo.add("hub", 1)
-        self.token = subprocess.run(
-            cli("hub", "token", "create", "--data-dir", str(self.hub_dir), "--scope", "admin"),
-            capture_output=True, text=True, check=True, timeout=120,
-        ).stdout.strip()  # fmt: skip
+        self.token = _admin_token(self.hub_dir)
         self.start_hub()
         ids = [f"chaos-{i}" for i in range(self.count)]
         for i, device in enumerate(ids):
@@ -113,9 +123,30 @@ class Fleet:
         log = self.device_dir(device) / f"loadgen-{n}.log"
         self.devices[device] = self._child(device, f"d{device.rsplit('-', 1)[1]}", argv, log)
 
-    def start_load(self) -> None:
+    def start_relay(self, device: str, delay_ms: float, jitter_ms: float) -> None:
+        """Route the device through a delaying relay in its own namespace (from its next
+        connection on)."""
+        home = self.device_dir(device)
+        argv = [*cli()[:2], "composition.chaos.relay", "--listen", f"127.0.0.1:{RELAY_PORT}"]
+        argv += ["--target", f"{HUB_ADDR}:{MQTT_PORT}", "--delay-ms", str(delay_ms)]
+        argv += ["--jitter-ms", str(jitter_ms)]
+        role = f"d{device.rsplit('-', 1)[1]}"
+        self._child(f"relay-{device}", role, argv, home / "relay.log")
+        (home / "host").write_text("127.0.0.1")
+        (home / "port").write_text(str(RELAY_PORT))
+
+    def start_load(self, timeout: float = 90.0) -> None:
+        """Start every device and wait until each has connected once."""
         for device in self.devices:
             self.start_device(device)
+        if self.wait_until(self._all_connected, timeout) is None:
+            raise RuntimeError(f"devices did not connect within {timeout:g} s; see {self.dir}")
+
+    def _all_connected(self) -> bool:
+        for device, child in self.devices.items():
+            if child is not None and child.proc.poll() is not None:
+                raise RuntimeError(f"{device} exited; see {child.log_path}")
+        return all((self.device_dir(d) / "connected").exists() for d in self.devices)
 
     def stop_load(self) -> None:
         for device in self.devices:
@@ -170,11 +201,22 @@ class Fleet:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def caught_up(self, snapshot: dict[str, list[int]]) -> bool:
+        """Every message of ``snapshot`` is stored."""
+        have = self._stored_sets()
+        return all(set(seqs) <= have.get(d, set()) for d, seqs in snapshot.items())
+
+    def flowing(self, snapshot: dict[str, list[int]]) -> bool:
+        """The newest message of each device in ``snapshot`` is stored (delivery works again,
+        whether or not older ones were lost)."""
+        have = self._stored_sets()
+        return all(not seqs or max(seqs) in have.get(d, set()) for d, seqs in snapshot.items())
+
+    def _stored_sets(self) -> dict[str, set[int]]:
         self.store.poll()
         have: dict[str, set[int]] = {}
         for device, seq in self.store.rows:
             have.setdefault(device, set()).add(seq)
-        return all(set(seqs) <= have.get(d, set()) for d, seqs in snapshot.items())
+        return have
 
     def wait_until(self, cond: Callable[[], bool], timeout: float) -> float | None:
         """Seconds until ``cond`` held, None when ``timeout`` passed first."""
@@ -185,15 +227,36 @@ class Fleet:
             time.sleep(0.1)
         return None
 
-    def finish(self, timeout: float = 120.0) -> Verdict:
-        """Stop the load, let the devices drain, and judge what the hub stored."""
+    def restart_devices(self) -> None:
+        """Stop every device gracefully (its outbox keeps what is unsent) and start it again."""
+        self.finish_devices()
+        self._resume()
+
+    def _resume(self) -> None:
+        for device in self.devices:
+            (self.device_dir(device) / "stop").unlink(missing_ok=True)
+            (self.device_dir(device) / "connected").unlink(missing_ok=True)
+        self.start_load()
+
+    def finish_devices(self, timeout: float = 120.0) -> None:
         self.stop_load()
         for child in self.devices.values():
             if child is not None:
                 try:
                     child.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    pass
+                    child.proc.kill()
+
+    def checkpoint(self, timeout: float = 120.0) -> Verdict:
+        """Judge the run so far (as ``finish``), then start the devices again: they continue
+        their sequences, so later verdicts cover everything since the start."""
+        verdict = self.finish(timeout)
+        self._resume()
+        return verdict
+
+    def finish(self, timeout: float = 120.0) -> Verdict:
+        """Stop the load, let the devices drain, and judge what the hub stored."""
+        self.finish_devices(timeout)
         accepted = self.accepted()
         self.wait_until(lambda: self.caught_up(accepted), 30)
         self.store.poll()

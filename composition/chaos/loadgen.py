@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home: Path = args.dir
     creds = json.loads((home / "credentials.json").read_text())
-    creds["host"] = (home / "host").read_text().strip() if (home / "host").exists() else creds["host"]
+    creds["host"] = (
+        (home / "host").read_text().strip() if (home / "host").exists() else creds["host"]
+    )
     if (home / "port").exists():
         creds["port"] = int((home / "port").read_text())
     device = creds["client_id"]
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     log = home / "accepted.log"
     seq = last_accepted(log) + 1
     client.connect(timeout=60)
+    (home / "connected").touch()
     with log.open("a") as out:
         start = time.monotonic()
         sent = 0
