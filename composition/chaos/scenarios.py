@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from composition.chaos import faults
