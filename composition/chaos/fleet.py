@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from composition.chaos.checker import Verdict, check
 from composition.chaos.hubstore import StoredMessages
@@ -76,21 +77,28 @@ class Fleet:
         for i, device in enumerate(ids):
             self.topo.add(f"d{i}", 10 + i)
             self.devices[device] = None
-        out = subprocess.run(
-            self.topo.exec_argv(
-                "hub",
-                [*cli()[:2], "composition.chaos.hubctl", self.api_url, self.token, *ids],
-            ),
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"creating devices failed: {out.stderr.strip()[-500:]}")
-        creds = json.loads(out.stdout)
+        created = json.loads(self.hubctl("create", *self.create_args(ids)))
         for device in ids:
             home = self.device_dir(device)
             home.mkdir(parents=True)
-            (home / "credentials.json").write_text(json.dumps(creds[device]))
+            self.configure_device(device, created[device])
         time.sleep(1.0)  # mosquitto reloads its password file with the new devices
+
+    def create_args(self, ids: list[str]) -> list[str]:
+        return ids
+
+    def configure_device(self, device: str, created: dict[str, Any]) -> None:
+        (self.device_dir(device) / "credentials.json").write_text(json.dumps(created))
+
+    def hubctl(self, *args: str) -> str:
+        """Run ``composition.chaos.hubctl`` in the hub's namespace; its stdout."""
+        argv = [*cli()[:2], "composition.chaos.hubctl", self.api_url, self.token, *args]
+        out = subprocess.run(
+            self.topo.exec_argv("hub", argv), capture_output=True, text=True, timeout=180
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"hubctl {args[0]} failed: {out.stderr.strip()[-500:]}")
+        return out.stdout
 
     @property
     def api_url(self) -> str:
@@ -146,11 +154,16 @@ class Fleet:
         for device, child in self.devices.items():
             if child is not None and child.proc.poll() is not None:
                 raise RuntimeError(f"{device} exited; see {child.log_path}")
-        return all((self.device_dir(d) / "connected").exists() for d in self.devices)
+        return all((self.marker_dir(d) / "connected").exists() for d in self.devices)
+
+    def marker_dir(self, device: str) -> Path:
+        """Where the device's load generator keeps its log and its stop/connected markers."""
+        return self.device_dir(device)
 
     def stop_load(self) -> None:
         for device in self.devices:
-            (self.device_dir(device) / "stop").touch()
+            if self.marker_dir(device).exists():
+                (self.marker_dir(device) / "stop").touch()
 
     def kill9(self, child: Child | None) -> None:
         if child is not None and child.proc.poll() is None:
@@ -165,14 +178,18 @@ class Fleet:
         os.kill(pid, sig)
         return pid
 
+    def close_processes(self) -> None:
+        """Stop every process the run started (SIGTERM, then SIGKILL)."""
+        self.stop_load()
+        for child in reversed(self._children):
+            try:
+                child.stop()
+            except Exception:  # noqa: BLE001 - the namespaces' removal kills what is left
+                pass
+
     def close(self) -> None:
         try:
-            self.stop_load()
-            for child in reversed(self._children):
-                try:
-                    child.stop()
-                except Exception:  # noqa: BLE001 - the namespaces' removal kills what is left
-                    pass
+            self.close_processes()
         finally:
             self.topo.close()
             if not self.keep:

@@ -82,12 +82,22 @@ def kill_namespace_processes(ns: str) -> None:
             pass
 
 
+def run_mounts(prefix: str, mounts_text: str) -> list[str]:
+    """Mount points under the run's directory (``edgefleet-chaos-<prefix>-...``), e.g. the
+    tmpfs data directories of its agents."""
+    marker = f"/edgefleet-chaos-{prefix}-"
+    return [line.split()[1] for line in mounts_text.splitlines() if marker in line]
+
+
 def delete_prefix(prefix: str) -> None:
     for ns in owned(namespaces(), prefix):
         kill_namespace_processes(ns)
         ip("netns", "del", ns, check=False)
     for link in owned(host_links(), prefix):
         ip("link", "del", link, check=False)
+    with open("/proc/mounts") as mounts:
+        for point in run_mounts(prefix, mounts.read()):
+            subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
 def remove_stale() -> set[str]:

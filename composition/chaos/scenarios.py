@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from composition.chaos import faults
+from composition.chaos.agents import MODULE, AgentFleet, fill
 from composition.chaos.checker import Verdict
 from composition.chaos.fleet import Fleet
 
@@ -34,6 +35,7 @@ class Phase:
     recovery: float | None
     allow_loss: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True  # the scenario's own checks beyond the message verdict
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Scenario:
     name: str
     inject: Callable[[Fleet, Params], Phase]
     rate_factor: float = 1.0  # bursts: the devices send this many times --rate
+    agents: bool = False  # devices are edge agents running a load module, not SDK devices
+    disk_bytes: int = 0  # the agents' data directory on a tmpfs of this size
 
     @property
     def summary(self) -> str:
@@ -51,7 +55,8 @@ def result(name: str, verdict: Verdict, phase: Phase) -> dict[str, Any]:
     """The scenario's JSON: the checker's totals, the verdict and the recovery time."""
     summary = verdict.as_json()
     clean = summary["duplicated"] == 0 and summary["reordered"] == 0
-    passed = clean and phase.recovery is not None and (phase.allow_loss or summary["lost"] == 0)
+    passed = clean and phase.ok and phase.recovery is not None
+    passed = passed and (phase.allow_loss or summary["lost"] == 0)
     names = ("devices", "expected", "stored", "lost", "duplicated", "reordered", "unexpected")
     return {
         "scenario": name,
@@ -174,6 +179,94 @@ def lossy(fleet: Fleet, params: Params) -> Phase:
     return Phase(recovery, extra={"lossPercent": 5, "delayMs": [10, 50]})
 
 
+def disk_full(fleet: Fleet, params: Params) -> Phase:
+    """Edge agents (edge hub, load module) cut off from the hub pile messages up in their
+    store; then their data directory (a small tmpfs) fills up for --seconds, then space returns
+    and the link heals. The agents keep running, the edge hub refuses what it cannot store (no
+    PUBACK, so the module keeps it and retries), nothing stored before is lost."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    for device in fleet.devices:
+        faults.partition(fleet.topo, fleet.node(device))
+    fleet.wait_load(2)  # messages queue in the edge hubs' stores
+    queued = {d: len(v) for d, v in fleet.accepted().items()}
+    filled = {d: fill(fleet.agent_data(d)) for d in fleet.devices}
+    fleet.wait_load(params.seconds)
+    alive = all(c is not None and c.proc.poll() is None for c in fleet.devices.values())
+    refused = [d for d in fleet.devices if (fleet.module_dir(d) / "failures").exists()]
+    logged = [d for d in fleet.devices if "disk is full" in _agent_log(fleet, d)]
+    accepted_full = {d: len(v) - queued[d] for d, v in fleet.accepted().items()}
+    for device in fleet.devices:
+        (fleet.agent_data(device) / "filler").unlink()
+        faults.heal(fleet.topo, fleet.node(device))
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    extra = {
+        "diskBytes": fleet.disk_bytes,
+        "filledBytes": sum(filled.values()),
+        "queuedBeforeFull": sum(queued.values()),
+        "acceptedWhileFull": sum(accepted_full.values()),
+        "agentsAlive": alive,
+        "sendsRefused": len(refused),
+        "conditionLogged": len(logged),
+    }
+    return Phase(recovery, extra=extra, ok=alive and len(logged) == len(fleet.devices))
+
+
+def _agent_log(fleet: Fleet, device: str) -> str:
+    return "".join(
+        p.read_text(errors="replace") for p in fleet.device_dir(device).glob("agent-*.log")
+    )
+
+
+IDLE = ["idle-0", "idle-1", "idle-2"]
+
+
+def agent_kill(fleet: Fleet, params: Params) -> Phase:
+    """kill -9 of each edge agent in the middle of a deployment (three more modules), restart;
+    then again in the middle of the deployment that removes them. Converges: every module of
+    the deployment runs exactly once, nothing of a removed module remains (the process table
+    of the device's namespace, held for 3 s), and the load module loses no message."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    rounds: list[dict[str, Any]] = []
+    for idle in (IDLE, []):
+        for device in fleet.devices:
+            fleet.deploy(device, idle)
+        started = time.monotonic()
+        for device in fleet.devices:
+            # kill once the agent has begun to act on the deployment (or after 3 s)
+            fleet.wait_until(partial(_changing, fleet, device, idle), 3)
+            fleet.kill9(fleet.devices[device])
+            fleet.start_device(device)
+        want = {MODULE: 1, **{name: 1 for name in idle}}
+        converged = fleet.wait_until(partial(_converged, fleet, want), 90)
+        fleet.wait_load(3)
+        steady = all(fleet.module_processes(d) == want for d in fleet.devices)
+        rounds.append(
+            {
+                "modules": sorted(want),
+                "convergeSeconds": round(time.monotonic() - started, 2) if converged else None,
+                "steady": steady,
+                "processes": {d: fleet.module_processes(d) for d in fleet.devices},
+            }
+        )
+    recovery = _recover(fleet)
+    ok = all(r["convergeSeconds"] is not None and r["steady"] for r in rounds)
+    return Phase(recovery, extra={"rounds": rounds}, ok=ok)
+
+
+def _changing(fleet: AgentFleet, device: str, idle: list[str]) -> bool:
+    running = fleet.module_processes(device)
+    if idle:
+        return any(name in running for name in idle)
+    return not all(name in running for name in IDLE)
+
+
+def _converged(fleet: AgentFleet, want: dict[str, int]) -> bool:
+    return all(fleet.module_processes(d) == want for d in fleet.devices)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -183,14 +276,23 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("broker-restart", broker_restart, rate_factor=5),
         Scenario("broker-kill", broker_kill, rate_factor=5),
         Scenario("lossy", lossy),
+        Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
+        Scenario("agent-kill", agent_kill, agents=True),
     )
 }
+
+
+def make_fleet(scenario: Scenario, params: Params) -> Fleet:
+    rate = params.rate * scenario.rate_factor
+    if scenario.agents:
+        return AgentFleet(params.devices, rate, disk_bytes=scenario.disk_bytes)
+    return Fleet(params.devices, rate)
 
 
 def run(name: str, params: Params) -> dict[str, Any]:
     """One scenario on a fleet of its own."""
     scenario = SCENARIOS[name]
-    with Fleet(params.devices, params.rate * scenario.rate_factor) as fleet:
+    with make_fleet(scenario, params) as fleet:
         fleet.start_load()
         phase = scenario.inject(fleet, params)
         return result(name, fleet.finish(), phase)

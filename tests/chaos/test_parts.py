@@ -7,7 +7,7 @@ import random
 import pytest
 
 from composition.chaos.faults import loss_ruleset, one_way_ruleset
-from composition.chaos.netns import stale_prefixes
+from composition.chaos.netns import run_mounts, stale_prefixes
 from composition.chaos.relay import release_time
 
 
@@ -39,3 +39,14 @@ def test_relay_never_releases_a_chunk_before_the_previous_one() -> None:
         due = release_time(now, last, 0.01, 0.04, rng)
         assert due >= last and now + 0.01 <= due <= max(last, now + 0.05)
         last = due
+
+
+def test_only_mounts_under_the_runs_directory_are_the_runs() -> None:
+    mounts = (
+        "tmpfs /tmp/edgefleet-chaos-efc1f-ab/devices/chaos-0/agent-data tmpfs rw 0 0\n"
+        "tmpfs /tmp/edgefleet-chaos-efc1f0-cd/devices/chaos-0/agent-data tmpfs rw 0 0\n"
+        "proc /proc proc rw 0 0\n"
+    )
+    assert run_mounts("efc1f", mounts) == [
+        "/tmp/edgefleet-chaos-efc1f-ab/devices/chaos-0/agent-data"
+    ]
