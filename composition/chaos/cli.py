@@ -58,12 +58,7 @@ def chaos_run(
 
 def _print(outcome: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(
-            json.dumps(
-                {k: v for k, v in outcome.items() if k != "perDevice"}
-                | {"perDevice": outcome.get("perDevice", [])}
-            )
-        )
+        typer.echo(json.dumps(outcome))
         return
     from rich.console import Console
     from rich.table import Table

@@ -19,6 +19,7 @@ from composition.chaos.checker import Verdict
 from composition.chaos.fleet import Fleet
 
 RECOVERY_TIMEOUT = 120.0
+LIMIT = "8kbit"  # well below what 20 msg/s of a device need (about 40 kbit/s)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,26 @@ def lossy(fleet: Fleet, params: Params) -> Phase:
     return Phase(recovery, extra={"lossPercent": 5, "delayMs": [10, 50]})
 
 
+def slow_link(fleet: Fleet, params: Params) -> Phase:
+    """Every device's uplink is rate-limited to 8 kbit/s (tc tbf) for --seconds, below what
+    the load needs, then freed: the backlog waits in the devices' outboxes and drains; 0 lost,
+    no duplicates, in order."""
+    fleet.wait_load(1)
+    before = {d: len(v) for d, v in fleet.accepted().items()}
+    fleet.store.poll()
+    for device in fleet.devices:
+        faults.rate_limit(fleet.node(device), LIMIT)
+    fleet.wait_load(params.seconds)
+    stored = len(fleet.store.poll())
+    offered = sum(len(v) - before[d] for d, v in fleet.accepted().items())
+    for device in fleet.devices:
+        faults.clear_rate_limit(fleet.node(device))
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    extra = {"limit": LIMIT, "acceptedWhileLimited": offered, "storedWhileLimited": stored}
+    return Phase(recovery, extra=extra)
+
+
 def disk_full(fleet: Fleet, params: Params) -> Phase:
     """Edge agents (edge hub, load module) cut off from the hub pile messages up in their
     store; then their data directory (a small tmpfs) fills up for --seconds, then space returns
@@ -276,6 +297,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("broker-restart", broker_restart, rate_factor=5),
         Scenario("broker-kill", broker_kill, rate_factor=5),
         Scenario("lossy", lossy),
+        Scenario("slow-link", slow_link),
         Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
         Scenario("agent-kill", agent_kill, agents=True),
     )

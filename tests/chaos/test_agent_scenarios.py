@@ -43,9 +43,9 @@ def test_an_agent_killed_mid_deployment_converges_without_orphans_or_duplicates(
     outcome = results["agent-kill"]
     first, second = outcome["rounds"]
     for device, running in first["processes"].items():
-        assert running == {"load": 1, "idle-0": 1, "idle-1": 1, "idle-2": 1}, device
+        assert running == {"load": 1, "idle-0": 1, "idle-1": 1, "idle-2": 1}, (device, first)
     for device, running in second["processes"].items():
-        assert running == {"load": 1}, device
+        assert running == {"load": 1}, (device, second)
     assert first["steady"] and second["steady"]
     assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
     assert outcome["passed"]

@@ -50,3 +50,13 @@ def test_only_mounts_under_the_runs_directory_are_the_runs() -> None:
     assert run_mounts("efc1f", mounts) == [
         "/tmp/edgefleet-chaos-efc1f-ab/devices/chaos-0/agent-data"
     ]
+
+
+def test_an_unknown_scenario_is_refused_with_the_list() -> None:
+    from typer.testing import CliRunner
+
+    from composition.cli import app
+
+    out = CliRunner().invoke(app, ["chaos", "run", "nope"])
+    assert out.exit_code == 2
+    assert "unknown scenario 'nope'" in out.output and "partition" in out.output

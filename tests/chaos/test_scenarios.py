@@ -13,7 +13,15 @@ from composition.chaos.fleet import Fleet
 from composition.chaos.netns import host_links, namespaces, owned
 from composition.chaos.scenarios import Params, run_sequence
 
-ORDER = ["partition", "partition-one-way", "hub-kill", "broker-restart", "lossy", "broker-kill"]
+ORDER = [
+    "partition",
+    "partition-one-way",
+    "hub-kill",
+    "broker-restart",
+    "slow-link",
+    "lossy",
+    "broker-kill",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +65,14 @@ def test_a_gracefully_restarted_broker_loses_nothing(results: dict[str, dict[str
 
 def test_loss_and_jitter_on_every_link_lose_nothing(results: dict[str, dict[str, Any]]) -> None:
     _clean(results["lossy"])
+
+
+def test_a_rate_limited_uplink_delays_but_loses_nothing(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    outcome = results["slow-link"]
+    assert outcome["storedWhileLimited"] < outcome["acceptedWhileLimited"]  # the limit bit
+    _clean(outcome)
 
 
 def test_a_killed_broker_neither_duplicates_nor_reorders_and_delivery_resumes(
