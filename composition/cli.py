@@ -16,6 +16,7 @@ import cloud_hub.client_cli.queries
 import cloud_hub.client_cli.twins
 import cloud_hub.query.cli
 import composition.bench.commands
+import composition.chaos.cli
 import composition.demo.command
 import edge_agent.cli
 import edge_agent.edgehub.cli
@@ -38,6 +39,7 @@ FEATURE_CLIS = (
     cloud_hub.client_cli.twins,
     cloud_hub.query.cli,
     composition.bench.commands,
+    composition.chaos.cli,
     composition.demo.command,
     edge_agent.cli,
     edge_agent.edgehub.cli,

@@ -37,6 +37,7 @@ models_app = _group("models", "Build, quantize and run featurizer models.")
 fpga_app = _group("fpga-emulator", "The emulated FPGA accelerator device.")
 agent_app = _group("agent", "The edge agent daemon.")
 bench_app = _group("bench", "Benchmarks that print figures (use --json for scripts).")
+chaos_app = _group("chaos", "Fault-injection scenarios judged by an independent checker (root).")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

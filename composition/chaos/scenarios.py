@@ -1,0 +1,330 @@
+"""The chaos scenarios. Each is an ``inject`` phase on a running fleet under load: it injects
+its fault, heals it and measures ``recoverySeconds`` (from the end of the fault until every message
+the devices had accepted by then was stored); the independent checker then judges what the hub
+stored. ``run`` gives a scenario a fleet of its own; ``run_sequence`` runs several phases on one
+fleet, judging the whole run after each phase (what the tests do, to start the hub once)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from composition.chaos import faults
+from composition.chaos.agents import MODULE, AgentFleet, fill
+from composition.chaos.checker import Verdict
+from composition.chaos.fleet import Fleet
+
+RECOVERY_TIMEOUT = 120.0
+LIMIT = "8kbit"  # well below what 20 msg/s of a device need (about 40 kbit/s)
+
+
+@dataclass(frozen=True)
+class Params:
+    seconds: float = 10.0
+    devices: int = 3
+    rate: float = 20.0
+
+
+@dataclass
+class Phase:
+    """What an injected fault measured."""
+
+    recovery: float | None
+    allow_loss: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True  # the scenario's own checks beyond the message verdict
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    inject: Callable[[Fleet, Params], Phase]
+    rate_factor: float = 1.0  # bursts: the devices send this many times --rate
+    agents: bool = False  # devices are edge agents running a load module, not SDK devices
+    disk_bytes: int = 0  # the agents' data directory on a tmpfs of this size
+
+    @property
+    def summary(self) -> str:
+        return " ".join((self.inject.__doc__ or "").split())
+
+
+def result(name: str, verdict: Verdict, phase: Phase) -> dict[str, Any]:
+    """The scenario's JSON: the checker's totals, the verdict and the recovery time."""
+    summary = verdict.as_json()
+    clean = summary["duplicated"] == 0 and summary["reordered"] == 0
+    passed = clean and phase.ok and phase.recovery is not None
+    passed = passed and (phase.allow_loss or summary["lost"] == 0)
+    names = ("devices", "expected", "stored", "lost", "duplicated", "reordered", "unexpected")
+    return {
+        "scenario": name,
+        "passed": passed,
+        **{k: summary[k] for k in names},
+        "recoverySeconds": round(phase.recovery, 2) if phase.recovery is not None else None,
+        **phase.extra,
+        "perDevice": summary["perDevice"],
+    }
+
+
+def _recover(fleet: Fleet, lossy: bool = False) -> float | None:
+    """Seconds until what the devices have accepted so far is stored (``lossy``: until their
+    newest message is, for faults that may lose older ones)."""
+    snapshot = fleet.accepted()
+    done = fleet.flowing if lossy else fleet.caught_up
+    return fleet.wait_until(lambda: done(snapshot), RECOVERY_TIMEOUT)
+
+
+def _stored_of(rows: list[tuple[str, int]], device: str) -> int:
+    return sum(1 for d, _ in rows if d == device)
+
+
+def _cut(fleet: Fleet, params: Params, apply: Callable[[], None]) -> Phase:
+    node = fleet.node("chaos-0")
+    fleet.wait_load(1)
+    apply()
+    fleet.wait_load(0.5)  # what was on the wire before the cut may still arrive
+    fleet.store.poll()
+    fleet.wait_load(params.seconds)
+    during = _stored_of(fleet.store.poll(), "chaos-0")
+    faults.heal(fleet.topo, node)
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    return Phase(recovery, extra={"faultSeconds": params.seconds, "storedWhileCut": during})
+
+
+def partition(fleet: Fleet, params: Params) -> Phase:
+    """Device chaos-0 is cut off the network (both directions: its bridge port goes down) for
+    --seconds under load, then back. Proves store-and-forward: 0 lost, no duplicates, in order."""
+    node = fleet.node("chaos-0")
+    return _cut(fleet, params, lambda: faults.partition(fleet.topo, node))
+
+
+def partition_one_way(fleet: Fleet, params: Params) -> Phase:
+    """Device chaos-0's packets to the hub are dropped (nftables; the hub's still arrive) for
+    --seconds, then back: 0 lost, no duplicates, in order."""
+    node = fleet.node("chaos-0")
+    hub = fleet.topo.nodes["hub"].addr
+    return _cut(fleet, params, lambda: faults.apply_nft(node, faults.one_way_ruleset(hub, "out")))
+
+
+def hub_kill(fleet: Fleet, params: Params) -> Phase:
+    """kill -9 of the hub during a burst from every device (5x --rate); restarted after
+    max(1, seconds/2) s. mosquitto keeps the hub's persistent session: 0 lost, 0 duplicated after
+    the hub's dedup, per-device order kept."""
+    fleet.wait_load(1)
+    fleet.kill9(fleet.hub)
+    down = max(1.0, params.seconds / 2)
+    fleet.wait_load(down)
+    fleet.start_hub()
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    return Phase(recovery, extra={"hubDownSeconds": down})
+
+
+def _broker(fleet: Fleet, params: Params, sig: signal.Signals) -> Phase:
+    fleet.wait_load(1)
+    lossy = sig == signal.SIGKILL
+    restarts = 0
+    recoveries: list[float | None] = []
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline or restarts == 0:
+        old = fleet.signal_broker(sig)
+        restarts += 1
+        start = time.monotonic()
+        if fleet.wait_until(partial(_restarted, fleet, old), 30) is None:
+            raise RuntimeError("the hub did not restart mosquitto")
+        recovered = _recover(fleet, lossy)
+        recoveries.append(None if recovered is None else time.monotonic() - start)
+        fleet.wait_load(1)
+    done = [r for r in recoveries if r is not None]
+    worst = max(done) if len(done) == len(recoveries) else None
+    return Phase(worst, allow_loss=lossy, extra={"brokerRestarts": restarts})
+
+
+def _restarted(fleet: Fleet, old_pid: int) -> bool:
+    try:
+        return fleet.broker_pid() != old_pid
+    except (OSError, ValueError):
+        return False
+
+
+def broker_restart(fleet: Fleet, params: Params) -> Phase:
+    """mosquitto stopped with SIGTERM under load (5x --rate), again every ~2 s for --seconds; the
+    hub restarts it. A graceful stop saves its persistence file: 0 lost."""
+    return _broker(fleet, params, signal.SIGTERM)
+
+
+def broker_kill(fleet: Fleet, params: Params) -> Phase:
+    """mosquitto killed with SIGKILL under load (5x --rate), again every ~2 s for --seconds. What
+    it acknowledged but had neither delivered to the hub nor saved (autosave every 1 s) is lost:
+    measured, not excluded; passes when delivery resumes with no duplicates or reordering."""
+    return _broker(fleet, params, signal.SIGKILL)
+
+
+def lossy(fleet: Fleet, params: Params) -> Phase:
+    """5 % random packet loss on every link (nftables numgen, both directions, every namespace)
+    and 10-50 ms delay and jitter (a relay in each device's namespace) for --seconds; the backlog
+    drains through the same faults: 0 lost, no duplicates, in order."""
+    for device in fleet.devices:
+        fleet.start_relay(device, 10, 40)
+    for node in fleet.topo.nodes.values():
+        faults.apply_nft(node, faults.loss_ruleset(5))
+    fleet.restart_devices()  # their next connection goes through the relay
+    fleet.wait_load(params.seconds)
+    recovery = _recover(fleet)
+    for node in fleet.topo.nodes.values():
+        faults.clear_nft(node)
+    return Phase(recovery, extra={"lossPercent": 5, "delayMs": [10, 50]})
+
+
+def slow_link(fleet: Fleet, params: Params) -> Phase:
+    """Every device's uplink is rate-limited to 8 kbit/s (tc tbf) for --seconds, below what
+    the load needs, then freed: the backlog waits in the devices' outboxes and drains; 0 lost,
+    no duplicates, in order."""
+    fleet.wait_load(1)
+    before = {d: len(v) for d, v in fleet.accepted().items()}
+    fleet.store.poll()
+    for device in fleet.devices:
+        faults.rate_limit(fleet.node(device), LIMIT)
+    fleet.wait_load(params.seconds)
+    stored = len(fleet.store.poll())
+    offered = sum(len(v) - before[d] for d, v in fleet.accepted().items())
+    for device in fleet.devices:
+        faults.clear_rate_limit(fleet.node(device))
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    extra = {"limit": LIMIT, "acceptedWhileLimited": offered, "storedWhileLimited": stored}
+    return Phase(recovery, extra=extra)
+
+
+def disk_full(fleet: Fleet, params: Params) -> Phase:
+    """Edge agents (edge hub, load module) cut off from the hub pile messages up in their
+    store; then their data directory (a small tmpfs) fills up for --seconds, then space returns
+    and the link heals. The agents keep running, the edge hub refuses what it cannot store (no
+    PUBACK, so the module keeps it and retries), nothing stored before is lost."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    for device in fleet.devices:
+        faults.partition(fleet.topo, fleet.node(device))
+    fleet.wait_load(2)  # messages queue in the edge hubs' stores
+    queued = {d: len(v) for d, v in fleet.accepted().items()}
+    filled = {d: fill(fleet.agent_data(d)) for d in fleet.devices}
+    fleet.wait_load(params.seconds)
+    alive = all(c is not None and c.proc.poll() is None for c in fleet.devices.values())
+    refused = [d for d in fleet.devices if (fleet.module_dir(d) / "failures").exists()]
+    logged = [d for d in fleet.devices if "disk is full" in _agent_log(fleet, d)]
+    accepted_full = {d: len(v) - queued[d] for d, v in fleet.accepted().items()}
+    for device in fleet.devices:
+        (fleet.agent_data(device) / "filler").unlink()
+        faults.heal(fleet.topo, fleet.node(device))
+    recovery = _recover(fleet)
+    fleet.wait_load(1)
+    extra = {
+        "diskBytes": fleet.disk_bytes,
+        "filledBytes": sum(filled.values()),
+        "queuedBeforeFull": sum(queued.values()),
+        "acceptedWhileFull": sum(accepted_full.values()),
+        "agentsAlive": alive,
+        "sendsRefused": len(refused),
+        "conditionLogged": len(logged),
+    }
+    return Phase(recovery, extra=extra, ok=alive and len(logged) == len(fleet.devices))
+
+
+def _agent_log(fleet: Fleet, device: str) -> str:
+    return "".join(
+        p.read_text(errors="replace") for p in fleet.device_dir(device).glob("agent-*.log")
+    )
+
+
+IDLE = ["idle-0", "idle-1", "idle-2"]
+
+
+def agent_kill(fleet: Fleet, params: Params) -> Phase:
+    """kill -9 of each edge agent in the middle of a deployment (three more modules), restart;
+    then again in the middle of the deployment that removes them. Converges: every module of
+    the deployment runs exactly once, nothing of a removed module remains (the process table
+    of the device's namespace, held for 3 s), and the load module loses no message."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    rounds: list[dict[str, Any]] = []
+    for idle in (IDLE, []):
+        for device in fleet.devices:
+            fleet.deploy(device, idle)
+        started = time.monotonic()
+        for device in fleet.devices:
+            # kill once the agent has begun to act on the deployment (or after 3 s)
+            fleet.wait_until(partial(_changing, fleet, device, idle), 3)
+            fleet.kill9(fleet.devices[device])
+            fleet.start_device(device)
+        want = {MODULE: 1, **{name: 1 for name in idle}}
+        converged = fleet.wait_until(partial(_converged, fleet, want), 90)
+        fleet.wait_load(3)
+        steady = all(fleet.module_processes(d) == want for d in fleet.devices)
+        rounds.append(
+            {
+                "modules": sorted(want),
+                "convergeSeconds": round(time.monotonic() - started, 2) if converged else None,
+                "steady": steady,
+                "processes": {d: fleet.module_processes(d) for d in fleet.devices},
+            }
+        )
+    recovery = _recover(fleet)
+    ok = all(r["convergeSeconds"] is not None and r["steady"] for r in rounds)
+    return Phase(recovery, extra={"rounds": rounds}, ok=ok)
+
+
+def _changing(fleet: AgentFleet, device: str, idle: list[str]) -> bool:
+    running = fleet.module_processes(device)
+    if idle:
+        return any(name in running for name in idle)
+    return not all(name in running for name in IDLE)
+
+
+def _converged(fleet: AgentFleet, want: dict[str, int]) -> bool:
+    return all(fleet.module_processes(d) == want for d in fleet.devices)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("partition", partition),
+        Scenario("partition-one-way", partition_one_way),
+        Scenario("hub-kill", hub_kill, rate_factor=5),
+        Scenario("broker-restart", broker_restart, rate_factor=5),
+        Scenario("broker-kill", broker_kill, rate_factor=5),
+        Scenario("lossy", lossy),
+        Scenario("slow-link", slow_link),
+        Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
+        Scenario("agent-kill", agent_kill, agents=True),
+    )
+}
+
+
+def make_fleet(scenario: Scenario, params: Params) -> Fleet:
+    rate = params.rate * scenario.rate_factor
+    if scenario.agents:
+        return AgentFleet(params.devices, rate, disk_bytes=scenario.disk_bytes)
+    return Fleet(params.devices, rate)
+
+
+def run(name: str, params: Params) -> dict[str, Any]:
+    """One scenario on a fleet of its own."""
+    scenario = SCENARIOS[name]
+    with make_fleet(scenario, params) as fleet:
+        fleet.start_load()
+        phase = scenario.inject(fleet, params)
+        return result(name, fleet.finish(), phase)
+
+
+def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[str, Any]]:
+    """Several scenarios one after the other on one running fleet; each result judges the whole
+    run up to the end of that phase."""
+    out = []
+    for name in names:
+        phase = SCENARIOS[name].inject(fleet, params)
+        out.append(result(name, fleet.checkpoint(), phase))
+    return out

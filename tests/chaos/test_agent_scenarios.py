@@ -1,0 +1,51 @@
+"""The scenarios with real edge agents (process runtime, edge hub, a load module deployed
+through the hub), short, one after the other on one fleet of two devices whose agent data
+directories are 32 MiB tmpfs mounts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from composition.chaos.netns import host_links, namespaces, owned
+from composition.chaos.scenarios import SCENARIOS, Params, make_fleet, run_sequence
+
+
+@pytest.fixture(scope="module")
+def results() -> Iterator[dict[str, dict[str, Any]]]:
+    params = Params(seconds=2, devices=2, rate=20)
+    fleet = make_fleet(SCENARIOS["disk-full"], params)
+    with fleet:
+        fleet.start_load()
+        outcomes = run_sequence(fleet, ["disk-full", "agent-kill"], params)
+        yield {o["scenario"]: o for o in outcomes}
+    prefix = fleet.topo.prefix
+    assert owned(namespaces(), prefix) + owned(host_links(), prefix) == []
+    assert fleet.dir.name not in open("/proc/mounts").read()  # the tmpfs mounts are gone
+
+
+def test_a_full_disk_keeps_the_agents_running_and_loses_nothing(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    outcome = results["disk-full"]
+    assert outcome["filledBytes"] > 0 and outcome["queuedBeforeFull"] > 0
+    assert outcome["agentsAlive"] and outcome["conditionLogged"] == 2
+    assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
+    assert outcome["stored"] == outcome["expected"] > 0
+    assert outcome["passed"]
+
+
+def test_an_agent_killed_mid_deployment_converges_without_orphans_or_duplicates(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    outcome = results["agent-kill"]
+    first, second = outcome["rounds"]
+    for device, running in first["processes"].items():
+        assert running == {"load": 1, "idle-0": 1, "idle-1": 1, "idle-2": 1}, (device, first)
+    for device, running in second["processes"].items():
+        assert running == {"load": 1}, (device, second)
+    assert first["steady"] and second["steady"]
+    assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
+    assert outcome["passed"]
