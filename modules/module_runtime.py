@@ -107,10 +107,13 @@ class ModuleRuntime:
                 self.log.debug("%s: not acknowledged yet (%s)", output, exc)
         return False
 
-    def report(self, patch: JsonDict) -> None:
-        """Patch the module twin's reported properties; offline is logged, not fatal."""
+    def report(self, patch: JsonDict, timeout: float = 10.0) -> None:
+        """Patch the module twin's reported properties; offline is logged, not fatal. Skipped
+        once stopping (the agent disconnects upstream before it stops its modules)."""
+        if self.stopping.is_set():
+            return
         try:
-            self.client.patch_twin_reported_properties(patch, timeout=10)
+            self.client.patch_twin_reported_properties(patch, timeout=timeout)
         except ClientError as exc:
             self.log.info("reported properties not sent: %s", exc)
 

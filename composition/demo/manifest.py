@@ -16,6 +16,8 @@ SENSOR = "simulatedSensor"
 CAMERA = "camera"
 SCORING = "scoring"
 MODULES = (SENSOR, CAMERA, SCORING)
+DEPLOYMENT_ID = "camera-pipeline"
+DEPLOYMENT_TAGS = {"pipeline": "camera"}
 
 ROUTES = {
     "sensorToCloud": f"FROM /messages/modules/{SENSOR}/outputs/temperatureOutput INTO $upstream",
@@ -64,3 +66,16 @@ def demo_manifest(
         }
     )
     return deployment
+
+
+def demo_configuration(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The fleet deployment (IoT Hub configuration) of ``manifest`` for every device tagged
+    with ``DEPLOYMENT_TAGS``."""
+    condition = " AND ".join(f"tags.{key} = '{value}'" for key, value in DEPLOYMENT_TAGS.items())
+    return {
+        "id": DEPLOYMENT_ID,
+        "content": manifest,
+        "targetCondition": condition,
+        "priority": 10,
+        "labels": {"app": "edgefleet-demo"},
+    }

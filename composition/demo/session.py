@@ -13,7 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from composition.demo.manifest import DEVICE_ID, MODEL, MODULES, demo_manifest
+from composition.demo.manifest import (
+    DEPLOYMENT_ID,
+    DEPLOYMENT_TAGS,
+    DEVICE_ID,
+    MODEL,
+    MODULES,
+    demo_configuration,
+    demo_manifest,
+)
 from composition.demo.observed import Observed
 from composition.demo.view import live_view
 from composition.processes import cli, free_port
@@ -155,7 +163,9 @@ class Demo:
                 fpga_device=str(self.data_dir / "fpga0.sock"),
             )
             (self.data_dir / "deployment.json").write_text(json.dumps(doc, indent=2) + "\n")
-            self.client.apply_configuration_content(DEVICE_ID, doc)
+            # a fleet deployment, as operators make them: every device tagged for the pipeline
+            self.client.patch_twin(DEVICE_ID, {"tags": DEPLOYMENT_TAGS})
+            self.client.put_configuration(DEPLOYMENT_ID, demo_configuration(doc))
 
     def start_agent(self) -> None:
         """The agent runs with what ``edgefleet device agent-config`` gives a device, plus the

@@ -108,7 +108,8 @@ class CameraModule:
                     if status_changed(last, block) or (
                         block != last and now - last_time >= COUNTER_REPORT_SECS
                     ):
-                        rt.report({"status": block})
+                        # short: a status report in flight must not outlast a stop
+                        rt.report({"status": block}, timeout=2.0)
                         last, last_time = block, now
                     rt.stopping.wait(0.25)
             finally:

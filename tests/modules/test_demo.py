@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from selenium.webdriver.common.by import By
 
 from edgefleet.hubclient import HubClient, HubClientError
+from tests.support.browser import chromium, screenshot, wait_for
 from tests.support.hub import edgefleet_cmd
 
 CAT_CLASSES = {281, 282, 285}
@@ -39,7 +41,7 @@ def _sensor_reported(hub: HubClient) -> dict[str, Any]:
 
 def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    args = ["demo", "--duration", "20", "--frame-interval", "1", "--json"]
+    args = ["demo", "--duration", "30", "--frame-interval", "1", "--json"]
     args += ["--data-dir", str(data_dir), "--model-dir", str(tmp_path / "models")]
     err_path = tmp_path / "demo-stderr.txt"
     with err_path.open("w") as err_file:
@@ -57,14 +59,15 @@ def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
         # the printed dashboard link signs in once, and carries no token
         link = _wait(lambda: _dashboard_link(err_path), proc, "the dashboard link")
         assert link.startswith(url + "/ui/login?code=") and token not in link
-        first = httpx.get(link, follow_redirects=False)
-        assert first.status_code == 303 and "edgefleet_ui=" in first.headers["set-cookie"]
-        assert httpx.get(link, follow_redirects=False).status_code == 401
         with HubClient(url, token) as hub:
             _wait(lambda: _sensor_reported(hub).get("SendInterval") == 1.0, proc, "the sensor")
             patch = {"properties": {"desired": {"SendInterval": 0.3}}}
             hub.patch_twin("demo-edge", patch, "simulatedSensor")
             _wait(lambda: _sensor_reported(hub).get("SendInterval") == 0.3, proc, "the patch", 60)
+        # the link signs a browser in once; the dashboard shows the demo's device, its
+        # deployment and the scoring module's live results
+        _dashboard_shows_the_demo(link, url, tmp_path / "screenshots")
+        assert httpx.get(link, follow_redirects=False).status_code == 401
         stdout, _ = proc.communicate(timeout=120)
         stderr = err_path.read_text()
     finally:
@@ -91,6 +94,27 @@ def test_demo_runs_the_pipeline_and_prints_a_summary(tmp_path: Path) -> None:
     for module in ("simulatedSensor", "camera", "scoring"):
         log = (data_dir / "agent" / "data" / "logs" / f"{module}.log").read_text()
         assert log.rstrip().endswith("stopped"), log[-500:]
+
+
+def _dashboard_shows_the_demo(link: str, url: str, shots: Path) -> None:
+    with chromium() as browser:
+        browser.get(link)
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-device='demo-edge']"))
+        row = browser.find_element(By.CSS_SELECTOR, "tr[data-device='demo-edge']").text
+        assert "camera-pipeline" in row, row
+        screenshot(browser, shots, "demo-fleet")
+        browser.get(url + "/ui/deployments")
+        wait_for(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-config='camera-pipeline']")
+        )
+        browser.get(url + "/ui/devices/demo-edge/live")
+        # the photos take turns; the result for chelsea names a cat
+        wait_for(
+            browser,
+            lambda d: "cat" in d.find_element(By.ID, "top-classes").text,
+            timeout=30,
+        )
+        screenshot(browser, shots, "demo-live")
 
 
 def _dashboard_link(stderr_file: Path) -> str:
