@@ -22,6 +22,7 @@ import edge_agent.edgehub.cli
 import edge_agent.messaging_cli
 import modules.accelerators.fpga.cli
 import modules.featurizer.cli
+import modules.featurizer.import_cli
 import modules.scoring.cli
 from edgefleet import __version__
 from edgefleet.cli_apps import app
@@ -43,6 +44,7 @@ FEATURE_CLIS = (
     edge_agent.messaging_cli,
     modules.accelerators.fpga.cli,
     modules.featurizer.cli,
+    modules.featurizer.import_cli,
     modules.scoring.cli,
 )
 

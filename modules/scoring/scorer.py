@@ -55,6 +55,9 @@ class Scorer:
 
         self.config = config
         store = ModelStore(config.model_dir)
+        kind = store.get(config.model).kind
+        if kind != "classifier":
+            raise ValueError(f"{config.model} is a {kind}: only classifiers are served")
         self.session = open_accelerator(
             config.accelerator,
             config.model,
@@ -64,7 +67,10 @@ class Scorer:
         )
         self.classifier = ImageClassifier(self.session, store, config.head)
         self._lock = threading.Lock()
-        self.name = config.model
+        manifest = self.classifier.manifest
+        self.name = manifest.name  # NAME:VERSION selects what is served; protocols see NAME
+        self.version = manifest.version
+        self.flagged = config.precision in manifest.flagged
         self.labels: list[str] = self.classifier.labels
         spec = self.classifier.manifest.preprocessing
         crop = spec.crop
