@@ -32,6 +32,9 @@ def import_cmd(
     kind: str | None = typer.Option(
         None, "--kind", help="classifier (served) or detector (stored only)."
     ),
+    max_bytes: int = typer.Option(
+        512 * 1024 * 1024, "--max-bytes", min=1, help="Largest model file accepted."
+    ),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -58,6 +61,7 @@ def import_cmd(
             layout=layout.upper() if layout else None,  # type: ignore[arg-type]
             kind=kind,  # type: ignore[arg-type]
             labels=parse_labels(labels.read_text(encoding="utf-8")) if labels else None,
+            max_bytes=max_bytes,
         )
         manifest, found = import_model(store, file, name, options, version)
     summary = {"name": manifest.name, "version": manifest.version, **found.summary()}
