@@ -11,7 +11,7 @@ SIZE = 32
 CLASSES = 4
 
 
-def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False) -> Path:
+def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False, trained: bool = True) -> Path:
     """Conv-BN-ReLU x2, global pooling, Linear: a 4-class classifier with seeded weights."""
     import torch
     from torch import nn
@@ -26,7 +26,10 @@ def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False) -> Path:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(16, CLASSES),
-    ).eval()
+    )
+    if trained:
+        _train(net, size)
+    net.eval()
     dummy = torch.randn(1, 3, size, size)
     axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
     torch.onnx.export(
@@ -34,6 +37,26 @@ def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False) -> Path:
         dynamic_axes=axes, opset_version=17, dynamo=False,
     )  # fmt: skip
     return path
+
+
+def _train(net: object, size: int, steps: int = 60) -> None:
+    """A few steps on random coloured squares, class = the dominant colour (red, green, blue)
+    or dark: a decisive classifier, as a real model is, within a second or two."""
+    import torch
+
+    assert isinstance(net, torch.nn.Module)
+    gen = torch.Generator().manual_seed(4)
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(steps):
+        colour = torch.rand(32, 3, 1, 1, generator=gen)
+        x = colour + 0.1 * torch.randn(32, 3, size, size, generator=gen)
+        rgb = colour.flatten(1)
+        target = torch.where(rgb.max(1).values < 0.3, 3, rgb.argmax(1))
+        x = (x - 0.45) / 0.225
+        loss = torch.nn.functional.cross_entropy(net(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
 
 def nhwc_graph(path: Path, size: int = SIZE, labels: list[str] | None = None) -> Path:

@@ -55,7 +55,9 @@ def expected_scores(ref: str, files: dict[str, Path], image: Path) -> np.ndarray
     """The model file run directly on the documented preprocessing: short side to
     round(size / 0.875) (area when shrinking), centre crop, (x / 255 - mean) / std."""
     key, _labels, mean, std, nhwc, softmaxed = MODELS[ref]
-    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imread(str(image))
+    assert bgr is not None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     short = round(32 / 0.875)
     size = (round(w * short / h), short) if h <= w else (short, round(h * short / w))
