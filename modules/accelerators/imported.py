@@ -227,6 +227,39 @@ def _pin_input(
     del model.graph.value_info[:]  # stale shapes would contradict the pinned input
 
 
+def _free_batch(model: onnx.ModelProto, value: onnx.ValueInfoProto) -> None:
+    """Make a batch dim fixed at 1 symbolic when the graph then runs a batch of 2 (exporters
+    often fix it; batched prediction needs it free). Graphs that bake the batch in keep it."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    first = value.type.tensor_type.shape.dim[0]
+    if not (first.HasField("dim_value") and first.dim_value == 1):
+        return
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    dims = [trial.graph.input, trial.graph.output]
+    for values in dims:
+        for v in values:
+            shape = v.type.tensor_type.shape
+            if shape.dim and shape.dim[0].HasField("dim_value") and shape.dim[0].dim_value == 1:
+                shape.dim[0].Clear()
+                shape.dim[0].dim_param = "batch"
+    feed = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        sess = ort.InferenceSession(
+            trial.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+        outs = sess.run(None, {value.name: np.zeros([2, *feed[1:]], np.float32)})
+    except Exception:  # onnxruntime raises its own types: the batch stays fixed
+        return
+    if all(o.shape[:1] == (2,) for o in outs):
+        model.CopyFrom(trial)
+
+
 def _macs_and_shapes(model: onnx.ModelProto) -> tuple[int, dict[str, list[int]]]:
     """Multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul for one image."""
     import numpy as np
@@ -301,6 +334,8 @@ def inspect_model(path: Path, options: ImportOptions) -> Inspection:
     if size[0] != size[1]:
         raise ImportRejected(f"input size {size[0]}x{size[1]}: only square inputs are served")
     _pin_input(model, value, layout, size)
+    _free_batch(model, value)
+    value = _image_input(model)
     macs, shapes = _macs_and_shapes(model)
     outputs = [
         {

@@ -26,7 +26,8 @@ def test_import_reports_what_it_found_and_keeps_versions(
     ).json()  # fmt: skip
     assert found["version"] == "1"
     assert found["input"] == {"name": "input", "layout": "NCHW", "channels": 3, "size": [32, 32]}
-    assert found["outputs"] == [{"name": "logits", "shape": [1, 4]}]
+    # torch fixed the batch at 1; the graph runs batches, so the store keeps it free
+    assert found["outputs"] == [{"name": "logits", "shape": ["batch", 4]}]
     assert found["op_counts"]["Conv"] == 2 and found["op_counts"]["Gemm"] == 1
     # conv1 3->8 3x3 (+8 BN folded into it), conv2 8->16 3x3, linear 16->4
     assert found["parameters"] == (8 * 27 + 8) + (16 * 72 + 16) + (4 * 16 + 4)
@@ -45,6 +46,11 @@ def test_import_reports_what_it_found_and_keeps_versions(
     assert rows["shapes", "2"]["current"] and not rows["shapes", "1"]["current"]
     assert rows["shapes", "1"]["precisions"] == ["fp32"] and rows["shapes", "1"]["sizes"]["fp32"]
     assert rows["shapes", "1"]["accelerators"] == ["cpu", "gpu", "fpga-emulator"]
+    photos = [str(files["images"] / f"{i:02d}.png") for i in range(3)]
+    predicted = cli("models", "predict", *photos, "--model", "shapes:1", "--accelerator", "cpu",
+                    "--model-dir", store, "--json").json()  # fmt: skip
+    assert [len(p["top"]) for p in predicted] == [4, 4, 4]
+    assert {t["label"] for t in predicted[0]["top"]} == set(LABELS)
 
     removed = cli("models", "remove", "shapes:2", "--model-dir", store, "--json").json()
     assert removed["versions"] == ["2"]
