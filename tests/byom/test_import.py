@@ -147,3 +147,16 @@ def test_labels_from_metadata_are_checked_too(files: dict[str, Path], tmp_path: 
     run = cli("models", "import", str(tmp_path / "m.onnx"), "--name", "x",
               "--model-dir", str(tmp_path / "store"))  # fmt: skip
     assert run.code == 1 and "do not match the output width" in run.err
+
+
+def test_a_detector_is_stored_but_not_served(files: dict[str, Path], tmp_path: Path) -> None:
+    from modules.scoring.scorer import Scorer, ScoringConfig
+
+    store = str(tmp_path / "store")
+    found = cli("models", "import", str(files["nhwc"]), "--name", "boxes", "--kind", "detector",
+                "--model-dir", store, "--json").json()  # fmt: skip
+    assert found["kind"] == "detector"
+    (row,) = cli("models", "list", "--model-dir", store, "--json").json()["models"]
+    assert row["kind"] == "detector" and row["heads"] == []
+    with pytest.raises(ValueError, match="only classifiers are served"):
+        Scorer(ScoringConfig(model="boxes", model_dir=store))
