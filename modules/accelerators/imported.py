@@ -51,7 +51,8 @@ class Inspection:
     width: int
     outputs: list[dict[str, Any]]
     opset: int
-    op_counts: dict[str, int]
+    op_counts: dict[str, int]  # of the graph as given
+    stored_ops: list[str]  # of the graph as stored (constants folded)
     parameters: int
     macs: int
     kind: Kind
@@ -79,6 +80,7 @@ class Inspection:
             "outputs": self.outputs,
             "opset": self.opset,
             "op_counts": dict(sorted(self.op_counts.items())),
+            "stored_ops": self.stored_ops,
             "parameters": self.parameters,
             "gmacs": round(self.macs / 1e9, 4),
             "kind": self.kind,
@@ -227,6 +229,32 @@ def _pin_input(
     del model.graph.value_info[:]  # stale shapes would contradict the pinned input
 
 
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's basic (portable) graph optimizations, as ``models build`` applies them:
+    shape arithmetic folded into constants (exporters emit it around Pad, for example),
+    BatchNormalization folded into Conv. The result is plain ONNX that every path runs."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgefleet-fold-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        opts.log_severity_level = 4
+        try:
+            ort.InferenceSession(
+                model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ImportRejected(f"onnxruntime cannot load the model: {first}") from None
+        folded = onnx.load(opts.optimized_model_filepath)
+    folded.metadata_props.extend(p for p in model.metadata_props if p not in folded.metadata_props)
+    return folded
+
+
 def _free_batch(model: onnx.ModelProto, value: onnx.ValueInfoProto) -> None:
     """Make a batch dim fixed at 1 symbolic when the graph then runs a batch of 2 (exporters
     often fix it; batched prediction needs it free). Graphs that bake the batch in keep it."""
@@ -335,6 +363,8 @@ def inspect_model(path: Path, options: ImportOptions) -> Inspection:
         raise ImportRejected(f"input size {size[0]}x{size[1]}: only square inputs are served")
     _pin_input(model, value, layout, size)
     _free_batch(model, value)
+    original_ops = dict(Counter(n.op_type for n in model.graph.node))
+    model = fold_constants(model)
     value = _image_input(model)
     macs, shapes = _macs_and_shapes(model)
     outputs = [
@@ -373,7 +403,8 @@ def inspect_model(path: Path, options: ImportOptions) -> Inspection:
         width=size[1],
         outputs=outputs,
         opset=opset,
-        op_counts=dict(Counter(n.op_type for n in model.graph.node)),
+        op_counts=original_ops,
+        stored_ops=sorted({n.op_type for n in model.graph.node}),
         parameters=parameters,
         macs=macs,
         kind=kind,

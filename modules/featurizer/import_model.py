@@ -149,7 +149,7 @@ def import_model(
             "sha256": sha256_file(Path(path)),
             "producer": f"{found.model.producer_name} {found.model.producer_version}".strip(),
             "labels": "given" if found.labels else "class ids",
-            "ops": ",".join(sorted(found.op_counts)),
+            "ops": ",".join(found.stored_ops),
         },
     )
     store.save(manifest)

@@ -1,8 +1,9 @@
 """``edgefleet models quantize``: int8 or BFP variants of an imported model, with the numerics of
 the built-in models, calibrated on one split of the user's images and judged on the other.
 
-int8: the Conv biases first absorb the mean output shift of per-channel int8 weight rounding
-(``bias_correction``, means measured on the calibration split), then onnxruntime's static QDQ
+int8: the Conv weights are rounded onto the per-channel int8 grid by GPTQ and the Conv biases
+absorb the mean output shift of that rounding (``bias_correction``; both measured on the
+calibration split), then onnxruntime's static QDQ
 quantizer (MinMax, uint8 activations, per-channel int8 weights) calibrates on the same split.
 bfp8 / other BFP formats: the FPGA emulator derives them from fp32 at load time
 (``fpga.rewrite``), so the fp32 artifact gains the calibration means in its metadata (its
@@ -83,13 +84,16 @@ class _Reader:
         pass
 
 
-def _session(model: onnx.ModelProto | Path) -> Any:
+def _session(model: onnx.ModelProto | Path, int8: bool = False) -> Any:
+    """A CPU session with the options the serving path uses (exact int8 kernels where the
+    saturating ones would lose precision), so agreement and latency are what serve gives."""
     import onnxruntime as ort
 
-    from modules.accelerators.cpu import session_options
+    from modules.accelerators.cpu import cpu_flags, int8_saturates, session_options
 
     data = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+    opts = session_options(exact_int8=int8 and int8_saturates(cpu_flags()))
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def _outputs(sess: Any, data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -129,15 +133,22 @@ def _int8(
     fp32: onnx.ModelProto, means: dict[str, Any], calib: npt.NDArray[np.float32], work: Path
 ) -> Path:
     import onnx
+    from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from modules.accelerators.bias_correction import correct_conv_biases, int8_per_channel
-    from modules.featurizer.build import _quiet
+    from modules.accelerators.bias_correction import correct_conv_biases
+    from modules.featurizer.build import GPTQ_IMAGES, _quiet
+    from modules.featurizer.gptq import gptq_int8_weights
 
     corrected = onnx.ModelProto()
     corrected.CopyFrom(fp32)
-    correct_conv_biases(corrected, means, int8_per_channel)
+    views = calib[:: max(1, len(calib) // GPTQ_IMAGES)][:GPTQ_IMAGES]
+    rounded = gptq_int8_weights(corrected, corrected.graph.input[0].name, views)
+    correct_conv_biases(corrected, means, new_weights=rounded)
+    for init in corrected.graph.initializer:  # convs the correction skipped keep GPTQ weights
+        if init.name in rounded:
+            init.CopyFrom(numpy_helper.from_array(rounded[init.name], init.name))
     src, prepped, dst = work / "corrected.onnx", work / "prepped.onnx", work / "int8.onnx"
     onnx.save(corrected, str(src))
     with _quiet():
@@ -198,7 +209,7 @@ def quantize_imported(
         say(f"quantizing to {precision}", 0, None)
         if precision == "int8":
             quantized_file = _int8(fp32, means, calib, work)
-            quantized = _session(quantized_file)
+            quantized = _session(quantized_file, int8=True)
             engine = "onnxruntime static QDQ int8"
         else:
             bfp, _report = rewrite(fp32, precision)
@@ -222,8 +233,8 @@ def quantize_imported(
         if precision == "int8":
             manifest.featurizer["int8"] = store.add_artifact(quantized_file)
             manifest.calibration["int8"] = (
-                f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, conv biases "
-                f"corrected for the int8 weight rounding; {described}"
+                f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, conv weights "
+                f"rounded by GPTQ, conv biases corrected for the int8 weight rounding; {described}"
             )
         else:
             manifest.calibration[precision] = (
