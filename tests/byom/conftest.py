@@ -30,7 +30,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "cnn": torch_cnn(root / "cnn.onnx"),
         "dynamic": torch_cnn(root / "dynamic.onnx", dynamic=True),
-        "untrained": torch_cnn(root / "untrained.onnx", trained=False),
         "nhwc": nhwc_graph(root / "nhwc.onnx", labels=COLORS),
         "labels": root / "labels.txt",
         "images": images,

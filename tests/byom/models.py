@@ -27,8 +27,7 @@ def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False, trained: bool
         nn.Flatten(),
         nn.Linear(16, CLASSES),
     )
-    if trained:
-        _train(net, size)
+    _train(net, size)
     net.eval()
     dummy = torch.randn(1, 3, size, size)
     axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
