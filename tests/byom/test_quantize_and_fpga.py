@@ -133,3 +133,12 @@ def test_fpga_emulator_loads_supported_imports_and_refuses_others(
     batch = np.zeros((1, 3, 32, 32), np.float32)
     header, payload = card.infer({"shape": [1, 3, 32, 32]}, bytearray(batch.tobytes()))
     assert np.frombuffer(payload, "<f4").size == 4
+
+
+def test_bench_featurizer_takes_an_imported_model(files: dict[str, Path], store: Path) -> None:
+    report = cli(
+        "bench", "featurizer", "--model", "shapes:1", "--precision", "fp32", "--iterations", "5",
+        "--seconds", "1", "--model-dir", str(store), "--json",
+    ).json()  # fmt: skip
+    assert report["batch1"]["p50_ms"] > 0 and report["throughput_ips_batch8"] > 0
+    assert report["accuracy"]["objects"]["inputs"] == 210
