@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.byom.models import nhwc_graph, torch_cnn
+from tests.byom.models import nhwc_graph, torch_cnns
 
 LABELS = ["circle", "square", "stripe", "blank"]
 COLORS = ["red", "green", "blue"]
@@ -27,9 +27,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         colour = tuple(int(v) for v in rng.integers(0, 255, 3))
         cv2.circle(img, centre, int(rng.integers(5, 15)), colour, -1)
         cv2.imwrite(str(images / f"{i:02d}.png"), img)
+    cnn, dynamic = torch_cnns(root / "cnn.onnx", root / "dynamic.onnx")
     return {
-        "cnn": torch_cnn(root / "cnn.onnx"),
-        "dynamic": torch_cnn(root / "dynamic.onnx", dynamic=True),
+        "cnn": cnn,
+        "dynamic": dynamic,
         "nhwc": nhwc_graph(root / "nhwc.onnx", labels=COLORS),
         "labels": root / "labels.txt",
         "images": images,

@@ -11,8 +11,9 @@ SIZE = 32
 CLASSES = 4
 
 
-def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False, trained: bool = True) -> Path:
-    """Conv-BN-ReLU x2, global pooling, Linear: a 4-class classifier with seeded weights."""
+def torch_cnns(static: Path, dynamic: Path, size: int = SIZE) -> tuple[Path, Path]:
+    """Conv-BN-ReLU, Conv-ReLU, global pooling, Linear: a 4-class classifier trained for a few
+    steps, exported twice: with a fixed input and with symbolic batch/height/width."""
     import torch
     from torch import nn
 
@@ -30,15 +31,18 @@ def torch_cnn(path: Path, size: int = SIZE, dynamic: bool = False, trained: bool
     _train(net, size)
     net.eval()
     dummy = torch.randn(1, 3, size, size)
-    axes = {"input": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
-    torch.onnx.export(
-        net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
-        dynamic_axes=axes, opset_version=17, dynamo=False,
-    )  # fmt: skip
-    return path
+    for path, axes in (
+        (static, None),
+        (dynamic, {"input": {0: "batch", 2: "height", 3: "width"}}),
+    ):
+        torch.onnx.export(
+            net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
+    return static, dynamic
 
 
-def _train(net: object, size: int, steps: int = 60) -> None:
+def _train(net: object, size: int, steps: int = 50) -> None:
     """A few steps on random coloured squares, class = the dominant colour (red, green, blue)
     or dark: a decisive classifier, as a real model is, within a second or two."""
     import torch
@@ -47,8 +51,8 @@ def _train(net: object, size: int, steps: int = 60) -> None:
     gen = torch.Generator().manual_seed(4)
     opt = torch.optim.Adam(net.parameters(), lr=0.02)
     for _ in range(steps):
-        colour = torch.rand(32, 3, 1, 1, generator=gen)
-        x = colour + 0.1 * torch.randn(32, 3, size, size, generator=gen)
+        colour = torch.rand(16, 3, 1, 1, generator=gen)
+        x = colour + 0.1 * torch.randn(16, 3, size, size, generator=gen)
         rgb = colour.flatten(1)
         target = torch.where(rgb.max(1).values < 0.3, 3, rgb.argmax(1))
         x = (x - 0.45) / 0.225
