@@ -73,8 +73,10 @@ class Scorer:
         self.flagged = config.precision in manifest.flagged
         self.labels: list[str] = self.classifier.labels
         spec = self.classifier.manifest.preprocessing
-        crop = spec.crop
-        self.input_shape = (3, crop, crop) if spec.layout == "NCHW" else (crop, crop, 3)
+        crop, channels = spec.crop, spec.channels
+        self.input_shape = (
+            (channels, crop, crop) if spec.layout == "NCHW" else (crop, crop, channels)
+        )
         self.feature_dim = self.classifier.manifest.feature_dim
 
     def preprocess(self, image: bytes) -> npt.NDArray[np.float32]:

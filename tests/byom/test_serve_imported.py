@@ -108,3 +108,44 @@ def test_every_protocol_answers_with_the_models_labels_and_preprocessing(
     out = response.outputs["scores"]
     assert [d.size for d in out.tensor_shape.dim] == [1, len(labels)]
     np.testing.assert_allclose(np.frombuffer(out.tensor_content, "<f4"), want, atol=1e-4)
+
+
+def _gray_graph(path: Path) -> Path:
+    """A 1-channel NCHW classifier: GlobalAveragePool -> Flatten -> Gemm to 2 classes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["gray"], ["gap"]),
+            helper.make_node("Flatten", ["gap"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w"], ["logits"]),
+        ],
+        "gray",
+        [helper.make_tensor_value_info("gray", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.array([[1.0, -1.0]], np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_gray_model_gets_luma_images_and_one_channel_tensors(tmp_path: Path) -> None:
+    """Class 0 when the mean normalized luma is positive (bright), class 1 when dark."""
+    from modules.scoring.core import ServingCore
+    from modules.scoring.keys import Keys
+    from modules.scoring.scorer import Scorer, ScoringConfig
+
+    store = str(tmp_path / "store")
+    run = cli("models", "import", str(_gray_graph(tmp_path / "g.onnx")), "--name", "gray",
+              "--mean", "0.5", "--std", "0.25", "--model-dir", store)  # fmt: skip
+    assert run.code == 0, run.err
+    scorer = Scorer(ScoringConfig(model="gray", model_dir=store))
+    core = ServingCore(scorer, Keys.parse(None))
+    assert scorer.input_shape == (1, 28, 28)
+    for value, expected in ((230, 0), (20, 1)):
+        image = cv2.imencode(".png", np.full((40, 50, 3), value, np.uint8))[1].tobytes()
+        assert int(core.infer_image(image)["scores"].argmax()) == expected
+    assert int(core.infer_tensor(np.full((1, 28, 28, 1), -1, np.float32))["scores"].argmax()) == 1
