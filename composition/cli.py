@@ -23,6 +23,7 @@ import edge_agent.edgehub.cli
 import edge_agent.messaging_cli
 import modules.accelerators.fpga.cli
 import modules.featurizer.cli
+import modules.featurizer.import_cli
 import modules.packaging.cli
 import modules.scoring.cli
 from edgefleet import __version__
@@ -47,6 +48,7 @@ FEATURE_CLIS = (
     modules.accelerators.fpga.cli,
     modules.featurizer.cli,
     modules.packaging.cli,
+    modules.featurizer.import_cli,
     modules.scoring.cli,
 )
 

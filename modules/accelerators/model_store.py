@@ -4,6 +4,9 @@ Layout under the store root (``default_model_dir()``)::
 
     blobs/<sha256>.<ext>        every artifact, named by the sha256 of its bytes
     manifests/<name>.json       one ``ModelManifest`` per model (the current version)
+    versions/<name>/<ver>.json  every kept version of an imported model (``models import``)
+
+A model reference is ``NAME`` (the current version) or ``NAME:VERSION``.
 
 A manifest names its artifacts by path (relative to the root) and sha256, so a reader can check
 integrity before loading (``ModelStore.artifact_path(..., verify=True)``). Artifacts are immutable;
@@ -73,6 +76,7 @@ class Preprocessing(BaseModel):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: Literal["RGB", "BGR"] = "RGB"
+    channels: Literal[1, 3] = 3  # 1: gray (luma of RGB), normalized with mean[0] / std[0]
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     interpolation: Literal["area", "linear", "cubic"] = "linear"  # enlarging; shrinking uses area
 
@@ -110,6 +114,12 @@ class ModelManifest(BaseModel):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     featurizer_macs: int = 0  # multiply-accumulates per image (batch 1)
     calibration: dict[str, str] = Field(default_factory=dict)  # precision -> how it was calibrated
+    origin: Literal["built", "imported"] = "built"
+    kind: Literal["classifier", "detector"] = "classifier"
+    # precision -> top-1 agreement with fp32 on held-out images (``models quantize``)
+    agreement: dict[str, float] = Field(default_factory=dict)
+    flagged: list[str] = Field(default_factory=list)  # precisions below the agreement threshold
+    source: dict[str, str] = Field(default_factory=dict)  # where an imported model came from
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @computed_field  # type: ignore[prop-decorator]
@@ -117,6 +127,14 @@ class ModelManifest(BaseModel):
     def precisions(self) -> list[str]:
         """The featurizer precision variants available (written into the JSON too)."""
         return sorted(self.featurizer)
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME`` -> (NAME, None); ``NAME:VERSION`` -> (NAME, VERSION)."""
+    name, sep, version = ref.partition(":")
+    if not name or (sep and not version) or "/" in ref or "\\" in ref or ref.startswith("."):
+        raise StoreError(f"bad model reference {ref!r}: expected NAME or NAME:VERSION")
+    return name, (version or None)
 
 
 def sha256_file(path: Path) -> str:
@@ -160,12 +178,64 @@ class ModelStore:
             if tmp.exists():
                 tmp.unlink()
 
-    def save(self, manifest: ModelManifest) -> Path:
-        """Write (atomically replace) the manifest of ``manifest.name``."""
+    def save(self, manifest: ModelManifest, current: bool = True) -> Path:
+        """Write (atomically replace) the manifest of ``manifest.name``. An imported model's
+        manifest is also kept under its version; ``current=False`` writes only that copy."""
+        text = manifest.model_dump_json(indent=2)
         target = self.root / "manifests" / f"{manifest.name}.json"
+        if manifest.origin == "imported":
+            kept = self.root / "versions" / manifest.name / f"{manifest.version}.json"
+            atomic_write_text(kept, text, mode=0o644)
+            if not current:
+                return kept
         # readable by modules that run under another uid (containers), like the blobs
-        atomic_write_text(target, manifest.model_dump_json(indent=2), mode=0o644)
+        atomic_write_text(target, text, mode=0o644)
         return target
+
+    def remove(self, ref: str) -> list[str]:
+        """Remove ``NAME`` (every version) or ``NAME:VERSION``; another kept version becomes
+        current when the current one goes. Unreferenced blobs are deleted. Returns the
+        versions removed."""
+        name, version = split_ref(ref)
+        kept = self.versions(name)
+        if version is None:
+            self.get(name)
+            gone = kept or [self.get(name).version]
+        elif version in kept:
+            gone = [version]
+        else:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r} (kept: {', '.join(kept) or 'none'})"
+            )
+        for ver in gone:
+            (self.root / "versions" / name / f"{ver}.json").unlink(missing_ok=True)
+        rest = [v for v in kept if v not in gone]
+        current = self.root / "manifests" / f"{name}.json"
+        if current.is_file() and self.get(name).version in gone:
+            if rest:
+                self.save(self.get(f"{name}:{rest[-1]}"))
+            else:
+                current.unlink()
+        if not rest:
+            shutil.rmtree(self.root / "versions" / name, ignore_errors=True)
+        self.collect_garbage()
+        return gone
+
+    def collect_garbage(self) -> int:
+        """Delete blobs that no manifest (current or kept version) names; return how many."""
+        used: set[str] = set()
+        files = list((self.root / "manifests").glob("*.json"))
+        files += list((self.root / "versions").glob("*/*.json"))
+        for path in files:
+            manifest = ModelManifest.model_validate(json.loads(path.read_text()))
+            used.update(a.file for a in manifest.featurizer.values())
+            used.update(h.artifact.file for h in manifest.heads.values())
+        removed = 0
+        for blob in (self.root / "blobs").glob("*"):
+            if blob.is_file() and f"blobs/{blob.name}" not in used:
+                blob.unlink()
+                removed += 1
+        return removed
 
     # -- reading ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -177,17 +247,48 @@ class ModelStore:
     def manifests(self) -> list[ModelManifest]:
         return [self.get(n) for n in self.names()]
 
-    def has(self, name: str) -> bool:
-        return (self.root / "manifests" / f"{name}.json").is_file()
+    def has(self, ref: str) -> bool:
+        return self._manifest_path(ref).is_file()
 
-    def get(self, name: str) -> ModelManifest:
-        path = self.root / "manifests" / f"{name}.json"
+    def versions(self, name: str) -> list[str]:
+        """The kept versions of an imported model, oldest first (empty for a built one)."""
+        vdir = self.root / "versions" / name
+        if not vdir.is_dir():
+            return []
+        found = [
+            ModelManifest.model_validate(json.loads(p.read_text())) for p in vdir.glob("*.json")
+        ]
+        return [m.version for m in sorted(found, key=lambda m: (m.created_at, m.version))]
+
+    def _manifest_path(self, ref: str) -> Path:
+        name, version = split_ref(ref)
+        if version is None:
+            return self.root / "manifests" / f"{name}.json"
+        return self.root / "versions" / name / f"{version}.json"
+
+    def get(self, ref: str) -> ModelManifest:
+        """The manifest of ``NAME`` (current version) or ``NAME:VERSION``."""
+        path = self._manifest_path(ref)
+        name, version = split_ref(ref)
+        current = self.root / "manifests" / f"{name}.json"
+        if not path.is_file() and current.is_file():
+            manifest = self._read(current)
+            if manifest.version == version:  # a built model named with its one version
+                return manifest
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r} "
+                f"(kept: {', '.join(self.versions(name)) or manifest.version})"
+            )
         if not path.is_file():
             known = ", ".join(self.names()) or "none"
             raise ModelNotFoundError(
                 f"model {name!r} is not in the store at {self.root} (built: {known}); "
                 f"run `edgefleet models build {name}`"
             )
+        return self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> ModelManifest:
         try:
             return ModelManifest.model_validate(json.loads(path.read_text()))
         except ValueError as exc:

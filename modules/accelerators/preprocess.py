@@ -83,9 +83,15 @@ def normalize(crop: npt.NDArray[np.uint8], spec: Preprocessing) -> npt.NDArray[n
     """HxWx3 uint8 RGB -> 3xHxW (or HxWx3) float32 in the model's normalization."""
     import numpy as np
 
+    if spec.channels == 1:
+        import cv2
+
+        crop = np.asarray(
+            cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)[:, :, None], np.uint8
+        )
     x = crop.astype(np.float32) * np.float32(spec.scale)
-    x -= np.asarray(spec.mean, dtype=np.float32)
-    x /= np.asarray(spec.std, dtype=np.float32)
+    x -= np.asarray(spec.mean[: spec.channels], dtype=np.float32)
+    x /= np.asarray(spec.std[: spec.channels], dtype=np.float32)
     if spec.channel_order == "BGR":
         x = x[:, :, ::-1]
     if spec.layout == "NCHW":

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from modules.accelerators.model_store import ModelStore
+from modules.accelerators.model_store import ModelManifest, ModelStore
 from modules.accelerators.session import AcceleratorError, FeaturizerSession
 
 ACCELERATORS = ("auto", "cpu", "gpu", "fpga-emulator")
@@ -68,3 +68,19 @@ def open_accelerator(
         )
         return session
     raise AcceleratorError(f"unknown accelerator {name!r}; choose one of {', '.join(ACCELERATORS)}")
+
+
+def runnable_on(manifest: ModelManifest) -> list[str]:
+    """The accelerators that can open ``manifest`` as stored (the GPU when one is present)."""
+    from modules.accelerators.fpga.ops import unsupported_ops
+    from modules.accelerators.fpga.server import supported_name
+
+    found = ["cpu"] if {"fp32", "int8"} & set(manifest.featurizer) else []
+    found.append("gpu")
+    if manifest.origin == "imported":
+        ops = [("", op) for op in manifest.source.get("ops", "").split(",") if op]
+        if ops and not unsupported_ops(ops):
+            found.append("fpga-emulator")
+    elif supported_name(manifest.name):
+        found.append("fpga-emulator")
+    return found

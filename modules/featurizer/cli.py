@@ -98,20 +98,33 @@ def list_models(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Models in the store (and the ones that can be built)."""
+    from modules.accelerators.select import runnable_on
     from modules.featurizer.build import SPECS
 
     store = open_store(model_dir)
     with clear_errors():
-        manifests = store.manifests()
+        manifests = []
+        currents = {}
+        for current in store.manifests():
+            currents[current.name] = current.version
+            kept = store.versions(current.name)
+            manifests += [store.get(f"{current.name}:{v}") for v in kept] if kept else [current]
     rows = [
         {
             "name": m.name,
             "version": m.version,
+            "current": currents.get(m.name) == m.version,
+            "origin": m.origin,
+            "kind": m.kind,
             "architecture": m.architecture,
             "synthetic_weights": m.synthetic_weights,
             "feature_dim": m.feature_dim,
             "featurizer_gmacs": round(m.featurizer_macs / 1e9, 3),
             "precisions": m.precisions,
+            "sizes": {p: a.size for p, a in sorted(m.featurizer.items())},
+            "agreement": m.agreement,
+            "flagged": m.flagged,
+            "accelerators": runnable_on(m),
             "heads": sorted(m.heads),
         }
         for m in manifests
@@ -127,21 +140,37 @@ def list_models(
     from rich.table import Table
 
     table = Table(title=f"models in {store.root}")
-    for col in ("name", "weights", "dim", "GMACs", "precisions", "heads"):
+    for col in ("name", "version", "weights", "GMACs", "precisions (size, agreement)", "runs on"):
         table.add_column(col)
     for r in rows:
+        sizes = [
+            f"{p} {_size(r['sizes'][p])}"
+            + (f" {r['agreement'][p]:.1%}" if p in r["agreement"] else "")
+            + (" FLAGGED" if p in r["flagged"] else "")
+            for p in r["precisions"]
+        ]
+        sizes += [
+            f"{p} {a:.1%}" + (" FLAGGED" if p in r["flagged"] else "")
+            for p, a in r["agreement"].items()
+            if p not in r["sizes"]
+        ]
+        weights = "imported" if r["origin"] == "imported" else "real"
         table.add_row(
             r["name"],
-            "SYNTHETIC" if r["synthetic_weights"] else "real",
-            str(r["feature_dim"]),
+            r["version"] + (" *" if r["current"] else ""),
+            "SYNTHETIC" if r["synthetic_weights"] else weights,
             str(r["featurizer_gmacs"]),
-            ",".join(r["precisions"]),
-            ",".join(r["heads"]),
+            "; ".join(sizes),
+            ",".join(r["accelerators"]),
         )
-    Console().print(table)
+    Console(width=160).print(table)
     missing = sorted(set(SPECS) - {r["name"] for r in rows})
     if missing:
         typer.echo(f"not built yet: {', '.join(missing)} (edgefleet models build NAME)")
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
 @models_app.command("verify")

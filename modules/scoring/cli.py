@@ -86,6 +86,12 @@ def serve(
         fail(f"cannot open {model} on {accelerator}: {exc}")
     if scorer.session.notice:
         typer.echo(f"warning: {scorer.session.notice}", err=True)
+    if scorer.flagged:
+        typer.echo(
+            f"warning: {model} {scorer.config.precision} agreed with fp32 on fewer held-out "
+            "images than the threshold when it was quantized (see `edgefleet models list`)",
+            err=True,
+        )
     try:
         core = ServingCore(scorer, Keys.parse(keys), Limits(workers, queue, max_image_bytes))
         servers = Servers(core, listen)

@@ -165,7 +165,7 @@ class ServingCore:
     def infer_tensor(
         self, tensor: npt.NDArray[Any], outputs: Sequence[str] = ()
     ) -> dict[str, npt.NDArray[np.float32]]:
-        """A preprocessed float32 batch of one, [1, 3, H, W] or [1, H, W, 3] -> outputs."""
+        """A preprocessed float32 batch of one, [1, C, H, W] or [1, H, W, C] -> outputs."""
         import numpy as np
 
         wanted = self.select_outputs(outputs)
@@ -180,8 +180,9 @@ class ServingCore:
         if tensor.dtype != np.float32:
             raise InvalidInput(f"tensor input must be float32, got {tensor.dtype}")
         own = tuple(self.model.input_shape)
-        channels_first = own[0] == 3
-        other = (own[1], own[2], 3) if channels_first else (3, own[0], own[1])
+        channels_first = own[0] <= own[-1]  # (C, H, W) with C in 1, 3; images are wider
+        channels = own[0] if channels_first else own[-1]
+        other = (own[1], own[2], channels) if channels_first else (channels, own[0], own[1])
         shape = tuple(tensor.shape)
         if shape == (1, *own):
             out = tensor

@@ -55,6 +55,9 @@ class Scorer:
 
         self.config = config
         store = ModelStore(config.model_dir)
+        kind = store.get(config.model).kind
+        if kind != "classifier":
+            raise ValueError(f"{config.model} is a {kind}: only classifiers are served")
         self.session = open_accelerator(
             config.accelerator,
             config.model,
@@ -64,11 +67,16 @@ class Scorer:
         )
         self.classifier = ImageClassifier(self.session, store, config.head)
         self._lock = threading.Lock()
-        self.name = config.model
+        manifest = self.classifier.manifest
+        self.name = manifest.name  # NAME:VERSION selects what is served; protocols see NAME
+        self.version = manifest.version
+        self.flagged = config.precision in manifest.flagged
         self.labels: list[str] = self.classifier.labels
         spec = self.classifier.manifest.preprocessing
-        crop = spec.crop
-        self.input_shape = (3, crop, crop) if spec.layout == "NCHW" else (crop, crop, 3)
+        crop, channels = spec.crop, spec.channels
+        self.input_shape = (
+            (channels, crop, crop) if spec.layout == "NCHW" else (crop, crop, channels)
+        )
         self.feature_dim = self.classifier.manifest.feature_dim
 
     def preprocess(self, image: bytes) -> npt.NDArray[np.float32]:

@@ -131,7 +131,7 @@ class EmulatedCard:
 
     # -- load ----------------------------------------------------------------------------------
     def load(self, model: str, precision: str) -> dict[str, Any]:
-        canonical = supported_name(model)
+        canonical = supported_name(model) or self._imported(model)
         if canonical is None:
             self.counters.refused += 1
             raise DeviceError(
@@ -151,6 +151,30 @@ class EmulatedCard:
                 return self._load_locked(canonical, precision)
             finally:
                 self.busy = ""
+
+    def _imported(self, ref: str) -> str | None:
+        """``ref`` when it names an imported model whose operators the card runs; raises
+        ``unsupported_ops`` (naming them) when it has others; None when it is not imported."""
+        import onnx
+
+        from modules.accelerators.fpga.ops import unsupported_ops
+
+        try:
+            manifest = self.store.get(ref)
+            if manifest.origin != "imported":
+                return None
+            graph = onnx.load(str(self.store.featurizer_path(ref, "fp32")))
+        except (StoreError, OSError):
+            return None
+        bad = unsupported_ops((n.domain, n.op_type) for n in graph.graph.node)
+        if bad:
+            self.counters.refused += 1
+            raise DeviceError(
+                "unsupported_ops",
+                f"{ref} uses operators the {self.config.name} card does not run: "
+                f"{', '.join(bad)} (see docs/models.md for the supported set)",
+            )
+        return ref
 
     def _load_locked(self, model: str, precision: str) -> dict[str, Any]:
         import onnx

@@ -1,0 +1,150 @@
+"""`edgefleet models import | remove | quantize`: bring-your-own ONNX image models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from edgefleet.cli_apps import models_app
+from modules.featurizer.cli import MODEL_DIR_HELP, clear_errors, open_store
+
+
+@models_app.command("import")
+def import_cmd(
+    file: Path = typer.Argument(..., help="The ONNX model file."),
+    name: str = typer.Option(..., "--name", help="Store name (lowercase, digits, . _ -)."),
+    version: str | None = typer.Option(
+        None, "--version", help="Version (default: the next number); required for a new one."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Class names, one per line (or a JSON list)."
+    ),
+    input_size: str | None = typer.Option(
+        None, "--input-size", help="HxW, e.g. 224x224 (needed when the graph's size is dynamic)."
+    ),
+    mean: str | None = typer.Option(
+        None, "--mean", help="Per-channel mean in 0..1 pixel units (default: ImageNet's)."
+    ),
+    std: str | None = typer.Option(None, "--std", help="Per-channel std (default: ImageNet's)."),
+    layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC (default: guessed)."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="classifier (served) or detector (stored only)."
+    ),
+    max_bytes: int = typer.Option(
+        512 * 1024 * 1024, "--max-bytes", min=1, help="Largest model file accepted."
+    ),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check an ONNX image model and add it to the model store (versions are kept)."""
+    from modules.accelerators.imported import (
+        ImportOptions,
+        ImportRejected,
+        parse_floats,
+        parse_labels,
+        parse_size,
+    )
+    from modules.featurizer.import_model import import_model
+
+    store = open_store(model_dir)
+    with clear_errors():
+        if layout is not None and layout.upper() not in ("NCHW", "NHWC"):
+            raise ImportRejected(f"--layout {layout!r}: expected NCHW or NHWC")
+        if kind is not None and kind not in ("classifier", "detector"):
+            raise ImportRejected(f"--kind {kind!r}: expected classifier or detector")
+        options = ImportOptions(
+            input_size=parse_size(input_size) if input_size else None,
+            mean=parse_floats(mean, "--mean") if mean else None,
+            std=parse_floats(std, "--std") if std else None,
+            layout=layout.upper() if layout else None,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            labels=parse_labels(labels.read_text(encoding="utf-8")) if labels else None,
+            max_bytes=max_bytes,
+        )
+        manifest, found = import_model(store, file, name, options, version)
+    summary = {"name": manifest.name, "version": manifest.version, **found.summary()}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    info = summary["input"]
+    typer.echo(f"imported {manifest.name}:{manifest.version} ({manifest.kind}) into {store.root}")
+    typer.echo(
+        f"  input: {info['name']} {info['layout']} {info['channels']}x"
+        f"{info['size'][0]}x{info['size'][1]}, mean {summary['mean']}, std {summary['std']}"
+    )
+    for out in summary["outputs"]:
+        typer.echo(f"  output: {out['name']} {out['shape']}")
+    ops = ", ".join(f"{k} {v}" for k, v in summary["op_counts"].items())
+    typer.echo(f"  opset {summary['opset']}; ops: {ops}")
+    typer.echo(f"  parameters: {summary['parameters']:,}; {summary['gmacs']} GMACs")
+    if manifest.kind == "classifier":
+        typer.echo(f"  classes: {summary['classes']} (labels: {summary['labels']})")
+    else:
+        typer.echo("  detectors are stored but not served yet")
+
+
+@models_app.command("remove")
+def remove_cmd(
+    ref: str = typer.Argument(..., help="NAME (every version) or NAME:VERSION."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove a model (or one version) and the artifacts nothing else uses."""
+    store = open_store(model_dir)
+    with clear_errors():
+        gone = store.remove(ref)
+    if as_json:
+        typer.echo(json.dumps({"removed": ref, "versions": gone}))
+    else:
+        typer.echo(f"removed {ref} (versions: {', '.join(gone)})")
+
+
+@models_app.command("quantize")
+def quantize_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME:VERSION of an imported model."),
+    calibration: Path = typer.Option(..., "--calibration", help="Directory of images."),
+    precision: str = typer.Option("int8", "--precision", help="int8 or bfp8."),
+    holdout: float = typer.Option(
+        0.2, "--holdout", min=0.05, max=0.9, help="Share of images held out for agreement."
+    ),
+    threshold: float = typer.Option(
+        0.98, "--threshold", min=0.0, max=1.0, help="Agreement below this flags the precision."
+    ),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Quantize an imported model on calibration images; report agreement and latency."""
+    from rich.progress import Progress
+
+    from modules.featurizer.quantize_imported import quantize_imported
+
+    store = open_store(model_dir)
+    with clear_errors(), Progress(disable=as_json, transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+
+        def progress(step: str, done: int, total: int | None) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        report = quantize_imported(
+            store, ref, calibration, precision, holdout, threshold, progress=progress
+        )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(
+        f"{report['model']} {precision}: top-1 agreement with fp32 "
+        f"{report['top1_agreement_with_fp32']:.2%} on {report['holdout_images']} held-out images "
+        f"(calibrated on {report['calibration_images']})"
+    )
+    typer.echo(
+        f"  latency per image: fp32 {report['fp32_ms']:.2f} ms, {precision} "
+        f"{report['quantized_ms']:.2f} ms ({report['engine']})"
+    )
+    if report["flagged"]:
+        typer.echo(
+            f"warning: agreement is below {threshold:.0%}: {precision} is stored but flagged "
+            "(serve warns when asked for it)",
+            err=True,
+        )

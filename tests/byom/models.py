@@ -1,0 +1,100 @@
+"""Small image models the tests make themselves: a PyTorch CNN (NCHW, exported with
+torch.onnx.export) and a Keras/TF-style NHWC graph written with onnx.helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SIZE = 32
+CLASSES = 4
+
+
+def torch_cnns(static: Path, dynamic: Path, size: int = SIZE) -> tuple[Path, Path]:
+    """Conv-BN-ReLU, Conv-ReLU, global pooling, Linear: a 4-class classifier trained for a few
+    steps, exported twice: with a fixed input and with symbolic batch/height/width."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, CLASSES),
+    )
+    _train(net, size)
+    net.eval()
+    dummy = torch.randn(1, 3, size, size)
+    for path, axes in (
+        (static, None),
+        (dynamic, {"input": {0: "batch", 2: "height", 3: "width"}}),
+    ):
+        torch.onnx.export(
+            net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
+    return static, dynamic
+
+
+def _train(net: object, size: int, steps: int = 50) -> None:
+    """A few steps on random coloured squares, class = the dominant colour (red, green, blue)
+    or dark: a decisive classifier, as a real model is, within a second or two."""
+    import torch
+
+    assert isinstance(net, torch.nn.Module)
+    gen = torch.Generator().manual_seed(4)
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(steps):
+        colour = torch.rand(16, 3, 1, 1, generator=gen)
+        x = colour + 0.1 * torch.randn(16, 3, size, size, generator=gen)
+        rgb = colour.flatten(1)
+        target = torch.where(rgb.max(1).values < 0.3, 3, rgb.argmax(1))
+        x = (x - 0.45) / 0.225
+        loss = torch.nn.functional.cross_entropy(net(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def nhwc_graph(path: Path, size: int = SIZE, labels: list[str] | None = None) -> Path:
+    """NHWC input -> Transpose -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm ->
+    Softmax, as TF/Keras converters emit; labels, mean and std in metadata_props."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.3, (6, 3, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, 6).astype(np.float32)
+    fc = rng.normal(0, 0.5, (6, 3)).astype(np.float32)
+    fcb = np.zeros(3, np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "keras_style",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fc, "fc"), (fcb, "fcb"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    meta = {"mean": "0.5,0.5,0.5", "std": "0.5,0.5,0.5"}
+    if labels:
+        meta["labels"] = "\n".join(labels)
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
