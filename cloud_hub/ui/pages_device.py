@@ -1,9 +1,10 @@
 """The device page: identity and keys, the twin, editing tags and desired properties, the edge
-modules table (live), module restart, direct methods, and the live telemetry view."""
+modules table (live), module restart and logs, direct methods, and the live telemetry view."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -264,6 +265,78 @@ async def restart_module(
     }
     status, result = await _invoke(request, device_id, AGENT, body)
     return _method_answer(request, user, device_id, status, result)
+
+
+MAX_LOG_TAIL = 1000
+
+
+def log_lines(result: Any) -> list[dict[str, str]]:
+    """The records of a ``getModuleLogs`` answer (IoT Edge's JSON content type), oldest first."""
+    payload = result.get("payload") if isinstance(result, dict) else None
+    lines: list[dict[str, str]] = []
+    for item in payload if isinstance(payload, list) else []:
+        records = item.get("payload") if isinstance(item, dict) else None
+        for record in records if isinstance(records, list) else []:
+            if isinstance(record, dict):
+                lines.append(
+                    {
+                        "timestamp": str(record.get("timestamp", "")),
+                        "stream": str(record.get("stream", "")),
+                        "content": str(record.get("content", "")),
+                    }
+                )
+    return lines
+
+
+@router.get("/{device_id}/modules/{module_id}/logs")
+async def module_logs(
+    request: Request,
+    device_id: str,
+    module_id: str,
+    tail: int = 100,
+    follow: bool = False,
+    user: UiUser = Depends(current_user),
+) -> Response:
+    """The last ``tail`` lines of a module's log through ``$edgeAgent``'s ``getModuleLogs``; with
+    ``follow`` the fragment fetches itself again every two seconds."""
+    user.need(SCOPE_REGISTRY_WRITE)  # a direct method call, as the REST API scopes them
+    tail = max(1, min(tail, MAX_LOG_TAIL))
+    body = {
+        "methodName": "getModuleLogs",
+        "payload": {
+            "schemaVersion": "1.0",
+            "items": [{"id": re.escape(module_id), "filter": {"tail": tail}}],
+            "encoding": "none",
+            "contentType": "json",
+        },
+        "responseTimeoutInSeconds": 15,
+    }
+    status, result = await _invoke(request, device_id, AGENT, body)
+    method_status = result.get("status", status) if isinstance(result, dict) else status
+    error = None
+    if status >= 300 or not isinstance(method_status, int) or method_status >= 300:
+        error = _log_error(status, result)
+    return render(
+        request,
+        "_module_logs.html",
+        user,
+        device_id=device_id,
+        module_id=module_id,
+        tail=tail,
+        follow=follow,
+        lines=log_lines(result) if error is None else [],
+        error=error,
+    )
+
+
+def _log_error(status: int, result: Any) -> str:
+    if isinstance(result, dict):
+        payload = result.get("payload")
+        if isinstance(payload, dict) and payload.get("message"):
+            return str(payload["message"])
+        if result.get("Message") or result.get("message"):
+            return str(result.get("Message") or result.get("message"))
+    return f"the device answered with status {status}"
 
 
 def _last_seq(hub: Hub, device_id: str) -> int:

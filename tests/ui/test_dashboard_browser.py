@@ -280,6 +280,15 @@ def test_edge_modules_live_restart_and_direct_method(
 
     def answer(req: MethodRequest) -> MethodResponse:
         calls.append((req.name, req.payload))
+        if req.name == "getModuleLogs":  # IoT Edge's answer: a line more at every call
+            lines = sum(1 for name, _ in calls if name == "getModuleLogs")
+            records = [
+                {"timestamp": "2026-01-01T00:00:00Z", "stream": "stdout", "content": f"line {n}"}
+                for n in range(1, lines + 1)
+            ]
+            return MethodResponse.create_from_method_request(
+                req, 200, [{"id": "app", "payload": records}]
+            )
         return MethodResponse.create_from_method_request(req, 200, {"ok": req.name})
 
     device = device_client(hub, "edge-live", tmp_path)
@@ -311,6 +320,15 @@ def test_edge_modules_live_restart_and_direct_method(
         browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app'] button").click()
         wait_for(browser, lambda d: "restartModule" in d.find_element(By.ID, "module-action").text)
         assert ("restartModule", {"schemaVersion": "1.0", "id": "app"}) in calls
+
+        # the module's log through getModuleLogs, then followed: new lines appear by themselves
+        row = browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app']")
+        row.find_element(By.CSS_SELECTOR, "button.logs").click()
+        wait_for(browser, lambda d: "line 1" in d.find_element(By.ID, "module-logs").text)
+        asked = [p for name, p in calls if name == "getModuleLogs"][0]
+        assert asked["items"] == [{"id": "app", "filter": {"tail": 100}}]
+        browser.find_element(By.CSS_SELECTOR, "#module-logs input[name=follow]").click()
+        wait_for(browser, lambda d: "line 3" in d.find_element(By.ID, "module-logs").text)
 
         form = browser.find_element(By.CSS_SELECTOR, ".method-form")
         form.find_element(By.NAME, "method").send_keys("echo")
@@ -373,6 +391,8 @@ def test_read_only_token_and_csrf(hub: RunningHub, browser: Any, shots: Path) ->
         assert pause.status_code == 403
         rotate = http.post("/ui/devices/cam-1/rotate", data={"csrf": token, "which": "primary"})
         assert rotate.status_code == 403
+        # module logs come through a direct method: refused without the scope methods need
+        assert http.get("/ui/devices/cam-1/modules/app/logs").status_code == 403
     # a narrow window still reads
     browser.set_window_size(420, 800)
     try:
