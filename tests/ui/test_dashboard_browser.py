@@ -353,6 +353,58 @@ def test_edge_modules_live_restart_and_direct_method(
         device.shutdown()
 
 
+UNLABELLED = """
+return Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, a[href]')).filter(function (el) {
+  if (el.tagName === 'BUTTON' || el.tagName === 'A')
+    return !(el.textContent.trim() || el.getAttribute('aria-label') || el.title);
+  if (el.labels && el.labels.length) return false;
+  return !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby'));
+}).map(function (el) { return el.outerHTML.slice(0, 160); });
+"""
+
+
+def test_every_control_is_labelled_and_the_main_actions_work_from_the_keyboard(
+    hub: RunningHub, browser: Any
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    pages = ["/ui", "/ui/devices/cam-1", "/ui/devices/cam-1/live", "/ui/deployments"]
+    pages += ["/ui/deployments/new", "/ui/deployments/monitor"]
+    for page in pages:
+        browser.get(hub.url + page)
+        wait_for(browser, lambda d: d.find_elements(By.ID, "main"))
+        assert browser.execute_script(UNLABELLED) == [], page
+
+    def focused(d: Any) -> Any:
+        return d.switch_to.active_element
+
+    def tab_to(element_id: str, presses: int = 40) -> None:
+        for _ in range(presses):
+            if focused(browser).get_attribute("id") == element_id:
+                return
+            focused(browser).send_keys(Keys.TAB)
+        raise AssertionError(f"#{element_id} is not reachable with Tab")
+
+    # the fleet filter: Tab to it from the top of the page, type a query, Enter
+    browser.get(hub.url + "/ui")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "fleet-table"))
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    tab_to("q")
+    focused(browser).send_keys("deviceId = 'cam-1'", Keys.ENTER)
+    wait_for(browser, lambda d: "q=" in d.current_url)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#fleet-table tbody tr[data-device]")
+    assert [r.get_attribute("data-device") for r in rows] == ["cam-1"]
+    # sign out and in again without a mouse
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    tab_to("sign-out")
+    focused(browser).send_keys(Keys.ENTER)
+    wait_for(browser, lambda d: "/ui/login" in d.current_url)
+    wait_for(browser, lambda d: focused(d).get_attribute("id") == "token")  # autofocus
+    focused(browser).send_keys(hub.token, Keys.ENTER)
+    wait_for(browser, lambda d: d.find_elements(By.ID, "sign-out"))
+
+
 def test_read_only_token_and_csrf(hub: RunningHub, browser: Any, shots: Path) -> None:
     # a write without the session's CSRF token is refused, even with a valid session
     with session_http(hub, browser) as http:
