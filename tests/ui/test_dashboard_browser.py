@@ -260,6 +260,18 @@ def test_live_results_stream(hub: RunningHub, browser: Any, shots: Path, tmp_pat
             "machine.temperature"
         )
         wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart canvas"))
+        # a camera thumbnail (a JPEG message, as the camera module sends them) is shown
+        from edgefleet.protocol import Message
+        from modules.camera.frames import jpeg_frame
+
+        thumbnail = Message(data=jpeg_frame("chelsea", quality=40), content_type="image/jpeg")
+        thumbnail.custom_properties.update({"label": "tiger cat", "score": "0.6200"})
+        device.send_message(thumbnail)
+        wait_for(browser, lambda d: d.find_element(By.ID, "thumbnail").get_attribute("src"))
+        image = browser.find_element(By.ID, "thumbnail")
+        assert image.get_attribute("src").startswith("data:image/jpeg;base64,/9j/")
+        assert browser.execute_script("return arguments[0].naturalWidth", image) == 451
+        assert "tiger cat" in browser.find_element(By.ID, "thumb-caption").text
         screenshot(browser, shots, "live", DOCS_IMAGES)
     finally:
         device.shutdown()

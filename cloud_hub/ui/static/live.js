@@ -31,10 +31,31 @@
   }
   function cell(row, text) { var td = row.insertCell(); td.textContent = text; return td; }
 
-  function showResult(doc, msg) {
+  // scoring results carry their top-k classes as "top5" (or "top3", ... as many as asked)
+  function topClasses(doc) {
+    var key = Object.keys(doc).find(function (k) { return /^top[0-9]+$/.test(k) && Array.isArray(doc[k]); });
+    return key ? doc[key] : null;
+  }
+
+  // a camera thumbnail: a binary message whose content type ($.ct) is an image
+  function showThumbnail(msg) {
+    var type = (msg.systemProperties || {})["$.ct"] || "";
+    if (msg.bodyEncoding !== "base64" || type.indexOf("image/") !== 0) return false;
+    var props = msg.properties || {};
+    var img = document.getElementById("thumbnail");
+    img.src = "data:" + type + ";base64," + msg.body;
+    var caption = [props.label, props.score && Number(props.score).toFixed(3),
+                   props.frameName, msg.enqueuedTimeUtc].filter(Boolean).join(" · ");
+    img.alt = "camera thumbnail" + (props.label ? ": " + props.label : "");
+    document.getElementById("thumb-caption").textContent = caption;
+    document.getElementById("thumb-box").hidden = false;
+    return true;
+  }
+
+  function showResult(doc, top, msg) {
     var list = document.getElementById("top-classes");
     list.innerHTML = "";
-    doc.top5.forEach(function (c) {
+    top.forEach(function (c) {
       var li = document.createElement("li");
       var pct = Math.max(0, Math.min(100, 100 * Number(c.score || 0)));
       li.innerHTML = '<span class="label"></span><span class="bar"><span class="fill ok"></span></span><span class="bar-num"></span>';
@@ -91,9 +112,11 @@
     cell(row, msg.moduleId || "(device)");
     cell(row, msg.bodyEncoding === "utf-8" ? msg.body.slice(0, 200) : "(" + msg.body.length + " base64 chars)");
     while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(tbody.rows.length - 1);
+    if (showThumbnail(msg)) return;
     var doc = parse(msg);
     if (!doc || typeof doc !== "object") return;
-    if (Array.isArray(doc.top5)) showResult(doc, msg);
+    var top = topClasses(doc);
+    if (top) showResult(doc, top, msg);
     numericPaths(doc, "", []).forEach(function (p) {
       if (known[p]) return;
       known[p] = true;
