@@ -66,6 +66,22 @@ class Overloaded(ServingError):
     """Every worker is busy and the queue is full (HTTP 429, gRPC RESOURCE_EXHAUSTED)."""
 
 
+class Unavailable(ServingError):
+    """The accelerator cannot run the request now, e.g. the FPGA device is restarting (HTTP 503,
+    gRPC UNAVAILABLE); the featurizer session reconnects by itself, so a later call may work."""
+
+
+@contextmanager
+def accelerator_errors() -> Iterator[None]:
+    """An accelerator that fails at run time (its device gone or restarting) -> Unavailable."""
+    from modules.accelerators.session import AcceleratorError
+
+    try:
+        yield
+    except (AcceleratorError, ConnectionError) as exc:
+        raise Unavailable(f"the accelerator is unavailable: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Limits:
     workers: int = 1  # requests computed at once (one featurizer session serializes anyway)
@@ -147,7 +163,8 @@ class ServingCore:
                 batch = self.model.preprocess(bytes(image))
             except ImageError as exc:
                 raise InvalidInput(str(exc)) from None
-            return self._pick(self.model.run(batch), wanted)
+            with accelerator_errors():
+                return self._pick(self.model.run(batch), wanted)
 
     def score(self, image: bytes) -> dict[str, Any]:
         """``POST /score``: the model's top-k JSON for one encoded image."""
@@ -158,7 +175,8 @@ class ServingCore:
         self.check_image_size(len(image))
         with self.admit():
             try:
-                return self.model.score(bytes(image))
+                with accelerator_errors():
+                    return self.model.score(bytes(image))
             except ImageError as exc:
                 raise InvalidInput(str(exc)) from None
 
@@ -170,7 +188,7 @@ class ServingCore:
 
         wanted = self.select_outputs(outputs)
         batch = self.layout_tensor(np.asarray(tensor))
-        with self.admit():
+        with self.admit(), accelerator_errors():
             return self._pick(self.model.run(batch), wanted)
 
     def layout_tensor(self, tensor: npt.NDArray[Any]) -> npt.NDArray[np.float32]:

@@ -23,6 +23,7 @@ from modules.scoring.core import (
     Overloaded,
     ServingCore,
     ServingError,
+    Unavailable,
 )
 from modules.scoring.tfserving import (
     get_model_metadata_pb2,
@@ -140,6 +141,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             results = self._predict(request)
         except Overloaded as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Unavailable as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except ServingError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         response = predict_pb2.PredictResponse(model_spec=self._model_spec())

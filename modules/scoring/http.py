@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 
 from edgefleet import __version__
 from modules.scoring import oip
-from modules.scoring.core import InvalidInput, Overloaded, ServingCore, ServingError, TooLarge
+from modules.scoring.core import (
+    InvalidInput,
+    Overloaded,
+    ServingCore,
+    ServingError,
+    TooLarge,
+    Unavailable,
+)
 
 HEADER_ALLOWANCE = 4 * 1024 * 1024  # JSON header / FP32 tensor room on top of the image cap
 _MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
@@ -83,6 +90,8 @@ def _status_of(exc: ServingError) -> int:
         return 413
     if isinstance(exc, Overloaded):
         return 429
+    if isinstance(exc, Unavailable):
+        return 503
     return 400
 
 
