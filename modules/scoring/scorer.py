@@ -27,17 +27,18 @@ class ScoringConfig:
 
     @classmethod
     def from_env(cls) -> ScoringConfig:
-        env = os.environ
-        accelerator = env.get("SCORING_ACCELERATOR", "cpu")
-        default_precision = "bfp8" if accelerator == "fpga-emulator" else "fp32"
+        """The classifier's settings (``ClassifierConfig.from_env``) and ``SCORING_TOP_K``."""
+        from modules.accelerators.classifier_config import ClassifierConfig
+
+        base = ClassifierConfig.from_env()
         return cls(
-            model=env.get("SCORING_MODEL", DEFAULT_MODEL),
-            accelerator=accelerator,
-            precision=env.get("SCORING_PRECISION", default_precision),
-            device=env.get("EDGEFLEET_FPGA_DEVICE") or None,
-            model_dir=env.get("EDGEFLEET_MODEL_DIR") or None,
-            head=env.get("SCORING_HEAD", "default"),
-            top_k=int(env.get("SCORING_TOP_K", "5")),
+            model=base.model,
+            accelerator=base.accelerator,
+            precision=base.precision,
+            device=base.device,
+            model_dir=base.model_dir,
+            head=base.head,
+            top_k=int(os.environ.get("SCORING_TOP_K", "5")),
         )
 
 

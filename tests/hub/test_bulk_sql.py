@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, insert, select
@@ -12,7 +12,9 @@ from cloud_hub.hub import Hub
 from cloud_hub.models import DeviceRow, TwinRow
 
 TWINS: Table = TwinRow.__table__  # type: ignore[assignment]
-WHEN = datetime(2001, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)
+# a fixed instant with microseconds, derived from the epoch (stored and read back, never compared
+# with the clock)
+WHEN = datetime.fromtimestamp(0, UTC) + timedelta(days=11356, seconds=14706, microseconds=789000)
 DOCS: list[Any] = [
     {"a": {"b": [1, 2.5, None, True]}, "é": '"quoted" \\ back\'slash'},
     None,  # JSON null, as the JSON column type stores None
@@ -52,7 +54,7 @@ def test_bulk_rows_read_back_as_written_one_by_one(hub: Hub) -> None:
     )
     assert inserted["d0"]["updated_at"].replace(tzinfo=UTC) == WHEN
 
-    later = datetime(2002, 1, 1, tzinfo=UTC)
+    later = WHEN + timedelta(days=331)
     with hub.db.write_conn() as conn:
         changes = [
             {"device_id": d, "module_id": "m", "desired": encode_json(doc), "version": i + 5}
