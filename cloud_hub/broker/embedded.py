@@ -240,7 +240,15 @@ amqtt.broker.BrokerProtocolHandler = _AdmittingHandler
 
 
 class EdgefleetAmqttBroker(AmqttBroker):
-    """amqtt's broker with a client-certificate listener and listener-aware connections."""
+    """amqtt's broker with a client-certificate listener and listener-aware connections.
+
+    ``cert_required_binds``: the bind addresses (``host:port``) of this broker's listeners that
+    require a client certificate; every other listener takes one when offered.
+    """
+
+    def __init__(self, config: dict[str, Any], cert_required_binds: set[str]) -> None:
+        self._cert_required_binds = frozenset(cert_required_binds)
+        super().__init__(config)
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -323,13 +331,9 @@ class EdgefleetAmqttBroker(AmqttBroker):
         listener requires one; the default listener takes one when offered (IoT Hub's X.509
         devices connect to 8883 like everybody else)."""
         context = AmqttBroker._create_ssl_context(listener)
-        if listener.get("bind") in CERT_REQUIRED_BINDS:
+        if listener.get("bind") in self._cert_required_binds:
             context.verify_mode = ssl.CERT_REQUIRED
         return context
-
-
-CERT_REQUIRED_BINDS: set[str] = set()
-"""The bind addresses of certificate listeners (set when the broker starts)."""
 
 
 def _unroute(session: Session, connection: object) -> None:
@@ -513,18 +517,18 @@ class EmbeddedBroker:
             "keyfile": str(self.ca.server_key_file),
             "cafile": str(self.ca.ca_file),
         }
-        CERT_REQUIRED_BINDS.add(f"{self.host}:{self.endpoint.cert_port}")
+        cert_bind = f"{self.host}:{self.endpoint.cert_port}"
         config = {
             "listeners": {
                 "default": {**tls, "bind": f"{self.host}:{self.endpoint.port}"},
-                CERT_LISTENER: {**tls, "bind": f"{self.host}:{self.endpoint.cert_port}"},
+                CERT_LISTENER: {**tls, "bind": cert_bind},
             },
             "plugins": {
                 f"{__name__}.EdgefleetAuthPlugin": {},
                 f"{__name__}.EdgefleetTopicPlugin": {},
             },
         }
-        self._broker = EdgefleetAmqttBroker(config)
+        self._broker = EdgefleetAmqttBroker(config, {cert_bind})
         await self._broker.start()
         self._outbox = asyncio.Queue()
         self._sender = asyncio.create_task(_send_loop(self._broker, self._outbox))

@@ -66,6 +66,7 @@ class HubConnection:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.enable_logger(log)
         self._generation = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
