@@ -144,6 +144,18 @@ class AgentFleet(Fleet):
                 counts[name] = counts.get(name, 0) + 1
         return counts
 
+    def reported(self) -> dict[str, dict[str, Any]]:
+        """The ``$edgeAgent`` reported properties of every device, as the hub has them."""
+        doc: dict[str, dict[str, Any]] = json.loads(self.hubctl("reported", *self.devices))
+        return doc
+
+    def restart_agent(self, device: str) -> None:
+        """Stop the device's agent (SIGTERM: its modules stop too) and start it again."""
+        child = self.devices[device]
+        if child is not None:
+            child.stop()
+        self.start_device(device)
+
     def agent_twin(self, device: str) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.hubctl("twin", device, "$edgeAgent"))
         return doc

@@ -202,9 +202,12 @@ def slow_link(fleet: Fleet, params: Params) -> Phase:
 
 def disk_full(fleet: Fleet, params: Params) -> Phase:
     """Edge agents (edge hub, load module) cut off from the hub pile messages up in their
-    store; then their data directory (a small tmpfs) fills up for --seconds, then space returns
-    and the link heals. The agents keep running, the edge hub refuses what it cannot store (no
-    PUBACK, so the module keeps it and retries), nothing stored before is lost."""
+    store; then their data directory (a small tmpfs) fills up for --seconds, the agents are
+    restarted on the full disk, the link heals while the disk is still full, and then space
+    returns. The agents keep running and start on the full disk; the hub sees
+    ``storage.state`` ``full`` and then ``ok`` in each ``$edgeAgent`` reported properties; the
+    edge hub refuses what it cannot store (507 to the module, which keeps the message and
+    retries); nothing stored before is lost."""
     assert isinstance(fleet, AgentFleet)
     fleet.wait_load(1)
     for device in fleet.devices:
@@ -213,13 +216,18 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
     queued = {d: len(v) for d, v in fleet.accepted().items()}
     filled = {d: fill(fleet.agent_data(d)) for d in fleet.devices}
     fleet.wait_load(params.seconds)
+    for device in fleet.devices:
+        fleet.restart_agent(device)
+    for device in fleet.devices:
+        faults.heal(fleet.topo, fleet.node(device))
+    shown_full = fleet.wait_until(partial(_storage_is, fleet, "full"), RECOVERY_TIMEOUT)
     alive = all(c is not None and c.proc.poll() is None for c in fleet.devices.values())
-    refused = [d for d in fleet.devices if (fleet.module_dir(d) / "failures").exists()]
+    refused = [d for d in fleet.devices if "(507)" in _failures(fleet, d)]
     logged = [d for d in fleet.devices if "disk is full" in _agent_log(fleet, d)]
     accepted_full = {d: len(v) - queued[d] for d, v in fleet.accepted().items()}
     for device in fleet.devices:
         (fleet.agent_data(device) / "filler").unlink()
-        faults.heal(fleet.topo, fleet.node(device))
+    shown_ok = fleet.wait_until(partial(_storage_is, fleet, "ok"), RECOVERY_TIMEOUT)
     recovery = _recover(fleet)
     fleet.wait_load(1)
     extra = {
@@ -230,8 +238,34 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
         "agentsAlive": alive,
         "sendsRefused": len(refused),
         "conditionLogged": len(logged),
+        "reportedFullSeconds": None if shown_full is None else round(shown_full, 2),
+        "reportedOkSeconds": None if shown_ok is None else round(shown_ok, 2),
     }
-    return Phase(recovery, extra=extra, ok=alive and len(logged) == len(fleet.devices))
+    ok = alive and len(logged) == len(fleet.devices)
+    return Phase(recovery, extra=extra, ok=ok and shown_full is not None and shown_ok is not None)
+
+
+def _storage_is(fleet: AgentFleet, state: str) -> bool:
+    """Every agent's storage state at the hub is ``state`` (for ``full``: reported by the agent
+    started on the full disk, with its load module running)."""
+    try:
+        reported = fleet.reported()
+    except RuntimeError:  # the hub was busy: not yet
+        return False
+    for rep in reported.values():
+        if (rep.get("storage") or {}).get("state") != state:
+            return False
+        load = (rep.get("modules") or {}).get(MODULE) or {}
+        if state == "full" and load.get("runtimeStatus") != "running":
+            return False
+    return True
+
+
+def _failures(fleet: AgentFleet, device: str) -> str:
+    try:
+        return (fleet.module_dir(device) / "failures").read_text()
+    except OSError:
+        return ""
 
 
 def _agent_log(fleet: Fleet, device: str) -> str:
