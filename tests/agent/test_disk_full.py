@@ -85,6 +85,12 @@ def test_full_disk_is_reported_refused_survived_at_start_and_recovered(
             full = storage(rep)
             assert full["state"] == "full" and full["freeBytes"] < 1 << 20
             assert "edgeHubStore" in full["failedWrites"] and "full" in full["lastError"]
+            cli = [sys.executable, "-m", "composition.cli", "twin", "show", device]
+            cli += ["--module", "$edgeAgent", "--json"]
+            shown = subprocess.run(cli, env=hub.cli_env(), capture_output=True, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            twin = json.loads(shown.stdout)
+            assert twin["properties"]["reported"]["storage"]["state"] == "full"
             # the module sees why: the edge hub's refusal, not a timeout
             failures = module_dir / "failures"
             assert wait_until(lambda: "MessageRefusedError" in failures.read_text(), timeout=30)

@@ -32,6 +32,8 @@ def test_a_full_disk_keeps_the_agents_running_and_loses_nothing(
     outcome = results["disk-full"]
     assert outcome["filledBytes"] > 0 and outcome["queuedBeforeFull"] > 0
     assert outcome["agentsAlive"] and outcome["conditionLogged"] == 2
+    # restarted on the full disk, each agent reported storage "full", then "ok", at the hub
+    assert outcome["reportedFullSeconds"] is not None and outcome["reportedOkSeconds"] is not None
     assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
     assert outcome["stored"] == outcome["expected"] > 0
     assert outcome["passed"]
