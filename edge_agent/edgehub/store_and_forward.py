@@ -4,6 +4,10 @@ SQLite in WAL mode. A message is committed here before the module's publish is a
 it leaves the queue when it is handed to the upstream client's own durable outbox, when it is
 older than its time to live (dropped and counted), or when the byte cap forces the oldest out
 (evicted and counted). Forwarding order: route priority (0 first), then arrival.
+
+On a full disk a write fails cleanly (the transaction is rolled back, the in-memory totals are
+re-read) and what was committed before stays; an existing store opens on a full disk, a new one
+is created by the first write once there is space (``edgefleet.diskfull``).
 """
 
 from __future__ import annotations
