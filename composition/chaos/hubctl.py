@@ -3,7 +3,9 @@
 credentials (or, with ``--edge``, its agent configuration) as one JSON object;
 ``... deploy ID FILE`` applies a deployment (``modulesContent``) to an edge device;
 ``... twin ID MODULE`` prints a module twin; ``... reported ID...`` prints the ``$edgeAgent``
-reported properties of each device as one JSON object."""
+reported properties of each device as one JSON object; ``... tag ID...`` sets the tag
+``chaos='1'`` on each device; ``... configure FILE`` PUTs a configuration (fleet deployment) and
+``... configuration ID`` prints one."""
 
 from __future__ import annotations
 
@@ -55,6 +57,14 @@ def main(argv: list[str]) -> int:
         elif command == "reported":
             twins = {d: api.get_twin(d, "$edgeAgent") for d in args}
             print(json.dumps({d: twin["properties"]["reported"] for d, twin in twins.items()}))
+        elif command == "tag":
+            for device in args:
+                api.patch_twin(device, {"tags": {"chaos": "1"}})
+        elif command == "configure":
+            body = json.loads(Path(args[0]).read_text())
+            api.request("PUT", f"/configurations/{body['id']}", json=body)
+        elif command == "configuration":
+            print(json.dumps(api.get_configuration(args[0])))
         elif command == "twin":
             print(json.dumps(api.request("GET", f"/twins/{args[0]}/modules/{args[1]}").json()))
         else:

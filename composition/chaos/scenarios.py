@@ -6,6 +6,7 @@ fleet, judging the whole run after each phase (what the tests do, to start the h
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -322,6 +323,101 @@ def _converged(fleet: AgentFleet, want: dict[str, int]) -> bool:
     return all(fleet.module_processes(d) == want for d in fleet.devices)
 
 
+ROLLOUT_LOSS = 30  # percent, on half of the devices
+TERMINAL = ("completed", "aborted", "rolledBack")
+
+
+def rollout_lossy(fleet: Fleet, params: Params) -> Phase:
+    """A staged rollout (fleet deployment v2 over v1: module ``v2`` replaces ``v1``; batches
+    50 %, 100 %; abort past 50 % failed, then roll back) while half of the devices lose 30 % of
+    their packets (nftables, both directions). It ends by its own rules (completed, or aborted
+    and rolled back), and every device then runs exactly one deployment's modules: all v2 when
+    completed, all v1 when rolled back, never v1 and v2 together (the process table of each
+    device's namespace, held 3 s); the load module loses nothing."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    fleet.hubctl("tag", *fleet.devices)
+    v1, v2 = {MODULE: 1, "v1": 1}, {MODULE: 1, "v2": 1}
+    _configure(fleet, "chaos-v1", fleet.content(["v1"]), 10)
+    if fleet.wait_until(partial(_converged, fleet, v1), 120) is None:
+        raise RuntimeError(f"v1 did not reach the devices: {_processes(fleet)}")
+    lossy = list(fleet.devices)[: max(1, len(fleet.devices) // 2)]
+    for device in lossy:
+        faults.apply_nft(fleet.node(device), faults.loss_ruleset(ROLLOUT_LOSS))
+    health = int(max(30, 3 * params.seconds))
+    rollout = {
+        "batches": ["50%"],
+        "healthTimeoutSecs": health,
+        "minHealthySecs": int(max(1, params.seconds // 2)),
+        "abort": {"failedPercent": 50, "minDevices": 1},
+        "onAbort": "rollback",
+    }
+    started = time.monotonic()
+    _configure(fleet, "chaos-v2", fleet.content(["v2"]), 20, rollout)
+    status: dict[str, Any] = {}
+    while time.monotonic() - started < health * 3 + 60:
+        status = _rollout_status(fleet, "chaos-v2")
+        if status.get("state") in TERMINAL:
+            break
+        time.sleep(1)
+    ended = status.get("state") in TERMINAL
+    rollout_secs = round(time.monotonic() - started, 2)
+    fleet.wait_load(max(1.0, params.seconds))  # the last batch under the same faults
+    for device in lossy:
+        faults.clear_nft(fleet.node(device))
+    want = v2 if status.get("state") == "completed" else v1
+    settled = fleet.wait_until(partial(_converged, fleet, want), 120)
+    fleet.wait_load(3)
+    final = _processes(fleet)
+    mixed = [d for d, running in final.items() if running not in (v1, v2)]
+    steady = all(running == want for running in final.values())
+    recovery = _recover(fleet)
+    extra = {
+        "lossPercent": ROLLOUT_LOSS,
+        "lossyDevices": len(lossy),
+        "rolloutState": status.get("state"),
+        "rolloutReason": status.get("reason"),
+        "rolloutSeconds": rollout_secs,
+        "settleSeconds": None if settled is None else round(settled, 2),
+        "mixedDevices": mixed,
+        "processes": final,
+    }
+    ok = ended and settled is not None and steady and not mixed
+    return Phase(recovery, extra=extra, ok=ok)
+
+
+def _configure(
+    fleet: AgentFleet,
+    config_id: str,
+    content: dict[str, Any],
+    priority: int,
+    rollout: dict[str, Any] | None = None,
+) -> None:
+    body: dict[str, Any] = {
+        "id": config_id,
+        "content": content,
+        "targetCondition": "tags.chaos='1'",
+        "priority": priority,
+    }
+    if rollout is not None:
+        body["rollout"] = rollout
+    path = fleet.dir / f"{config_id}.json"
+    path.write_text(json.dumps(body))
+    fleet.hubctl("configure", str(path))
+
+
+def _rollout_status(fleet: AgentFleet, config_id: str) -> dict[str, Any]:
+    try:
+        config = json.loads(fleet.hubctl("configuration", config_id))
+    except (RuntimeError, ValueError):  # the hub was busy: ask again
+        return {}
+    return dict(config.get("rolloutStatus") or {})
+
+
+def _processes(fleet: AgentFleet) -> dict[str, dict[str, int]]:
+    return {d: fleet.module_processes(d) for d in fleet.devices}
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -334,6 +430,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("slow-link", slow_link),
         Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
         Scenario("agent-kill", agent_kill, agents=True),
+        Scenario("rollout-lossy", rollout_lossy, agents=True),
     )
 }
 
