@@ -46,8 +46,10 @@ def connect_wal(path: Path | str, schema: str, timeout: float = 30.0) -> sqlite3
     except sqlite3.Error as exc:
         if not is_disk_full(exc):
             raise
-        log.warning("%s: disk full at open (%s); opened with its WAL index in memory", path, exc)
-    return _connect(path, schema, timeout, exclusive=True)
+        reason = exc
+    db = _connect(path, schema, timeout, exclusive=True)
+    log.warning("%s: disk full at open (%s); opened with its WAL index in memory", path, reason)
+    return db
 
 
 def _connect(path: Path | str, schema: str, timeout: float, exclusive: bool) -> sqlite3.Connection:

@@ -178,7 +178,7 @@ class MessageStore:
         """Drop every message past its time to live; returns how many."""
         now = time.time() if now is None else now
         with self._lock:
-            if self._count == 0 or self._opened_locked() is None:
+            if self._count == 0 or self._db is None:
                 return 0
             return self._expire_locked(now)
 
@@ -199,7 +199,7 @@ class MessageStore:
     def peek(self, limit: int) -> list[Stored]:
         """The next messages to forward: best priority first, then arrival order."""
         with self._lock:
-            db = self._opened_locked()
+            db = self._db  # not created yet (a full disk): nothing stored
             if db is None:
                 return []
             rows = db.execute(
