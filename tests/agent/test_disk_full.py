@@ -93,8 +93,8 @@ def test_full_disk_is_reported_refused_survived_at_start_and_recovered(
             assert twin["properties"]["reported"]["storage"]["state"] == "full"
             # the module sees why: the edge hub's refusal, not a timeout
             failures = module_dir / "failures"
-            assert wait_until(lambda: "MessageRefusedError" in failures.read_text(), timeout=30)
-            assert "(507)" in failures.read_text() and "storage is full" in failures.read_text()
+            refusal = "MessageRefusedError: load: 1 of 1 message(s) refused (507): edge hub storage"
+            assert wait_until(lambda: refusal in failures.read_text(), timeout=30)
             before_restart = len(read_accepted(accepted))
 
             # the agent stops and starts again on the full disk
@@ -124,7 +124,7 @@ def test_full_disk_is_reported_refused_survived_at_start_and_recovered(
             store = StoredMessages(hub.data_dir / "hub.db")
             assert wait_until(lambda: len(_seqs(store)) >= len(set(sent)), timeout=60)
             stored = _seqs(store)
-            assert sorted(set(stored)) == sorted(set(sent))  # nothing lost
+            assert set(sent) <= set(stored)  # nothing lost
             assert len(stored) == len(set(stored))  # nothing twice
             assert _integrity(small_disk / "edgehub" / "store.db") == "ok"
         finally:
