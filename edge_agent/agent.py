@@ -15,13 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from edge_agent.deployment_file import DeploymentStore
 from edge_agent.methods import BuiltinMethods
 from edge_agent.reconciler import Reconciler
+from edge_agent.storage_monitor import StorageMonitor
 from edge_agent.twin_channel import TwinChannel
 from edgefleet import __version__
+from edgefleet.diskfull import is_disk_full
 from edgefleet.manifest import (
     EdgeAgentDesired,
     EdgeHubDesired,
@@ -47,6 +50,7 @@ class EdgeHubService(Protocol):
     def stop(self) -> None: ...
 
 
+DEPLOYMENT_WRITER = "deployment"
 STATS_REFRESH_SECS = 60.0  # edge hub counters change with every message: report them slowly
 
 
@@ -62,6 +66,7 @@ class Agent:
         debounce: float = 1.0,
         edge_hub_factory: Callable[[Agent], EdgeHubService | None] | None = None,
         hub_hostname: str = "",
+        storage: StorageMonitor | None = None,
     ) -> None:
         self.device_id = device_id
         self.channel = channel
@@ -74,6 +79,7 @@ class Agent:
         self.methods = BuiltinMethods(reconciler, device_id)
         self.edge_hub_factory = edge_hub_factory
         self.edge_hub: EdgeHubService | None = None
+        self.storage = storage
         self.started_at = datetime.now(UTC)
         self.last_desired_version: int | None = None
         self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
@@ -88,6 +94,8 @@ class Agent:
         self._last_reported: dict[str, Any] = {}
         self._reported_modules: set[str] = set()
         self.reconciler.on_change = self._report_due.set
+        if storage is not None:
+            storage.on_change = self._storage_changed
         self.reconciler.env_provider = self.module_env
 
     # ------------------------------------------------------------------ env for modules
@@ -125,11 +133,14 @@ class Agent:
             self.reconciler.adopt()
         self.channel.start(on_desired=lambda _m: self._sync_due.set(), on_method=self.on_method)
         self._sync_due.set()
-        for target, name in (
+        loops: list[tuple[Callable[[], None], str]] = [
             (lambda: self.reconciler.run(self._stop), "reconcile"),
             (self._sync_loop, "twin-sync"),
             (self._report_loop, "report"),
-        ):
+        ]
+        if self.storage is not None:
+            loops.append((partial(self.storage.run, self._stop), "storage"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -202,7 +213,10 @@ class Agent:
             log.warning("desired deployment rejected (%s): %s", exc.code, exc.description)
             self.last_desired_status = {"code": exc.code, "description": exc.description}
         except Exception as exc:  # storage trouble and the like: IoT Edge's 500
-            log.exception("applying the deployment failed")
+            if is_disk_full(exc):
+                log.warning("deployment not saved, refused until there is space: %s", exc)
+            else:
+                log.exception("applying the deployment failed")
             self.last_desired_status = {"code": 500, "description": str(exc)}
         else:
             self.last_desired_status = {"code": 200, "description": ""}
@@ -220,9 +234,22 @@ class Agent:
             except Exception as exc:
                 raise ManifestError(400, str(exc), "$edgeHub.properties.desired.routes") from None
         if persist is not None:
-            self.store.save(persist[0], persist[1], self.last_desired_version)
+            try:
+                self.store.save(persist[0], persist[1], self.last_desired_version)
+            except OSError as exc:  # a full disk: refused (500), retried by the next sync
+                if self.storage is not None:
+                    self.storage.failed(DEPLOYMENT_WRITER, exc)
+                raise
+            if self.storage is not None:
+                self.storage.succeeded(DEPLOYMENT_WRITER)
         self.hub_desired = hub
         self.reconciler.set_desired(agent)
+
+    def _storage_changed(self) -> None:
+        """Report it; a deployment refused for lack of space is tried again at once."""
+        self._report_due.set()
+        if self.last_desired_status.get("code") == 500:
+            self._sync_due.set()
 
     # ------------------------------------------------------------------ methods
     def on_method(self, name: str, payload: Any) -> tuple[int, Any]:
@@ -265,7 +292,7 @@ class Agent:
             system["edgeAgent"]["settings"]["image"] = (
                 desired.systemModules.edgeAgent.settings.image
             )
-        return {
+        report = {
             "schemaVersion": "1.1",
             "version": {"version": __version__, "build": "", "commit": ""},
             "lastDesiredVersion": self.last_desired_version,
@@ -281,6 +308,9 @@ class Agent:
             "systemModules": system,
             "modules": modules,
         }
+        if self.storage is not None:
+            report["storage"] = self.storage.reported()
+        return report
 
     def _edge_hub_stats(self) -> dict[str, Any] | None:
         """The edge hub's queue and routing counters, refreshed at most every minute."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import Agent
@@ -13,7 +14,9 @@ from edge_agent.reconciler import Policy, Reconciler
 from edge_agent.restart_state import RestartStateStore
 from edge_agent.runtime.base import Runtime
 from edge_agent.runtime.process import ProcessRuntime
+from edge_agent.storage_monitor import StorageMonitor
 from edge_agent.twin_channel import LocalChannel, TwinChannel
+from edgefleet.files import atomic_write_text
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -99,16 +102,18 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
     )
     channel = overrides.get("channel") or build_channel(cfg, device_id)
     runtime_type = "+".join(sorted(runtimes)) or "none"
+    storage = StorageMonitor(cfg.data_dir)
     return Agent(
         device_id=device_id,
         channel=channel,
-        reconciler=Reconciler(runtimes, policy, state=RestartStateStore(cfg.data_dir)),
+        reconciler=Reconciler(runtimes, policy, state=RestartStateStore(cfg.data_dir, storage)),
         store=DeploymentStore(cfg.data_dir),
         runtime_type=runtime_type,
         hostname=cfg.hostname,
         debounce=r.report_debounce_secs,
         edge_hub_factory=_edge_hub_factory(cfg) if cfg.edge_hub else None,
         hub_hostname=hub_host,
+        storage=storage,
     )
 
 
@@ -142,6 +147,7 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                     store_max_bytes=cfg.edge_hub_store_max_bytes,
                 ),
                 upstream,
+                storage_events=agent.storage,
             )
             try:
                 hub.start()
@@ -149,8 +155,22 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                 log.warning("edge hub port %s unavailable (%s)", candidate, exc)
                 hub.stop()
                 continue
-            port_file.write_text(str(hub.port))
+            _remember_port(port_file, hub.port)
             return hub
         return None
 
     return factory
+
+
+def _remember_port(port_file: Path, port: int) -> None:
+    """Keep the edge hub's port for the next start (unchanged: nothing written; a full disk:
+    logged, written at a later start)."""
+    try:
+        if port_file.read_text() == str(port):
+            return
+    except OSError:
+        pass
+    try:
+        atomic_write_text(port_file, str(port), mode=0o644)
+    except OSError as exc:
+        log.warning("edge hub port not saved (%s): modules may get a new port after a restart", exc)

@@ -1,5 +1,6 @@
 """The last applied deployment, kept in the data directory so a reboot without the hub still
-starts the modules (written atomically: a crash leaves the old or the new file, never half)."""
+starts the modules (written atomically: a crash leaves the old or the new file, never half;
+not written when unchanged, so re-applying it after a restart needs no disk space)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ class DeploymentStore:
     def save(
         self, agent_desired: dict[str, Any], hub_desired: dict[str, Any] | None, version: int | None
     ) -> None:
-        atomic_write_json(
-            self.path, {"version": version, "edgeAgent": agent_desired, "edgeHub": hub_desired}
-        )
+        doc = {"version": version, "edgeAgent": agent_desired, "edgeHub": hub_desired}
+        if self.load() == doc:
+            return
+        atomic_write_json(self.path, doc)
 
     def load(self) -> dict[str, Any] | None:
         try:

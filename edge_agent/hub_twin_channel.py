@@ -9,6 +9,8 @@ deployment).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -148,11 +150,25 @@ def unreachable_warning(
 
 
 def _ca_file(cfg: AgentConfig) -> Path | None:
-    """The hub's CA as a file: ``hub.ca_file``, or ``hub.ca_cert`` written under the data dir."""
+    """The hub's CA as a file: ``hub.ca_file``, or ``hub.ca_cert`` written under the data dir
+    (only when it changed: an agent must start on a full disk; if it cannot be written there,
+    a temporary file serves this run)."""
     if cfg.hub.ca_cert is None:
         return cfg.hub.ca_file
     path = cfg.data_dir / "hub-ca.pem"
-    atomic_write_text(path, cfg.hub.ca_cert, mode=0o644)
+    try:
+        if path.read_text() == cfg.hub.ca_cert:
+            return path
+    except (OSError, ValueError):
+        pass
+    try:
+        atomic_write_text(path, cfg.hub.ca_cert, mode=0o644)
+    except OSError as exc:
+        log.warning("hub CA not saved to %s (%s); using a temporary copy", path, exc)
+        fd, name = tempfile.mkstemp(prefix="edgefleet-hub-ca-", suffix=".pem")
+        with os.fdopen(fd, "w") as f:
+            f.write(cfg.hub.ca_cert)
+        return Path(name)
     return path
 
 

@@ -17,19 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.planner import RestartRecord
+from edge_agent.storage_monitor import WriteEvents
 from edgefleet.files import atomic_write_json
 from edgefleet.utctime import parse_utc_text, utc_text
 
 log = logging.getLogger("edgefleet.agent.restart_state")
 
 FORMAT_VERSION = 1
+WRITER = "restartState"
 
 
 class RestartStateStore:
     """``<data_dir>/restart-state.json``: ``{"version": 1, "modules": {name: entry}}``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, events: WriteEvents | None = None) -> None:
         self.path = Path(data_dir) / "restart-state.json"
+        self._events = events
         self._lock = threading.Lock()
         self._written: dict[str, Any] | None = None
 
@@ -73,8 +76,12 @@ class RestartStateStore:
                 atomic_write_json(self.path, data)
             except OSError as exc:
                 log.warning("restart state not saved: %s", exc)
+                if self._events is not None:
+                    self._events.failed(WRITER, exc)
                 return
             self._written = data
+        if self._events is not None:
+            self._events.succeeded(WRITER)
 
 
 def entry_of(rec: RestartRecord) -> dict[str, Any]:

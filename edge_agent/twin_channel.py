@@ -8,6 +8,7 @@ the daemon then fetches the full desired properties with ``get_desired``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ from edgefleet.manifest import ManifestError, extract_modules_content, substitut
 
 MethodHandler = Callable[[str, Any], tuple[int, Any]]
 DesiredCallback = Callable[[str], None]
+
+log = logging.getLogger("edgefleet.agent")
 
 
 class TwinChannel(Protocol):
@@ -93,8 +96,13 @@ class LocalChannel:
         return desired
 
     def report(self, patch: dict[str, Any]) -> bool:
+        """Merged and written to ``reported.json``; False (the agent retries) on a full disk."""
         _merge(self.reported, patch)
-        atomic_write_json(self.reported_path, self.reported)
+        try:
+            atomic_write_json(self.reported_path, self.reported)
+        except OSError as exc:
+            log.warning("reported properties not written: %s", exc)
+            return False
         return True
 
     def close(self) -> None:

@@ -12,6 +12,12 @@ only message outputs/inputs and module-initiated method calls are local:
     .../methods/POST/{name}/?$rid=R             hub -> module    direct method (.../methods/res/)
     .../invoke/{device}/{module}/{name}/?$rid=R module -> hub    invoke a method on another module
     .../invoke/res/{status}/?$rid=R             hub -> module    its response
+    .../refused/{status}/{bag}                  hub -> module    an output message not stored
+
+A refusal notice (bag: the refused message's ``$.mid``; body ``{"status", "message"}``, status
+507 for a full disk, 503 for another store failure) goes, QoS 0, only to a module subscribed to
+``.../refused/#``, just before the PUBACK of the refused publish: MQTT 5's PUBACK reason code on
+an MQTT 3.1.1 connection. A client not subscribed gets no PUBACK; its connection is closed.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def invoke_response_topic(device_id: str, module_id: str, status: int, rid: str)
     return f"{prefix}/invoke/res/{status}/?$rid={quote(rid, safe='')}"
 
 
+def refused_topic(device_id: str, module_id: str, status: int, message_id: str | None) -> str:
+    bag = {p.SYS_MESSAGE_ID: message_id} if message_id else {}
+    return f"{module_prefix(device_id, module_id)}/refused/{status}/{p.encode_property_bag(bag)}"
+
+
 def module_subscriptions(device_id: str, module_id: str) -> list[str]:
     prefix = module_prefix(device_id, module_id)
     return [
@@ -56,6 +67,7 @@ def module_subscriptions(device_id: str, module_id: str) -> list[str]:
         f"{prefix}/twin/desired/#",
         f"{prefix}/methods/POST/#",
         f"{prefix}/invoke/res/#",
+        f"{prefix}/refused/#",
     ]
 
 
@@ -86,6 +98,9 @@ def parse_local(topic: str) -> LocalTopic:
             bag = p.decode_property_bag("/".join(parts[6:]))
             kind = "output" if head == "outputs" else "input"
             return LocalTopic(kind, module_id, parts[5], bag)
+        if head == "refused" and len(parts) == 7 and parts[5].isdigit():
+            bag = p.decode_property_bag(parts[6])
+            return LocalTopic("refused", module_id, bag=bag, status=int(parts[5]))
         if head == "invoke":
             if len(parts) == 8 and parts[5] == "res":
                 bag = p.decode_property_bag(parts[7])

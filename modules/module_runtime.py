@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-from edgefleet.sdk.module_client import ClientError, Message, ModuleClient
+from edgefleet.sdk.module_client import ClientError, Message, MessageRefusedError, ModuleClient
 
 JsonDict = dict[str, Any]
 SettingsCallback = Callable[[JsonDict], None]
@@ -97,12 +97,16 @@ class ModuleRuntime:
     def send(self, message: Message, output: str, attempt_secs: float = 1.0) -> bool:
         """Send until the edge hub acknowledges or the module is stopping (then False).
 
-        Retries reuse the message id, so the receiver drops duplicates.
+        Retries reuse the message id, so the receiver drops duplicates. A message the edge hub
+        refused (its disk is full) is tried again every ``attempt_secs``.
         """
         while not self.stopping.is_set():
             try:
                 self.client.send_message_to_output(message, output, timeout=attempt_secs)
                 return True
+            except MessageRefusedError as exc:
+                self.log.warning("%s: refused by the edge hub, retrying (%s)", output, exc)
+                self.stopping.wait(attempt_secs)
             except ClientError as exc:
                 self.log.debug("%s: not acknowledged yet (%s)", output, exc)
         return False

@@ -60,6 +60,11 @@ class AgentFleet(Fleet):
     def module_dir(self, device: str) -> Path:
         return self.device_dir(device) / MODULE
 
+    def content(self, idle: list[str]) -> dict[str, Any]:
+        """The deployment of this generation, the same for every device (fleet deployments)."""
+        module_dirs = self.device_dir("{device}") / MODULE
+        return deployment(module_dirs, self.rate, idle, self.generation)
+
     def configure_device(self, device: str, created: dict[str, Any]) -> None:
         data = self.agent_data(device)
         data.mkdir()
@@ -117,7 +122,7 @@ class AgentFleet(Fleet):
     def deploy(self, device: str, idle: list[str]) -> None:
         """Deploy the load module (this generation) and the ``idle`` modules to a device."""
         self.idle[device] = idle
-        doc = deployment(self.module_dir(device), self.rate, idle, self.generation)
+        doc = self.content(idle)
         manifest = self.device_dir(device) / "deployment.json"
         manifest.write_text(json.dumps(doc))
         self.hubctl("deploy", device, str(manifest))
@@ -143,6 +148,18 @@ class AgentFleet(Fleet):
             if name is not None:
                 counts[name] = counts.get(name, 0) + 1
         return counts
+
+    def reported(self) -> dict[str, dict[str, Any]]:
+        """The ``$edgeAgent`` reported properties of every device, as the hub has them."""
+        doc: dict[str, dict[str, Any]] = json.loads(self.hubctl("reported", *self.devices))
+        return doc
+
+    def restart_agent(self, device: str) -> None:
+        """Stop the device's agent (SIGTERM: its modules stop too) and start it again."""
+        child = self.devices[device]
+        if child is not None:
+            child.stop()
+        self.start_device(device)
 
     def agent_twin(self, device: str) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.hubctl("twin", device, "$edgeAgent"))

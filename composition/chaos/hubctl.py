@@ -2,7 +2,10 @@
 [--edge] ID...`` waits for the hub, creates the devices and prints, per device, its MQTT
 credentials (or, with ``--edge``, its agent configuration) as one JSON object;
 ``... deploy ID FILE`` applies a deployment (``modulesContent``) to an edge device;
-``... twin ID MODULE`` prints a module twin."""
+``... twin ID MODULE`` prints a module twin; ``... reported ID...`` prints the ``$edgeAgent``
+reported properties of each device as one JSON object; ``... tag ID...`` sets the tag
+``chaos='1'`` on each device; ``... configure FILE`` PUTs a configuration (fleet deployment) and
+``... configuration ID`` prints one."""
 
 from __future__ import annotations
 
@@ -51,6 +54,17 @@ def main(argv: list[str]) -> int:
             print(json.dumps(_create(api, args)))
         elif command == "deploy":
             api.apply_configuration_content(args[0], json.loads(Path(args[1]).read_text()))
+        elif command == "reported":
+            twins = {d: api.get_twin(d, "$edgeAgent") for d in args}
+            print(json.dumps({d: twin["properties"]["reported"] for d, twin in twins.items()}))
+        elif command == "tag":
+            for device in args:
+                api.patch_twin(device, {"tags": {"chaos": "1"}})
+        elif command == "configure":
+            body = json.loads(Path(args[0]).read_text())
+            api.request("PUT", f"/configurations/{body['id']}", json=body)
+        elif command == "configuration":
+            print(json.dumps(api.get_configuration(args[0])))
         elif command == "twin":
             print(json.dumps(api.request("GET", f"/twins/{args[0]}/modules/{args[1]}").json()))
         else:

@@ -3,7 +3,8 @@ started by the edge agent's process runtime: sends ``{"device": "<device>/<modul
 on output ``out`` at a fixed rate and appends N to ``DIR/accepted.log`` once the edge hub has
 acknowledged it (stored for upstream). A send that fails (edge hub restarting, disk full) is
 retried with the same message id, so a retry of a message that was in fact stored is suppressed
-as a duplicate by the hub. Restarted, it continues after the last logged number."""
+as a duplicate by the hub. Restarted, it continues after the last logged number. ``{device}`` in
+DIR stands for the device id, so one deployment serves a whole fleet."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args(argv)
-    home: Path = args.dir
+    home = Path(str(args.dir).replace("{device}", os.environ["IOTEDGE_DEVICEID"]))
     home.mkdir(parents=True, exist_ok=True)
     source = f"{os.environ['IOTEDGE_DEVICEID']}/{os.environ['IOTEDGE_MODULEID']}"
     client = ModuleClient.create_from_environment()

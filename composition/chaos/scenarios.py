@@ -6,6 +6,7 @@ fleet, judging the whole run after each phase (what the tests do, to start the h
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -202,9 +203,12 @@ def slow_link(fleet: Fleet, params: Params) -> Phase:
 
 def disk_full(fleet: Fleet, params: Params) -> Phase:
     """Edge agents (edge hub, load module) cut off from the hub pile messages up in their
-    store; then their data directory (a small tmpfs) fills up for --seconds, then space returns
-    and the link heals. The agents keep running, the edge hub refuses what it cannot store (no
-    PUBACK, so the module keeps it and retries), nothing stored before is lost."""
+    store; then their data directory (a small tmpfs) fills up for --seconds, the agents are
+    restarted on the full disk, the link heals while the disk is still full, and then space
+    returns. The agents keep running and start on the full disk; the hub sees
+    ``storage.state`` ``full`` and then ``ok`` in each ``$edgeAgent`` reported properties; the
+    edge hub refuses what it cannot store (507 to the module, which keeps the message and
+    retries); nothing stored before is lost."""
     assert isinstance(fleet, AgentFleet)
     fleet.wait_load(1)
     for device in fleet.devices:
@@ -213,13 +217,18 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
     queued = {d: len(v) for d, v in fleet.accepted().items()}
     filled = {d: fill(fleet.agent_data(d)) for d in fleet.devices}
     fleet.wait_load(params.seconds)
+    for device in fleet.devices:
+        fleet.restart_agent(device)
+    for device in fleet.devices:
+        faults.heal(fleet.topo, fleet.node(device))
+    shown_full = fleet.wait_until(partial(_storage_is, fleet, "full"), RECOVERY_TIMEOUT)
     alive = all(c is not None and c.proc.poll() is None for c in fleet.devices.values())
-    refused = [d for d in fleet.devices if (fleet.module_dir(d) / "failures").exists()]
+    refused = [d for d in fleet.devices if "(507)" in _failures(fleet, d)]
     logged = [d for d in fleet.devices if "disk is full" in _agent_log(fleet, d)]
     accepted_full = {d: len(v) - queued[d] for d, v in fleet.accepted().items()}
     for device in fleet.devices:
         (fleet.agent_data(device) / "filler").unlink()
-        faults.heal(fleet.topo, fleet.node(device))
+    shown_ok = fleet.wait_until(partial(_storage_is, fleet, "ok"), RECOVERY_TIMEOUT)
     recovery = _recover(fleet)
     fleet.wait_load(1)
     extra = {
@@ -230,8 +239,34 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
         "agentsAlive": alive,
         "sendsRefused": len(refused),
         "conditionLogged": len(logged),
+        "reportedFullSeconds": None if shown_full is None else round(shown_full, 2),
+        "reportedOkSeconds": None if shown_ok is None else round(shown_ok, 2),
     }
-    return Phase(recovery, extra=extra, ok=alive and len(logged) == len(fleet.devices))
+    ok = alive and len(logged) == len(fleet.devices)
+    return Phase(recovery, extra=extra, ok=ok and shown_full is not None and shown_ok is not None)
+
+
+def _storage_is(fleet: AgentFleet, state: str) -> bool:
+    """Every agent's storage state at the hub is ``state`` (for ``full``: reported by the agent
+    started on the full disk, with its load module running)."""
+    try:
+        reported = fleet.reported()
+    except RuntimeError:  # the hub was busy: not yet
+        return False
+    for rep in reported.values():
+        if (rep.get("storage") or {}).get("state") != state:
+            return False
+        load = (rep.get("modules") or {}).get(MODULE) or {}
+        if state == "full" and load.get("runtimeStatus") != "running":
+            return False
+    return True
+
+
+def _failures(fleet: AgentFleet, device: str) -> str:
+    try:
+        return (fleet.module_dir(device) / "failures").read_text()
+    except OSError:
+        return ""
 
 
 def _agent_log(fleet: Fleet, device: str) -> str:
@@ -288,6 +323,101 @@ def _converged(fleet: AgentFleet, want: dict[str, int]) -> bool:
     return all(fleet.module_processes(d) == want for d in fleet.devices)
 
 
+ROLLOUT_LOSS = 30  # percent, on half of the devices
+TERMINAL = ("completed", "aborted", "rolledBack")
+
+
+def rollout_lossy(fleet: Fleet, params: Params) -> Phase:
+    """A staged rollout (fleet deployment v2 over v1: module ``v2`` replaces ``v1``; batches
+    50 %, 100 %; abort past 50 % failed, then roll back) while half of the devices lose 30 % of
+    their packets (nftables, both directions). It ends by its own rules (completed, or aborted
+    and rolled back), and every device then runs exactly one deployment's modules: all v2 when
+    completed, all v1 when rolled back, never v1 and v2 together (the process table of each
+    device's namespace, held 3 s); the load module loses nothing."""
+    assert isinstance(fleet, AgentFleet)
+    fleet.wait_load(1)
+    fleet.hubctl("tag", *fleet.devices)
+    v1, v2 = {MODULE: 1, "v1": 1}, {MODULE: 1, "v2": 1}
+    _configure(fleet, "chaos-v1", fleet.content(["v1"]), 10)
+    if fleet.wait_until(partial(_converged, fleet, v1), 120) is None:
+        raise RuntimeError(f"v1 did not reach the devices: {_processes(fleet)}")
+    lossy = list(fleet.devices)[: max(1, len(fleet.devices) // 2)]
+    for device in lossy:
+        faults.apply_nft(fleet.node(device), faults.loss_ruleset(ROLLOUT_LOSS))
+    health = int(max(30, 3 * params.seconds))
+    rollout = {
+        "batches": ["50%"],
+        "healthTimeoutSecs": health,
+        "minHealthySecs": int(max(1, params.seconds // 2)),
+        "abort": {"failedPercent": 50, "minDevices": 1},
+        "onAbort": "rollback",
+    }
+    started = time.monotonic()
+    _configure(fleet, "chaos-v2", fleet.content(["v2"]), 20, rollout)
+    status: dict[str, Any] = {}
+    while time.monotonic() - started < health * 3 + 60:
+        status = _rollout_status(fleet, "chaos-v2")
+        if status.get("state") in TERMINAL:
+            break
+        time.sleep(1)
+    ended = status.get("state") in TERMINAL
+    rollout_secs = round(time.monotonic() - started, 2)
+    fleet.wait_load(max(1.0, params.seconds))  # the last batch under the same faults
+    for device in lossy:
+        faults.clear_nft(fleet.node(device))
+    want = v2 if status.get("state") == "completed" else v1
+    settled = fleet.wait_until(partial(_converged, fleet, want), 120)
+    fleet.wait_load(3)
+    final = _processes(fleet)
+    mixed = [d for d, running in final.items() if running not in (v1, v2)]
+    steady = all(running == want for running in final.values())
+    recovery = _recover(fleet)
+    extra = {
+        "lossPercent": ROLLOUT_LOSS,
+        "lossyDevices": len(lossy),
+        "rolloutState": status.get("state"),
+        "rolloutReason": status.get("reason"),
+        "rolloutSeconds": rollout_secs,
+        "settleSeconds": None if settled is None else round(settled, 2),
+        "mixedDevices": mixed,
+        "processes": final,
+    }
+    ok = ended and settled is not None and steady and not mixed
+    return Phase(recovery, extra=extra, ok=ok)
+
+
+def _configure(
+    fleet: AgentFleet,
+    config_id: str,
+    content: dict[str, Any],
+    priority: int,
+    rollout: dict[str, Any] | None = None,
+) -> None:
+    body: dict[str, Any] = {
+        "id": config_id,
+        "content": content,
+        "targetCondition": "tags.chaos='1'",
+        "priority": priority,
+    }
+    if rollout is not None:
+        body["rollout"] = rollout
+    path = fleet.dir / f"{config_id}.json"
+    path.write_text(json.dumps(body))
+    fleet.hubctl("configure", str(path))
+
+
+def _rollout_status(fleet: AgentFleet, config_id: str) -> dict[str, Any]:
+    try:
+        config = json.loads(fleet.hubctl("configuration", config_id))
+    except (RuntimeError, ValueError):  # the hub was busy: ask again
+        return {}
+    return dict(config.get("rolloutStatus") or {})
+
+
+def _processes(fleet: AgentFleet) -> dict[str, dict[str, int]]:
+    return {d: fleet.module_processes(d) for d in fleet.devices}
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -300,6 +430,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("slow-link", slow_link),
         Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
         Scenario("agent-kill", agent_kill, agents=True),
+        Scenario("rollout-lossy", rollout_lossy, agents=True),
     )
 }
 

@@ -44,6 +44,13 @@ class BrokerHooks(Protocol):
 
     def on_connection(self, username: str, connected: bool) -> None: ...
 
+    def refusal_notice(
+        self, username: str, topic: str, exc: BaseException
+    ) -> tuple[str, bytes] | None:
+        """(topic, body) telling the client why its publish to ``topic`` failed with ``exc``;
+        None when there is nothing to tell."""
+        ...
+
     def on_subscribed(self, username: str) -> None:
         """After a SUBACK: the module may now receive what waited for it."""
         ...
@@ -262,21 +269,39 @@ class LocalBroker:
         if pending is None:
             writer.write(ack)
             return
-        task = asyncio.ensure_future(self._ack_when_done(pending, writer, ack))
+        task = asyncio.ensure_future(self._ack_when_done(pending, session, writer, topic, ack))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _ack_when_done(
-        self, pending: Awaitable[None], writer: asyncio.StreamWriter, ack: bytes
+        self,
+        pending: Awaitable[None],
+        session: Session,
+        writer: asyncio.StreamWriter,
+        topic: str,
+        ack: bytes,
     ) -> None:
         try:
             await pending
-        except Exception:  # noqa: BLE001 - not durable: no ack, the client will resend
-            log.exception("publish not accepted; closing the connection without PUBACK")
-            writer.close()
+        except Exception as exc:  # noqa: BLE001 - not stored: refused, or no ack
+            if not writer.is_closing() and self._tell_refusal(session, writer, topic, exc):
+                writer.write(ack)  # the notice went first: the client knows it was not stored
+                return
+            log.warning("publish not accepted (%s); closing the connection without PUBACK", exc)
+            writer.close()  # a plain MQTT 3.1.1 client resends after reconnecting
             return
         if not writer.is_closing():
             writer.write(ack)
+
+    def _tell_refusal(
+        self, session: Session, writer: asyncio.StreamWriter, topic: str, exc: BaseException
+    ) -> bool:
+        """Send the refusal notice, QoS 0, when the client subscribed to it."""
+        notice = self.hooks.refusal_notice(session.username, topic, exc)
+        if notice is None or session.wants(notice[0]) < 0:
+            return False
+        writer.write(mp.publish_packet(notice[0], notice[1], 0, 0))
+        return True
 
     def _on_subscribe(
         self,

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from pathlib import Path
 
 from edgefleet.files import atomic_write_json
+
+log = logging.getLogger("edgefleet.edgehub")
 
 
 class ModuleCredentials:
@@ -19,6 +22,7 @@ class ModuleCredentials:
         self.path = path
         self._lock = threading.Lock()
         self._passwords = _load(path)
+        self._unsaved = False
 
     def modules(self) -> list[str]:
         return list(self._passwords)
@@ -27,13 +31,21 @@ class ModuleCredentials:
         return self._passwords.get(module_id)
 
     def issue(self, module_id: str) -> str:
-        """The module's password; a new one is created and saved the first time."""
+        """The module's password; a new one is created and saved the first time. A save that
+        fails (a full disk) is logged and tried again with the next call: the module gets its
+        password now, and a new one only if the agent restarts before the save succeeds."""
         with self._lock:
             password = self._passwords.get(module_id)
             if password is None:
                 password = secrets.token_urlsafe(24)
                 self._passwords[module_id] = password
-                atomic_write_json(self.path, self._passwords)
+                self._unsaved = True
+            if self._unsaved:
+                try:
+                    atomic_write_json(self.path, self._passwords)
+                    self._unsaved = False
+                except OSError as exc:
+                    log.warning("module credentials not saved: %s", exc)
         return password
 
 

@@ -14,11 +14,14 @@ import time
 from typing import Any
 
 from edge_agent.edgehub.store_and_forward import MessageStore, Stored
+from edge_agent.storage_monitor import WriteEvents
 from edgefleet import protocol as p
+from edgefleet.diskfull import is_disk_full
 
 log = logging.getLogger("edgefleet.edgehub")
 
 EXPIRY_INTERVAL_SECS = 1.0
+WRITER = "upstreamForwarding"
 
 
 def module_runs(batch: list[Stored]) -> list[tuple[str, list[p.Message]]]:
@@ -35,13 +38,17 @@ def module_runs(batch: list[Stored]) -> list[tuple[str, list[p.Message]]]:
 class Forwarder:
     """``upstream`` is the agent's ``DeviceClient`` or ``None`` (messages then wait for TTL)."""
 
-    def __init__(self, store: MessageStore, upstream: Any, window: int) -> None:
+    def __init__(
+        self, store: MessageStore, upstream: Any, window: int, events: WriteEvents | None = None
+    ) -> None:
         self._store = store
+        self._events = events
         self._upstream = upstream
         self._window = window
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._online = False
+        self._waiting_for_space = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edgehub-fwd", daemon=True)
@@ -82,9 +89,20 @@ class Forwarder:
                 continue
             try:
                 self._hand_over(up, batch)
-            except Exception:  # noqa: BLE001 - stays in the store; retried
-                log.exception("handing messages to the upstream client failed")
+            except Exception as exc:  # noqa: BLE001 - stays in the store; retried
+                if self._events is not None:
+                    self._events.failed(WRITER, exc)
+                if is_disk_full(exc):
+                    if not self._waiting_for_space:
+                        log.warning("forwarding upstream waits for disk space: %s", exc)
+                    self._waiting_for_space = True
+                else:
+                    log.exception("handing messages to the upstream client failed")
                 self._stop.wait(0.5)
+                continue
+            self._waiting_for_space = False
+            if self._events is not None:
+                self._events.succeeded(WRITER)
 
     def _hand_over(self, up: Any, batch: list[Stored]) -> None:
         """Move a batch into the upstream client's durable outbox, keeping the order."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 from collections.abc import Awaitable
@@ -31,11 +32,12 @@ from edge_agent.edgehub.broker import LocalBroker
 from edge_agent.edgehub.credentials import ModuleCredentials, module_env
 from edge_agent.edgehub.dispatch import DEFAULT_TTL_SECS, Dispatcher
 from edge_agent.edgehub.forwarder import Forwarder
-from edge_agent.edgehub.group_commit import GroupCommit
+from edge_agent.edgehub.group_commit import GroupCommit, Refused
 from edge_agent.edgehub.method_relay import MethodRelay
 from edge_agent.edgehub.routes import RouteTable
 from edge_agent.edgehub.store_and_forward import MessageStore
 from edge_agent.edgehub.twin_relay import TwinRelay
+from edge_agent.storage_monitor import WriteEvents
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
 
@@ -58,7 +60,9 @@ class EdgeHubConfig:
 class EdgeHub:
     """Composes the parts and serves as the local broker's hooks."""
 
-    def __init__(self, config: EdgeHubConfig, upstream: Any = None) -> None:
+    def __init__(
+        self, config: EdgeHubConfig, upstream: Any = None, storage_events: WriteEvents | None = None
+    ) -> None:
         self.config = config
         self._upstream = upstream
         self.device_id = p.validate_id(config.device_id, "device id")
@@ -69,10 +73,9 @@ class EdgeHub:
         self._loop = asyncio.new_event_loop()
         self._loop_thread: threading.Thread | None = None
         self.broker = LocalBroker(self, config.host, config.port)
-        self.dispatcher = Dispatcher(
-            self.device_id, self.broker, GroupCommit(self.store, self._loop)
-        )
-        self.forwarder = Forwarder(self.store, upstream, config.forward_window)
+        self.commit = GroupCommit(self.store, self._loop, storage_events)
+        self.dispatcher = Dispatcher(self.device_id, self.broker, self.commit)
+        self.forwarder = Forwarder(self.store, upstream, config.forward_window, storage_events)
         self.twins = TwinRelay(
             self.device_id,
             upstream,
@@ -164,6 +167,7 @@ class EdgeHub:
         """Store-and-forward and routing counters (for the agent's reported properties)."""
         out: dict[str, Any] = dict(self.store.stats())
         out.update(self.dispatcher.counters.stats())
+        out["refusedMessages"] = self.commit.refused
         out["upstreamConnected"] = bool(self._upstream is not None and self._upstream.connected)
         return out
 
@@ -209,6 +213,19 @@ class EdgeHub:
         elif local.kind == "invoke":
             self._pool.submit(self.methods.invoke, username, local, payload)
         return None
+
+    def refusal_notice(
+        self, username: str, topic: str, exc: BaseException
+    ) -> tuple[str, bytes] | None:
+        """The notice that tells a module why its publish to ``topic`` was not stored."""
+        if not isinstance(exc, Refused):
+            return None
+        try:
+            bag = t.parse_local(topic).bag or {}
+        except (p.ProtocolError, ValueError):
+            bag = {}
+        notice = t.refused_topic(self.device_id, username, exc.status, bag.get(p.SYS_MESSAGE_ID))
+        return notice, json.dumps({"status": exc.status, "message": exc.reason}).encode()
 
     def on_subscribed(self, username: str) -> None:
         self.dispatcher.on_subscribed(username)

@@ -4,6 +4,10 @@ SQLite in WAL mode. A message is committed here before the module's publish is a
 it leaves the queue when it is handed to the upstream client's own durable outbox, when it is
 older than its time to live (dropped and counted), or when the byte cap forces the oldest out
 (evicted and counted). Forwarding order: route priority (0 first), then arrival.
+
+On a full disk a write fails cleanly (the transaction is rolled back, the in-memory totals are
+re-read) and what was committed before stays; an existing store opens on a full disk, a new one
+is created by the first write once there is space (``edgefleet.diskfull``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgefleet.diskfull import connect_wal, is_disk_full, rollback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -64,19 +70,30 @@ class MessageStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self._db = sqlite3.connect(
-            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a committed row survives a process kill (the WAL is written before commit
-        # returns); only a power loss can take the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self._count = self._bytes = 0
-        self._counters: dict[str, int] = {}
-        self._reload_locked()
+        self._counters: dict[str, int] = {name: 0 for name in COUNTERS}
+        self._db: sqlite3.Connection | None = None
+        with self._lock:
+            self._opened_locked()  # on a full disk a new store is created by a later write
+
+    def _open_locked(self) -> sqlite3.Connection:
+        """The connection, opened now if it is not yet. A new store cannot be created on a full
+        disk: the disk-full error is raised, and the next write tries again."""
+        if self._db is None:
+            self._db = connect_wal(self.path, _SCHEMA)
+            self._reload_locked()
+        return self._db
+
+    def _opened_locked(self) -> sqlite3.Connection | None:
+        """The connection for reading; None while the store could not be created."""
+        try:
+            return self._open_locked()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            return None
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -87,11 +104,12 @@ class MessageStore:
         now = time.time() if now is None else now
         seqs: list[int] = []
         with self._lock:
+            db = self._open_locked()
             with self._transaction_locked():
                 added = 0
                 for it in items:
                     size = len(it.payload) + len(it.bag)
-                    cur = self._db.execute(
+                    cur = db.execute(
                         "INSERT INTO queue(priority, module, bag, payload, enqueued, expires, size)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (it.priority, it.module, it.bag, it.payload, now, now + it.ttl_secs, size),
@@ -108,14 +126,15 @@ class MessageStore:
 
     def _evict_locked(self) -> None:
         """Delete the oldest messages until the queue fits the byte cap."""
+        db = self._open_locked()
         excess = self._bytes - self.max_bytes
         victims: list[tuple[int, int]] = []
-        for seq, size in self._db.execute("SELECT seq, size FROM queue ORDER BY seq"):
+        for seq, size in db.execute("SELECT seq, size FROM queue ORDER BY seq"):
             if excess <= 0:
                 break
             victims.append((int(seq), int(size)))
             excess -= int(size)
-        self._db.executemany("DELETE FROM queue WHERE seq = ?", [(s,) for s, _ in victims])
+        db.executemany("DELETE FROM queue WHERE seq = ?", [(s,) for s, _ in victims])
         self._count -= len(victims)
         self._bytes -= sum(size for _, size in victims)
         self._bump("evicted", len(victims))
@@ -124,7 +143,7 @@ class MessageStore:
         if not n:
             return
         self._counters[name] += n
-        self._db.execute(
+        self._open_locked().execute(
             "INSERT INTO counters(name, value) VALUES (?, ?)"
             " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             (name, n),
@@ -133,17 +152,20 @@ class MessageStore:
     @contextmanager
     def _transaction_locked(self) -> Iterator[None]:
         """One write transaction (the caller holds the lock); a failure rolls it back and
-        re-reads the in-memory totals from the database."""
-        self._db.execute("BEGIN IMMEDIATE")
+        re-reads the in-memory totals from the database (a full disk fails a commit cleanly:
+        SQLite keeps what was committed before)."""
+        db = self._open_locked()
+        db.execute("BEGIN IMMEDIATE")
         try:
             yield
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            rollback(db)
             self._reload_locked()
             raise
 
     def _reload_locked(self) -> None:
+        assert self._db is not None
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
         self._counters = {name: 0 for name in COUNTERS}
@@ -155,13 +177,20 @@ class MessageStore:
     def expire(self, now: float | None = None) -> int:
         """Drop every message past its time to live; returns how many."""
         now = time.time() if now is None else now
-        with self._lock, self._transaction_locked():
-            row = self._db.execute(
+        with self._lock:
+            if self._count == 0 or self._db is None:
+                return 0
+            return self._expire_locked(now)
+
+    def _expire_locked(self, now: float) -> int:
+        with self._transaction_locked():
+            db = self._open_locked()
+            row = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE expires <= ?", (now,)
             ).fetchone()
             n, size = int(row[0]), int(row[1])
             if n:
-                self._db.execute("DELETE FROM queue WHERE expires <= ?", (now,))
+                db.execute("DELETE FROM queue WHERE expires <= ?", (now,))
                 self._count -= n
                 self._bytes -= size
                 self._bump("expired", n)
@@ -170,7 +199,10 @@ class MessageStore:
     def peek(self, limit: int) -> list[Stored]:
         """The next messages to forward: best priority first, then arrival order."""
         with self._lock:
-            rows = self._db.execute(
+            db = self._db  # not created yet (a full disk): nothing stored
+            if db is None:
+                return []
+            rows = db.execute(
                 "SELECT seq, priority, module, bag, payload, enqueued, expires FROM queue"
                 " ORDER BY priority, seq LIMIT ?",
                 (limit,),
@@ -182,13 +214,14 @@ class MessageStore:
         if not seqs:
             return
         with self._lock, self._transaction_locked():
+            db = self._open_locked()
             removed = 0
             size = 0
             for seq in seqs:
-                row = self._db.execute("SELECT size FROM queue WHERE seq = ?", (seq,)).fetchone()
+                row = db.execute("SELECT size FROM queue WHERE seq = ?", (seq,)).fetchone()
                 if row is None:
                     continue
-                self._db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
+                db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
                 removed += 1
                 size += int(row[0])
             self._count -= removed
@@ -219,4 +252,5 @@ class MessageStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()

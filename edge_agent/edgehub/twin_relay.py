@@ -15,6 +15,7 @@ from typing import Any
 
 from edge_agent.edgehub import twin_notify
 from edge_agent.edgehub.dispatch import Dispatcher
+from edge_agent.edgehub.group_commit import Refused
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
 
@@ -95,5 +96,7 @@ class TwinRelay:
 
         try:
             asyncio.run_coroutine_threadsafe(route(), self._loop).result(self._timeout)
+        except Refused as exc:  # a full disk: the twin is updated; the notification is lost
+            log.warning("twin change notification of %s not stored: %s", module_id, exc.reason)
         except Exception:  # noqa: BLE001 - the twin is updated; only the notification is lost
             log.exception("routing the twin change notification of %s failed", module_id)

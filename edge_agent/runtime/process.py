@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -26,6 +27,8 @@ from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
 from edgefleet.utctime import parse_utc_text, utc_now, utc_text
 
+log = logging.getLogger("edgefleet.agent.process")
+
 
 class RotatingLog:
     """Append-only text log rotated at ``max_bytes`` keeping ``backups`` old files."""
@@ -35,13 +38,20 @@ class RotatingLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
+        self.dropped = 0
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, line: str) -> None:
+        """Append ``line``; on a full disk it is dropped (and counted): the module's output
+        must still be read, or the module blocks on its pipe."""
         with self._lock:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-                size = f.tell()
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line)
+                    size = f.tell()
+            except OSError:
+                self.dropped += 1
+                return
             if size >= self.max_bytes:
                 for i in range(self.backups - 1, 0, -1):
                     src = self.path.with_name(f"{self.path.name}.{i}")
@@ -111,6 +121,7 @@ class ProcessRuntime:
         self.log_backups = log_backups
         self.inherit_env = inherit_env
         self._procs: dict[str, _Proc] = {}
+        self._unsaved_pids: dict[str, tuple[int, str]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,6 +274,8 @@ class ProcessRuntime:
     def modules(self) -> dict[str, ModuleState]:
         with self._lock:
             names = list(self._procs)
+            if self._unsaved_pids:
+                self._retry_pidfiles()
         out = {n: s for n in names if (s := self.status(n)) is not None}
         return out
 
@@ -299,8 +312,24 @@ class ProcessRuntime:
         return self.state_dir / f"{name}.pid.json"
 
     def _write_pidfile(self, name: str, pid: int, spec_hash: str) -> None:
+        """On a full disk the module runs without its pid file; ``modules`` tries again."""
         data = {"pid": pid, "ticks": _proc_start_ticks(pid), "spec": spec_hash}
-        atomic_write_json(self._pidfile(name), data)
+        try:
+            atomic_write_json(self._pidfile(name), data)
+        except OSError as exc:
+            if name not in self._unsaved_pids:
+                log.warning("pid file of %s not written (%s); retried later", name, exc)
+            self._unsaved_pids[name] = (pid, spec_hash)
+            return
+        self._unsaved_pids.pop(name, None)
+
+    def _retry_pidfiles(self) -> None:
+        for name, (pid, spec_hash) in list(self._unsaved_pids.items()):
+            p = self._procs.get(name)
+            if p is None or p.popen is None or p.popen.pid != pid or p.popen.poll() is not None:
+                self._unsaved_pids.pop(name, None)
+                continue
+            self._write_pidfile(name, pid, spec_hash)
 
     def adopt(self, desired: dict[str, ModuleSpec]) -> None:
         """Processes survive an agent crash; we cannot wait() on them, so stop them cleanly."""

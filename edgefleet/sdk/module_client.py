@@ -36,10 +36,17 @@ from edgefleet import protocol as p
 from edgefleet.connection_string import parse_connection_string
 from edgefleet.protocol import Message
 from edgefleet.sdk import methods
-from edgefleet.sdk.errors import ClientError
+from edgefleet.sdk.errors import ClientError, MessageRefusedError
 from edgefleet.sdk.methods import MethodHandler, MethodRequest, MethodResponse
 
-__all__ = ["ClientError", "Message", "MethodRequest", "MethodResponse", "ModuleClient"]
+__all__ = [
+    "ClientError",
+    "Message",
+    "MessageRefusedError",
+    "MethodRequest",
+    "MethodResponse",
+    "ModuleClient",
+]
 
 log = logging.getLogger("edgefleet.module")
 
@@ -90,6 +97,8 @@ class ModuleClient:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[threading.Event, list[tuple[int, bytes, int | None]]]] = {}
         self._rid = 0
+        # refusal notices by message id; each arrives just before the PUBACK of its publish
+        self._refused: dict[str, tuple[int, str]] = {}
         self._ordered = ThreadPoolExecutor(1, thread_name_prefix=f"{module_id}-in")
         self._handlers = ThreadPoolExecutor(4, thread_name_prefix=f"{module_id}-h")
         self._started = False
@@ -198,7 +207,8 @@ class ModuleClient:
         output_name: str,
         timeout: float = 30.0,
     ) -> list[str]:
-        """Pipeline several messages on one output and wait for all acknowledgements."""
+        """Pipeline several messages on one output and wait for all acknowledgements; raises
+        ``MessageRefusedError`` when the edge hub did not store some of them."""
         infos = []
         ids = []
         for item in messages:
@@ -217,7 +227,21 @@ class ModuleClient:
                     if left <= 0:
                         raise ClientError(f"{self.module_id}: the edge hub did not acknowledge")
                     self._acked.wait(min(left, 0.05))
+        self._raise_refused(ids)
         return ids
+
+    def _raise_refused(self, ids: list[str]) -> None:
+        with self._lock:
+            refused = [(mid, self._refused.pop(mid)) for mid in ids if mid in self._refused]
+        if not refused:
+            return
+        status, reason = refused[0][1]
+        raise MessageRefusedError(
+            f"{self.module_id}: {len(refused)} of {len(ids)} message(s) refused ({status}): "
+            f"{reason}",
+            status,
+            [mid for mid, _ in refused],
+        )
 
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -238,12 +262,25 @@ class ModuleClient:
             self._ordered.submit(self._call, self.on_twin_desired_properties_patch_received, patch)
         elif local.kind == "method_request":
             self._handlers.submit(self._run_method, local, payload)
+        elif local.kind == "refused":
+            self._note_refusal(local, payload)
         elif local.kind in ("twin_response", "invoke_res"):
             with self._lock:
                 waiter = self._pending.get(local.rid or "")
             if waiter is not None:
                 waiter[1].append((local.status or 0, payload, local.version))
                 waiter[0].set()
+
+    def _note_refusal(self, local: t.LocalTopic, payload: bytes) -> None:
+        try:
+            reason = str(json.loads(payload).get("message", ""))
+        except (ValueError, AttributeError):
+            reason = payload.decode(errors="replace")
+        mid = (local.bag or {}).get(p.SYS_MESSAGE_ID, "")
+        with self._lock:
+            if len(self._refused) > 10_000:  # notices nobody waited for (timed-out sends)
+                self._refused.clear()
+            self._refused[mid] = (local.status or 503, reason)
 
     @staticmethod
     def _call(handler: Callable[[Any], Any] | None, arg: Any) -> None:

@@ -13,13 +13,15 @@ import threading
 import time
 from pathlib import Path
 
+from edgefleet.diskfull import connect_wal, rollback
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     created REAL NOT NULL
-)
+);
 """
 
 
@@ -30,17 +32,11 @@ class Outbox:
         self.path = None if path is None else Path(path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            ":memory:" if self.path is None else str(self.path),
-            check_same_thread=False,
-            isolation_level=None,
-            timeout=30,
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL survives a process kill (the WAL is written before commit returns); FULL would
-        # also survive a power loss at a large cost per message.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        if self.path is None:
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._db.execute(_SCHEMA)
+        else:  # opens on a full disk too: what it holds is still sent
+            self._db = connect_wal(self.path, _SCHEMA)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -62,7 +58,7 @@ class Outbox:
                     seqs.append(int(cur.lastrowid or 0))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                rollback(self._db)
                 raise
             self._changed.notify_all()
         return seqs
@@ -81,8 +77,12 @@ class Outbox:
             return
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+                self._db.execute("COMMIT")
+            except BaseException:  # a full disk: the rows stay and are removed later
+                rollback(self._db)
+                raise
             self._changed.notify_all()
 
     def wait_for_new(self, seq: int, timeout: float) -> None:

@@ -42,6 +42,7 @@ class OutboxSender:
         # (outbox seq, paho info). After a reconnect (or in a new process) the outbox is resent.
         self._inflight: list[tuple[int, mqtt.MQTTMessageInfo]] = []
         self._last_submitted = 0
+        self._unremoved: list[int] = []  # acknowledged rows whose delete failed (a full disk)
 
     def enqueue(
         self, device_id: str, messages: list[p.Message], module_id: str | None
@@ -61,13 +62,18 @@ class OutboxSender:
                 done.append(seq)
             else:
                 pending.append((seq, info))
+        if done:
+            self._inflight = pending
+        done = self._unremoved + done
         if not done:
             return
-        self._inflight = pending
         try:
             self.outbox.remove(done)
-        except Exception:  # noqa: BLE001 - closed during shutdown: resent next run
+        except Exception:  # noqa: BLE001 - a full disk or shutdown: tried again next step
             log.debug("outbox remove failed", exc_info=True)
+            self._unremoved = done
+            return
+        self._unremoved = []
 
     def run(self) -> None:
         """The outbox thread, until the connection's ``stop`` is set."""

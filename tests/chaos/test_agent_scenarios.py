@@ -1,6 +1,6 @@
 """The scenarios with real edge agents (process runtime, edge hub, a load module deployed
 through the hub), short, one after the other on one fleet of two devices whose agent data
-directories are 32 MiB tmpfs mounts."""
+directories are 32 MiB tmpfs mounts: disk-full, agent-kill, rollout-lossy."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def results() -> Iterator[dict[str, dict[str, Any]]]:
     fleet = make_fleet(SCENARIOS["disk-full"], params)
     with fleet:
         fleet.start_load()
-        outcomes = run_sequence(fleet, ["disk-full", "agent-kill"], params)
+        outcomes = run_sequence(fleet, ["disk-full", "agent-kill", "rollout-lossy"], params)
         yield {o["scenario"]: o for o in outcomes}
     prefix = fleet.topo.prefix
     assert owned(namespaces(), prefix) + owned(host_links(), prefix) == []
@@ -32,6 +32,8 @@ def test_a_full_disk_keeps_the_agents_running_and_loses_nothing(
     outcome = results["disk-full"]
     assert outcome["filledBytes"] > 0 and outcome["queuedBeforeFull"] > 0
     assert outcome["agentsAlive"] and outcome["conditionLogged"] == 2
+    # restarted on the full disk, each agent reported storage "full", then "ok", at the hub
+    assert outcome["reportedFullSeconds"] is not None and outcome["reportedOkSeconds"] is not None
     assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
     assert outcome["stored"] == outcome["expected"] > 0
     assert outcome["passed"]
@@ -47,5 +49,19 @@ def test_an_agent_killed_mid_deployment_converges_without_orphans_or_duplicates(
     for device, running in second["processes"].items():
         assert running == {"load": 1}, (device, second)
     assert first["steady"] and second["steady"]
+    assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
+    assert outcome["passed"]
+
+
+def test_a_rollout_through_packet_loss_ends_by_its_rules_with_no_device_mixed(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    outcome = results["rollout-lossy"]
+    assert outcome["lossyDevices"] == 1 and outcome["lossPercent"] == 30
+    assert outcome["rolloutState"] in ("completed", "rolledBack"), outcome
+    final = {"completed": "v2", "rolledBack": "v1"}[outcome["rolloutState"]]
+    for device, running in outcome["processes"].items():
+        assert running == {"load": 1, final: 1}, (device, outcome["processes"])
+    assert outcome["mixedDevices"] == []
     assert (outcome["lost"], outcome["duplicated"], outcome["reordered"]) == (0, 0, 0)
     assert outcome["passed"]
