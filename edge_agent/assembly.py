@@ -140,6 +140,10 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                     host=cfg.edge_hub_host,
                     port=candidate,
                     store_max_bytes=cfg.edge_hub_store_max_bytes,
+                    iothub_host=cfg.edge_hub_gateway_host,
+                    iothub_port=cfg.edge_hub_gateway_port,
+                    gateway_hostname=cfg.edge_hub_gateway_hostname,
+                    iothub_hostname=agent.hub_hostname or None,
                 ),
                 upstream,
             )
