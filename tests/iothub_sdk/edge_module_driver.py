@@ -1,0 +1,75 @@
+"""An IoT Edge module written against Microsoft's unmodified device SDK (azure-iot-device): the
+agent runs it as a process with IoT Edge's environment. Runs in the SDK's own virtualenv, so it
+imports nothing of edgefleet.
+
+It prints one JSON object per line (the agent keeps them in the module's log): ``connected``,
+``sent`` (with ``--send OUTPUT``), ``twin``, ``reported``, ``ready``, then ``input`` and
+``desired`` as they arrive; it reports every desired ``$version`` it receives as the reported
+property ``seenDesired``. It runs until the agent stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+from azure.iot.device import IoTHubModuleClient, Message
+
+_lock = threading.Lock()
+
+
+def emit(event: str, **fields: Any) -> None:
+    with _lock:
+        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--send", metavar="OUTPUT")
+    args = parser.parse_args()
+    module_id = os.environ["IOTEDGE_MODULEID"]
+    client = IoTHubModuleClient.create_from_edge_environment()
+
+    def on_input(message: Any) -> None:
+        emit(
+            "input",
+            input=message.input_name,
+            data=message.data.decode(errors="replace"),
+            messageId=message.message_id,
+            properties=message.custom_properties,
+        )
+
+    def on_desired(patch: dict[str, Any]) -> None:
+        emit("desired", patch=patch)
+        client.patch_twin_reported_properties({"seenDesired": patch.get("$version")})
+
+    client.on_message_received = on_input
+    client.on_twin_desired_properties_patch_received = on_desired
+    try:
+        client.connect()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        emit("error", stage="connect", type=type(exc).__name__, message=str(exc))
+        return 1
+    emit("connected")
+    if args.send:
+        msg = Message(json.dumps({"from": module_id}), message_id=f"{module_id}-1")
+        msg.content_type = "application/json"
+        msg.content_encoding = "utf-8"
+        msg.custom_properties["kind"] = "edge sdk"
+        client.send_message_to_output(msg, args.send)
+        emit("sent", output=args.send)
+    emit("twin", twin=client.get_twin())
+    client.patch_twin_reported_properties({"sdkModule": module_id})
+    emit("reported")
+    emit("ready")
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
