@@ -64,7 +64,8 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
     gateway = free_loopback(IOTHUB_PORT)
     modules = {"sdka": _module("--send", "out1"), "sdkb": _module()}
     routes = {
-        "toB": 'FROM /messages/modules/sdka/outputs/out1 INTO BrokeredEndpoint("/modules/sdkb/inputs/in1")',
+        "toB": "FROM /messages/modules/sdka/outputs/out1"
+        ' INTO BrokeredEndpoint("/modules/sdkb/inputs/in1")',
         "up": "FROM /messages/modules/sdka/outputs/* INTO $upstream",
     }
     with running_hub(tmp_path) as hub:
