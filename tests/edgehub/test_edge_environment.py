@@ -1,9 +1,11 @@
 """IoT Edge's module environment in the edge hub without IoT Hub's SDK: the workload API (over its
-unix socket) and who the TLS listener admits in IoT Hub's module dialect."""
+unix socket), who the TLS listener admits in IoT Hub's module dialect, and hand-written clients of
+that dialect confined to their own module."""
 
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -12,8 +14,11 @@ import httpx
 
 from edge_agent.edgehub import acl
 from edge_agent.edgehub.credentials import ModuleCredentials
+from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
 from edge_agent.edgehub.workload_server import WorkloadServer
 from edgefleet import sas
+from tests.support.device_sdk import RawIotHubClient
+from tests.support.mqtt import wait_until
 
 API = "?api-version=2019-01-30"
 HUB = "hub.example"
@@ -94,3 +99,74 @@ def test_the_tls_listener_admits_a_module_with_its_own_sas_token(tmp_path: Path)
     assert admit(user, "dev/a", good, hub="elsewhere") is None  # another IoT Hub host name
     assert admit(f"{HUB}/dev/?api-version=1", "dev", good) is None  # the device, not a module
     assert admit("a", "dev/a", key.encode()) is None  # the native dialect's form
+
+
+def test_modules_on_the_tls_listener_stay_within_their_own_identity(tmp_path: Path) -> None:
+    host = "127.0.0.1"  # gateway, IoT Hub host name and certificate name alike
+    config = EdgeHubConfig("dev", tmp_path / "edgehub", iothub_host=host, iothub_port=0)
+    hub = EdgeHub(config, upstream=None)
+    route = 'FROM /messages/modules/a/outputs/o INTO BrokeredEndpoint("/modules/b/inputs/i")'
+    hub.apply_desired({"routes": {"r": route}})
+    hub.start()
+    clients: list[RawIotHubClient] = []
+
+    def raw(module_id: str, key: str) -> RawIotHubClient:
+        resource = f"{host}/devices/dev/modules/{module_id}"
+        token = _token(key, resource, int(time.time()) + 600).decode()
+        ca = tmp_path / "edgehub" / "ca" / "ca.pem"
+        client = RawIotHubClient(host, ca, f"dev/{module_id}", token, port=hub.iothub_port)
+        clients.append(client)
+        return client
+
+    try:
+        key_a = hub.module_env("a")["IOTEDGE_MODULEKEY"]
+        key_b = hub.module_env("b")["IOTEDGE_MODULEKEY"]
+        assert raw("a", key_b).connect() in (134, 135)  # another module's key: refused
+        a, b = raw("a", key_a), raw("b", key_b)
+        assert a.connect() == 0 and b.connect() == 0
+        for wide in ("$iothub/#", "devices/#", "#", "devices/dev/modules/a/#", "devices/+/+/+/#"):
+            assert b.subscribe(wide) == [0x80], wide
+        for own in (
+            "$iothub/twin/res/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+            "$iothub/methods/POST/#",
+            "devices/dev/modules/b/inputs/#",
+        ):
+            assert b.subscribe(own) == [1], own
+        assert a.subscribe("$iothub/twin/res/#") == [1]
+        assert a.subscribe("$iothub/methods/POST/#") == [1]
+
+        # a's twin request is answered on a's own response topic (503: no upstream here)
+        a.client.publish("$iothub/twin/GET/?$rid=7", b"", qos=1)
+        assert wait_until(lambda: len(a.messages) == 1)
+        assert a.messages[0][0] == "$iothub/twin/res/503/?$rid=7"
+
+        # a direct method for a reaches a, in IoT Hub's form, and its answer comes back
+        def answer() -> None:
+            assert wait_until(lambda: len(a.messages) == 2)
+            topic = a.messages[1][0]
+            assert topic.startswith("$iothub/methods/POST/ping/?$rid=")
+            rid = topic.rsplit("=", 1)[1]
+            a.client.publish(f"$iothub/methods/res/200/?$rid={rid}", b'{"pong": 1}', qos=1)
+
+        responder = threading.Thread(target=answer)
+        responder.start()
+        assert hub.methods.call_module("a", "ping", {}) == (200, {"pong": 1})
+        responder.join()
+
+        # a's output (IoT Hub's ``$.on``) is routed to b's input, in IoT Hub's input topic
+        a.client.publish("devices/dev/modules/a/messages/events/%24.on=o&k=v", b"hi", qos=1)
+        assert wait_until(lambda: len(b.messages) == 1)
+        topic, payload = b.messages[0]
+        assert topic.startswith("devices/dev/modules/b/inputs/i/") and "k=v" in topic
+        assert payload == b"hi"
+        assert len(a.messages) == 2  # nothing of b's reached a, nothing of a's reached b
+
+        # publishing as another module closes the connection
+        a.client.publish("devices/dev/modules/b/messages/events/%24.on=o", b"x", qos=1)
+        assert a.disconnected.wait(20)
+        assert len(b.messages) == 1
+    finally:
+        for client in clients:
+            client.close()
+        hub.stop()
