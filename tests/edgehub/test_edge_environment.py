@@ -16,6 +16,7 @@ from edge_agent.edgehub import acl
 from edge_agent.edgehub.credentials import ModuleCredentials
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
 from edge_agent.edgehub.workload_server import WorkloadServer
+from edge_agent.runtime.workload_mount import container_workload
 from edgefleet import sas
 from tests.support.device_sdk import RawIotHubClient
 from tests.support.mqtt import wait_until
@@ -170,3 +171,11 @@ def test_modules_on_the_tls_listener_stay_within_their_own_identity(tmp_path: Pa
         for client in clients:
             client.close()
         hub.stop()
+
+
+def test_a_container_gets_the_workload_socket_mounted_where_iot_edge_puts_it() -> None:
+    env = {"IOTEDGE_WORKLOADURI": "unix:///var/lib/agent/edgehub/run/workload.sock", "X": "1"}
+    inside, binds = container_workload(env)
+    assert inside == {"IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock", "X": "1"}
+    assert binds == ["/var/lib/agent/edgehub/run:/var/run/iotedge"]
+    assert container_workload({"X": "1"}) == ({"X": "1"}, [])
