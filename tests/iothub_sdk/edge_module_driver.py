@@ -5,7 +5,8 @@ imports nothing of edgefleet.
 It prints one JSON object per line (the agent keeps them in the module's log): ``connected``,
 ``sent`` (with ``--send OUTPUT``), ``twin``, ``reported``, ``ready``, then ``input`` and
 ``desired`` as they arrive; it reports every desired ``$version`` it receives as the reported
-property ``seenDesired``. It runs until the agent stops it.
+property ``seenDesired``. With ``--burst-on FILE`` it sends three more messages once FILE exists
+(``burst``). It runs until the agent stops it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from azure.iot.device import IoTHubModuleClient, Message
@@ -31,6 +33,7 @@ def emit(event: str, **fields: Any) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--send", metavar="OUTPUT")
+    parser.add_argument("--burst-on", metavar="FILE", help="send 3 more once FILE exists")
     args = parser.parse_args()
     module_id = os.environ["IOTEDGE_MODULEID"]
     client = IoTHubModuleClient.create_from_edge_environment()
@@ -67,6 +70,13 @@ def main() -> int:
     client.patch_twin_reported_properties({"sdkModule": module_id})
     emit("reported")
     emit("ready")
+    if args.send and args.burst_on:
+        while not os.path.exists(args.burst_on):
+            time.sleep(0.05)
+        for i in range(2, 5):
+            msg = Message(json.dumps({"from": module_id, "i": i}), message_id=f"{module_id}-{i}")
+            client.send_message_to_output(msg, args.send)
+        emit("burst")
     threading.Event().wait()
     return 0
 

@@ -1,7 +1,8 @@
 """An IoT Edge module on Microsoft's unmodified device SDK (``create_from_edge_environment``, from
 the SDK's own virtualenv), run by the agent as a process against a real hub: the workload API,
 the edge hub's TLS listener in IoT Hub's module dialect, routes to another SDK module's input and
-to ``$upstream``, the module twin and a desired patch."""
+to ``$upstream``, the module twin and a desired patch; then an outage of the hub link, through
+which module-to-module routing goes on and the upstream messages wait in the edge hub's store."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.support.agent import hub_agent
 from tests.support.device_sdk import IOTHUB_PORT, sdk_python
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import wait_until
+from tests.support.tcpproxy import TcpProxy
 
 DRIVER = Path(__file__).parent / "edge_module_driver.py"
 
@@ -54,6 +56,14 @@ def _stored(hub: RunningHub, device_id: str) -> list[dict[str, Any]]:
     return messages
 
 
+def _stored_ids(hub: RunningHub, device_id: str) -> set[str]:
+    return {m["messageId"] for m in _stored(hub, device_id)}
+
+
+def _inputs(log: Path) -> list[str]:
+    return [e["messageId"] for e in _events(log) if e["event"] == "input"]
+
+
 def _module(*args: str) -> dict[str, Any]:
     command = [str(sdk_python()), str(DRIVER), *args]
     return {"type": "process", "status": "running", "settings": {"command": command}}
@@ -62,7 +72,8 @@ def _module(*args: str) -> dict[str, Any]:
 def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> None:
     device = f"edge-sdk-{uuid.uuid4().hex[:6]}"
     gateway = free_loopback(IOTHUB_PORT)
-    modules = {"sdka": _module("--send", "out1"), "sdkb": _module()}
+    burst = tmp_path / "burst"
+    modules = {"sdka": _module("--send", "out1", "--burst-on", str(burst)), "sdkb": _module()}
     routes = {
         "toB": "FROM /messages/modules/sdka/outputs/out1"
         ' INTO BrokeredEndpoint("/modules/sdkb/inputs/in1")',
@@ -80,7 +91,13 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
         api.patch_twin(device, {"properties": {"desired": agent_twin}}, "$edgeAgent")
         hub_twin = {"schemaVersion": "1.2", "routes": routes}
         api.patch_twin(device, {"properties": {"desired": hub_twin}}, "$edgeHub")
-        agent = hub_agent(hub, tmp_path / "agent", device, edge_hub_gateway_host=gateway)
+        proxies: list[TcpProxy] = []
+
+        def relay(host: str, port: int) -> tuple[str, int]:
+            proxies.append(TcpProxy(port, host))
+            return "127.0.0.1", proxies[-1].port
+
+        agent = hub_agent(hub, tmp_path / "agent", device, relay, edge_hub_gateway_host=gateway)
         agent.start()
         logs = agent.data_dir / "logs"
         try:
@@ -125,6 +142,19 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
                 60,
             )
             assert not [e for e in _events(logs / "sdkb.log") if e["event"] == "desired"]
+
+            # the hub link goes down: routing between the modules goes on, upstream waits
+            proxies[0].cut()
+            burst.touch()
+            _wait_event(logs / "sdka.log", "burst")
+            assert wait_until(lambda: len(_inputs(logs / "sdkb.log")) == 4, 60)
+            assert _inputs(logs / "sdkb.log") == ["sdka-1", "sdka-2", "sdka-3", "sdka-4"]
+            assert not {"sdka-2", "sdka-3", "sdka-4"} & _stored_ids(hub, device)
+            proxies[0].restore()
+            assert wait_until(lambda: len(_stored_ids(hub, device)) == 4, 90)
+            assert _stored_ids(hub, device) == {"sdka-1", "sdka-2", "sdka-3", "sdka-4"}
         finally:
             agent.stop()
             api.close()
+            for proxy in proxies:
+                proxy.close()
