@@ -34,6 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--send", metavar="OUTPUT")
     parser.add_argument("--burst-on", metavar="FILE", help="send 3 more once FILE exists")
+    parser.add_argument("--no-twin", action="store_true", help="no hub behind the edge hub")
     args = parser.parse_args()
     module_id = os.environ["IOTEDGE_MODULEID"]
     client = IoTHubModuleClient.create_from_edge_environment()
@@ -66,9 +67,10 @@ def main() -> int:
         msg.custom_properties["kind"] = "edge sdk"
         client.send_message_to_output(msg, args.send)
         emit("sent", output=args.send)
-    emit("twin", twin=client.get_twin())
-    client.patch_twin_reported_properties({"sdkModule": module_id})
-    emit("reported")
+    if not args.no_twin:
+        emit("twin", twin=client.get_twin())
+        client.patch_twin_reported_properties({"sdkModule": module_id})
+        emit("reported")
     emit("ready")
     if args.send and args.burst_on:
         while not os.path.exists(args.burst_on):

@@ -7,14 +7,17 @@ which module-to-module routing goes on and the upstream messages wait in the edg
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from composition.processes import free_loopback
-from tests.support.agent import hub_agent
+from edge_agent.runtime.docker import LABEL_AGENT
+from tests.support.agent import AgentProcess, hub_agent, manifest
 from tests.support.device_sdk import IOTHUB_PORT, sdk_python
+from tests.support.docker import TEST_LABEL, build_busybox_image, cleanup_label
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import wait_until
 from tests.support.tcpproxy import TcpProxy
@@ -158,3 +161,47 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
             api.close()
             for proxy in proxies:
                 proxy.close()
+
+
+def test_an_iot_edge_module_on_the_sdk_runs_in_a_container(tmp_path: Path) -> None:
+    """The same SDK module in a container (busybox image; the host's Python and the SDK's
+    virtualenv mounted read-only, host networking): the workload socket mounted by the agent,
+    its output routed to a process module's input. No hub: the agent runs standalone."""
+    device = f"edge-ctr-{uuid.uuid4().hex[:6]}"
+    run = uuid.uuid4().hex[:8]
+    image = build_busybox_image(f"edgefleet-test-sdk:{run}", run_label=run)
+    python = Path(os.path.realpath(sdk_python()))
+    mounts = {"/usr", "/usr/lib:/lib", "/usr/lib64:/lib64", str(python.parents[1])}
+    mounts |= {str(sdk_python().parents[1]), str(DRIVER.parent)}
+    binds = [m if ":" in m else f"{m}:{m}" for m in sorted(mounts)]
+    options = {
+        "Cmd": [str(sdk_python()), str(DRIVER), "--send", "out1", "--no-twin"],
+        "HostConfig": {"NetworkMode": "host", "Binds": [f"{b}:ro" for b in binds]},
+    }
+    container = {
+        "type": "docker",
+        "status": "running",
+        "restartPolicy": "always",
+        "settings": {"image": image, "createOptions": json.dumps(options)},
+    }
+    routes = {
+        "toB": 'FROM /messages/modules/sdkc/* INTO BrokeredEndpoint("/modules/sdkb/inputs/i")'
+    }
+    agent = AgentProcess(
+        tmp_path / "agent",
+        device,
+        "auto",
+        runtime={"type": "auto", "docker": {"name_prefix": f"{device}-"}},
+        edge_hub=True,
+        edge_hub_gateway_host=free_loopback(IOTHUB_PORT),
+    )
+    agent.deploy(manifest({"sdkc": container, "sdkb": _module("--no-twin")}, routes=routes))
+    agent.start()
+    try:
+        got = _wait_event(agent.data_dir / "logs" / "sdkb.log", "input")
+        assert got["input"] == "i" and json.loads(got["data"]) == {"from": "sdkc"}
+        assert got["messageId"] == "sdkc-1"
+    finally:
+        agent.stop()
+        cleanup_label(LABEL_AGENT, device)
+        cleanup_label(TEST_LABEL, run)
