@@ -43,8 +43,27 @@ def admit_iothub(
         connect = iothub.parse_connect(username or "", client_id)
     except p.ProtocolError:
         return None
+    if password is None:
+        return None
+    token = password.decode(errors="replace")
+    expiry = admit_module_token(token, connect, device_id, iothub_hostname, identity_of, now)
+    if expiry is None or connect.identity.module_id is None:
+        return None
+    return connect.identity.module_id, connect.identity, expiry
+
+
+def admit_module_token(
+    token: str,
+    connect: iothub.IotHubConnect,
+    device_id: str,
+    iothub_hostname: str,
+    identity_of: Callable[[str], ModuleIdentity | None],
+    now: float,
+) -> float | None:
+    """The expiry of ``token`` when it proves ``connect``'s identity, a module of this device
+    under the IoT Hub host name the modules were given; else None."""
     ident = connect.identity
-    if ident.device_id != device_id or ident.module_id is None or password is None:
+    if ident.device_id != device_id or ident.module_id is None:
         return None
     if connect.host != iothub_hostname.lower():
         return None
@@ -53,7 +72,6 @@ def admit_iothub(
         return None
     key = base64.b64encode(key_bytes(module.key)).decode()
     try:
-        expiry = iothub.verify_device_token(password.decode(errors="replace"), connect, (key,), now)
+        return float(iothub.verify_device_token(token, connect, (key,), now))
     except sas.SasRejected:
         return None
-    return ident.module_id, ident, float(expiry)

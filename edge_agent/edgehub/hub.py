@@ -27,12 +27,13 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.edgehub import acl
+from edge_agent.edgehub import acl, module_methods
+from edge_agent.edgehub.answer import Answer
 from edge_agent.edgehub.broker import LocalBroker
 from edge_agent.edgehub.credentials import EdgeEndpoints, ModuleCredentials, module_env
 from edge_agent.edgehub.dispatch import DEFAULT_TTL_SECS, Dispatcher
@@ -42,7 +43,7 @@ from edge_agent.edgehub.method_relay import MethodRelay
 from edge_agent.edgehub.routes import RouteTable
 from edge_agent.edgehub.store_and_forward import MessageStore
 from edge_agent.edgehub.twin_relay import TwinRelay
-from edge_agent.edgehub.workload_server import WorkloadServer
+from edge_agent.edgehub.workload_server import HttpsServer, WorkloadServer
 from edgefleet import iothub_dialect as iothub
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
@@ -67,6 +68,7 @@ class EdgeHubConfig:
     # SAS tokens name (default: the gateway host name), the workload API's unix socket.
     iothub_host: str | None = None
     iothub_port: int = 8883
+    https_port: int = 443  # module-to-module methods of IoT Hub's SDK (it calls 443; 0: free)
     gateway_hostname: str | None = None
     iothub_hostname: str | None = None
     workload_socket: Path | None = None
@@ -113,6 +115,7 @@ class EdgeHub:
         self._linked: set[str] = set()
         self._state = "stopped"
         self.workload: WorkloadServer | None = None
+        self.gateway_https: HttpsServer | None = None
         if config.iothub_host is not None:
             sock = config.workload_socket or self.dir / "run" / "workload.sock"
             self.workload = WorkloadServer(sock, self.trust_bundle, self.credentials.identity)
@@ -159,10 +162,51 @@ class EdgeHub:
                 cfg.iothub_port,
                 exc,
             )
+        else:
+            self.gateway_https = HttpsServer(
+                cfg.iothub_host, cfg.https_port, context, self._gateway_request
+            )
+            try:
+                self.gateway_https.start()
+            except OSError as exc:
+                self.gateway_https = None
+                log.warning(
+                    "edge hub: no HTTPS listener on %s:%s for module-to-module methods (%s)",
+                    cfg.iothub_host,
+                    cfg.https_port,
+                    exc,
+                )
         try:
             self.workload.start()
         except (OSError, ValueError) as exc:
             log.warning("edge hub: no workload API at %s (%s)", self.workload.socket_path, exc)
+
+    def _gateway_request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """A module-to-module direct method of IoT Hub's module SDK (HTTPS thread)."""
+
+        def admit(caller: str, token: str) -> bool:
+            ident = iothub.IotHubIdentity(self.device_id, caller)
+            connect = iothub.IotHubConnect(self.config.hub_hostname.lower(), ident, "")
+            return (
+                acl.admit_module_token(
+                    token,
+                    connect,
+                    self.device_id,
+                    self.config.hub_hostname,
+                    self.credentials.identity,
+                    time.time(),
+                )
+                is not None
+            )
+
+        def call(module_id: str, name: str, payload: Any, timeout: float) -> tuple[int, Any] | None:
+            if not self.broker.connected(module_id):
+                return None
+            return self.methods.call_module(module_id, name, payload, timeout)
+
+        return module_methods.handle(method, target, headers, body, self.device_id, admit, call)
 
     def _server_context(self) -> ssl.SSLContext:
         from edgefleet.ca import HubCA
@@ -190,6 +234,8 @@ class EdgeHub:
         self._state = "stopped"
         if self.workload is not None:
             self.workload.stop()
+        if self.gateway_https is not None:
+            self.gateway_https.stop()
         self.forwarder.stop()
         if self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.broker.stop(), self._loop)

@@ -3,10 +3,11 @@ agent runs it as a process with IoT Edge's environment. Runs in the SDK's own vi
 imports nothing of edgefleet.
 
 It prints one JSON object per line (the agent keeps them in the module's log): ``connected``,
-``sent`` (with ``--send OUTPUT``), ``twin``, ``reported``, ``ready``, then ``input`` and
-``desired`` as they arrive; it reports every desired ``$version`` it receives as the reported
-property ``seenDesired``. With ``--burst-on FILE`` it sends three more messages once FILE exists
-(``burst``). It runs until the agent stops it.
+``sent`` (with ``--send OUTPUT``), ``twin``, ``reported``, ``ready``, then ``input``, ``desired``
+and ``method`` as they arrive; with ``--invoke MODULE``, ``invoked``: the answer of that module's
+method ``ping``, called module to module through the gateway. It reports every desired
+``$version`` it receives as the reported property ``seenDesired``. With ``--burst-on FILE`` it
+sends three more messages once FILE exists (``burst``). It runs until the agent stops it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from azure.iot.device import IoTHubModuleClient, Message
+from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
 _lock = threading.Lock()
 
@@ -30,11 +31,27 @@ def emit(event: str, **fields: Any) -> None:
         sys.stdout.flush()
 
 
+def invoke(client: Any, target: str) -> None:
+    """Module to module through the gateway (retried until the target has connected)."""
+    params = {"methodName": "ping", "payload": {"n": 1}, "responseTimeoutInSeconds": 30}
+    for _ in range(120):
+        try:
+            answer = client.invoke_method(params, os.environ["IOTEDGE_DEVICEID"], target)
+        except Exception as exc:  # noqa: BLE001 - the target may not be connected yet
+            emit("invoke_retry", message=str(exc))
+            time.sleep(0.5)
+            continue
+        emit("invoked", answer=answer)
+        return
+    emit("error", stage="invoke", message="the target never answered")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--send", metavar="OUTPUT")
     parser.add_argument("--burst-on", metavar="FILE", help="send 3 more once FILE exists")
     parser.add_argument("--no-twin", action="store_true", help="no hub behind the edge hub")
+    parser.add_argument("--invoke", metavar="MODULE", help="call method 'ping' of MODULE")
     args = parser.parse_args()
     module_id = os.environ["IOTEDGE_MODULEID"]
     client = IoTHubModuleClient.create_from_edge_environment()
@@ -52,8 +69,14 @@ def main() -> int:
         emit("desired", patch=patch)
         client.patch_twin_reported_properties({"seenDesired": patch.get("$version")})
 
+    def on_method(request: Any) -> None:
+        emit("method", name=request.name, payload=request.payload)
+        body = {"pong": request.payload, "by": module_id}
+        client.send_method_response(MethodResponse.create_from_method_request(request, 200, body))
+
     client.on_message_received = on_input
     client.on_twin_desired_properties_patch_received = on_desired
+    client.on_method_request_received = on_method
     try:
         client.connect()
     except Exception as exc:  # noqa: BLE001 - reported to the test
@@ -72,6 +95,8 @@ def main() -> int:
         client.patch_twin_reported_properties({"sdkModule": module_id})
         emit("reported")
     emit("ready")
+    if args.invoke:
+        invoke(client, args.invoke)
     if args.send and args.burst_on:
         while not os.path.exists(args.burst_on):
             time.sleep(0.05)

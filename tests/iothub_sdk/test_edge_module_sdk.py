@@ -76,7 +76,10 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
     device = f"edge-sdk-{uuid.uuid4().hex[:6]}"
     gateway = free_loopback(IOTHUB_PORT)
     burst = tmp_path / "burst"
-    modules = {"sdka": _module("--send", "out1", "--burst-on", str(burst)), "sdkb": _module()}
+    modules = {
+        "sdka": _module("--send", "out1", "--burst-on", str(burst)),
+        "sdkb": _module("--invoke", "sdka"),
+    }
     routes = {
         "toB": "FROM /messages/modules/sdka/outputs/out1"
         ' INTO BrokeredEndpoint("/modules/sdkb/inputs/in1")',
@@ -114,6 +117,11 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(tmp_path: Path) -> N
             got = _wait_event(logs / "sdkb.log", "input")
             assert got["input"] == "in1" and json.loads(got["data"]) == {"from": "sdka"}
             assert got["messageId"] == "sdka-1" and got["properties"]["kind"] == "edge sdk"
+
+            # a direct method from one SDK module to the other, through the gateway's HTTPS
+            invoked = _wait_event(logs / "sdkb.log", "invoked")["answer"]
+            assert invoked == {"status": 200, "payload": {"pong": {"n": 1}, "by": "sdka"}}
+            assert _wait_event(logs / "sdka.log", "method")["name"] == "ping"
 
             # and to $upstream: the hub stored it as the module's message
             assert wait_until(
