@@ -142,6 +142,7 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                     store_max_bytes=cfg.edge_hub_store_max_bytes,
                     iothub_host=cfg.edge_hub_gateway_host,
                     iothub_port=cfg.edge_hub_gateway_port,
+                    https_port=cfg.edge_hub_gateway_https_port,
                     gateway_hostname=cfg.edge_hub_gateway_hostname,
                     iothub_hostname=agent.hub_hostname or None,
                 ),

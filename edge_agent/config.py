@@ -154,6 +154,12 @@ class AgentConfig(_Strict):
     edge_hub_gateway_port: int = Field(
         default=8883, ge=0, le=65535, description="Its port (IoT Hub's SDKs connect to 8883)"
     )
+    edge_hub_gateway_https_port: int = Field(
+        default=443,
+        ge=0,
+        le=65535,
+        description="HTTPS port for module-to-module methods of IoT Hub's SDK (it calls 443)",
+    )
     edge_hub_gateway_hostname: str | None = Field(
         default=None,
         description="Gateway host name given to modules and in the listener's certificate "

@@ -1,10 +1,10 @@
 """The edge hub as its own process: ``python -m edge_agent.edgehub CONFIG.json``.
 
 For a system module or a test; it prints one JSON line
-``{"port": ..., "iothubPort": ..., "env": {module: {...}}}`` once it listens (``iothub_host``,
-``iothub_port``, ``gateway_hostname``, ``iothub_hostname`` in the config serve IoT Edge's module
-environment, as ``EdgeHubConfig`` describes), and with ``stats_path`` rewrites its counters there
-every half second. Inside the agent the hub is built by the agent's assembly
+``{"port": ..., "iothubPort": ..., "env": {module: {...}}}`` once it listens. ``iothub_host``,
+``iothub_port``, ``https_port``, ``gateway_hostname`` and ``iothub_hostname`` in the config serve
+IoT Edge's module environment, as ``EdgeHubConfig`` describes. With ``stats_path`` it rewrites
+its counters there every half second. Inside the agent the hub is built by the agent's assembly
 (``edge_agent.assembly``) instead.
 """
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             store_max_bytes=int(cfg.get("store_max_bytes", 0)),
             iothub_host=cfg.get("iothub_host"),
             iothub_port=int(cfg.get("iothub_port", 8883)),
+            https_port=int(cfg.get("https_port", 443)),
             gateway_hostname=cfg.get("gateway_hostname"),
             iothub_hostname=cfg.get("iothub_hostname"),
         ),

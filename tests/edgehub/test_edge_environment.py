@@ -5,6 +5,7 @@ that dialect confined to their own module."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from urllib.parse import quote
 
 import httpx
 
-from edge_agent.edgehub import acl
+from edge_agent.edgehub import acl, module_methods
+from edge_agent.edgehub.answer import Answer
 from edge_agent.edgehub.credentials import ModuleCredentials
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
 from edge_agent.edgehub.workload_server import WorkloadServer
@@ -179,3 +181,38 @@ def test_a_container_gets_the_workload_socket_mounted_where_iot_edge_puts_it() -
     assert inside == {"IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock", "X": "1"}
     assert binds == ["/var/lib/agent/edgehub/run:/var/run/iotedge"]
     assert container_workload({"X": "1"}) == ({"X": "1"}, [])
+
+
+def test_module_to_module_methods_need_the_callers_own_token() -> None:
+    calls: list[tuple[str, str, object, float]] = []
+
+    def call(module_id: str, name: str, payload: object, timeout: float) -> tuple[int, object]:
+        calls.append((module_id, name, payload, timeout))
+        return 201, {"ok": True}
+
+    def admit(caller: str, token: str) -> bool:
+        return (caller, token) == ("b", "token-of-b")
+
+    good = {"x-ms-edge-moduleid": "dev/b", "authorization": "token-of-b"}
+    path = "/twins/dev/modules/a/methods?api-version=2021-04-12"
+    body = json.dumps({"methodName": "ping", "payload": [1], "responseTimeoutInSeconds": 5})
+
+    def ask(headers: dict[str, str], target: str = path, raw: str = body) -> Answer:
+        return module_methods.handle("POST", target, headers, raw.encode(), "dev", admit, call)
+
+    answer = ask(good)
+    assert (answer.status, answer.body) == (200, {"status": 201, "payload": {"ok": True}})
+    assert calls == [("a", "ping", [1], 5.0)]
+    assert ask({**good, "authorization": "token-of-a"}).status == 401
+    assert ask({**good, "x-ms-edge-moduleid": "dev2/b"}).status == 401
+    assert ask({"authorization": "token-of-b"}).status == 401
+    assert ask(good, "/twins/dev2/modules/a/methods").status == 501  # another device
+    assert ask(good, "/twins/dev/methods").status == 501  # the device itself
+    assert ask(good, raw="{}").body == {"message": "methodName: a string is required"}
+    assert ask(good, raw="not json").status == 400
+    assert ask(good, "/twins/dev/modules/a").status == 404
+    assert len(calls) == 1
+    offline = module_methods.handle(
+        "POST", path, good, body.encode(), "dev", admit, lambda *_: None
+    )
+    assert offline.status == 404 and "not connected" in offline.body["message"]
