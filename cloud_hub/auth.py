@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud_hub import sas
 from cloud_hub.errors import Forbidden, IotHubUnauthorized, Unauthorized
 from cloud_hub.hub import Hub
 from cloud_hub.tokens import has_scope
+from edgefleet import sas
 
 # Declares the scheme in the OpenAPI schema; the header itself is read by ``authorize``.
 _bearer = HTTPBearer(auto_error=False, description="A hub API token (edgefleet hub token create)")

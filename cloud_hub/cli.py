@@ -168,7 +168,7 @@ def serve(
 def _https_files(settings: Any) -> tuple[Path, Path]:
     """The HTTPS certificate and key: the given files, or issued by the hub CA for the public
     host name and the bind address."""
-    from cloud_hub.ca import HubCA
+    from edgefleet.ca import HubCA
 
     if settings.tls_cert is not None:
         return settings.tls_cert, settings.tls_key

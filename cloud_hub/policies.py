@@ -17,11 +17,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from cloud_hub import sas
 from cloud_hub.db import Database
 from cloud_hub.errors import AlreadyExists, InvalidInput, NotFound
 from cloud_hub.models import AccessPolicyRow
-from cloud_hub.sas import Grant, PolicyKeys
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import (
     SCOPE_DEPLOY,
@@ -30,6 +28,8 @@ from cloud_hub.tokens import (
     SCOPE_SERVICE,
     SCOPES,
 )
+from edgefleet import sas
+from edgefleet.sas import Grant, PolicyKeys
 from edgefleet.utctime import utc_now
 
 # IoT Hub's rights, as the scopes that grant the same operations here.

@@ -146,6 +146,25 @@ class AgentConfig(_Strict):
     edge_hub: bool = Field(default=True, description="Run the edge hub inside the agent")
     edge_hub_host: str = Field(default="127.0.0.1", description="Edge hub listen address")
     edge_hub_port: int = Field(default=0, ge=0, le=65535, description="0: chosen once, kept")
+    edge_hub_gateway_host: str | None = Field(
+        default="127.0.0.2",
+        description="Address of the edge hub's TLS listener in IoT Hub's module dialect, for "
+        "modules on IoT Hub's SDK (create_from_edge_environment); null: not served",
+    )
+    edge_hub_gateway_port: int = Field(
+        default=8883, ge=0, le=65535, description="Its port (IoT Hub's SDKs connect to 8883)"
+    )
+    edge_hub_gateway_https_port: int = Field(
+        default=443,
+        ge=0,
+        le=65535,
+        description="HTTPS port for module-to-module methods of IoT Hub's SDK (it calls 443)",
+    )
+    edge_hub_gateway_hostname: str | None = Field(
+        default=None,
+        description="Gateway host name given to modules and in the listener's certificate "
+        "(default: edge_hub_gateway_host)",
+    )
     edge_hub_store_max_bytes: int = Field(
         default=1 << 30, ge=0, description="Store-and-forward cap (oldest evicted); 0: none"
     )

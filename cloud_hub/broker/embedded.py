@@ -45,11 +45,11 @@ from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicat
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cloud_hub import sas
-from cloud_hub.broker import iothub_dialect as iothub
 from cloud_hub.broker.base import own_broker_endpoint
-from cloud_hub.ca import HubCA
+from edgefleet import iothub_dialect as iothub
 from edgefleet import protocol as p
+from edgefleet import sas
+from edgefleet.ca import HubCA
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Files under ``<data_dir>/broker/``: ``mosquitto.conf``, ``passwd``, ``acl``, ``p
 
 - TLS listener (``port``) for user name/password clients and a TLS listener (``cert_port``) that
   requires a client certificate signed by the hub CA (CN = device id becomes the user name,
-  ``crlfile`` revokes). Server certificate and CA come from :class:`cloud_hub.ca.HubCA`.
+  ``crlfile`` revokes). Server certificate and CA come from :class:`edgefleet.ca.HubCA`.
 - ``passwd``: one user per key slot: ``{id}`` for the primary key and ``{id}/secondary`` for the
   secondary key (mosquitto holds one password per user), password =
   :func:`edgefleet.protocol.mqtt_password`; hashed here in mosquitto's PBKDF2-SHA512 ``$7$``
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud_hub.broker.base import own_broker_endpoint
-from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
+from edgefleet.ca import HubCA
 from edgefleet.files import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 
 from cloud_hub import events
 from cloud_hub.broker.base import Broker, open_broker
-from cloud_hub.ca import HubCA
 from cloud_hub.hub import BackgroundService, Hub
 from cloud_hub.mqtt.service_client import ServiceClient
+from edgefleet.ca import HubCA
 
 log = logging.getLogger(__name__)
 

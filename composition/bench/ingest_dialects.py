@@ -15,9 +15,9 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from cloud_hub import sas
 from composition.bench.ingest import bench_data_dir, print_table, run_publishers, wait_stored
 from composition.processes import Child, cli, free_loopback, free_port
+from edgefleet import sas
 from edgefleet.hubclient import HubClient
 
 IOTHUB_PORT = 8883

@@ -151,12 +151,7 @@ def run_bench(
             hub.start()
             clients: list[ModuleClient] = []
             try:
-                a, b = (
-                    ModuleClient.create_from_connection_string(
-                        hub.module_env(m)["EdgeHubConnectionString"]
-                    )
-                    for m in ("a", "b")
-                )
+                a, b = (ModuleClient.create_from_environment(hub.module_env(m)) for m in ("a", "b"))
                 clients += [a, b]
                 counter = _Counter()
                 b.on_message_received = counter.hit

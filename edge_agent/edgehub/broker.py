@@ -6,15 +6,23 @@ PUBACK waits for the hub's future. It speaks what modules need (CONNECT with use
 password, PUBLISH QoS 0/1, SUBSCRIBE/UNSUBSCRIBE, PING, persistent sessions kept in memory) and
 enforces the hub's ACL on every publish and subscription. QoS 2 and retained messages are not
 supported (a QoS 2 publish closes the connection).
+
+A second, TLS listener (``start_iothub``) speaks IoT Hub's module MQTT dialect for IoT Hub's
+SDKs: each such connection is bound at CONNECT to the module its SAS token proves, and every topic
+is rewritten between the dialect and that module's own subtree (``edgefleet.iothub_dialect``);
+a publish outside it closes the connection, a subscription outside it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
+import ssl
 import struct
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -22,6 +30,7 @@ from typing import Protocol
 
 from edge_agent.edgehub import mqtt_packets as mp
 from edge_agent.edgehub.mqtt_packets import ProtocolViolation
+from edgefleet import iothub_dialect as iothub
 
 log = logging.getLogger("edgefleet.edgehub.broker")
 
@@ -32,6 +41,12 @@ MAX_QUEUED = 100_000
 class BrokerHooks(Protocol):
     def authenticate(self, client_id: str, username: str | None, password: bytes | None) -> bool:
         """True when the user name/password pair is valid (the user name is the identity)."""
+        ...
+
+    def authenticate_iothub(
+        self, client_id: str, username: str | None, password: bytes | None
+    ) -> tuple[str, iothub.IotHubIdentity, float] | None:
+        """(module id, identity, token expiry) of an IoT Hub-dialect CONNECT it admits."""
         ...
 
     def authorize(self, username: str, topic: str, write: bool) -> bool: ...
@@ -68,6 +83,7 @@ class Session:
     next_pid: int = 0
     dropped: int = 0
     keepalive: int = 0
+    dialect: iothub.IotHubIdentity | None = None  # set: IoT Hub's dialect, topics rewritten
 
     def new_pid(self) -> int:
         for _ in range(65535):
@@ -93,6 +109,8 @@ class LocalBroker:
         self.port = port
         self.sessions: dict[str, Session] = {}
         self._server: asyncio.base_events.Server | None = None
+        self._iothub_server: asyncio.base_events.Server | None = None
+        self.iothub_port = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -101,17 +119,32 @@ class LocalBroker:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def start_iothub(self, host: str, port: int, context: ssl.SSLContext) -> int:
+        """Serve IoT Hub's module dialect over TLS on ``host:port`` (0: a free port)."""
+        self._iothub_server = await asyncio.start_server(
+            functools.partial(self._serve, iothub_dialect=True),
+            host,
+            port,
+            limit=mp.MAX_PACKET,
+            ssl=context,
+            ssl_handshake_timeout=10,
+        )
+        self.iothub_port = self._iothub_server.sockets[0].getsockname()[1]
+        return self.iothub_port
+
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._iothub_server):
+            if server is not None:
+                server.close()
         for session in list(self.sessions.values()):
             if session.writer is not None:
                 session.writer.close()
         for task in list(self._tasks):
             task.cancel()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        for server in (self._server, self._iothub_server):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 2)
 
     def connected(self, username: str) -> bool:
         sessions = list(self.sessions.values())  # may run outside the loop thread
@@ -143,6 +176,11 @@ class LocalBroker:
 
     def _send_now(self, session: Session, topic: str, payload: bytes, qos: int) -> None:
         assert session.writer is not None
+        if session.dialect is not None:
+            wire = iothub.outbound_topic(session.dialect, topic)
+            if wire is None:  # not for this identity: never delivered
+                return
+            topic = wire
         pid = 0
         if qos:
             pid = session.new_pid()
@@ -156,14 +194,24 @@ class LocalBroker:
 
     # --- connections ----------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        iothub_dialect: bool = False,
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         session: Session | None = None
+        expiry: asyncio.TimerHandle | None = None
         try:
-            session = await self._connect(reader, writer)
-            if session is not None:
+            admitted = await self._connect(reader, writer, iothub_dialect)
+            if admitted is not None:
+                session, until = admitted
+                if until is not None:  # a SAS connection ends with its token; the SDK renews
+                    delay = max(0.0, until - time.time())
+                    expiry = asyncio.get_running_loop().call_later(delay, writer.close)
                 await self._loop(session, reader, writer)
         except (ProtocolViolation, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as e:
             log.debug("connection closed: %s", e)
@@ -172,6 +220,8 @@ class LocalBroker:
         except asyncio.CancelledError:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             if task is not None:
                 self._tasks.discard(task)
             if session is not None and session.writer is writer:
@@ -183,8 +233,8 @@ class LocalBroker:
             writer.close()
 
     async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Session | None:
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, iothub_dialect: bool
+    ) -> tuple[Session, float | None] | None:
         ptype, _flags, body = await asyncio.wait_for(mp.read_packet(reader), 10)
         if ptype != mp.CONNECT:
             raise ProtocolViolation("first packet is not CONNECT")
@@ -198,7 +248,18 @@ class LocalBroker:
                 writer.write(mp.connack(False, mp.IDENTIFIER_REJECTED))
                 return None
             client_id = "anon-" + secrets.token_hex(6)
-        if username is None or not self.hooks.authenticate(client_id, username, request.password):
+        dialect: iothub.IotHubIdentity | None = None
+        until: float | None = None
+        if iothub_dialect:
+            admitted = self.hooks.authenticate_iothub(client_id, username, request.password)
+            if admitted is not None:
+                username, dialect, until = admitted
+            ok = admitted is not None
+        else:
+            ok = username is not None and self.hooks.authenticate(
+                client_id, username, request.password
+            )
+        if username is None or not ok:
             code = mp.NOT_AUTHORIZED if username is None else mp.BAD_USER_NAME_OR_PASSWORD
             writer.write(mp.connack(False, code))
             await writer.drain()
@@ -207,11 +268,11 @@ class LocalBroker:
         if old is not None and old.writer is not None:
             old.writer.close()  # session takeover
             old.writer = None
-        if old is not None and (clean or old.username != username):
+        if old is not None and (clean or old.username != username or old.dialect != dialect):
             self.sessions.pop(client_id, None)
             old = None
         present = old is not None
-        session = old or Session(client_id, username, persistent=not clean)
+        session = old or Session(client_id, username, persistent=not clean, dialect=dialect)
         session.persistent = not clean
         session.writer = writer
         self.sessions[client_id] = session
@@ -221,7 +282,7 @@ class LocalBroker:
         self._drain_queue(session)
         session.keepalive = request.keepalive
         self.hooks.on_connection(username, True)
-        return session
+        return session, until
 
     async def _loop(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -242,7 +303,9 @@ class LocalBroker:
             elif ptype == mp.UNSUBSCRIBE:
                 pid, filters = mp.parse_unsubscribe(body)
                 for pattern in filters:
-                    session.subscriptions.pop(pattern, None)
+                    internal = self._inbound_filter(session, pattern)
+                    if internal is not None:
+                        session.subscriptions.pop(internal, None)
                 writer.write(mp.unsuback(pid))
             elif ptype == mp.PINGREQ:
                 writer.write(mp.PINGRESP_PACKET)
@@ -257,6 +320,11 @@ class LocalBroker:
         self, session: Session, writer: asyncio.StreamWriter, packet: mp.Publish
     ) -> None:
         topic, qos = packet.topic, packet.qos
+        if session.dialect is not None:
+            mapped = iothub.inbound_publish(session.dialect, topic)
+            if mapped is None:
+                raise ProtocolViolation(f"{session.client_id} published outside its identity")
+            topic = mapped
         if "+" in topic or "#" in topic or not self.hooks.authorize(session.username, topic, True):
             log.warning("denied publish by %s to %s", session.username, topic)
             if qos:
@@ -312,14 +380,22 @@ class LocalBroker:
     ) -> None:
         codes = bytearray()
         granted: list[str] = []
-        for pattern, qos in filters:
-            if self.hooks.authorize(session.username, pattern, False):
+        for requested, qos in filters:
+            pattern = self._inbound_filter(session, requested)
+            if pattern is not None and self.hooks.authorize(session.username, pattern, False):
                 session.subscriptions[pattern] = qos
                 codes.append(qos)
                 granted.append(pattern)
             else:
-                log.warning("denied subscription by %s to %s", session.username, pattern)
+                log.warning("denied subscription by %s to %s", session.username, requested)
                 codes.append(mp.SUBSCRIPTION_REFUSED)
         writer.write(mp.suback(pid, bytes(codes)))
         if granted:
             self.hooks.on_subscribed(session.username)
+
+    @staticmethod
+    def _inbound_filter(session: Session, pattern: str) -> str | None:
+        """The filter a subscription stands for in the hub's topics (None: refused)."""
+        if session.dialect is None:
+            return pattern
+        return iothub.inbound_filter(session.dialect, pattern)

@@ -58,7 +58,10 @@ def output_message(
 ) -> tuple[RouteMessage, dict[str, str]]:
     """A module's output as route conditions see it, and the property bag it travels with."""
     bag = dict(local.bag or {})
-    bag[p.SYS_OUTPUT_NAME] = local.name
+    if local.name:
+        bag[p.SYS_OUTPUT_NAME] = local.name
+    else:  # IoT Hub's ``send_message`` of a module: no output, source /messages/modules/<m>
+        bag.pop(p.SYS_OUTPUT_NAME, None)
     bag[p.SYS_CONNECTION_DEVICE_ID] = device_id
     bag[p.SYS_CONNECTION_MODULE_ID] = module_id
     msg = p.Message.from_property_bag(payload, bag)
@@ -69,13 +72,13 @@ def output_message(
         "contentEncoding": msg.content_encoding,
         "connectionDeviceId": device_id,
         "connectionModuleId": module_id,
-        "outputName": local.name,
+        "outputName": local.name or None,
         "userId": msg.user_id,
         "to": msg.to,
         "creationTime": msg.creation_time,
     }
     route_msg = RouteMessage(
-        module_source(module_id, local.name),
+        module_source(module_id, local.name or None),
         payload,
         msg.custom_properties,
         {k: v for k, v in system.items() if v is not None},

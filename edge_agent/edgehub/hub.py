@@ -10,6 +10,10 @@
 ``upstream`` is the agent's ``DeviceClient`` (``edgefleet.sdk.device_client``) or ``None``
 (everything bound upstream then waits in the store until its TTL).
 
+With ``iothub_host`` set, the hub also serves IoT Edge's module environment for IoT Hub's SDKs
+(``create_from_edge_environment``): a TLS listener in IoT Hub's module dialect and the workload
+API on a unix socket (``workload``), with a server certificate from the device's own CA.
+
 The parts: ``credentials`` and ``acl`` (who may use the local broker), ``dispatch`` (routes),
 ``group_commit`` (into ``store_and_forward``), ``forwarder`` (out of it), ``twin_relay`` and
 ``method_relay`` (module twins and direct methods through ``upstream``).
@@ -21,15 +25,18 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import ssl
 import threading
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.edgehub import acl
+from edge_agent.edgehub import acl, module_methods
+from edge_agent.edgehub.answer import Answer
 from edge_agent.edgehub.broker import LocalBroker
-from edge_agent.edgehub.credentials import ModuleCredentials, module_env
+from edge_agent.edgehub.credentials import EdgeEndpoints, ModuleCredentials, module_env
 from edge_agent.edgehub.dispatch import DEFAULT_TTL_SECS, Dispatcher
 from edge_agent.edgehub.forwarder import Forwarder
 from edge_agent.edgehub.group_commit import GroupCommit, Refused
@@ -37,7 +44,9 @@ from edge_agent.edgehub.method_relay import MethodRelay
 from edge_agent.edgehub.routes import RouteTable
 from edge_agent.edgehub.store_and_forward import MessageStore
 from edge_agent.edgehub.twin_relay import TwinRelay
+from edge_agent.edgehub.workload_server import HttpsServer, WorkloadServer
 from edge_agent.storage_monitor import WriteEvents
+from edgefleet import iothub_dialect as iothub
 from edgefleet import module_topics as t
 from edgefleet import protocol as p
 
@@ -55,6 +64,24 @@ class EdgeHubConfig:
     forward_window: int = 256  # messages handed to the upstream outbox ahead of its PUBACKs
     method_timeout_secs: float = 30.0
     twin_timeout_secs: float = 10.0
+    # IoT Edge's module environment (None: not served): the TLS listener's address and port
+    # (IoT Hub's SDKs always connect to 8883; 0 picks a free one), the gateway host name in the
+    # modules' env and the server certificate (default: iothub_host), the IoT Hub host name their
+    # SAS tokens name (default: the gateway host name), the workload API's unix socket.
+    iothub_host: str | None = None
+    iothub_port: int = 8883
+    https_port: int = 443  # module-to-module methods of IoT Hub's SDK (it calls 443; 0: free)
+    gateway_hostname: str | None = None
+    iothub_hostname: str | None = None
+    workload_socket: Path | None = None
+
+    @property
+    def gateway(self) -> str:
+        return self.gateway_hostname or self.iothub_host or self.advertise_host or self.host
+
+    @property
+    def hub_hostname(self) -> str:
+        return self.iothub_hostname or self.gateway
 
 
 class EdgeHub:
@@ -90,6 +117,11 @@ class EdgeHub:
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="edgehub")
         self._linked: set[str] = set()
         self._state = "stopped"
+        self.workload: WorkloadServer | None = None
+        self.gateway_https: HttpsServer | None = None
+        if config.iothub_host is not None:
+            sock = config.workload_socket or self.dir / "run" / "workload.sock"
+            self.workload = WorkloadServer(sock, self.trust_bundle, self.credentials.identity)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -108,16 +140,105 @@ class EdgeHub:
         )
         self._loop_thread.start()
         asyncio.run_coroutine_threadsafe(self.broker.start(), self._loop).result(10)
+        if self.workload is not None:
+            self._start_edge_environment()
         self.forwarder.start()
         for module_id in self.credentials.modules():
             self._link_module(module_id)
         self._state = "running"
         log.info("edge hub listening on %s:%s", self.config.host, self.port)
 
+    def _start_edge_environment(self) -> None:
+        """The TLS listener and the workload API; either failing leaves the native listener."""
+        cfg = self.config
+        assert cfg.iothub_host is not None and self.workload is not None
+        try:
+            context = self._server_context()
+            start = self.broker.start_iothub(cfg.iothub_host, cfg.iothub_port, context)
+            port = asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
+            log.info("edge hub: IoT Hub module dialect on %s:%s", cfg.iothub_host, port)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning(
+                "edge hub: no IoT Hub-dialect listener on %s:%s (%s); modules on IoT Hub's SDK "
+                "cannot connect",
+                cfg.iothub_host,
+                cfg.iothub_port,
+                exc,
+            )
+        else:
+            self.gateway_https = HttpsServer(
+                cfg.iothub_host, cfg.https_port, context, self._gateway_request
+            )
+            try:
+                self.gateway_https.start()
+            except OSError as exc:
+                self.gateway_https = None
+                log.warning(
+                    "edge hub: no HTTPS listener on %s:%s for module-to-module methods (%s)",
+                    cfg.iothub_host,
+                    cfg.https_port,
+                    exc,
+                )
+        try:
+            self.workload.start()
+        except (OSError, ValueError) as exc:
+            log.warning("edge hub: no workload API at %s (%s)", self.workload.socket_path, exc)
+
+    def _gateway_request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """A module-to-module direct method of IoT Hub's module SDK (HTTPS thread)."""
+
+        def admit(caller: str, token: str) -> bool:
+            ident = iothub.IotHubIdentity(self.device_id, caller)
+            connect = iothub.IotHubConnect(self.config.hub_hostname.lower(), ident, "")
+            return (
+                acl.admit_module_token(
+                    token,
+                    connect,
+                    self.device_id,
+                    self.config.hub_hostname,
+                    self.credentials.identity,
+                    time.time(),
+                )
+                is not None
+            )
+
+        def call(module_id: str, name: str, payload: Any, timeout: float) -> tuple[int, Any] | None:
+            if not self.broker.connected(module_id):
+                return None
+            return self.methods.call_module(module_id, name, payload, timeout)
+
+        return module_methods.handle(method, target, headers, body, self.device_id, admit, call)
+
+    def _server_context(self) -> ssl.SSLContext:
+        from edgefleet.ca import HubCA
+
+        cfg = self.config
+        names = list(dict.fromkeys([cfg.gateway, str(cfg.iothub_host)]))
+        cert, key = HubCA(self.dir / "ca").ensure_https(names)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        return context
+
+    def trust_bundle(self) -> str:
+        """The CA of the edge hub's server certificate (PEM), for the workload API."""
+        return (self.dir / "ca" / "ca.pem").read_text()
+
+    @property
+    def iothub_port(self) -> int:
+        """The TLS listener's port (0 while it is not listening)."""
+        return self.broker.iothub_port
+
     def stop(self) -> None:
         if self._state == "stopped":
             return
         self._state = "stopped"
+        if self.workload is not None:
+            self.workload.stop()
+        if self.gateway_https is not None:
+            self.gateway_https.stop()
         self.forwarder.stop()
         if self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.broker.stop(), self._loop)
@@ -157,11 +278,22 @@ class EdgeHub:
     def module_env(self, module_id: str) -> dict[str, str]:
         """Environment for a module: its identity, the local broker and its own credentials."""
         p.validate_id(module_id, "module id")
-        password = self.credentials.issue(module_id)
+        ident = self.credentials.issue(module_id)
         if self._state == "running":
             self._link_module(module_id)
-        host = self.config.advertise_host or self.config.host
-        return module_env(self.device_id, module_id, host, self.port, password)
+        cfg = self.config
+        where = EdgeEndpoints(
+            host=cfg.advertise_host or cfg.host,
+            port=self.port,
+            gateway_hostname=cfg.gateway,
+            iothub_hostname=cfg.hub_hostname,
+            workload_uri=self.workload.uri if self.workload is not None else "",
+        )
+        env = module_env(self.device_id, module_id, ident, where)
+        if self.workload is None:  # no IoT Edge environment: leave its variables out
+            for name in ("IOTEDGE_WORKLOADURI", "IOTEDGE_MODULEGENERATIONID", "IOTEDGE_APIVERSION"):
+                env.pop(name)
+        return env
 
     def stats(self) -> dict[str, Any]:
         """Store-and-forward and routing counters (for the agent's reported properties)."""
@@ -190,6 +322,19 @@ class EdgeHub:
     def authenticate(self, client_id: str, username: str | None, password: bytes | None) -> bool:
         return username is not None and acl.may_connect(self.credentials.get(username), password)
 
+    def authenticate_iothub(
+        self, client_id: str, username: str | None, password: bytes | None
+    ) -> tuple[str, iothub.IotHubIdentity, float] | None:
+        return acl.admit_iothub(
+            username,
+            client_id,
+            password,
+            self.device_id,
+            self.config.hub_hostname,
+            self.credentials.identity,
+            time.time(),
+        )
+
     def authorize(self, username: str, topic: str, write: bool) -> bool:
         return acl.may_use_topic(self.device_id, username, topic)
 
@@ -204,6 +349,9 @@ class EdgeHub:
         except (p.ProtocolError, ValueError):
             log.warning("ignored unknown topic from %s: %s", username, topic)
             return None
+        if local.kind == "telemetry":  # IoT Hub's dialect: the output rides in ``$.on``
+            bag = local.bag or {}
+            local = t.LocalTopic("output", local.module_id, bag.get(p.SYS_OUTPUT_NAME, ""), bag)
         if local.kind == "output":
             return self.dispatcher.module_output(username, local, payload)
         if local.kind in ("twin_get", "twin_reported"):

@@ -1,8 +1,11 @@
 """The edge hub as its own process: ``python -m edge_agent.edgehub CONFIG.json``.
 
-For a system module or a test; it prints one JSON line ``{"port": ..., "env": {module: {...}}}``
-once it listens, and with ``stats_path`` rewrites its counters there every half second. Inside
-the agent the hub is built by the agent's assembly (``edge_agent.assembly``) instead.
+For a system module or a test; it prints one JSON line
+``{"port": ..., "iothubPort": ..., "env": {module: {...}}}`` once it listens. ``iothub_host``,
+``iothub_port``, ``https_port``, ``gateway_hostname`` and ``iothub_hostname`` in the config serve
+IoT Edge's module environment, as ``EdgeHubConfig`` describes. With ``stats_path`` it rewrites
+its counters there every half second. Inside the agent the hub is built by the agent's assembly
+(``edge_agent.assembly``) instead.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=data_dir,
             port=int(cfg.get("port", 0)),
             store_max_bytes=int(cfg.get("store_max_bytes", 0)),
+            iothub_host=cfg.get("iothub_host"),
+            iothub_port=int(cfg.get("iothub_port", 8883)),
+            https_port=int(cfg.get("https_port", 443)),
+            gateway_hostname=cfg.get("gateway_hostname"),
+            iothub_hostname=cfg.get("iothub_hostname"),
         ),
         upstream,
     )
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {m: hub.module_env(m) for m in cfg.get("modules", [])}
     if upstream is not None:
         threading.Thread(target=_connect, args=(upstream,), daemon=True).start()
-    print(json.dumps({"port": hub.port, "env": env}), flush=True)
+    print(json.dumps({"port": hub.port, "iothubPort": hub.iothub_port, "env": env}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

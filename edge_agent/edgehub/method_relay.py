@@ -58,7 +58,9 @@ class MethodRelay:
             waiter[1].append(result)
             waiter[0].set()
 
-    def call_module(self, module_id: str, method: str, payload: Any) -> tuple[int, Any]:
+    def call_module(
+        self, module_id: str, method: str, payload: Any, timeout: float | None = None
+    ) -> tuple[int, Any]:
         """Invoke a direct method on a local module and wait for its response."""
         if not self._broker.connected(module_id):
             return 404, {"message": f"module {module_id} is not connected"}
@@ -70,7 +72,7 @@ class MethodRelay:
         try:
             topic = p.method_request_topic(self.device_id, method, rid, module_id)
             self._send_local(topic, json.dumps(payload).encode())
-            if not event.wait(self._timeout):
+            if not event.wait(self._timeout if timeout is None else timeout):
                 return 504, {"message": f"{module_id} did not answer {method!r} in time"}
         finally:
             with self._lock:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeFailure
+from edge_agent.runtime.workload_mount import container_workload
 from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
 from edgefleet.utctime import parse_utc_text, utc_now
@@ -174,8 +175,9 @@ class DockerRuntime:
 
         config: dict[str, Any] = json.loads(json.dumps(spec.create_options))
         config["Image"] = spec.image
+        module_env, binds = container_workload(spec.env)
         env = {e.split("=", 1)[0]: e for e in config.get("Env") or []}
-        env.update({k: f"{k}={v}" for k, v in spec.env.items()})
+        env.update({k: f"{k}={v}" for k, v in module_env.items()})
         config["Env"] = list(env.values())
         labels = dict(config.get("Labels") or {})
         labels.update(
@@ -190,6 +192,8 @@ class DockerRuntime:
         host = dict(config.get("HostConfig") or {})
         host.setdefault("LogConfig", self.log_config)
         host["RestartPolicy"] = {"Name": "no"}
+        if binds:
+            host["Binds"] = [*(host.get("Binds") or []), *binds]
         config["HostConfig"] = host
         name = self.container_name(spec.name)
         try:

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -126,16 +126,21 @@ class ModuleClient:
             raise ClientError(f"bad module connection string: {exc}") from None
 
     @classmethod
-    def create_from_environment(cls, **kwargs: Any) -> ModuleClient:
-        """From the variables the edge agent sets (``EdgeHubConnectionString`` or IOTEDGE_*)."""
-        env = os.environ
-        if env.get("EdgeHubConnectionString"):
+    def create_from_environment(
+        cls, environ: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> ModuleClient:
+        """From the variables the edge agent sets: the edge hub's native listener
+        (IOTEDGE_EDGEHUBHOST/IOTEDGE_EDGEHUBPORT/IOTEDGE_MODULEKEY), else
+        ``EdgeHubConnectionString`` (with ``Port=``, or a port in ``GatewayHostName``).
+        ``environ`` replaces the process environment."""
+        env = os.environ if environ is None else environ
+        if env.get("EdgeHubConnectionString") and not env.get("IOTEDGE_EDGEHUBPORT"):
             return cls.create_from_connection_string(env["EdgeHubConnectionString"], **kwargs)
         try:
             return cls(
                 env["IOTEDGE_DEVICEID"],
                 env["IOTEDGE_MODULEID"],
-                env.get("IOTEDGE_GATEWAYHOSTNAME", "127.0.0.1"),
+                env.get("IOTEDGE_EDGEHUBHOST") or env.get("IOTEDGE_GATEWAYHOSTNAME", "127.0.0.1"),
                 int(env["IOTEDGE_EDGEHUBPORT"]),
                 env["IOTEDGE_MODULEKEY"],
                 **kwargs,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from edgefleet.hubclient import HubClientError
-from tests.support.agent import AgentProcess, procs_with
+from tests.support.agent import AgentProcess, hub_agent, procs_with
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import stop_managed_mosquitto, wait_until
 
@@ -57,29 +57,6 @@ def wait_hub(
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}: {rep}")
-
-
-def hub_agent(hub: RunningHub, workdir: Path, device: str) -> AgentProcess:
-    """An agent (process runtime, edge hub on) for a registered device, with its MQTT key."""
-    with hub.client() as client:
-        key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
-    headers = {"Authorization": f"Bearer {hub.token}"}
-    creds = httpx.get(
-        f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
-    ).json()
-    scheme = "mqtts" if creds["tls"] else "mqtt"
-    conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
-    return AgentProcess(
-        workdir,
-        device,
-        "process",
-        provisioning={"source": "manual", "connection_string": conn},
-        hub={
-            "mqtt_url": f"{scheme}://{creds['host']}:{creds['port']}",
-            "ca_file": creds["ca_file"],
-        },
-        edge_hub=True,
-    )
 
 
 def test_agent_with_real_hub(tmp_path: Path) -> None:

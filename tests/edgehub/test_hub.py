@@ -249,9 +249,7 @@ def test_messages_wait_for_a_module_that_has_not_connected_yet(tmp_path: Path) -
         a = module(hub, "a")
         for i in range(5):
             a.send_message_to_output(Message(str(i).encode()), "o")
-        late = ModuleClient.create_from_connection_string(
-            hub.module_env("late")["EdgeHubConnectionString"]
-        )
+        late = ModuleClient.create_from_environment(hub.module_env("late"))
         got: list[bytes] = []
         late.on_message_received = lambda m: got.append(m.data)
         late.connect(timeout=30)

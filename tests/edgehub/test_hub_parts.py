@@ -3,6 +3,8 @@ MQTT packet parsing."""
 
 from __future__ import annotations
 
+import base64
+import json
 import stat
 import struct
 from pathlib import Path
@@ -11,7 +13,12 @@ import pytest
 
 from edge_agent.edgehub import acl
 from edge_agent.edgehub import mqtt_packets as mp
-from edge_agent.edgehub.credentials import ModuleCredentials, module_env
+from edge_agent.edgehub.credentials import (
+    EdgeEndpoints,
+    ModuleCredentials,
+    key_bytes,
+    module_env,
+)
 from edge_agent.edgehub.dispatch import output_message, plan_deliveries
 from edge_agent.edgehub.forwarder import module_runs
 from edge_agent.edgehub.method_relay import response_body
@@ -25,14 +32,32 @@ def test_credentials_are_issued_once_kept_owner_only_and_survive_a_restart(tmp_p
     path = tmp_path / "credentials.json"
     creds = ModuleCredentials(path)
     first = creds.issue("a")
-    assert creds.issue("a") == first and creds.get("a") == first and creds.get("b") is None
+    assert creds.issue("a") == first and creds.get("a") == first.key and creds.get("b") is None
+    assert len(base64.b64decode(first.key, validate=True)) == 32  # what IoT Hub's SDKs accept
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     again = ModuleCredentials(path)
-    assert again.get("a") == first and again.modules() == ["a"]
-    env = module_env("dev", "a", "h", 1883, first)
+    assert again.identity("a") == first and again.modules() == ["a"]
+    where = EdgeEndpoints("127.0.0.1", 1883, "edge.local", "hub.example", "unix:///run/w.sock")
+    env = module_env("dev", "a", first, where)
     assert env["EdgeHubConnectionString"] == (
-        f"HostName=h;GatewayHostName=h;Port=1883;DeviceId=dev;ModuleId=a;SharedAccessKey={first}"
+        "HostName=hub.example;GatewayHostName=edge.local;DeviceId=dev;ModuleId=a;"
+        f"SharedAccessKey={first.key}"
     )
+    assert env["IOTEDGE_MODULEGENERATIONID"] == first.generation_id
+    assert env["IOTEDGE_WORKLOADURI"] == "unix:///run/w.sock"
+    assert (env["IOTEDGE_EDGEHUBHOST"], env["IOTEDGE_EDGEHUBPORT"]) == ("127.0.0.1", "1883")
+
+
+def test_keys_stored_by_earlier_versions_keep_working(tmp_path: Path) -> None:
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"old": "not-base64_key-from-token_urlsafe"}))
+    creds = ModuleCredentials(path)
+    ident = creds.identity("old")
+    assert ident is not None and ident.key == "not-base64_key-from-token_urlsafe"
+    assert acl.may_connect(creds.get("old"), b"not-base64_key-from-token_urlsafe")
+    assert key_bytes(ident.key) == b"not-base64_key-from-token_urlsafe"
+    # the generation id given to it is kept
+    assert ModuleCredentials(path).identity("old") == ident
 
 
 def test_a_module_connects_with_its_own_password_and_stays_in_its_subtree() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from azure.iot.hub.sastoken import SasToken
 
-from cloud_hub import sas
 from cloud_hub.errors import AlreadyExists, InvalidInput, NotFound
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.policies import AccessPolicies
-from cloud_hub.sas import SasRejected
 from cloud_hub.settings import HubSettings
+from edgefleet import sas
+from edgefleet.sas import SasRejected
 
 
 def test_a_new_hub_has_iot_hubs_four_policies_with_distinct_32_byte_keys(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ import base64
 import pytest
 from azure.iot.hub.sastoken import SasToken
 
-from cloud_hub import sas
 from cloud_hub.policies import parse_permissions, resource_hosts
-from cloud_hub.sas import PolicyKeys, SasRejected
 from cloud_hub.settings import HubSettings
 from cloud_hub.tokens import has_scope
+from edgefleet import sas
+from edgefleet.sas import PolicyKeys, SasRejected
 
 PRIMARY = base64.b64encode(b"p" * 32).decode()
 SECONDARY = base64.b64encode(b"s" * 32).decode()

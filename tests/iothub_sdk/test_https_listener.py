@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from cloud_hub.ca import HubCA
+from edgefleet.ca import HubCA
 from tests.support.hub import edgefleet_cmd, running_hub
 
 

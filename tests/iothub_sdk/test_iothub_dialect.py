@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from cloud_hub import sas
-from cloud_hub.broker import iothub_dialect as d
+from edgefleet import iothub_dialect as d
 from edgefleet import protocol as p
+from edgefleet import sas
 from tests.support.device_sdk import device_token
 
 KEY = "c2VjcmV0LWtleS1vZi1kZXZpY2UtYQ=="

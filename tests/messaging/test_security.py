@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub.ca import HubCA
 from edgefleet import protocol as p
+from edgefleet.ca import HubCA
 from edgefleet.sdk.device_client import DeviceClient
 from tests.support.device_sdk import RawIotHubClient, device_token
 from tests.support.hub import RunningHub, running_hub

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cloud_hub.ca import HubCA
+from edgefleet.ca import HubCA
 from modules.accelerators.fpga.client import DeviceProcess, start_device_process
 from tests.scoring.conftest import CATS, ESPRESSO, KEYS
 from tests.support.hub import stop_process

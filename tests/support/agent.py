@@ -17,7 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+
+from tests.support.hub import RunningHub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,6 +181,40 @@ class AgentProcess:
             return "\n".join(self.log_path.read_text().splitlines()[-n:])
         except OSError:
             return ""
+
+
+def hub_agent(
+    hub: RunningHub,
+    workdir: Path,
+    device: str,
+    relay: Callable[[str, int], tuple[str, int]] | None = None,
+    **extra: Any,
+) -> AgentProcess:
+    """An agent (process runtime, edge hub on) for a registered device, with its MQTT key;
+    ``relay`` maps the hub's MQTT address to the one the agent uses (e.g. a TcpProxy's)."""
+    with hub.client() as client:
+        key = client.get_device(device)["authentication"]["symmetricKey"]["primaryKey"]
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    creds = httpx.get(
+        f"{hub.url}/devices/{device}/mqttCredentials", headers=headers, timeout=60
+    ).json()
+    scheme = "mqtts" if creds["tls"] else "mqtt"
+    host, port = creds["host"], creds["port"]
+    if relay is not None:
+        host, port = relay(host, port)
+    conn = f"HostName=127.0.0.1:{hub.port};DeviceId={device};SharedAccessKey={key}"
+    return AgentProcess(
+        workdir,
+        device,
+        "process",
+        provisioning={"source": "manual", "connection_string": conn},
+        hub={
+            "mqtt_url": f"{scheme}://{host}:{port}",
+            "ca_file": creds["ca_file"],
+        },
+        edge_hub=True,
+        **extra,
+    )
 
 
 def procs_with(marker: str) -> list[int]:

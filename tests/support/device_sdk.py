@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub import sas
+from edgefleet import sas
 
 VENV = Path(os.environ.get("EDGEFLEET_DEVICE_SDK_VENV", "/var/cache/edgefleet/venv-iot-device"))
 DRIVER = Path(__file__).parents[1] / "iothub_sdk" / "device_sdk_driver.py"

@@ -157,8 +157,7 @@ def _try_connect(client: DeviceClient) -> None:
 
 
 def module(hub: EdgeHub, module_id: str) -> ModuleClient:
-    env = hub.module_env(module_id)
-    client = ModuleClient.create_from_connection_string(env["EdgeHubConnectionString"])
+    client = ModuleClient.create_from_environment(hub.module_env(module_id))
     client.connect(timeout=30)
     return client
 
