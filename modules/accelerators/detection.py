@@ -8,7 +8,6 @@ Nothing here runs a network, so every step is testable with small arrays.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,33 +148,46 @@ def square(boxes: Floats) -> Floats:
     return out
 
 
-@functools.lru_cache(maxsize=1024)
-def pooling_matrix(n: int, size: int) -> Floats:
-    """[size, n] weights of adaptive average pooling: output i averages inputs
-    floor(i * n / size) .. ceil((i + 1) * n / size) - 1 (shrinks by area, enlarges by repeating
-    pixels, never blends a face crop's edges with its neighbours)."""
-    weights = np.zeros((size, n), np.float32)
-    for i in range(size):
-        start, end = (i * n) // size, -((-(i + 1) * n) // size)
-        weights[i, start:end] = 1.0 / (end - start)
-    return weights
+def pooled_windows(start: int, n: int, size: int) -> tuple[npt.NDArray[np.intp], ...]:
+    """Adaptive average pooling of ``n`` pixels from ``start`` into ``size``: output i averages
+    pixels start + floor(i * n / size) .. start + ceil((i + 1) * n / size) - 1 (shrinks by area,
+    enlarges by repeating pixels). Returns (first, end) pixel per output, end exclusive."""
+    i = np.arange(size)
+    return start + (i * n) // size, start - ((-(i + 1) * n) // size)
 
 
-def crops(rgb: npt.NDArray[np.uint8], boxes: Floats, size: int) -> Floats:
-    """Each box's pixels (zero outside the image), pooled to size x size: [K, size, size, 3]
-    float32 in pixel units."""
+def summed_area(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """[H + 1, W + 1, 3]: entry (r, c) is the sum of the pixels above and left of (r, c)."""
     height, width = rgb.shape[:2]
+    table = np.zeros((height + 1, width + 1, 3), np.float64)
+    table[1:, 1:] = rgb.cumsum(axis=0, dtype=np.float64).cumsum(axis=1)
+    return table
+
+
+def crops(
+    rgb: npt.NDArray[np.uint8],
+    boxes: Floats,
+    size: int,
+    table: npt.NDArray[np.float64] | None = None,
+) -> Floats:
+    """Each box's pixels (zero outside the image), pooled to size x size: [K, size, size, 3]
+    float32 in pixel units. Window sums come from the image's summed-area table (``table``, or
+    made here), so a crop costs size x size lookups whatever the box's size."""
+    height, width = rgb.shape[:2]
+    table = summed_area(rgb) if table is None else table
     out = np.zeros((len(boxes), size, size, 3), np.float32)
     for i, (x1, y1, x2, y2) in enumerate(np.rint(boxes[:, :4]).astype(np.int64)):
         if x2 <= x1 or y2 <= y1:
             continue
-        patch = np.zeros((y2 - y1, x2 - x1, 3), np.float32)
-        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-        if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = rgb[sy1:sy2, sx1:sx2]
-        rows, cols = pooling_matrix(y2 - y1, size), pooling_matrix(x2 - x1, size)
-        tall = (rows @ patch.reshape(y2 - y1, -1)).reshape(size, x2 - x1, 3)
-        out[i] = (tall.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1)
+        r0, r1 = pooled_windows(int(y1), int(y2 - y1), size)
+        c0, c1 = pooled_windows(int(x1), int(x2 - x1), size)
+        count = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[:, :, None]
+        r0, r1 = np.clip(r0, 0, height), np.clip(r1, 0, height)  # zeros outside add nothing
+        c0, c1 = np.clip(c0, 0, width), np.clip(c1, 0, width)
+        sums = (table[np.ix_(r1, c1)] - table[np.ix_(r0, c1)] - table[np.ix_(r1, c0)]) + table[
+            np.ix_(r0, c0)
+        ]
+        out[i] = sums / count
     return out
 
 

@@ -6,6 +6,7 @@ decision between them (scales, proposals, regression, NMS, crops) is in ``detect
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
 STAGES = ("pnet", "rnet", "onet")
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128: pixels to about [-1, 1]
+CROP_MACS = {"rnet": 1_530_768, "onet": 12_909_952}  # multiply-accumulates per 24 / 48 crop
+
+
+def pnet_macs(height: int, width: int) -> int:
+    """Multiply-accumulates of the P-Net on one height x width level: 3x3 convs to 10, 16, 32
+    channels (a 2x2 ceil-mode max pool after the first), then 1x1 convs to 2 + 4 channels."""
+    h, w = height - 2, width - 2
+    macs = h * w * 10 * 27
+    h, w = math.ceil((h - 2) / 2) + 1 - 2, math.ceil((w - 2) / 2) + 1 - 2
+    macs += h * w * 16 * 90
+    h, w = h - 2, w - 2
+    return macs + h * w * (32 * 144 + 6 * 32)
 
 
 def to_input(pixels: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
@@ -61,6 +74,7 @@ class Cascade:
                 raise AcceleratorError(f"onnxruntime cannot load the {stage}: {exc}") from exc
         used = self._sessions["pnet"].get_providers()[0]
         self.engine = f"onnxruntime {ort.__version__} {used}"
+        self.last_macs = 0  # multiply-accumulates of the last ``detect`` (all networks)
 
     def _run(self, stage: str, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
         out: list[npt.NDArray[np.float32]] = self._sessions[stage].run(None, {"images": batch})
@@ -68,9 +82,11 @@ class Cascade:
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[det.Detection]:
         height, width = rgb.shape[:2]
+        self.last_macs = 0
         boxes = self.propose(rgb)
-        boxes = self.refine(rgb, boxes, "rnet", self.settings.thresholds[1])
-        boxes = self.refine(rgb, boxes, "onet", self.settings.thresholds[2])
+        table = det.summed_area(rgb)
+        boxes = self.refine(rgb, boxes, "rnet", self.settings.thresholds[1], table)
+        boxes = self.refine(rgb, boxes, "onet", self.settings.thresholds[2], table)
         boxes = boxes[: self.settings.max_detections]
         xywh = det.normalized_xywh(boxes, height, width)
         label = self.settings.labels[0]
@@ -96,6 +112,7 @@ class Cascade:
             h, w = det.scaled_size(height, width, scale)
             level = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             prob, reg = self._run("pnet", to_input(level))
+            self.last_macs += pnet_macs(h, w)
             boxes, deltas = det.proposals(prob[0, 0], reg[0], scale, s.thresholds[0])
             keep = det.nms(boxes, boxes[:, 4], s.level_nms)
             found.append(np.concatenate([boxes[keep], deltas[keep]], axis=1))
@@ -111,13 +128,15 @@ class Cascade:
         boxes: npt.NDArray[np.float32],
         stage: str,
         threshold: float,
+        table: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float32]:
         """R-Net or O-Net on square crops of ``boxes``: survivors, regressed (and squared for
         the next stage; the O-Net's final boxes keep their regressed shape)."""
         if not len(boxes):
             return boxes
         size = 24 if stage == "rnet" else 48
-        outputs = self._run(stage, to_input(det.crops(rgb, boxes, size)))
+        outputs = self._run(stage, to_input(det.crops(rgb, boxes, size, table)))
+        self.last_macs += len(boxes) * CROP_MACS[stage]
         prob, deltas = outputs[0][:, 0], outputs[1]
         passed = prob >= threshold
         boxes = boxes[passed].copy()

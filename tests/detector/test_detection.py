@@ -57,12 +57,16 @@ def test_regression_moves_corners_by_fractions_of_the_box_and_square_keeps_the_c
     np.testing.assert_allclose(squared, [[0, 20, 40, 60, 0.9]])
 
 
-def test_pooling_matrix_averages_when_shrinking_and_repeats_when_enlarging() -> None:
-    shrink = det.pooling_matrix(4, 2)
-    np.testing.assert_allclose(shrink, [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
-    grow = det.pooling_matrix(2, 4)
-    np.testing.assert_allclose(grow, [[1, 0], [1, 0], [0, 1], [0, 1]])
-    np.testing.assert_allclose(det.pooling_matrix(7, 3).sum(axis=1), 1.0, rtol=1e-6)
+def test_crops_average_when_shrinking_and_repeat_pixels_when_enlarging() -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:, :, 0] = [[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110], [120, 130, 140, 150]]
+    whole = np.array([[0, 0, 4, 4, 1.0]], np.float32)
+    shrunk = det.crops(rgb, whole, 2)[0, :, :, 0]
+    np.testing.assert_allclose(shrunk, [[25, 45], [105, 125]])  # 2x2 means
+    grown = det.crops(rgb, np.array([[1, 1, 3, 3, 1.0]], np.float32), 4)[0, :, :, 0]
+    np.testing.assert_allclose(grown, [[50, 50, 60, 60]] * 2 + [[90, 90, 100, 100]] * 2)
+    odd = det.crops(rgb, whole, 3)[0, :, :, 0]  # windows of 2 overlapping by one pixel
+    np.testing.assert_allclose(odd[0], [25, 35, 45])
 
 
 def test_crops_pad_outside_the_image_with_zeros() -> None:
@@ -109,3 +113,14 @@ def test_detections_travel_as_tensors_and_back() -> None:
         "label": "face",
         "score": 0.99,
     }
+
+
+def test_the_cascades_mac_counts_match_the_networks() -> None:
+    from modules.accelerators.mtcnn import CROP_MACS, pnet_macs
+    from modules.featurizer.architectures import count_macs
+    from modules.featurizer.mtcnn_nets import NETS, FirstOutput
+
+    for side in (12, 37, 100):
+        assert pnet_macs(side, side) == count_macs(FirstOutput(NETS["pnet"]()), side)
+    for stage, side in (("rnet", 24), ("onet", 48)):
+        assert CROP_MACS[stage] == count_macs(FirstOutput(NETS[stage]()), side)
