@@ -36,15 +36,11 @@ class FrameScorer(Protocol):
     def close(self) -> None: ...
 
 
-class LocalScorer:
-    """Used by one worker thread at a time (the camera pipeline has one)."""
+class _Described:
+    """``describe()`` from the scorer's config and its session (accelerator, engine)."""
 
-    kind = "classifier"
-
-    def __init__(self, config: ClassifierConfig) -> None:
-        self.config = config
-        self.classifier = open_classifier(config)
-        self.session = self.classifier.featurizer
+    config: ClassifierConfig
+    session: Any
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -53,6 +49,17 @@ class LocalScorer:
             "precision": self.config.precision,
             "engine": self.session.engine,
         }
+
+
+class LocalScorer(_Described):
+    """Used by one worker thread at a time (the camera pipeline has one)."""
+
+    kind = "classifier"
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        self.config = config
+        self.classifier = open_classifier(config)
+        self.session = self.classifier.featurizer
 
     def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import cv2
@@ -70,7 +77,7 @@ class LocalScorer:
         self.session.close()
 
 
-class LocalDetector:
+class LocalDetector(_Described):
     """A detector's cascade in process; ``k`` is ignored (every detection is sent)."""
 
     kind = "detector"
@@ -90,14 +97,6 @@ class LocalDetector:
             providers=providers,
         )
         self.session = DetectorSession(accelerator, self.cascade.engine, notice)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.config.model,
-            "accelerator": self.session.accelerator,
-            "precision": self.config.precision,
-            "engine": self.session.engine,
-        }
 
     def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         import cv2
