@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from modules.accelerators.mtcnn import Cascade
+    from modules.accelerators.detectors import Detector
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")  # faces in the first two
 MATCH_IOU = 0.5
@@ -44,7 +44,7 @@ def box_agreement(
 
 
 def _timed(
-    cascade: Cascade,
+    cascade: Detector,
     images: dict[str, npt.NDArray[np.uint8]],
     iterations: int,
     seconds: float,
@@ -81,7 +81,7 @@ def run_detector_bench(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     from modules.accelerators.cpu import physical_cores
-    from modules.accelerators.mtcnn import open_cascade
+    from modules.accelerators.detectors import open_detector
 
     say = progress or (lambda _msg: None)
     images = photos()
@@ -91,7 +91,7 @@ def run_detector_bench(
     detections: dict[str, dict[str, list[det.Detection]]] = {}
     for prec in dict.fromkeys(("fp32", precision)):
         say(f"{model} {prec}: measuring on {len(images)} photos")
-        cascade = open_cascade(store, model, prec, threads=threads)
+        cascade = open_detector(store, model, prec, threads=threads)
         detections[prec] = {name: cascade.detect(rgb) for name, rgb in images.items()}
         runs[prec] = _timed(cascade, images, iterations, seconds)
         peak_key = "int8_gmacs" if prec == "int8" else "fp32_gmacs"

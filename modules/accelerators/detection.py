@@ -235,3 +235,64 @@ def detections_from_tensors(tensors: dict[str, npt.NDArray[Any]]) -> list[Detect
         )
         for b, s, c, lab in zip(boxes, scores, classes, labels, strict=True)
     ]
+
+
+# -- SSD (single shot): anchors, offsets, per-class NMS --------------------------------------------
+
+# SSD300's six feature maps: cells a side, anchor sizes (fractions of 300 px), extra aspect ratios
+SSD_MAPS = (38, 19, 10, 5, 3, 1)
+SSD_SIZES = (30, 60, 111, 162, 213, 264, 315)  # min size of map k = SIZES[k], max = SIZES[k + 1]
+SSD_RATIOS = ((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,))
+SSD_VARIANCES = (0.1, 0.2)  # centre and size offsets are scaled by these
+
+
+def ssd_anchors(image: int = 300) -> Floats:
+    """[A, 4] anchors (cx, cy, w, h) as fractions of the image, cell by cell (row-major) and
+    anchor by anchor within a cell, as the heads' outputs are laid out: per cell a square of the
+    map's size, a square of the geometric mean of its size and the next, then each aspect ratio
+    r as (s * sqrt(r), s / sqrt(r)) and its transpose (8732 anchors for SSD300)."""
+    found: list[tuple[float, float, float, float]] = []
+    for k, cells in enumerate(SSD_MAPS):
+        small = SSD_SIZES[k] / image
+        big = math.sqrt(SSD_SIZES[k] * SSD_SIZES[k + 1]) / image
+        for row in range(cells):
+            for col in range(cells):
+                cx, cy = (col + 0.5) / cells, (row + 0.5) / cells
+                found += [(cx, cy, small, small), (cx, cy, big, big)]
+                for ratio in SSD_RATIOS[k]:
+                    root = math.sqrt(ratio)
+                    found += [
+                        (cx, cy, small * root, small / root),
+                        (cx, cy, small / root, small * root),
+                    ]
+    return np.asarray(found, np.float32)
+
+
+def ssd_decode(offsets: Floats, anchors: Floats) -> Floats:
+    """[A, 4] offsets -> [A, 4] corners (x1, y1, x2, y2) as fractions of the image."""
+    centre = anchors[:, :2] + offsets[:, :2] * SSD_VARIANCES[0] * anchors[:, 2:]
+    size = anchors[:, 2:] * np.exp(offsets[:, 2:] * SSD_VARIANCES[1])
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
+
+
+def class_detections(
+    corners: Floats,
+    probabilities: Floats,
+    labels: Sequence[str],
+    threshold: float,
+    overlap: float,
+    limit: int,
+) -> list[Detection]:
+    """Per class (column 0 is background): anchors at or above ``threshold``, NMS at IoU
+    ``overlap``; then the best ``limit`` of all classes, as normalized (x, y, w, h) boxes."""
+    found: list[Detection] = []
+    for cls in range(1, probabilities.shape[1]):
+        picked = np.nonzero(probabilities[:, cls] >= threshold)[0]
+        scores = probabilities[picked, cls]
+        for i in picked[nms(corners[picked], scores, overlap)]:
+            x1, y1, x2, y2 = np.clip(corners[i], 0.0, 1.0)
+            if x2 > x1 and y2 > y1:
+                box = (float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+                found.append(Detection(box, float(probabilities[i, cls]), cls, labels[cls]))
+    found.sort(key=lambda d: -d.score)
+    return found[:limit]

@@ -101,13 +101,15 @@ class Head(BaseModel):
 class DetectorSettings(BaseModel):
     """How a detector turns its networks' outputs into detections (``detection.py``)."""
 
-    architecture: Literal["mtcnn"] = "mtcnn"
+    architecture: Literal["mtcnn", "ssd"] = "mtcnn"
     labels: list[str] = Field(default_factory=lambda: ["face"])  # index = class id
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net
+    # mtcnn: P-Net, R-Net, O-Net; ssd: the first is the class score threshold
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face: float = 20.0  # smallest face side searched for, in image pixels
     factor: float = 0.709  # pyramid step (area halves every two levels)
     level_nms: float = 0.5  # IoU within one pyramid level
     stage_nms: float = 0.7  # IoU across levels and after each stage (O-Net: over the smaller)
+    # (ssd: per-class IoU)
     max_detections: int = 100
 
 

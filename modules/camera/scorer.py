@@ -83,20 +83,20 @@ class LocalDetector(_Described):
     kind = "detector"
 
     def __init__(self, config: ClassifierConfig) -> None:
+        from modules.accelerators.detectors import open_detector
         from modules.accelerators.model_store import ModelStore
-        from modules.accelerators.mtcnn import open_cascade
         from modules.scoring.detector import DetectorSession, providers_for
 
         self.config = config
         providers, accelerator, notice = providers_for(config.accelerator)
-        self.cascade = open_cascade(
+        self.detector = open_detector(
             ModelStore(config.model_dir),
             config.model,
             config.precision,
             threads=config.threads,
             providers=providers,
         )
-        self.session = DetectorSession(accelerator, self.cascade.engine, notice)
+        self.session = DetectorSession(accelerator, self.detector.engine, notice)
 
     def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         import cv2
@@ -108,10 +108,10 @@ class LocalDetector(_Described):
         self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
     ) -> tuple[list[dict[str, Any]], float | None]:
         rgb = self.prepare(bgr) if prepared is None else prepared
-        return [d.as_json() for d in self.cascade.detect(rgb)], None
+        return [d.as_json() for d in self.detector.detect(rgb)], None
 
     def close(self) -> None:
-        self.cascade.close()
+        self.detector.close()
 
 
 def open_frame_scorer(config: ClassifierConfig) -> LocalScorer | LocalDetector:

@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 FACE_DETECTOR = "face-detector"
-DETECTORS = (FACE_DETECTOR,)
+SSD_VGG = "ssd-vgg"
+DETECTORS = (FACE_DETECTOR, SSD_VGG)
+VOC_LABELS = (
+    "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse "
+    "motorbike person pottedplant sheep sofa train tvmonitor"
+).split()
 PRECISIONS = ("fp32", "int8")
 CALIBRATION_PHOTOS = 8  # augmented object photos behind the int8 activation ranges
 LFW_FACES = 100  # the first half of scikit-image's LFW subset are faces
@@ -105,6 +110,8 @@ def build_detector(
     from modules.featurizer.build import BuildError, _quiet, optimize_basic, quantize_int8
     from modules.featurizer.mtcnn_nets import STAGES, WEIGHTS_DIST, export_stage, load_stage
 
+    if name == SSD_VGG:
+        return build_ssd(name, store, progress)
     if name != FACE_DETECTOR:
         raise BuildError(f"unknown detector {name!r}; buildable: {', '.join(DETECTORS)}")
     unknown = [p for p in precisions if p not in PRECISIONS]
@@ -161,6 +168,53 @@ def build_detector(
         kind="detector",
         stages=stages,
         detector=DetectorSettings(),
+    )
+    store.save(manifest)
+    say(f"stored {name} in {store.root}")
+    return manifest
+
+
+def build_ssd(
+    name: str, store: ModelStore, progress: Callable[[str], None] | None = None
+) -> ModelManifest:
+    """SSD300-VGG16 with SYNTHETIC weights, fp32 only: what such a detector costs, not what it
+    finds (its class scores stay near uniform, so it reports no boxes)."""
+    from modules.featurizer.architectures import count_macs
+    from modules.featurizer.build import _quiet, optimize_basic
+    from modules.featurizer.ssd_vgg import SIZE, VOC_CLASSES, export, synthetic
+
+    say = progress or (lambda _msg: None)
+    say("constructing SSD300-VGG16 (synthetic weights)")
+    net = synthetic(name)
+    macs = count_macs(net, SIZE)
+    with tempfile.TemporaryDirectory(prefix="edgefleet-build-") as tmp:
+        work = Path(tmp)
+        say("exporting SSD300-VGG16 to ONNX")
+        with _quiet():
+            export(net, work / "ssd-raw.onnx")
+        optimize_basic(work / "ssd-raw.onnx", work / "ssd-fp32.onnx")
+        artifact = store.add_artifact(work / "ssd-fp32.onnx")
+    manifest = ModelManifest(
+        name=name,
+        version="1",
+        architecture="SSD300, VGG-16 backbone (8732 anchors, 21 VOC classes)",
+        description="SSD300-VGG16 detector, SYNTHETIC weights (for cost and latency only)",
+        synthetic_weights=True,
+        weights_source=f"synthetic: seeded normal init (crc32 of {name!r})",
+        featurizer={"fp32": artifact},
+        featurizer_input=TensorSpec(name="images", shape=["batch", 3, SIZE, SIZE]),
+        featurizer_output=TensorSpec(name="conf", shape=["batch", 8732, VOC_CLASSES]),
+        feature_dim=0,
+        preprocessing=Preprocessing(resize_short_side=SIZE, crop=SIZE),
+        featurizer_macs=macs,
+        kind="detector",
+        stages={"ssd": {"fp32": artifact}},
+        detector=DetectorSettings(
+            architecture="ssd",
+            labels=list(VOC_LABELS),
+            thresholds=(0.5, 0.0, 0.0),
+            stage_nms=0.45,
+        ),
     )
     store.save(manifest)
     say(f"stored {name} in {store.root}")

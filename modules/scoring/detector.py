@@ -65,8 +65,8 @@ class DetectorScorer:
     feature_dim = 0
 
     def __init__(self, config: ScoringConfig) -> None:
+        from modules.accelerators.detectors import open_detector
         from modules.accelerators.model_store import ModelStore
-        from modules.accelerators.mtcnn import open_cascade
 
         self.config = config
         store = ModelStore(config.model_dir)
@@ -77,8 +77,8 @@ class DetectorScorer:
                 "detectors such as face-detector are)"
             )
         providers, used, notice = providers_for(config.accelerator)
-        self.cascade = open_cascade(store, config.model, config.precision, providers=providers)
-        self.session = DetectorSession(used, self.cascade.engine, notice)
+        self.detector = open_detector(store, config.model, config.precision, providers=providers)
+        self.session = DetectorSession(used, self.detector.engine, notice)
         self.name = manifest.name
         self.version = manifest.version
         self.flagged = config.precision in manifest.flagged
@@ -93,7 +93,7 @@ class DetectorScorer:
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[det.Detection]:
         with self._lock:
-            return self.cascade.detect(rgb)
+            return self.detector.detect(rgb)
 
     def run(self, batch: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
         """RGB pixels of one image -> the detection tensors (batch of one)."""
@@ -116,7 +116,7 @@ class DetectorScorer:
         }
 
     def close(self) -> None:
-        self.cascade.close()
+        self.detector.close()
 
 
 def open_scoring_model(config: ScoringConfig) -> Scorer | DetectorScorer:
