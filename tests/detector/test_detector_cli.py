@@ -1,0 +1,25 @@
+"""The face detector in the CLI: listed as a detector with the accelerators it runs on; serve
+refuses an accelerator it cannot run on with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.byom.cli import cli
+
+
+def test_models_list_shows_the_detector_and_where_it_runs(detector_store: Path) -> None:
+    rows = cli("models", "list", "--model-dir", str(detector_store), "--json").json()["models"]
+    (row,) = [r for r in rows if r["name"] == "face-detector"]
+    assert row["kind"] == "detector" and row["synthetic_weights"] is False
+    assert row["precisions"] == ["fp32", "int8"] and row["accelerators"] == ["cpu", "gpu"]
+    assert row["heads"] == []
+
+
+def test_serve_refuses_the_fpga_emulator_for_a_detector(detector_store: Path) -> None:
+    store = str(detector_store)
+    run = cli("serve", "--model", "face-detector", "--accelerator", "fpga-emulator",
+              "--model-dir", store, "--grpc-port", "-1", "--http-port", "-1")  # fmt: skip
+    assert run.code == 1
+    assert "cannot open face-detector on fpga-emulator" in run.err
+    assert "detectors run on cpu or gpu" in run.err and "Traceback" not in run.err
