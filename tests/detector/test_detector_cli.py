@@ -23,3 +23,10 @@ def test_serve_refuses_the_fpga_emulator_for_a_detector(detector_store: Path) ->
     assert run.code == 1
     assert "cannot open face-detector on fpga-emulator" in run.err
     assert "detectors run on cpu or gpu" in run.err and "Traceback" not in run.err
+
+
+def test_packaging_a_detector_is_refused_with_one_line(detector_store: Path) -> None:
+    run = cli("models", "package", "--model", "face-detector", "--model-dir",
+              str(detector_store), "--image", "127.0.0.1:1/faces:1")  # fmt: skip
+    assert run.code == 1
+    assert "face-detector is a detector: detectors are not packaged yet" in run.err
