@@ -4,6 +4,7 @@ stub) give the same detections; int8 finds the same faces as fp32."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,22 @@ def test_the_face_in_the_astronaut_photo_is_found_through_every_protocol(
     assert det.iou(face.box, ASTRONAUT_FACE) > 0.7
     _same(_oip(server, photos["astronaut"]), scored)
     _same(_predict(server, photos["astronaut"]), scored)
+
+    image = base64.b64encode(photos["astronaut"].read_bytes()).decode()
+    request = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": [image]}]}
+    answer = httpx.post(
+        f"{server.http_url}/v2/models/face-detector/infer", json=request, headers=AUTH, timeout=60
+    ).json()  # plain JSON tensors: BYTES as strings
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["labels"] == {
+        "name": "labels",
+        "datatype": "BYTES",
+        "shape": [1, 1],
+        "data": ["face"],
+    }
+    assert outputs["classes"]["datatype"] == "INT32" and outputs["classes"]["data"] == [0]
+    assert outputs["boxes"]["shape"] == [1, 1, 4]
+    assert outputs["boxes"]["data"] == pytest.approx(list(face.box), abs=1e-5)
 
 
 @pytest.mark.parametrize("photo", ["coffee", "shapes"])
