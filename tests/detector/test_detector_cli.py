@@ -30,3 +30,18 @@ def test_packaging_a_detector_is_refused_with_one_line(detector_store: Path) -> 
               str(detector_store), "--image", "127.0.0.1:1/faces:1")  # fmt: skip
     assert run.code == 1
     assert "face-detector is a detector: detectors are not packaged yet" in run.err
+
+
+def test_bench_featurizer_reports_the_detectors_latency_work_and_int8_agreement(
+    detector_store: Path,
+) -> None:
+    report = cli("bench", "featurizer", "--model", "face-detector", "--precision", "int8",
+                 "--iterations", "5", "--seconds", "5", "--model-dir", str(detector_store),
+                 "--json").json()  # fmt: skip
+    assert report["kind"] == "detector" and set(report["runs"]) == {"fp32", "int8"}
+    for run in report["runs"].values():
+        assert run["images"] >= 1 and run["p50_ms"] > 0
+        assert 0.2 < run["gmacs_per_image"] < 1.0  # the cascade's work on these photos
+        assert 0 < run["fraction_of_peak"] < 1
+    assert report["photos"]["astronaut"]["fp32_boxes"] == 1
+    assert report["box_agreement"]["match_rate"] == 1.0
