@@ -36,7 +36,7 @@ def test_bench_featurizer_reports_the_detectors_latency_work_and_int8_agreement(
     detector_store: Path,
 ) -> None:
     report = cli("bench", "featurizer", "--model", "face-detector", "--precision", "int8",
-                 "--iterations", "5", "--seconds", "5", "--model-dir", str(detector_store),
+                 "--iterations", "2", "--seconds", "5", "--model-dir", str(detector_store),
                  "--json").json()  # fmt: skip
     assert report["kind"] == "detector" and set(report["runs"]) == {"fp32", "int8"}
     for run in report["runs"].values():
