@@ -20,7 +20,7 @@ from modules.accelerators.cpu import cpu_flags, int8_saturates, physical_cores
 from modules.camera.capture import CaptureConfig, Frame
 from modules.camera.pipeline import FramePipeline
 from modules.camera.policy import Backoff
-from modules.camera.scorer import LocalScorer, timed_score
+from modules.camera.scorer import LocalDetector, LocalScorer, open_frame_scorer, timed_score
 from modules.camera.source import SourceSpec
 from modules.camera.video import write_photo_video
 
@@ -85,7 +85,7 @@ def run_camera_bench(
             str(model_dir) if model_dir else None,
             threads=threads,
         )
-        scorer = LocalScorer(config)
+        scorer = open_frame_scorer(config)
         try:
             return _measure(scorer, source, fps, seconds, queue_size, overlap, say)
         finally:
@@ -93,7 +93,7 @@ def run_camera_bench(
 
 
 def _measure(
-    scorer: LocalScorer,
+    scorer: LocalScorer | LocalDetector,
     source: Path,
     fps: float,
     seconds: float,

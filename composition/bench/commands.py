@@ -82,10 +82,16 @@ def bench_featurizer(
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Latency/throughput of a featurizer vs the onnxruntime fp32 CPU baseline, and accuracy."""
+    """Latency/throughput of a featurizer vs the onnxruntime fp32 CPU baseline, and accuracy
+    (a detector: latency, work and box agreement with fp32 on a set of photos)."""
     from composition.bench.featurizer import run_bench
 
     store = open_store(model_dir)
+    with clear_errors():
+        kind = store.get(model).kind
+    if kind == "detector":
+        _bench_detector(store, model, accelerator, precision, iterations, seconds, threads, as_json)
+        return
     with clear_errors(), step_status(not as_json) as say:
         report = run_bench(
             store,
@@ -130,6 +136,25 @@ def bench_featurizer(
         lines.append(f"  emulated device latency: p50 {report['emulated_device_ms']['p50_ms']} ms")
     typer.echo("\n".join(lines))
     sys.stdout.flush()
+
+
+def _bench_detector(
+    store: Any,
+    model: str,
+    accelerator: str,
+    precision: str,
+    iterations: int,
+    seconds: float,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    from composition.bench.detector import report_lines, run_detector_bench
+
+    if accelerator != "cpu":
+        fail(f"the detector bench runs on the cpu (not {accelerator})")
+    with clear_errors(), step_status(not as_json) as say:
+        report = run_detector_bench(store, model, precision, iterations, seconds, threads, say)
+    typer.echo(json.dumps(report, indent=2) if as_json else "\n".join(report_lines(report)))
 
 
 @bench_app.command("routes")

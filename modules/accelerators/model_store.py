@@ -98,6 +98,21 @@ class Head(BaseModel):
     description: str = ""
 
 
+class DetectorSettings(BaseModel):
+    """How a detector turns its networks' outputs into detections (``detection.py``)."""
+
+    architecture: Literal["mtcnn", "ssd"] = "mtcnn"
+    labels: list[str] = Field(default_factory=lambda: ["face"])  # index = class id
+    # mtcnn: P-Net, R-Net, O-Net; ssd: the first is the class score threshold
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_face: float = 20.0  # smallest face side searched for, in image pixels
+    factor: float = 0.709  # pyramid step (area halves every two levels)
+    level_nms: float = 0.5  # IoU within one pyramid level
+    stage_nms: float = 0.7  # IoU across levels and after each stage (O-Net: over the smaller)
+    # (ssd: per-class IoU)
+    max_detections: int = 100
+
+
 class ModelManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -120,6 +135,9 @@ class ModelManifest(BaseModel):
     agreement: dict[str, float] = Field(default_factory=dict)
     flagged: list[str] = Field(default_factory=list)  # precisions below the agreement threshold
     source: dict[str, str] = Field(default_factory=dict)  # where an imported model came from
+    # a multi-network detector: stage -> precision -> artifact (``featurizer`` is its first stage)
+    stages: dict[str, dict[str, Artifact]] = Field(default_factory=dict)
+    detector: DetectorSettings | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @computed_field  # type: ignore[prop-decorator]
@@ -230,6 +248,7 @@ class ModelStore:
             manifest = ModelManifest.model_validate(json.loads(path.read_text()))
             used.update(a.file for a in manifest.featurizer.values())
             used.update(h.artifact.file for h in manifest.heads.values())
+            used.update(a.file for stage in manifest.stages.values() for a in stage.values())
         removed = 0
         for blob in (self.root / "blobs").glob("*"):
             if blob.is_file() and f"blobs/{blob.name}" not in used:
@@ -329,6 +348,8 @@ class ModelStore:
         manifest = self.get(name)
         refs = [(f"featurizer.{p}", a) for p, a in manifest.featurizer.items()]
         refs += [(f"head.{h}", entry.artifact) for h, entry in manifest.heads.items()]
+        for stage, variants in manifest.stages.items():
+            refs += [(f"{stage}.{p}", a) for p, a in variants.items()]
         problems = []
         for role, artifact in refs:
             try:

@@ -77,6 +77,8 @@ def runnable_on(manifest: ModelManifest) -> list[str]:
 
     found = ["cpu"] if {"fp32", "int8"} & set(manifest.featurizer) else []
     found.append("gpu")
+    if manifest.kind == "detector":
+        return found
     if manifest.origin == "imported":
         ops = [("", op) for op in manifest.source.get("ops", "").split(",") if op]
         if ops and not unsupported_ops(ops):

@@ -25,7 +25,7 @@ from modules.camera.outputs import (
     status_changed,
 )
 from modules.camera.pipeline import FramePipeline
-from modules.camera.scorer import FrameScorer, LocalScorer
+from modules.camera.scorer import FrameScorer, open_frame_scorer
 from modules.camera.settings import CameraConfig, CameraSettings
 from modules.camera.source import SettingError
 from modules.module_runtime import ModuleRuntime, env_float, main_guard
@@ -52,11 +52,11 @@ class CameraModule:
 
             self.close()
             try:
-                self.scorer = LocalScorer(wanted)
+                self.scorer = open_frame_scorer(wanted)
                 self.scorer_config = wanted
                 self.scoring_error = None
                 self.rt.log.info("scoring in process: %s", self.scorer.describe())
-            except (AcceleratorError, StoreError, OSError) as exc:
+            except (AcceleratorError, StoreError, OSError, ValueError) as exc:
                 self.scoring_error = f"cannot open {wanted.model} on {wanted.accelerator}: {exc}"
                 self.rt.log.error("%s", self.scoring_error)
                 return None

@@ -10,7 +10,7 @@ from modules.camera.capture import CaptureStatus, Frame
 from modules.camera.pipeline import PipelineStats, iso_time, result_body
 from modules.camera.policy import ThumbnailPolicy
 from modules.camera.scorer import FrameScorer, timed_score
-from modules.camera.thumbnail import encode_thumbnail, jpeg
+from modules.camera.thumbnail import draw_boxes, encode_thumbnail, jpeg
 
 FRAMES = "frames"
 RESULTS = "results"
@@ -33,14 +33,19 @@ def score_messages(
     frame: Frame, scorer: FrameScorer, k: int, dropped: int, thumbnails: ThumbnailPolicy
 ) -> list[tuple[Message, str]]:
     """Score ``frame``: its ``results`` message, and a ``thumbnails`` message when its top score
-    reaches the threshold. Route conditions can use the ``topClassId``/``topScore`` properties."""
+    reaches the threshold. Route conditions can use the ``topClassId``/``topScore`` properties
+    (a detector's: its best detection's, and ``detections``, their number). A detector's
+    results carry every box (``detections``) and its thumbnails have them drawn."""
     top, device_ms, score_ms = timed_score(scorer, frame, k)
-    body = result_body(frame, top, scorer.describe(), score_ms, device_ms, dropped)
+    detector = scorer.kind == "detector"
+    key = "detections" if detector else None
+    body = result_body(frame, top, scorer.describe(), score_ms, device_ms, dropped, key=key)
     best = top[0] if top else None
     result = Message.from_body(body)
     out = [(result, RESULTS)]
     if best is not None and thumbnails.wanted(best["score"]):
-        thumb = encode_thumbnail(frame.image, thumbnails.max_side, thumbnails.max_bytes)
+        image = draw_boxes(frame.image, top) if detector else frame.image
+        thumb = encode_thumbnail(image, thumbnails.max_side, thumbnails.max_bytes)
         body["thumbnail"] = None  # wanted, but even the smallest JPEG is over the byte cap
         if thumb is not None:
             message = Message(
@@ -58,6 +63,8 @@ def score_messages(
             body["thumbnail"] = {"messageId": message.message_id, "bytes": len(thumb)}
         result.data = Message.from_body(body).data
     properties = {"sequence": str(frame.sequence)}
+    if detector:
+        properties["detections"] = str(len(top))
     if best is not None:
         properties.update({"topClassId": str(best["class_id"]), "topScore": f"{best['score']:.4f}"})
     result.custom_properties.update(properties)

@@ -116,14 +116,16 @@ def result_body(
     device_ms: float | None,
     dropped: int,
     done: float | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """A ``results`` message: top-k, capture -> result latency, the frame's time and number."""
+    """A ``results`` message: top-k (under ``top<k>``, or ``key``: a detector's ``detections``),
+    capture -> result latency, the frame's time and number."""
     finished = time.monotonic() if done is None else done
     body: dict[str, Any] = {
         "sequence": frame.sequence,
         "frameTime": iso_time(frame.wall_time),
         **scorer,
-        f"top{len(top)}": top,
+        key or f"top{len(top)}": top,
         "latencyMs": round((finished - frame.captured) * 1000, 3),
         "scoreMs": round(score_ms, 3),
         "deviceMs": round(device_ms, 3) if device_ms is not None else None,

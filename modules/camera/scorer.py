@@ -1,4 +1,5 @@
-"""In-process scoring for the camera: the accelerators' featurizer session + classifier head."""
+"""In-process scoring for the camera: the accelerators' featurizer session + classifier head, or
+a detector (``SCORING_MODEL=face-detector``): boxes per frame."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
 
 class FrameScorer(Protocol):
+    kind: str  # "classifier": score() gives the top k; "detector": every detection
+
     def describe(self) -> dict[str, Any]:
         """What scores: model, accelerator, precision, engine (copied into every result)."""
         ...
@@ -25,20 +28,19 @@ class FrameScorer(Protocol):
     def score(
         self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """A BGR frame (or its ``prepare`` result) -> (top-k ``{class_id, label, score}``,
-        emulated device ms or None)."""
+        """A BGR frame (or its ``prepare`` result) -> (top-k ``{class_id, label, score}``, or
+        every detection ``{box, class_id, label, score}`` best first; emulated device ms or
+        None)."""
         ...
 
     def close(self) -> None: ...
 
 
-class LocalScorer:
-    """Used by one worker thread at a time (the camera pipeline has one)."""
+class _Described:
+    """``describe()`` from the scorer's config and its session (accelerator, engine)."""
 
-    def __init__(self, config: ClassifierConfig) -> None:
-        self.config = config
-        self.classifier = open_classifier(config)
-        self.session = self.classifier.featurizer
+    config: ClassifierConfig
+    session: Any
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,17 @@ class LocalScorer:
             "precision": self.config.precision,
             "engine": self.session.engine,
         }
+
+
+class LocalScorer(_Described):
+    """Used by one worker thread at a time (the camera pipeline has one)."""
+
+    kind = "classifier"
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        self.config = config
+        self.classifier = open_classifier(config)
+        self.session = self.classifier.featurizer
 
     def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import cv2
@@ -62,6 +75,52 @@ class LocalScorer:
 
     def close(self) -> None:
         self.session.close()
+
+
+class LocalDetector(_Described):
+    """A detector's cascade in process; ``k`` is ignored (every detection is sent)."""
+
+    kind = "detector"
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        from modules.accelerators.detectors import open_detector
+        from modules.accelerators.model_store import ModelStore
+        from modules.scoring.detector import DetectorSession, providers_for
+
+        self.config = config
+        providers, accelerator, notice = providers_for(config.accelerator)
+        self.detector = open_detector(
+            ModelStore(config.model_dir),
+            config.model,
+            config.precision,
+            threads=config.threads,
+            providers=providers,
+        )
+        self.session = DetectorSession(accelerator, self.detector.engine, notice)
+
+    def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        import cv2
+        import numpy as np
+
+        return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+    def score(
+        self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        rgb = self.prepare(bgr) if prepared is None else prepared
+        return [d.as_json() for d in self.detector.detect(rgb)], None
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+def open_frame_scorer(config: ClassifierConfig) -> LocalScorer | LocalDetector:
+    """The scorer for ``config.model``: a classifier's or a detector's (by the store's kind)."""
+    from modules.accelerators.model_store import ModelStore
+
+    if ModelStore(config.model_dir).get(config.model).kind == "detector":
+        return LocalDetector(config)
+    return LocalScorer(config)
 
 
 def timed_score(

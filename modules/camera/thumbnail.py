@@ -31,6 +31,26 @@ def encode_thumbnail(bgr: npt.NDArray[np.uint8], max_side: int, max_bytes: int) 
     return None
 
 
+BOX_COLOUR = (0, 255, 0)  # BGR
+
+
+def draw_boxes(bgr: npt.NDArray[np.uint8], detections: list[dict[str, Any]]) -> npt.NDArray[Any]:
+    """A copy of the frame with each detection's normalized box drawn and its label above it."""
+    import cv2
+
+    out = bgr.copy()
+    height, width = out.shape[:2]
+    thickness = max(2, round(max(height, width) / 200))
+    for found in detections:
+        box = found["box"]
+        x1, y1 = round(box["x"] * width), round(box["y"] * height)
+        x2, y2 = round((box["x"] + box["w"]) * width), round((box["y"] + box["h"]) * height)
+        cv2.rectangle(out, (x1, y1), (x2, y2), BOX_COLOUR, thickness)
+        text = f"{found['label']} {found['score']:.2f}"
+        cv2.putText(out, text, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, BOX_COLOUR, 1)
+    return out
+
+
 def jpeg(bgr: npt.NDArray[np.uint8], quality: int = 90) -> bytes:
     import cv2
 

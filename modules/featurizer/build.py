@@ -251,8 +251,11 @@ class _Calibration:
         pass
 
 
-def quantize_int8(src: Path, dst: Path, calib: npt.NDArray[np.float32], workdir: Path) -> None:
-    """Static int8 QDQ: uint8 activations, per-channel int8 weights, MinMax calibration."""
+def quantize_int8(
+    src: Path, dst: Path, calib: npt.NDArray[np.float32] | Any, workdir: Path
+) -> None:
+    """Static int8 QDQ: uint8 activations, per-channel int8 weights, MinMax calibration; ``calib``
+    is an array of inputs or a reader of its own (``get_next()`` -> {input: batch} or None)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as _quantize
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -263,7 +266,7 @@ def quantize_int8(src: Path, dst: Path, calib: npt.NDArray[np.float32], workdir:
         _quantize(
             str(prepped),
             str(dst),
-            _Calibration(calib),
+            calib if hasattr(calib, "get_next") else _Calibration(calib),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -339,10 +342,15 @@ def build_model(
     import torch
 
     from modules.featurizer.architectures import FeaturizerOnly, count_macs
+    from modules.featurizer.build_detector import DETECTORS, build_detector
     from modules.featurizer.evalset import calibration_images
 
+    if name in DETECTORS:  # fp16 (a GPU precision of the classifiers) is not built for them
+        wanted = [p for p in precisions if p != "fp16"]
+        return build_detector(name, store, wanted, progress)
     if name not in SPECS:
-        raise BuildError(f"unknown model {name!r}; buildable: {', '.join(SPECS)}")
+        known = ", ".join([*SPECS, *DETECTORS])
+        raise BuildError(f"unknown model {name!r}; buildable: {known}")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or "fp32" not in precisions:
         raise BuildError(f"precisions must include fp32 and be among {PRECISIONS}")

@@ -61,7 +61,7 @@ def step_status(enabled: bool) -> Iterator[Callable[[str], None]]:
 @models_app.command("build")
 def build(
     name: str = typer.Argument(
-        ..., help="efficientnet-lite0, resnet50, resnet152, vgg16, densenet121"
+        ..., help="efficientnet-lite0, resnet50, resnet152, vgg16, densenet121, face-detector"
     ),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     precision: list[str] = typer.Option(
@@ -70,7 +70,8 @@ def build(
     calibration_images: int = typer.Option(64, help="Images for int8 calibration."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Build a featurizer + default head into the model store (ONNX; torch is used only here)."""
+    """Build a featurizer + default head, or a detector, into the model store (ONNX; torch is
+    used only here)."""
     from modules.featurizer.build import BuildError, build_model
 
     store = open_store(model_dir)
@@ -85,9 +86,15 @@ def build(
     label = " [SYNTHETIC WEIGHTS: for cost and latency only]" if manifest.synthetic_weights else ""
     typer.echo(f"built {manifest.name} v{manifest.version}{label}")
     typer.echo(f"  weights: {manifest.weights_source}")
-    typer.echo(
-        f"  featurizer: {manifest.feature_dim}-d, {manifest.featurizer_macs / 1e9:.3f} GMACs"
-    )
+    if manifest.kind == "detector":
+        typer.echo(
+            f"  detector: {', '.join(manifest.stages)}, {manifest.featurizer_macs / 1e6:.1f} MMACs "
+            "per window of each network (the P-Net's cost grows with the image)"
+        )
+    else:
+        typer.echo(
+            f"  featurizer: {manifest.feature_dim}-d, {manifest.featurizer_macs / 1e9:.3f} GMACs"
+        )
     typer.echo(f"  precisions: {', '.join(manifest.precisions)}")
     typer.echo(f"  store: {store.root}")
 
@@ -100,6 +107,7 @@ def list_models(
     """Models in the store (and the ones that can be built)."""
     from modules.accelerators.select import runnable_on
     from modules.featurizer.build import SPECS
+    from modules.featurizer.build_detector import DETECTORS
 
     store = open_store(model_dir)
     with clear_errors():
@@ -132,7 +140,12 @@ def list_models(
     if as_json:
         typer.echo(
             json.dumps(
-                {"model_dir": str(store.root), "models": rows, "buildable": sorted(SPECS)}, indent=2
+                {
+                    "model_dir": str(store.root),
+                    "models": rows,
+                    "buildable": sorted([*SPECS, *DETECTORS]),
+                },
+                indent=2,
             )
         )
         return
@@ -164,7 +177,7 @@ def list_models(
             ",".join(r["accelerators"]),
         )
     Console(width=160).print(table)
-    missing = sorted(set(SPECS) - {r["name"] for r in rows})
+    missing = sorted({*SPECS, *DETECTORS} - {r["name"] for r in rows})
     if missing:
         typer.echo(f"not built yet: {', '.join(missing)} (edgefleet models build NAME)")
 

@@ -190,6 +190,11 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def trimmed_manifest(manifest: ModelManifest, precision: str, head: str) -> ModelManifest:
     """The model's manifest with only the featurizer precision and the head that are shipped."""
+    if manifest.kind == "detector":
+        raise PackageError(
+            f"{manifest.name} is a detector: detectors are not packaged yet (serve it with "
+            "`edgefleet serve --model NAME`)"
+        )
     if precision not in manifest.featurizer:
         raise PackageError(
             f"model {manifest.name!r} has no {precision} featurizer "

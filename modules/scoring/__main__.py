@@ -21,6 +21,7 @@ from typing import Any
 from edgefleet.sdk.module_client import Message
 from modules.module_runtime import ModuleRuntime, main_guard
 from modules.scoring.core import ServingCore
+from modules.scoring.detector import DetectorScorer, open_scoring_model
 from modules.scoring.keys import Keys
 from modules.scoring.scorer import Scorer, ScoringConfig
 from modules.scoring.server import Servers, limits_from_env, listen_from_env
@@ -29,13 +30,13 @@ INPUT = "frames"
 OUTPUT = "results"
 
 
-def _open(config: ScoringConfig) -> Scorer:
+def _open(config: ScoringConfig) -> Scorer | DetectorScorer:
     from modules.accelerators.model_store import StoreError
     from modules.accelerators.session import AcceleratorError
 
     try:
-        return Scorer(config)
-    except (AcceleratorError, StoreError) as exc:
+        return open_scoring_model(config)
+    except (AcceleratorError, StoreError, ValueError) as exc:
         print(f"error: cannot open {config.model} on {config.accelerator}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

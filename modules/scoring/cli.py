@@ -17,7 +17,9 @@ MODEL_DIR_HELP = "Model store directory (default: $EDGEFLEET_MODEL_DIR or the us
 
 @app.command("serve")
 def serve(
-    model: str = typer.Option(..., "--model", help="Featurizer model in the store."),
+    model: str = typer.Option(
+        ..., "--model", help="Model in the store: a classifier or a detector (face-detector)."
+    ),
     head: str = typer.Option("default", "--head", help="Classifier head (default: ImageNet)."),
     accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, gpu or fpga-emulator."),
     precision: str | None = typer.Option(
@@ -56,8 +58,9 @@ def serve(
     from modules.accelerators.model_store import StoreError
     from modules.accelerators.session import AcceleratorError
     from modules.scoring.core import Limits, ServingCore
+    from modules.scoring.detector import open_scoring_model
     from modules.scoring.keys import Keys
-    from modules.scoring.scorer import Scorer, ScoringConfig
+    from modules.scoring.scorer import ScoringConfig
     from modules.scoring.server import Listen, Servers
 
     config = ScoringConfig(
@@ -81,7 +84,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        scorer = Scorer(config)
+        scorer = open_scoring_model(config)
     except (StoreError, AcceleratorError, ValueError) as exc:
         fail(f"cannot open {model} on {accelerator}: {exc}")
     if scorer.session.notice:
@@ -108,8 +111,11 @@ def serve(
 
 
 def _banner(scorer: Any, servers: Any, host: str, tls: bool) -> str:
+    from modules.scoring.detector import DetectorScorer
+
+    what = "detector" if isinstance(scorer, DetectorScorer) else f"head {scorer.config.head}"
     parts = [
-        f"serving {scorer.config.model} (head {scorer.config.head}, {scorer.config.precision}) "
+        f"serving {scorer.config.model} ({what}, {scorer.config.precision}) "
         f"on {scorer.session.accelerator} [{scorer.session.engine}]"
     ]
     if servers.grpc_port is not None:

@@ -22,12 +22,36 @@ if TYPE_CHECKING:
 
 SCORES = "scores"  # [N, classes] float32 class probabilities; index = class id
 FEATURES = "features"  # [N, feature_dim] float32 featurizer output
-OUTPUTS = (SCORES, FEATURES)
+OUTPUTS = (SCORES, FEATURES)  # a classifier's outputs
 DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
+VARIABLE = -1  # a dimension that varies per answer (a detector's number of detections)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output as the protocols describe it: Open Inference Protocol datatype (``FP32``,
+    ``INT32``, ``BYTES``) and per-request shape with the batch dim (``VARIABLE`` where it
+    varies)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+def classifier_outputs(num_classes: int, feature_dim: int) -> tuple[OutputSpec, ...]:
+    return (
+        OutputSpec(SCORES, "FP32", (1, num_classes)),
+        OutputSpec(FEATURES, "FP32", (1, feature_dim)),
+    )
 
 
 class ScoringModel(Protocol):
-    """A featurizer + head (or any model) as the core drives it; ``Scorer`` is one."""
+    """A featurizer + head (or any model) as the core drives it; ``Scorer`` is one.
+
+    A model with outputs of its own (a detector, ``modules.scoring.detector``) also has
+    ``output_specs`` (a sequence of ``OutputSpec``) and ``default_outputs`` (the names answered
+    when a request names none); its empty ``input_shape`` means it takes encoded images only.
+    """
 
     @property
     def name(self) -> str: ...
@@ -41,9 +65,9 @@ class ScoringModel(Protocol):
     @property
     def feature_dim(self) -> int: ...
 
-    def preprocess(self, image: bytes) -> npt.NDArray[np.float32]: ...
+    def preprocess(self, image: bytes) -> npt.NDArray[Any]: ...
 
-    def run(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]: ...
+    def run(self, batch: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]: ...
 
     def score(self, image: bytes) -> dict[str, Any]:
         """The ``POST /score`` answer (top-k classes, model, latency); ImageError if undecodable."""
@@ -103,14 +127,19 @@ class ServingCore:
         self.ready = threading.Event()
         self.ready.set()
         self._closing = threading.Event()
+        specs = getattr(model, "output_specs", None)
+        if specs is None:
+            specs = classifier_outputs(len(model.labels), model.feature_dim)
+        self.outputs: dict[str, OutputSpec] = {spec.name: spec for spec in specs}
+        self.default_outputs: list[str] = list(getattr(model, "default_outputs", [SCORES]))
 
     @property
     def num_classes(self) -> int:
         return len(self.model.labels)
 
     def output_shape(self, name: str) -> list[int]:
-        """Per-request shape with the batch dim: [1, classes] or [1, feature_dim]."""
-        return [1, self.num_classes if name == SCORES else self.model.feature_dim]
+        """Per-request shape with the batch dim (``VARIABLE`` where it varies)."""
+        return list(self.outputs[name].shape)
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -148,9 +177,7 @@ class ServingCore:
                 f"image is {size} bytes; the limit is {self.limits.max_image_bytes} bytes"
             )
 
-    def infer_image(
-        self, image: bytes, outputs: Sequence[str] = ()
-    ) -> dict[str, npt.NDArray[np.float32]]:
+    def infer_image(self, image: bytes, outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[Any]]:
         """Encoded JPEG/PNG bytes -> the requested outputs (all when none named), batch of one."""
         from modules.accelerators.preprocess import ImageError
 
@@ -182,7 +209,7 @@ class ServingCore:
 
     def infer_tensor(
         self, tensor: npt.NDArray[Any], outputs: Sequence[str] = ()
-    ) -> dict[str, npt.NDArray[np.float32]]:
+    ) -> dict[str, npt.NDArray[Any]]:
         """A preprocessed float32 batch of one, [1, C, H, W] or [1, H, W, C] -> outputs."""
         import numpy as np
 
@@ -195,9 +222,13 @@ class ServingCore:
         """Check a tensor input's dtype and shape; transpose it into the model's layout."""
         import numpy as np
 
+        own = tuple(self.model.input_shape)
+        if not own:
+            raise InvalidInput(
+                f"{self.model.name} takes an encoded image (BYTES / DT_STRING), not a tensor"
+            )
         if tensor.dtype != np.float32:
             raise InvalidInput(f"tensor input must be float32, got {tensor.dtype}")
-        own = tuple(self.model.input_shape)
         channels_first = own[0] <= own[-1]  # (C, H, W) with C in 1, 3; images are wider
         channels = own[0] if channels_first else own[-1]
         other = (own[1], own[2], channels) if channels_first else (channels, own[0], own[1])
@@ -215,12 +246,12 @@ class ServingCore:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def select_outputs(self, names: Sequence[str]) -> list[str]:
-        unknown = [n for n in names if n not in OUTPUTS]
+        unknown = [n for n in names if n not in self.outputs]
         if unknown:
             raise InvalidInput(
-                f"unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}"
+                f"unknown output {unknown[0]!r}; this model has {', '.join(self.outputs)}"
             )
-        return list(dict.fromkeys(names)) or [SCORES]
+        return list(dict.fromkeys(names)) or list(self.default_outputs)
 
     def top_k(self, scores: npt.NDArray[np.float32], k: int) -> list[dict[str, Any]]:
         import numpy as np
@@ -234,6 +265,6 @@ class ServingCore:
 
     @staticmethod
     def _pick(
-        results: dict[str, npt.NDArray[np.float32]], wanted: list[str]
-    ) -> dict[str, npt.NDArray[np.float32]]:
+        results: dict[str, npt.NDArray[Any]], wanted: list[str]
+    ) -> dict[str, npt.NDArray[Any]]:
         return {name: results[name] for name in wanted}

@@ -4,7 +4,9 @@ As Azure ML's accelerated-models ``PredictionClient`` calls it: metadata
 ``authorization: Bearer <key>``, an empty ``model_spec``, one ``DT_STRING`` input of shape [1]
 holding the encoded image (any input name), no ``output_filter``. The answer is one float
 output, ``scores`` [1, classes], or each output ``output_filter`` names. A ``DT_FLOAT`` input
-[1, 3, H, W] / [1, H, W, 3] is taken as an already preprocessed tensor.
+[1, 3, H, W] / [1, H, W, 3] is taken as an already preprocessed tensor. A detector answers all
+its outputs (``DT_FLOAT`` boxes and scores, ``DT_INT32`` classes, ``DT_STRING`` labels) unless
+``output_filter`` names some.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modules.scoring.core import (
-    OUTPUTS,
     SCORES,
     InvalidInput,
     Overloaded,
@@ -58,14 +59,28 @@ def _shape(dims: list[int]) -> tensor_shape_pb2.TensorShapeProto:
     )
 
 
-def tensor_proto(array: npt.NDArray[np.float32]) -> tensor_pb2.TensorProto:
+DTYPES = {"FP32": types_pb2.DT_FLOAT, "INT32": types_pb2.DT_INT32, "BYTES": types_pb2.DT_STRING}
+
+
+def tensor_proto(array: npt.NDArray[Any]) -> tensor_pb2.TensorProto:
+    """float -> DT_FLOAT, integer -> DT_INT32 (``tensor_content``, little-endian); bytes or
+    str objects -> DT_STRING (``string_val``)."""
     import numpy as np
 
+    shape = _shape(list(array.shape))
+    if array.dtype == object:
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+        return tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values
+        )
+    if np.issubdtype(array.dtype, np.integer):
+        ints = np.ascontiguousarray(array, dtype="<i4")
+        return tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_INT32, tensor_shape=shape, tensor_content=ints.tobytes()
+        )
     data = np.ascontiguousarray(array, dtype="<f4")
     return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_FLOAT,
-        tensor_shape=_shape(list(data.shape)),
-        tensor_content=data.tobytes(),
+        dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=data.tobytes()
     )
 
 
@@ -190,12 +205,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         signature = signature_pb2.SignatureDef(method_name=PREDICT_METHOD)
         signature.inputs[IMAGE_INPUT].CopyFrom(image)
-        for name in OUTPUTS:
-            signature.outputs[name].CopyFrom(
+        for spec in self.core.outputs.values():
+            signature.outputs[spec.name].CopyFrom(
                 signature_pb2.TensorInfo(
-                    name=name,
-                    dtype=types_pb2.DT_FLOAT,
-                    tensor_shape=_shape(self.core.output_shape(name)),
+                    name=spec.name,
+                    dtype=DTYPES[spec.datatype],
+                    tensor_shape=_shape(list(spec.shape)),
                 )
             )
         result = get_model_metadata_pb2.SignatureDefMap()

@@ -257,7 +257,7 @@ def _handler_class(server: ScoringServer) -> type[BaseHTTPRequestHandler]:
                     header_length = int(header) if header is not None else None
                 except ValueError:
                     raise InvalidInput("Inference-Header-Content-Length is not a number") from None
-                request = oip.parse_infer_request(body, header_length)
+                request = oip.parse_infer_request(body, header_length, list(core.outputs))
                 if request.image is not None:
                     results = core.infer_image(request.image, request.outputs)
                 else:

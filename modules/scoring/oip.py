@@ -7,6 +7,7 @@ tritonclient sends it, and plain JSON tensors.
 
 Inputs (one, any name): ``BYTES`` with one element holding the encoded JPEG/PNG (binary, or in
 JSON as a base64 string), or ``FP32`` ``[1, 3, H, W]`` / ``[1, H, W, 3]`` already preprocessed.
+Outputs are the served model's (``ServingCore.outputs``): FP32, INT32 or BYTES (UTF-8 strings).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import binascii
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modules.scoring.core import OUTPUTS, InvalidInput, ServingCore
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
 VERSION = "1"
@@ -45,22 +46,27 @@ def server_metadata(version: str) -> dict[str, Any]:
 
 
 def model_metadata(core: ServingCore) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = [{"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [1]}]
+    if core.model.input_shape:
+        shape = [1, *core.model.input_shape]
+        inputs.append({"name": TENSOR_INPUT, "datatype": "FP32", "shape": shape})
     return {
         "name": core.model.name,
         "versions": [VERSION],
         "platform": "edgefleet",
-        "inputs": [
-            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [1]},
-            {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [1, *core.model.input_shape]},
-        ],
+        "inputs": inputs,
         "outputs": [
-            {"name": n, "datatype": "FP32", "shape": core.output_shape(n)} for n in OUTPUTS
+            {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+            for spec in core.outputs.values()
         ],
     }
 
 
-def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Split the body into its JSON header and binary part; decode the one input."""
+def parse_infer_request(
+    body: bytes, header_length: int | None, outputs: Sequence[str] = OUTPUTS
+) -> InferRequest:
+    """Split the body into its JSON header and binary part; decode the one input. ``outputs``
+    are the served model's output names (all of them are answered when none is named)."""
     if header_length is None:
         header_length = len(body)
     if header_length < 0 or header_length > len(body):
@@ -80,7 +86,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
         raise InvalidInput("$.inputs: expected exactly one input (an image or a tensor)")
     request = InferRequest(id=str(doc["id"]) if "id" in doc else None)
     _read_input(request, inputs[0], binary)
-    _read_outputs(request, doc)
+    _read_outputs(request, doc, outputs)
     return request
 
 
@@ -153,25 +159,25 @@ def _json_bytes(data: Any, path: str) -> bytes:
         raise InvalidInput(f"{path}: not base64: {exc}") from None
 
 
-def _read_outputs(request: InferRequest, doc: dict[str, Any]) -> None:
+def _read_outputs(request: InferRequest, doc: dict[str, Any], available: Sequence[str]) -> None:
     params = doc.get("parameters") or {}
     default_binary = (
         bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     )
     wanted = doc.get("outputs")
     if wanted is None:
-        request.outputs = list(OUTPUTS)
-        request.binary = dict.fromkeys(OUTPUTS, default_binary)
+        request.outputs = list(available)
+        request.binary = dict.fromkeys(available, default_binary)
         return
     if not isinstance(wanted, list) or not wanted:
         raise InvalidInput("$.outputs: expected a non-empty list")
     for i, out in enumerate(wanted):
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
             raise InvalidInput(f"$.outputs[{i}].name: expected a string")
-        if out["name"] not in OUTPUTS:
+        if out["name"] not in available:
             raise InvalidInput(
                 f"$.outputs[{i}].name: unknown output {out['name']!r}; "
-                f"this model has {', '.join(OUTPUTS)}"
+                f"this model has {', '.join(available)}"
             )
         out_params = out.get("parameters") or {}
         binary = (
@@ -183,10 +189,26 @@ def _read_outputs(request: InferRequest, doc: dict[str, Any]) -> None:
         request.binary[out["name"]] = bool(binary)
 
 
+def _encode_tensor(array: npt.NDArray[Any]) -> tuple[str, bytes, list[Any]]:
+    """(datatype, binary form, JSON data) of an output: float -> FP32, integer -> INT32,
+    bytes/str objects -> BYTES (binary: 4-byte little-endian length + bytes per element)."""
+    import numpy as np
+
+    if array.dtype == object:
+        items = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+        blob = b"".join(struct.pack("<I", len(v)) + v for v in items)
+        return "BYTES", blob, [v.decode(errors="replace") for v in items]
+    if np.issubdtype(array.dtype, np.integer):
+        ints = np.ascontiguousarray(array, dtype="<i4")
+        return "INT32", ints.tobytes(), ints.ravel().tolist()
+    floats = np.ascontiguousarray(array, dtype="<f4")
+    return "FP32", floats.tobytes(), floats.ravel().tolist()
+
+
 def encode_response(
     model: str,
     request: InferRequest,
-    results: dict[str, npt.NDArray[np.float32]],
+    results: dict[str, npt.NDArray[Any]],
 ) -> tuple[bytes, int | None]:
     """The response body and, when some output is binary, the JSON header's length."""
     import numpy as np
@@ -194,14 +216,14 @@ def encode_response(
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name in request.outputs:
-        array = np.asarray(results[name], dtype="<f4")
-        entry: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
+        array = np.asarray(results[name])
+        datatype, blob, data = _encode_tensor(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if request.binary.get(name):
-            blob = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = data
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": model, "model_version": VERSION, "outputs": outputs}
     if request.id is not None:

