@@ -14,7 +14,7 @@ from modules.accelerators.classify import ImageClassifier
 from modules.accelerators.fpga.client import DeviceProcess, start_device_process
 from modules.accelerators.model_store import ModelStore
 from modules.accelerators.select import open_accelerator
-from tests.support.featurizer_models import build_test_store
+from tests.support.featurizer_models import copied_test_store
 
 # The target is >= 0.99. With bias correction at load time (each conv bias absorbs the mean
 # shift of its BFP weight rounding, from the calibration means stored in the fp32 artifact) bfp8
@@ -29,8 +29,8 @@ COFFEE = {967, 968}  # espresso, cup
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
-    root = build_test_store(
-        tmp_path_factory.mktemp("models"), precisions=("fp32",), calibration_count=4
+    root = copied_test_store(
+        tmp_path_factory.mktemp("models") / "store", precisions=("fp32",), calibration_count=4
     )
     return ModelStore(root)
 

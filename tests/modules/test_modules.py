@@ -15,7 +15,7 @@ import pytest
 from edgefleet.protocol import Message
 from modules.simulated_sensor.__main__ import SensorSettings
 from tests.support.edgehub import edge_hub
-from tests.support.featurizer_models import build_test_store
+from tests.support.featurizer_models import copied_test_store
 from tests.support.hub import free_port
 from tests.support.modules import Sink, start_module, stop_module
 
@@ -25,7 +25,7 @@ ESPRESSO = 967
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_store(tmp_path_factory.mktemp("models"), precisions=("fp32",))
+    return copied_test_store(tmp_path_factory.mktemp("models") / "store")
 
 
 def _log(tmp_path: Path, name: str) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.featurizer_models import build_test_store
+from tests.support.featurizer_models import copied_test_store
 from tests.support.scoring import ServeProcess, serving
 
 KEYS = ("key-one", "key-two")
@@ -15,8 +15,8 @@ ESPRESSO = 967
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_store(
-        tmp_path_factory.mktemp("models"), precisions=("fp32",), calibration_count=4
+    return copied_test_store(
+        tmp_path_factory.mktemp("models") / "store", precisions=("fp32",), calibration_count=4
     )
 
 

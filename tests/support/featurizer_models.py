@@ -89,3 +89,18 @@ def cached_test_store(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def copied_test_store(
+    dest: Path,
+    models: Sequence[str] = ("efficientnet-lite0",),
+    precisions: Sequence[str] = ("fp32",),
+    calibration_count: int = 64,
+) -> Path:
+    """A writable copy of ``cached_test_store`` at ``dest`` (tests that add heads, corrupt
+    artifacts or otherwise change the store): the build runs once per build inputs, the copy
+    takes a second."""
+    import shutil
+
+    shutil.copytree(cached_test_store(models, precisions, calibration_count), dest)
+    return dest
