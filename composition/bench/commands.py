@@ -80,6 +80,13 @@ def bench_featurizer(
     eval_set: str = typer.Option(
         "objects", "--eval-set", help="Headline accuracy set: objects or hard (both reported)."
     ),
+    eval_per_photo: int | None = typer.Option(
+        None,
+        "--eval-per-photo",
+        min=1,
+        help="Views of each evaluation photo (default: 35 for objects, 16 for hard; fewer is "
+        "quicker and coarser).",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Latency/throughput of a featurizer vs the onnxruntime fp32 CPU baseline, and accuracy
@@ -103,6 +110,7 @@ def bench_featurizer(
             threads,
             engine=engine,
             device=device,
+            eval_per_photo=eval_per_photo,
             eval_set=eval_set,
             progress=say,
         )

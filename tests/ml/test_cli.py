@@ -101,6 +101,8 @@ def test_bench_reports_latency_baseline_peak_and_agreement(model_dir: Path) -> N
         "20",
         "--seconds",
         "1",
+        "--eval-per-photo",
+        "6",
         "--model-dir",
         str(model_dir),
         "--json",
@@ -113,10 +115,10 @@ def test_bench_reports_latency_baseline_peak_and_agreement(model_dir: Path) -> N
     assert report["throughput_ips_batch8"] > 0
     assert report["baseline_cpu_fp32"]["p50_ms"] > 0 and report["speedup_p50"] > 0
     assert 0 < report["fraction_of_peak"] < 1
-    assert report["eval_inputs"] >= 200
+    assert report["eval_inputs"] == 6 * 6  # six photos, six views of each
     assert 0.5 <= report["top1_agreement_with_fp32"] <= 1.0
     assert report["eval_set"] == "objects" and list(report["accuracy"]) == ["objects", "hard"]
-    assert all(acc["inputs"] >= 200 for acc in report["accuracy"].values())
+    assert report["accuracy"]["hard"]["inputs"] == 13 * 6
 
 
 def test_openvino_engine_runs_the_same_artifacts(model_dir: Path, tmp_path: Path) -> None:
