@@ -2,7 +2,7 @@
 check itself (also used by the twin handler, which runs outside FastAPI's dependency solving).
 
 Two schemes: ``Bearer <hub API token>`` and IoT Hub's ``SharedAccessSignature ...`` of a shared
-access policy (``cloud_hub.sas`` decides, ``cloud_hub.policies`` keeps the keys). A refused
+access policy (``edgefleet.sas`` decides, ``cloud_hub.policies`` keeps the keys). A refused
 signature, or a policy without the permission, is answered 401 in IoT Hub's error shape, as IoT
 Hub answers; a bearer token without the scope is 403.
 """
