@@ -30,15 +30,34 @@ def open_detector(
     threads: int | None = None,
     providers: list[Any] | None = None,
 ) -> Detector:
-    """MTCNN's cascade (``mtcnn.py``) or a single-shot network (``ssd.py``)."""
+    """MTCNN's cascade (``mtcnn.py``), a single-shot network (``ssd.py``) or an imported graph
+    that ends in detections (``decoded.py``)."""
+    from modules.accelerators.decoded import DecodedDetector
     from modules.accelerators.mtcnn import open_cascade
     from modules.accelerators.ssd import SingleShot
 
     manifest = store.get(model)
     if manifest.detector is None:
-        raise AcceleratorError(f"{model} is not a built detector")
+        raise AcceleratorError(
+            f"{model} is not a servable detector (import it again with --kind detector)"
+        )
     if manifest.detector.architecture == "mtcnn":
         return open_cascade(store, model, precision, threads, providers)
+    if manifest.detector.architecture == "decoded":
+        if precision not in manifest.featurizer:
+            raise AcceleratorError(
+                f"{model} has no {precision} network (available: "
+                f"{', '.join(sorted(manifest.featurizer))})"
+            )
+        return DecodedDetector(
+            store.resolve(manifest.featurizer[precision]),
+            manifest.featurizer_input.name,
+            manifest.detector,
+            manifest.preprocessing,
+            manifest.featurizer_macs,
+            threads=threads,
+            providers=providers,
+        )
     variants = manifest.stages.get("ssd", {})
     if precision not in variants:
         raise AcceleratorError(

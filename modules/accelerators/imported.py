@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from modules.accelerators.decoded_outputs import (
+    BoxFormat,
+    BoxUnits,
+    DetectionOutputs,
+    OutputsNotFound,
+    find_outputs,
+)
 from modules.accelerators.model_store import StoreError
 
 if TYPE_CHECKING:
@@ -37,6 +44,10 @@ class ImportOptions:
     kind: Kind | None = None
     labels: list[str] | None = None
     max_bytes: int = MAX_MODEL_BYTES
+    # detectors whose graph ends in decoded detections (``decoded_outputs``)
+    box_format: BoxFormat = "xyxy"
+    box_units: BoxUnits = "pixels"
+    score_threshold: float = 0.5
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Inspection:
     std: tuple[float, ...]
     ends_in_softmax: bool
     metadata: dict[str, str] = field(default_factory=dict)
+    detection_outputs: DetectionOutputs | None = None  # a detector's boxes/scores/classes
 
     @property
     def num_classes(self) -> int | None:
@@ -415,6 +427,11 @@ def inspect_model(path: Path, options: ImportOptions) -> Inspection:
         metadata=meta,
     )
     _check_classifier(found)
+    if kind == "detector":
+        try:
+            found.detection_outputs = find_outputs(outputs)
+        except OutputsNotFound as exc:
+            raise ImportRejected(str(exc)) from exc
     return found
 
 

@@ -101,9 +101,9 @@ class Head(BaseModel):
 class DetectorSettings(BaseModel):
     """How a detector turns its networks' outputs into detections (``detection.py``)."""
 
-    architecture: Literal["mtcnn", "ssd"] = "mtcnn"
+    architecture: Literal["mtcnn", "ssd", "decoded"] = "mtcnn"
     labels: list[str] = Field(default_factory=lambda: ["face"])  # index = class id
-    # mtcnn: P-Net, R-Net, O-Net; ssd: the first is the class score threshold
+    # mtcnn: P-Net, R-Net, O-Net; ssd and decoded: the first is the score threshold
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face: float = 20.0  # smallest face side searched for, in image pixels
     factor: float = 0.709  # pyramid step (area halves every two levels)
@@ -111,6 +111,12 @@ class DetectorSettings(BaseModel):
     stage_nms: float = 0.7  # IoU across levels and after each stage (O-Net: over the smaller)
     # (ssd: per-class IoU)
     max_detections: int = 100
+    # decoded (an imported graph that ends in detections): its outputs and their box format
+    boxes_output: str = ""
+    scores_output: str = ""
+    classes_output: str | None = None
+    box_format: Literal["xyxy", "yxyx", "xywh", "cxcywh"] = "xyxy"
+    box_units: Literal["pixels", "normalized"] = "pixels"
 
 
 class ModelManifest(BaseModel):

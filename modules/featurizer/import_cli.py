@@ -30,7 +30,20 @@ def import_cmd(
     std: str | None = typer.Option(None, "--std", help="Per-channel std (default: ImageNet's)."),
     layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC (default: guessed)."),
     kind: str | None = typer.Option(
-        None, "--kind", help="classifier (served) or detector (stored only)."
+        None,
+        "--kind",
+        help="classifier, or detector (a graph that ends in boxes, scores and classes).",
+    ),
+    box_format: str = typer.Option(
+        "xyxy", "--box-format", help="A detector's boxes: xyxy, yxyx, xywh or cxcywh."
+    ),
+    box_units: str = typer.Option(
+        "pixels",
+        "--box-units",
+        help="A detector's box coordinates: pixels of the model input, or normalized (0..1).",
+    ),
+    score_threshold: float = typer.Option(
+        0.5, "--score-threshold", min=0.0, max=1.0, help="A detector's lowest score served."
     ),
     max_bytes: int = typer.Option(
         512 * 1024 * 1024, "--max-bytes", min=1, help="Largest model file accepted."
@@ -39,6 +52,7 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check an ONNX image model and add it to the model store (versions are kept)."""
+    from modules.accelerators.decoded_outputs import BOX_FORMATS, BOX_UNITS
     from modules.accelerators.imported import (
         ImportOptions,
         ImportRejected,
@@ -54,6 +68,12 @@ def import_cmd(
             raise ImportRejected(f"--layout {layout!r}: expected NCHW or NHWC")
         if kind is not None and kind not in ("classifier", "detector"):
             raise ImportRejected(f"--kind {kind!r}: expected classifier or detector")
+        if box_format not in BOX_FORMATS:
+            raise ImportRejected(
+                f"--box-format {box_format!r}: expected one of {', '.join(BOX_FORMATS)}"
+            )
+        if box_units not in BOX_UNITS:
+            raise ImportRejected(f"--box-units {box_units!r}: expected pixels or normalized")
         options = ImportOptions(
             input_size=parse_size(input_size) if input_size else None,
             mean=parse_floats(mean, "--mean") if mean else None,
@@ -62,6 +82,9 @@ def import_cmd(
             kind=kind,  # type: ignore[arg-type]
             labels=parse_labels(labels.read_text(encoding="utf-8")) if labels else None,
             max_bytes=max_bytes,
+            box_format=box_format,
+            box_units=box_units,
+            score_threshold=score_threshold,
         )
         manifest, found = import_model(store, file, name, options, version)
     summary = {"name": manifest.name, "version": manifest.version, **found.summary()}
@@ -81,8 +104,13 @@ def import_cmd(
     typer.echo(f"  parameters: {summary['parameters']:,}; {summary['gmacs']} GMACs")
     if manifest.kind == "classifier":
         typer.echo(f"  classes: {summary['classes']} (labels: {summary['labels']})")
-    else:
-        typer.echo("  detectors are stored but not served yet")
+    elif manifest.detector is not None:
+        d = manifest.detector
+        classes = f", classes {d.classes_output}" if d.classes_output else ""
+        typer.echo(
+            f"  detections: boxes {d.boxes_output} ({d.box_format}, {d.box_units}), "
+            f"scores {d.scores_output}{classes}; served at score >= {d.thresholds[0]}"
+        )
 
 
 @models_app.command("remove")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from modules.accelerators.imported import ImportOptions, ImportRejected, Inspection, inspect_model
 from modules.accelerators.model_store import (
+    DetectorSettings,
     Head,
     ModelManifest,
     ModelStore,
@@ -128,6 +129,19 @@ def import_model(
                 description="the imported model's own classes",
             )
     out = found.outputs[0]
+    detector = None
+    if found.detection_outputs is not None:
+        detected = found.detection_outputs
+        detector = DetectorSettings(
+            architecture="decoded",
+            labels=found.labels or [],
+            thresholds=(options.score_threshold, 0.0, 0.0),
+            boxes_output=detected.boxes,
+            scores_output=detected.scores,
+            classes_output=detected.classes,
+            box_format=options.box_format,
+            box_units=options.box_units,
+        )
     manifest = ModelManifest(
         name=name,
         version=version,
@@ -144,6 +158,7 @@ def import_model(
         featurizer_macs=found.macs,
         origin="imported",
         kind=found.kind,
+        detector=detector,
         source={
             "file": Path(path).name,
             "sha256": sha256_file(Path(path)),

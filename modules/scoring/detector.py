@@ -73,8 +73,8 @@ class DetectorScorer:
         manifest = store.get(config.model)
         if manifest.detector is None:
             raise ValueError(
-                f"{config.model} is an imported detector: stored, not served yet (only built "
-                "detectors such as face-detector are)"
+                f"{config.model} was stored without its detection outputs: import it again "
+                "with this version of edgefleet (--kind detector) to serve it"
             )
         providers, used, notice = providers_for(config.accelerator)
         self.detector = open_detector(store, config.model, config.precision, providers=providers)

@@ -98,3 +98,39 @@ def nhwc_graph(path: Path, size: int = SIZE, labels: list[str] | None = None) ->
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
+
+
+def decoded_detector_graph(path: Path, size: int = 32) -> Path:
+    """A detector in TensorFlow's export style (NMS done in the graph): one fixed box
+    (normalized ``ymin, xmin, ymax, xmax``) of class 1, scored by how bright the image is
+    (sigmoid of the mean of the normalized pixels), so a white image has it and a black one
+    does not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    box = numpy_helper.from_array(np.array([[[0.25, 0.125, 0.75, 0.625]]], np.float32), "box")
+    cls = numpy_helper.from_array(np.array([[1.0]], np.float32), "cls")
+    shape = numpy_helper.from_array(np.array([1, 1], np.int64), "shape")
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sigmoid", ["mean"], ["score"]),
+        helper.make_node("Reshape", ["score", "shape"], ["detection_scores"]),
+        helper.make_node("Identity", ["box"], ["detection_boxes"]),
+        helper.make_node("Identity", ["cls"], ["detection_classes"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, [1, 1, 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, [1, 1]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.FLOAT, [1, 1]),
+        ],
+        initializer=[box, cls, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -149,14 +149,12 @@ def test_labels_from_metadata_are_checked_too(files: dict[str, Path], tmp_path: 
     assert run.code == 1 and "do not match the output width" in run.err
 
 
-def test_a_detector_is_stored_but_not_served(files: dict[str, Path], tmp_path: Path) -> None:
-    from modules.scoring.scorer import Scorer, ScoringConfig
-
-    store = str(tmp_path / "store")
-    found = cli("models", "import", str(files["nhwc"]), "--name", "boxes", "--kind", "detector",
-                "--model-dir", store, "--json").json()  # fmt: skip
-    assert found["kind"] == "detector"
-    (row,) = cli("models", "list", "--model-dir", store, "--json").json()["models"]
-    assert row["kind"] == "detector" and row["heads"] == []
-    with pytest.raises(ValueError, match="only classifiers are served"):
-        Scorer(ScoringConfig(model="boxes", model_dir=store))
+def test_a_graph_without_detection_outputs_is_no_detector(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    run = cli("models", "import", str(files["nhwc"]), "--name", "boxes", "--kind", "detector",
+              "--model-dir", str(store))  # fmt: skip
+    assert run.code == 1 and "a detector needs one boxes output" in run.err
+    assert "this model has" in run.err  # and what it has instead
+    assert not (store / "manifests").exists() or not list((store / "manifests").iterdir())

@@ -1,0 +1,89 @@
+"""An imported detector whose graph ends in decoded detections, on onnxruntime: the image
+squeezed to the input size, the graph run, its outputs read by ``decoded_outputs.decode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modules.accelerators import decoded_outputs
+from modules.accelerators.model_store import DetectorSettings, Preprocessing
+from modules.accelerators.session import AcceleratorError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from modules.accelerators.detection import Detection
+
+
+class DecodedDetector:
+    """``detect(rgb)`` -> detections (boxes are fractions of the whole image)."""
+
+    def __init__(
+        self,
+        path: Path,
+        input_name: str,
+        settings: DetectorSettings,
+        preprocessing: Preprocessing,
+        macs: int,
+        *,
+        threads: int | None = None,
+        providers: list[Any] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        from modules.accelerators.cpu import session_options
+
+        self.settings = settings
+        self.preprocessing = preprocessing
+        self.last_macs = macs
+        self._input = input_name
+        try:
+            self._session = ort.InferenceSession(
+                str(path),
+                sess_options=session_options(threads),
+                providers=providers or ["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise AcceleratorError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+        self.engine = f"onnxruntime {ort.__version__} {self._session.get_providers()[0]}"
+        s = settings
+        self._outputs = [s.boxes_output, s.scores_output] + (
+            [s.classes_output] if s.classes_output else []
+        )
+
+    def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
+        import cv2
+        import numpy as np
+
+        from modules.accelerators.preprocess import normalize
+
+        size = self.preprocessing.crop
+        height, width = rgb.shape[:2]
+        interp = cv2.INTER_AREA if height > size or width > size else cv2.INTER_LINEAR
+        scaled = np.asarray(cv2.resize(rgb, (size, size), interpolation=interp), np.uint8)
+        batch = normalize(scaled, self.preprocessing)[None]
+        try:
+            found = self._session.run(self._outputs, {self._input: batch})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise AcceleratorError(f"the detector failed on this image: {exc}") from exc
+        s = self.settings
+        try:
+            return decoded_outputs.decode(
+                found[0],
+                found[1],
+                found[2] if s.classes_output else None,
+                box_format=s.box_format,
+                box_units=s.box_units,
+                height=size,
+                width=size,
+                labels=s.labels,
+                threshold=s.thresholds[0],
+                max_detections=s.max_detections,
+            )
+        except ValueError as exc:
+            raise AcceleratorError(f"the detector's outputs do not fit together: {exc}") from exc
+
+    def close(self) -> None:
+        self._session = None
