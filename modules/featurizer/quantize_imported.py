@@ -186,6 +186,11 @@ def quantize_imported(
 
     say = progress or (lambda _step, _done, _total: None)
     manifest = store.get(ref)
+    if manifest.origin == "imported" and manifest.kind == "detector":
+        raise QuantizeError(
+            f"{ref} is a detector: `models quantize` takes imported classifiers (serve the "
+            "detector in fp32)"
+        )
     if manifest.origin != "imported" or manifest.kind != "classifier":
         raise QuantizeError(
             f"{ref} is not an imported classifier (built models: `edgefleet models build`)"
