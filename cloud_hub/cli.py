@@ -58,6 +58,14 @@ def serve(
         help="MQTT TLS port on --host, for devices (0: a free one, kept across restarts).",
     ),
     cert_port: int = typer.Option(0, "--cert-port", help="X.509 client-cert port (0: free)."),
+    mqtt_ws_port: int = typer.Option(
+        0,
+        "--mqtt-ws-port",
+        min=0,
+        max=65535,
+        help="MQTT over secure WebSockets on --host (IoT Hub's SDKs use 443 with "
+        "websockets=True); embedded broker only; 0: off.",
+    ),
     access_log: bool = typer.Option(
         False, "--access-log", help="Log every request (off by default: it costs throughput)."
     ),
@@ -125,7 +133,12 @@ def serve(
         log_level=log_level,
         deployment_tick_secs=deployment_tick,
         metrics_interval_secs=metrics_interval,
-        **{"broker": broker, "mqtt_port": mqtt_port, "cert_port": cert_port},
+        **{
+            "broker": broker,
+            "mqtt_port": mqtt_port,
+            "cert_port": cert_port,
+            "mqtt_ws_port": mqtt_ws_port,
+        },
         **{
             "message_retention_hours": message_retention_hours,
             "message_retention_count": message_retention_count,

@@ -15,6 +15,10 @@ the session by client id before any auth plugin runs, so this happens in a
 :class:`BrokerProtocolHandler` subclass right after the CONNECT packet is read. The topic plugin
 confines each device to ``devices/{id}/...``.
 
+With ``mqtt_ws_port`` a third TLS listener speaks MQTT over WebSockets (IoT Hub's SDKs with
+``websockets=True`` connect to 443 of the host); its connections are admitted as on the default
+listener.
+
 The default listener also serves IoT Hub's device MQTT dialect (``iothub_dialect``): such a
 connection is admitted as the device or module its SAS token or client certificate proves (its
 client id is ``{device}`` or ``{device}/{module}``), and the protocol handler rewrites each of its
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import amqtt.broker
-from amqtt.adapters import StreamWriterAdapter
+from amqtt.adapters import StreamWriterAdapter, WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BaseContext
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -108,6 +112,7 @@ def allowed(username: str, topic: str, action: Any) -> bool:
 
 
 CERT_LISTENER = "certificate"
+WS_LISTENER = "websockets"
 REFUSED_PREFIX = "$refused/"
 
 
@@ -116,6 +121,14 @@ class _ListenerWriter(StreamWriterAdapter):
 
     def __init__(self, writer: asyncio.StreamWriter, listener_name: str) -> None:
         super().__init__(writer)
+        self.edgefleet_listener = listener_name
+
+
+class _ListenerWebSocketWriter(WebSocketsWriter):
+    """amqtt's WebSocket writer, plus the name of the listener the connection came in on."""
+
+    def __init__(self, websocket: Any, listener_name: str) -> None:
+        super().__init__(websocket)
         self.edgefleet_listener = listener_name
 
 
@@ -262,6 +275,17 @@ class EdgefleetAmqttBroker(AmqttBroker):
         except (ConnectionError, ssl.SSLError) as exc:  # e.g. a refused client hung up first
             log.debug("connection on %s ended: %s", listener_name, exc)
 
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        """MQTT over WebSockets (``--mqtt-ws-port``): admitted like the default listener."""
+        try:
+            await self._client_connected(
+                listener_name,
+                WebSocketsReader(websocket),
+                _ListenerWebSocketWriter(websocket, listener_name),
+            )
+        except (ConnectionError, ssl.SSLError) as exc:
+            log.debug("connection on %s ended: %s", listener_name, exc)
+
     async def _handle_client_session(
         self,
         reader: Any,
@@ -373,6 +397,8 @@ class EmbeddedBroker:
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
         self.endpoint = own_broker_endpoint("embedded", data_dir, self.host, options)
+        self.ws_port = int(options.get("mqtt_ws_port") or 0)
+        """MQTT over secure WebSockets (IoT Hub's SDKs with ``websockets=True``); 0: off."""
         self._service_password = self.endpoint.service_password or ""
         self.admission_token = secrets.token_urlsafe(32)
         self._cert_serials: dict[str, int] = {}
@@ -518,11 +544,14 @@ class EmbeddedBroker:
             "cafile": str(self.ca.ca_file),
         }
         cert_bind = f"{self.host}:{self.endpoint.cert_port}"
+        listeners: dict[str, dict[str, Any]] = {
+            "default": {**tls, "bind": f"{self.host}:{self.endpoint.port}"},
+            CERT_LISTENER: {**tls, "bind": cert_bind},
+        }
+        if self.ws_port:
+            listeners[WS_LISTENER] = {**tls, "type": "ws", "bind": f"{self.host}:{self.ws_port}"}
         config = {
-            "listeners": {
-                "default": {**tls, "bind": f"{self.host}:{self.endpoint.port}"},
-                CERT_LISTENER: {**tls, "bind": cert_bind},
-            },
+            "listeners": listeners,
             "plugins": {
                 f"{__name__}.EdgefleetAuthPlugin": {},
                 f"{__name__}.EdgefleetTopicPlugin": {},

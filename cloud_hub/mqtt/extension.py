@@ -4,7 +4,8 @@ use them are in ``cloud_hub.api.messaging``.
 
 Settings (``hub serve`` options, kept in ``HubSettings.model_extra``): ``broker`` (``embedded``,
 ``mosquitto`` or ``mqtt(s)://host:port``), ``mqtt_port`` (0 = a free port, kept across restarts),
-``cert_port`` (the broker's X.509 listener), ``mqtt_host``.
+``cert_port`` (the broker's X.509 listener), ``mqtt_ws_port`` (MQTT over secure WebSockets,
+embedded broker only; 0: off), ``mqtt_host``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Messaging:
             "ca": self.ca,
             "mqtt_port": int(extra.get("mqtt_port") or 0),
             "cert_port": int(extra.get("cert_port") or 0),
+            "mqtt_ws_port": int(extra.get("mqtt_ws_port") or 0),
             "mqtt_host": extra.get("mqtt_host"),
         }
         self.broker: Broker = open_broker(
@@ -69,6 +71,14 @@ class Messaging:
             log.warning(
                 "IoT Hub's device MQTT dialect (azure-iot-device) is served only with "
                 "--broker embedded; the %s broker refuses its CONNECTs (unknown user name)",
+                self.broker.endpoint.kind,
+            )
+        if self.broker.endpoint.kind != "embedded" and (self.hub.settings.model_extra or {}).get(
+            "mqtt_ws_port"
+        ):
+            log.warning(
+                "--mqtt-ws-port is served by the embedded broker only; the %s broker has no "
+                "WebSocket listener of ours",
                 self.broker.endpoint.kind,
             )
         await self.broker.start()

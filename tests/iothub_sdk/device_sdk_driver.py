@@ -5,7 +5,7 @@ Prints one JSON object per line on stdout: ``connected``, ``sent``, ``twin``, ``
 ``ready`` (handlers installed), then ``desired``, ``method``, ``c2d`` as they arrive, or
 ``error``. Reads commands from stdin: ``quit``.
 
-Usage: device_sdk_driver.py --ca CA_PEM (--cs CONNECTION_STRING [--module]
+Usage: device_sdk_driver.py --ca CA_PEM (--cs CONNECTION_STRING [--module] [--websockets]
                              | --x509 CERT KEY HOST DEVICE)
 """
 
@@ -42,7 +42,9 @@ def make_client(args: argparse.Namespace) -> Any:
             X509(cert, key), hostname=host, device_id=device, server_verification_cert=ca
         )
     cls = IoTHubModuleClient if args.module else IoTHubDeviceClient
-    return cls.create_from_connection_string(args.cs, server_verification_cert=ca)
+    return cls.create_from_connection_string(
+        args.cs, server_verification_cert=ca, websockets=args.websockets
+    )
 
 
 def main() -> int:
@@ -52,6 +54,7 @@ def main() -> int:
     parser.add_argument("--module", action="store_true")
     parser.add_argument("--x509", nargs=4)
     parser.add_argument("--connect-only", action="store_true")
+    parser.add_argument("--websockets", action="store_true")  # MQTT over wss://HOST:443
     args = parser.parse_args()
     client = make_client(args)
     try:

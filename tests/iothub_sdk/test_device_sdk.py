@@ -149,6 +149,20 @@ def test_sdk_device_with_a_key_while_another_device_snoops(hub: RunningHub) -> N
         snoop.close()
 
 
+def test_sdk_device_over_websockets(tmp_path: Path) -> None:
+    """``websockets=True``: the SDK speaks MQTT over wss://HOST:443/$iothub/websocket (the
+    port is fixed); a hub with ``--mqtt-ws-port 443`` on a loopback address of its own."""
+    host = free_loopback(443)
+    with running_hub(tmp_path, host=host, mqtt_ws_port=443, broker="embedded") as ws_hub:
+        create_device(ws_hub, "sdk-ws")
+        cs = device_connection_string(host, "sdk-ws", _key(ws_hub, "sdk-ws"))
+        sdk = SdkProcess("--ca", str(ws_hub.ca_file), "--cs", cs, "--websockets")
+        try:
+            _sdk_round_trip(ws_hub, "sdk-ws", sdk)
+        finally:
+            sdk.stop()
+
+
 def test_sdk_device_with_an_x509_certificate(hub: RunningHub, tmp_path: Path) -> None:
     create_device(hub, "sdk-x509")
     with hub.client() as api:
