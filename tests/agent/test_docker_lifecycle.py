@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from edge_agent.runtime.docker import LABEL_AGENT, LABEL_MODULE
@@ -85,7 +86,13 @@ def containers(device: str, module: str | None = None) -> list[dict[str, Any]]:
         if module:
             labels.append(f"{LABEL_MODULE}={module}")
         found = client.api.containers(all=True, filters={"label": labels})
-        return [client.api.inspect_container(c["Id"]) for c in found]
+        out = []
+        for listed in found:
+            try:  # a container the agent removes meanwhile is gone, not an error
+                out.append(client.api.inspect_container(listed["Id"]))
+            except docker.errors.NotFound:
+                continue
+        return out
     finally:
         client.close()
 
@@ -288,7 +295,7 @@ def test_auto_runtime_switches_module_type(tmp_path: Path) -> None:
                 and r["modules"]["x"]["runtimeStatus"] == "running"
             ),
         )
-        assert len(containers(device, "x")) == 1
+        assert wait_until(lambda: len(containers(device, "x")) == 1, timeout=30)
         pids = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
         cmdlines = []
         for p in pids:
