@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from modules.accelerators import decoded_outputs
 from modules.accelerators.model_store import DetectorSettings, Preprocessing
 from modules.accelerators.session import AcceleratorError
+from modules.accelerators.whole_image import open_session, squeezed_batch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,39 +32,18 @@ class DecodedDetector:
         threads: int | None = None,
         providers: list[Any] | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        from modules.accelerators.cpu import session_options
-
         self.settings = settings
         self.preprocessing = preprocessing
         self.last_macs = macs
         self._input = input_name
-        try:
-            self._session = ort.InferenceSession(
-                str(path),
-                sess_options=session_options(threads),
-                providers=providers or ["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise AcceleratorError(f"onnxruntime cannot load {path.name}: {exc}") from exc
-        self.engine = f"onnxruntime {ort.__version__} {self._session.get_providers()[0]}"
+        self._session, self.engine = open_session(path, threads, providers)
         s = settings
         self._outputs = [s.boxes_output, s.scores_output] + (
             [s.classes_output] if s.classes_output else []
         )
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]:
-        import cv2
-        import numpy as np
-
-        from modules.accelerators.preprocess import normalize
-
-        size = self.preprocessing.crop
-        height, width = rgb.shape[:2]
-        interp = cv2.INTER_AREA if height > size or width > size else cv2.INTER_LINEAR
-        scaled = np.asarray(cv2.resize(rgb, (size, size), interpolation=interp), np.uint8)
-        batch = normalize(scaled, self.preprocessing)[None]
+        batch = squeezed_batch(rgb, self.preprocessing)
         try:
             found = self._session.run(self._outputs, {self._input: batch})
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -76,8 +56,8 @@ class DecodedDetector:
                 found[2] if s.classes_output else None,
                 box_format=s.box_format,
                 box_units=s.box_units,
-                height=size,
-                width=size,
+                height=self.preprocessing.crop,
+                width=self.preprocessing.crop,
                 labels=s.labels,
                 threshold=s.thresholds[0],
                 max_detections=s.max_detections,

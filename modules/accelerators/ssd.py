@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from modules.accelerators import detection as det
 from modules.accelerators.model_store import DetectorSettings, Preprocessing
-from modules.accelerators.session import AcceleratorError
+from modules.accelerators.whole_image import open_session, squeezed_batch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,38 +29,18 @@ class SingleShot:
         threads: int | None = None,
         providers: list[Any] | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        from modules.accelerators.cpu import cpu_flags, int8_saturates, session_options
+        from modules.accelerators.cpu import cpu_flags, int8_saturates
 
         self.settings = settings
         self.preprocessing = preprocessing
         self.last_macs = macs
         exact = precision == "int8" and int8_saturates(cpu_flags())
-        try:
-            self._session = ort.InferenceSession(
-                str(path),
-                sess_options=session_options(threads, exact_int8=exact),
-                providers=providers or ["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise AcceleratorError(f"onnxruntime cannot load {path.name}: {exc}") from exc
-        self.engine = f"onnxruntime {ort.__version__} {self._session.get_providers()[0]}"
+        self._session, self.engine = open_session(path, threads, providers, exact_int8=exact)
         self._anchors = det.ssd_anchors(preprocessing.crop)
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[det.Detection]:
         """The whole image squeezed to the input size (boxes are fractions of the image)."""
-        import cv2
-        import numpy as np
-
-        from modules.accelerators.preprocess import normalize
-
-        size = self.preprocessing.crop
-        height, width = rgb.shape[:2]
-        shrinking = height > size or width > size
-        interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        scaled = np.asarray(cv2.resize(rgb, (size, size), interpolation=interp), np.uint8)
-        batch = normalize(scaled, self.preprocessing)[None]
+        batch = squeezed_batch(rgb, self.preprocessing)
         offsets, probabilities = self._session.run(None, {"images": batch})
         s = self.settings
         corners = det.ssd_decode(offsets[0], self._anchors)
