@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
+from edge_agent.create_options_policy import CreateOptionsPolicy, deployment_violations
 from edge_agent.deployment_file import DeploymentStore
 from edge_agent.methods import BuiltinMethods
 from edge_agent.reconciler import Reconciler
@@ -67,6 +68,7 @@ class Agent:
         edge_hub_factory: Callable[[Agent], EdgeHubService | None] | None = None,
         hub_hostname: str = "",
         storage: StorageMonitor | None = None,
+        create_options_policy: CreateOptionsPolicy | None = None,
     ) -> None:
         self.device_id = device_id
         self.channel = channel
@@ -80,6 +82,7 @@ class Agent:
         self.edge_hub_factory = edge_hub_factory
         self.edge_hub: EdgeHubService | None = None
         self.storage = storage
+        self.create_options_policy = create_options_policy or CreateOptionsPolicy()
         self.started_at = datetime.now(UTC)
         self.last_desired_version: int | None = None
         self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
@@ -228,6 +231,7 @@ class Agent:
         hub: EdgeHubDesired | None,
         persist: tuple[dict[str, Any], dict[str, Any] | None] | None,
     ) -> None:
+        self._check_create_options(agent)
         if hub is not None and self.edge_hub is not None:
             try:
                 self.edge_hub.apply(hub)  # validates the routes: a bad one rejects the whole
@@ -244,6 +248,19 @@ class Agent:
                 self.storage.succeeded(DEPLOYMENT_WRITER)
         self.hub_desired = hub
         self.reconciler.set_desired(agent)
+
+    def _check_create_options(self, agent: EdgeAgentDesired) -> None:
+        """Refuse (400) a deployment whose docker modules ask for more than the operator allows."""
+        docker = {
+            name: mod.settings.create_options()
+            for name, mod in agent.modules.items()
+            if mod.type == "docker"
+        }
+        refused = deployment_violations(docker, self.create_options_policy)
+        if refused:
+            raise ManifestError(
+                400, "refused by this device's create_options_policy: " + "; ".join(refused)
+            )
 
     def _storage_changed(self) -> None:
         """Report it; a deployment refused for lack of space is tried again at once."""

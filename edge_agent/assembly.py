@@ -114,6 +114,7 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
         edge_hub_factory=_edge_hub_factory(cfg) if cfg.edge_hub else None,
         hub_hostname=hub_host,
         storage=storage,
+        create_options_policy=cfg.create_options_policy,
     )
 
 

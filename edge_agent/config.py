@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_agent.create_options_policy import CreateOptionsPolicy
 from edgefleet.connection_string import parse_connection_string as parse
 
 
@@ -167,6 +168,10 @@ class AgentConfig(_Strict):
     )
     edge_hub_store_max_bytes: int = Field(
         default=1 << 30, ge=0, description="Store-and-forward cap (oldest evicted); 0: none"
+    )
+    create_options_policy: CreateOptionsPolicy = Field(
+        default_factory=CreateOptionsPolicy,
+        description="What docker modules' createOptions may ask for (off by default)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

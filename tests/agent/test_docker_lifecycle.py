@@ -314,3 +314,41 @@ def test_auto_runtime_switches_module_type(tmp_path: Path) -> None:
         client = docker_client()
         client.api.remove_image(image, force=True)
         client.close()
+
+
+def test_create_options_policy_refuses_a_deployment_that_reaches_the_host(
+    images: Images, tmp_path: Path
+) -> None:
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    agent = AgentProcess(
+        tmp_path / "agent",
+        device,
+        "docker",
+        runtime={"type": "docker", "docker": {"name_prefix": f"{device}-"}},
+        create_options_policy={"enforce": True, "bind_sources": [str(shared)]},
+    )
+    creds = images.reg.credentials()
+    allowed = {"app": mod(images.v1, opts={"HostConfig": {"Binds": [f"{shared}:/shared"]}})}
+    try:
+        agent.deploy(manifest(allowed, creds))
+        agent.start()
+        agent.wait_status("app", "running")
+        hostile = {
+            **allowed,
+            "evil": mod(images.v1, opts={"HostConfig": {"Privileged": True, "Binds": ["/:/host"]}}),
+        }
+        agent.deploy(manifest(hostile, creds))
+        rep = agent.wait_for("refusal", lambda r: r["lastDesiredStatus"]["code"] == 400)
+        said = rep["lastDesiredStatus"]["description"]
+        assert "modules.evil.settings.createOptions.HostConfig.Privileged" in said
+        assert "modules.evil.settings.createOptions.HostConfig.Binds[0]: host path /" in said
+        time.sleep(1.5)  # passes later: the box still runs what it ran, and nothing else
+        assert containers(device, "evil") == []
+        assert [c["State"]["Running"] for c in containers(device, "app")] == [True]
+        assert "evil" not in agent.reported()["modules"]
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.stop()
+        cleanup_label(LABEL_AGENT, device)
