@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from edgefleet import protocol as p
 from edgefleet import sas
+from edgefleet.digits import ascii_uint
 
 _TWIN_GET = "$iothub/twin/GET/"
 _TWIN_REPORTED = "$iothub/twin/PATCH/properties/reported/"
@@ -105,7 +106,7 @@ def inbound_publish(ident: IotHubIdentity, topic: str) -> str | None:
     if topic.startswith(_METHOD_RES):
         status, sep, rest = topic[len(_METHOD_RES) :].partition("/")
         tail = _rid_tail(rest)
-        if not sep or not status.isdigit() or tail is None:
+        if not sep or ascii_uint(status) is None or tail is None:
             return None
         return f"{prefix}methods/res/{status}/{tail}"
     return None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from edgefleet import protocol as p
+from edgefleet.digits import ascii_uint
 
 
 def module_prefix(device_id: str, module_id: str) -> str:
@@ -98,13 +99,14 @@ def parse_local(topic: str) -> LocalTopic:
             bag = p.decode_property_bag("/".join(parts[6:]))
             kind = "output" if head == "outputs" else "input"
             return LocalTopic(kind, module_id, parts[5], bag)
-        if head == "refused" and len(parts) == 7 and parts[5].isdigit():
+        refused = ascii_uint(parts[5]) if head == "refused" and len(parts) == 7 else None
+        if refused is not None:
             bag = p.decode_property_bag(parts[6])
-            return LocalTopic("refused", module_id, bag=bag, status=int(parts[5]))
+            return LocalTopic("refused", module_id, bag=bag, status=refused)
         if head == "invoke":
             if len(parts) == 8 and parts[5] == "res":
                 bag = p.decode_property_bag(parts[7])
-                status = int(parts[6]) if parts[6].isdigit() else None
+                status = ascii_uint(parts[6])
                 return LocalTopic("invoke_res", module_id, rid=bag.get("$rid"), status=status)
             if len(parts) == 9:
                 bag = p.decode_property_bag(parts[8])

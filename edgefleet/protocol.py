@@ -20,6 +20,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote
 
+from edgefleet.digits import ascii_int
+
 ROOT = "devices"
 MAX_MESSAGE_BYTES = 256 * 1024
 """Largest telemetry payload the hub accepts; larger messages are rejected and counted."""
@@ -233,10 +235,10 @@ ACL_PATTERN = f"{ROOT}/%u/#"
 def _int(value: str | None, what: str) -> int | None:
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ProtocolError(f"{what} is not an integer: {value!r}") from exc
+    number = ascii_int(value)
+    if number is None:
+        raise ProtocolError(f"{what} is not an integer: {value!r}")
+    return number
 
 
 def parse_topic(topic: str) -> Topic:

@@ -18,6 +18,7 @@ from cloud_hub.errors import NotFound
 from cloud_hub.hub import Hub
 from cloud_hub.logstore import MAX_BYTES, TTL_SECS, TooLarge
 from cloud_hub.tokens import SCOPE_REGISTRY_READ
+from edgefleet.digits import ascii_uint
 
 router = APIRouter(tags=["logs"])
 read = [Depends(require(SCOPE_REGISTRY_READ))]
@@ -36,7 +37,7 @@ async def upload(
 ) -> dict[str, Any]:
     await run_in_threadpool(hub.log_uploads.device_for, token)  # refuse before reading the body
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BYTES:
+    if (ascii_uint(declared) or 0) > MAX_BYTES:
         raise TooLarge(f"log upload over {MAX_BYTES} bytes", path="body")
     body = await request.body()
     return await run_in_threadpool(hub.log_uploads.store, token, module, body)

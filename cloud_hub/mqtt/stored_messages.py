@@ -13,6 +13,7 @@ from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.hub import Hub
 from cloud_hub.mqtt.tables import MessageRow
+from edgefleet.digits import ascii_uint
 from edgefleet.utctime import parse_utc_text, utc_text
 
 
@@ -20,8 +21,9 @@ def parse_since(value: str | None) -> tuple[int, datetime | None]:
     """A ``since`` cursor: (sequence number after which to list, earliest enqueued time)."""
     if not value:
         return 0, None
-    if value.isdigit():
-        return int(value), None
+    sequence = ascii_uint(value)
+    if sequence is not None:
+        return sequence, None
     try:
         return 0, parse_utc_text(value)
     except ValueError as exc:

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from edgefleet.digits import ascii_uint
+
 SourceKind = Literal["photos", "file", "url", "device"]
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
@@ -48,8 +50,9 @@ def parse_source(value: str | None) -> SourceSpec:
         text = text[5:].strip()
         if not text:
             raise SettingError("Source: v4l2: needs a device number or path")
-    if text.isdigit():
-        return SourceSpec("device", f"/dev/video{int(text)}", int(text))
+    number = ascii_uint(text)
+    if number is not None:
+        return SourceSpec("device", f"/dev/video{number}", number)
     match = _DEVICE_PATH.match(text)
     if match:
         return SourceSpec("device", text, int(match.group(1)))
