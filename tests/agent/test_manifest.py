@@ -160,3 +160,27 @@ def test_braced_only_keeps_shell_variables() -> None:
         "c": "echo $HOME 1",
         "d": "${HEARTBEAT:-5}",
     }
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden/../x", "a\x00b", "", "m" * 300])
+def test_module_names_that_would_leave_the_agents_directories_are_refused(name: str) -> None:
+    """Module names become file names (logs, pid files, keys): none may climb out."""
+    desired = {
+        "schemaVersion": "1.1",
+        "runtime": {"type": "docker", "settings": {}},
+        "systemModules": {
+            "edgeAgent": {"type": "docker", "settings": {"image": "a"}},
+            "edgeHub": {"type": "docker", "settings": {"image": "b"}},
+        },
+        "modules": {
+            name: {
+                "type": "process",
+                "status": "running",
+                "restartPolicy": "always",
+                "settings": {"command": "true"},
+            }
+        },
+    }
+    with pytest.raises(ManifestError) as err:
+        parse_edge_agent(desired)
+    assert err.value.code == 400 and "modules" in err.value.path + str(err.value)
