@@ -97,6 +97,13 @@ def serve(
         envvar="EDGEFLEET_DEPLOYMENT_TICK",
         help="Seconds between rollout steps of the deployment worker.",
     ),
+    instance: str | None = typer.Option(
+        None,
+        "--instance",
+        envvar="EDGEFLEET_HUB_INSTANCE",
+        help="This process's name when several hub processes share one database and one "
+        "external broker (each its own; see docs/scale-out.md).",
+    ),
     metrics_interval: float = typer.Option(
         2.0,
         "--metrics-interval",
@@ -120,6 +127,15 @@ def serve(
         fail("--tls-cert needs --tls-port")
     if tls_port is not None and tls_port == port:
         fail("--tls-port must differ from --port")
+    if instance is not None:
+        from cloud_hub.mqtt.subscriptions import validate_instance
+
+        try:
+            validate_instance(instance)
+        except ValueError as exc:
+            fail(f"--instance: {exc}")
+        if not broker.startswith(("mqtt://", "mqtts://")):
+            fail("--instance needs --broker mqtt://... or mqtts://...: one broker for every hub")
 
     settings = HubSettings(
         data_dir=data_dir,
@@ -138,6 +154,7 @@ def serve(
             "mqtt_port": mqtt_port,
             "cert_port": cert_port,
             "mqtt_ws_port": mqtt_ws_port,
+            "instance": instance,
         },
         **{
             "message_retention_hours": message_retention_hours,

@@ -52,9 +52,16 @@ class Messaging:
             hub.settings.host,
             options,
         )
+        instance = extra.get("instance") or None
+        if instance and self.broker.endpoint.kind != "external":
+            raise ValueError(
+                "--instance needs --broker mqtt://... or mqtts://...: a broker every hub "
+                "process shares"
+            )
         self.service = ServiceClient(
             hub,
             self.broker.endpoint,
+            instance=instance,
             direct_publish=getattr(self.broker, "publish_direct", None),
             module_connected=getattr(self.broker, "module_connected", None),
         )

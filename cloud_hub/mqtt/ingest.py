@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 2000
 BATCH_WAIT_S = 0.01
 ACTIVITY_EVERY_S = 1.0
+UNKNOWN_RECHECK_S = 5.0
 """A device's ``lastActivityTime`` is written at most this often by the ingest."""
 
 Ack = Callable[[int, int], None]
@@ -54,13 +55,20 @@ class Incoming:
 
 class KnownDevices:
     """The ids of the registered devices, loaded at start and kept by registry events (telemetry
-    of an unknown device is dropped; presence of one is not written to the registry)."""
+    of an unknown device is dropped; presence of one is not written to the registry).
 
-    def __init__(self, db: Database) -> None:
+    Another hub process on the same database creates devices this one hears no event of: an id
+    not known here is looked up in the database before it is refused (a miss is remembered for
+    ``UNKNOWN_RECHECK_S``, so a stream from an unregistered id costs one query per period).
+    """
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._ids: set[str] = set()
         self._frozen: frozenset[str] | None = frozenset()
         self._lock = threading.Lock()
+        self._missing: dict[str, float] = {}  # id -> when it may be looked up again
+        self._clock = clock
 
     def refresh(self) -> None:
         with self._db.read() as session:
@@ -77,6 +85,34 @@ class KnownDevices:
         with self._lock:
             self._ids.discard(device_id)
             self._frozen = None
+
+    def confirm(self, device_ids: Iterable[str]) -> None:
+        """Look up the ids not known here (created by another hub process, maybe)."""
+        now = self._clock()
+        with self._lock:
+            unknown = {
+                d for d in device_ids if d not in self._ids and self._missing.get(d, 0.0) <= now
+            }
+        if not unknown:
+            return
+        with self._db.read() as session:
+            found = set(
+                session.scalars(select(DeviceRow.device_id).where(DeviceRow.device_id.in_(unknown)))
+            )
+        with self._lock:
+            if found:
+                self._ids |= found
+                self._frozen = None
+            for device_id in unknown - found:
+                self._missing[device_id] = now + UNKNOWN_RECHECK_S
+            if len(self._missing) > 10_000:  # ids a broker let in without a registration
+                self._missing = {d: t for d, t in self._missing.items() if t > now}
+
+    def knows(self, device_id: str) -> bool:
+        """Whether ``device_id`` is registered (looked up when not known here)."""
+        if device_id not in self._ids:
+            self.confirm((device_id,))
+        return device_id in self._ids
 
     def snapshot(self) -> frozenset[str]:
         """An immutable copy, rebuilt at most once per change (bulk creations are one burst)."""
@@ -191,6 +227,7 @@ class TelemetryIngest:
 
     def store(self, batch: list[Incoming]) -> None:
         """Insert a batch in one transaction and touch its devices' ``lastActivityTime``."""
+        self._known.confirm({item.device_id for item in batch})
         rows, refused = message_rows(batch, self._known.snapshot())
         self._stats.rejected_unknown_device += refused
         if not rows:

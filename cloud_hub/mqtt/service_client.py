@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from cloud_hub import events
 from cloud_hub.broker.base import Endpoint
 from cloud_hub.hub import Hub
+from cloud_hub.mqtt import subscriptions
 from cloud_hub.mqtt.direct_methods import DirectMethods
 from cloud_hub.mqtt.ingest import KnownDevices, TelemetryIngest
 from cloud_hub.mqtt.presence import Presence
@@ -42,19 +43,25 @@ class ServiceClient:
         self,
         hub: Hub,
         endpoint: Endpoint,
-        client_id: str = p.HUB_USERNAME,
+        instance: str | None = None,
         direct_publish: DirectPublish | None = None,
         module_connected: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.hub = hub
         self.stats = Stats()
         self._stop = threading.Event()
-        self._connection = HubConnection(endpoint, client_id, self._on_message, direct_publish)
+        self._connection = HubConnection(
+            endpoint,
+            subscriptions.client_id(instance),
+            self._on_message,
+            direct_publish,
+            subscriptions.hub_filters(instance),
+        )
         self._known = KnownDevices(hub.db)
         self._ingest = TelemetryIngest(
             hub.db, self.stats, self._known, self._connection.ack, self._stop
         )
-        self._presence = Presence(hub.registry, self._known.__contains__)
+        self._presence = Presence(hub.registry, self._known.knows)
         self._twins = TwinRequests(hub.twins, self._connection.publish)
         self._desired = DesiredPushes(
             self._connection.publish_direct, self._connection.publish_many

@@ -42,8 +42,10 @@ class HubConnection:
         client_id: str,
         on_message: MessageHandler,
         direct_publish: DirectPublish | None = None,
+        filters: list[str] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._filters = list(filters or p.HUB_SUBSCRIPTIONS)
         self._handler = on_message
         self._direct = direct_publish
         self._client = mqtt.Client(
@@ -121,7 +123,7 @@ class HubConnection:
             return
         with self._lock:
             self._generation += 1
-        client.subscribe([(topic, 1) for topic in p.HUB_SUBSCRIPTIONS])
+        client.subscribe([(topic, 1) for topic in self._filters])
         self._connected.set()
         log.info("hub service client connected to %s:%s", self.endpoint.host, self.endpoint.port)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 from pathlib import Path
 
-from tests.support.hub import running_hub
+import pytest
+
+from tests.support.hub import RunningHub, edgefleet_cmd, running_hub
+from tests.support.mqtt import create_device, credentials, mosquitto, wait_until
 from tests.support.pg import temporary_database
 
 
@@ -37,3 +42,117 @@ def test_two_hubs_share_a_postgresql_database(tmp_path: Path) -> None:
         assert desired["$version"] == 21
         client_a.close()
         client_b.close()
+
+
+def stored_ids(database_url: str, device_id: str) -> list[str]:
+    """The message ids the hub stored for a device, read from the database itself."""
+    from sqlalchemy import create_engine, select
+
+    from cloud_hub.mqtt.tables import MessageRow
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(MessageRow.message_id).where(MessageRow.device_id == device_id)
+            )
+            return [r[0] for r in rows]
+    finally:
+        engine.dispose()
+
+
+def ingested(hub: RunningHub) -> int:
+    with hub.client() as api:
+        return int(api.request("GET", "/messaging/stats").json()["stored"])
+
+
+def test_two_hub_processes_split_ingest_on_one_broker_and_a_killed_one_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two hubs on one PostgreSQL and one external mosquitto, each its own --instance: shared
+    subscriptions split the telemetry; one is killed with -9 mid-stream and started again under
+    the same instance (its persistent session): every message is stored once. Devices created
+    through one hub are ingested by the other; methods go through either."""
+    from edgefleet.sdk.device_client import DeviceClient, MethodResponse
+
+    per_device, devices = 150, ["sc-0", "sc-1", "sc-2"]
+    with (
+        temporary_database() as url,
+        mosquitto(tmp_path / "broker") as broker,
+        contextlib.ExitStack() as stack,
+    ):
+
+        def hub(instance: str) -> RunningHub:
+            shared = f"mqtt://127.0.0.1:{broker.port}"
+            started = running_hub(
+                tmp_path / instance, database_url=url, broker=shared, instance=instance
+            )
+            return stack.enter_context(started)
+
+        hub_a, hub_b = hub("a"), hub("b")
+        for name in devices:  # created through A only: B hears no event of them
+            create_device(hub_a, name)
+        clients = [
+            DeviceClient.create_from_credentials(
+                credentials(hub_a, name), outbox_path=tmp_path / f"{name}.db"
+            )
+            for name in devices
+        ]
+        for client in clients:
+            stack.callback(client.shutdown)
+            client.on_method_request_received = lambda req: (
+                MethodResponse.create_from_method_request(req, 200, {"m": req.name})
+            )
+            client.connect(20)
+        sent: dict[str, list[str]] = {name: [] for name in devices}
+
+        def burst(count: int) -> None:
+            for _ in range(count):
+                for name, client in zip(devices, clients, strict=True):
+                    sent[name].append(client.send_message({"n": len(sent[name])}))
+
+        burst(per_device // 3)
+        assert wait_until(lambda: ingested(hub_b) > 0, 30), "B ingested nothing"
+        hub_b.process.kill()  # kill -9 under load
+        hub_b.process.wait()
+        burst(per_device // 3)
+        hub_b = hub("b")  # the same instance: its persistent session and what it holds
+        burst(per_device - 2 * (per_device // 3))
+        for client in clients:
+            assert client.wait_for_outbox_empty(60)
+
+        def complete() -> bool:
+            return all(sorted(stored_ids(url, name)) == sorted(sent[name]) for name in devices)
+
+        assert wait_until(complete, 60), {
+            n: len(set(sent[n]) - set(stored_ids(url, n))) for n in devices
+        }
+        assert ingested(hub_b) > 0  # the restarted B took its share (and its backlog)
+        with hub_a.client() as api:
+            a_stats = api.request("GET", "/messaging/stats").json()
+        # shared, not copied: A stored only part, and never a message B had stored
+        assert 0 < a_stats["stored"] < len(devices) * per_device
+        assert a_stats["duplicates"] == 0
+        for either in (hub_a, hub_b):  # either process sends methods and gets answers
+            with either.client() as api:
+                answer = api.request("POST", "/twins/sc-1/methods", json={"methodName": "ping"})
+            assert answer.json() == {"status": 200, "payload": {"m": "ping"}}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--instance", "a"], "--instance needs --broker mqtt://... or mqtts://..."),
+        (["--instance", "a/b", "--broker", "mqtt://127.0.0.1:1"], "--instance: instance name"),
+    ],
+)
+def test_instances_need_a_shared_broker_and_a_plain_name(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    done = subprocess.run(
+        edgefleet_cmd("hub", "serve", "--data-dir", str(tmp_path / "hub"), *args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.strip().startswith(f"error: {said}")

@@ -69,6 +69,21 @@ def test_ingest_counts_duplicates_and_unknown_devices_and_touches_activity(hub: 
     assert acks == []  # store does not acknowledge; the writer loop does after the commit
 
 
+def test_a_device_created_by_another_hub_process_is_looked_up_not_refused(hub: Hub) -> None:
+    clock = [100.0]
+    known = KnownDevices(hub.db, clock=lambda: clock[0])
+    known.refresh()
+    ingest = TelemetryIngest(hub.db, Stats(), known, lambda g, m: None, threading.Event())
+    assert not known.knows("late")  # a miss is remembered for a while ...
+    hub.registry.create_device("late", {})  # ... by "another process": no event here
+    ingest.store([incoming("late", "x", 1)])
+    assert ingest._stats.rejected_unknown_device == 1
+    clock[0] += 5.0  # ... then looked up again
+    ingest.store([incoming("late", "y", 2)])
+    assert [m["messageId"] for m in list_messages(hub, "late", None, 10)["messages"]] == ["y"]
+    assert known.knows("late") and "late" in known.snapshot()
+
+
 def test_ingest_writer_acknowledges_after_commit(hub: Hub) -> None:
     hub.registry.create_device("d1", {})
     stats = Stats()
