@@ -3,6 +3,7 @@ stands for, the modules table of an edge device, the twin as a tree, the editabl
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +142,19 @@ class ModuleRow:
         return self.runtime_status in FAILED_RUNTIME_STATUSES
 
 
+def module_image(module: Mapping[str, Any]) -> str:
+    """What a module runs: its image, or for a process module (no image) its command line."""
+    settings = module.get("settings") or {}
+    if settings.get("image"):
+        return str(settings["image"])
+    command = settings.get("command")
+    if isinstance(command, list) and command:
+        return shlex.join(str(part) for part in command)
+    if isinstance(command, str) and command:
+        return command
+    return str(module.get("type") or "")
+
+
 def module_rows(
     agent_reported: Mapping[str, Any], agent_desired: Mapping[str, Any] | None = None
 ) -> list[ModuleRow]:
@@ -153,7 +167,6 @@ def module_rows(
             if not isinstance(module, Mapping):
                 continue
             seen.add(name)
-            settings = module.get("settings") or {}
             rows.append(
                 ModuleRow(
                     name=name,
@@ -164,17 +177,15 @@ def module_rows(
                     restart_count=module.get("restartCount", ""),
                     last_start=str(module.get("lastStartTimeUtc") or ""),
                     last_exit=str(module.get("lastExitTimeUtc") or ""),
-                    image=str(settings.get("image") or module.get("type") or ""),
+                    image=module_image(module),
                     version=str(module.get("version") or ""),
                 )
             )
     for name, module in sorted(((agent_desired or {}).get("modules") or {}).items()):
         if name not in seen and isinstance(module, Mapping):
-            settings = module.get("settings") or {}
             rows.append(
                 ModuleRow(
-                    name, False, "", "not reported yet", "", "", "", "",
-                    str(settings.get("image") or module.get("type") or ""),
+                    name, False, "", "not reported yet", "", "", "", "", module_image(module),
                     str(module.get("version") or ""),
                 )
             )  # fmt: skip

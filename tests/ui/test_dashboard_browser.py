@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium against a real hub process (embedded MQTT broker),
-devices created through the REST API and real device connections (the device SDK over MQTT).
+devices created through the REST API and real device connections (the device SDK over MQTT), and
+real edge agents (``edgefleet agent run``, process runtime) for deployments and modules.
 
 Screenshots of each page land under the test's tmp_path; with EDGEFLEET_UPDATE_SCREENSHOTS=1
 they are also copied to docs/images/ (what docs/dashboard.md shows).
@@ -12,6 +13,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from edgefleet.manifest import edge_deployment, process_module
+from tests.deployments.test_fleet_e2e import content, module, put_configuration
+from tests.support.agent import AgentProcess, hub_agent
 from tests.support.browser import chromium, screenshot, wait_for
 from tests.support.hub import RunningHub, create_token, running_hub
 from tests.support.mqtt import create_device, device_client
@@ -64,6 +68,19 @@ def session_http(hub: RunningHub, driver: Any) -> httpx.Client:
     """An HTTP client holding the browser's session cookie (to send requests the UI never does)."""
     cookies = {c["name"]: c["value"] for c in driver.get_cookies()}
     return httpx.Client(base_url=hub.url, cookies=cookies, follow_redirects=False, timeout=30)
+
+
+def fill_deployment_form(driver: Any, manifest: Path, target: str, priority: int) -> None:
+    """Load a manifest file (it adds a module ``mon``) into the new-deployment form and set
+    the target condition and priority."""
+    driver.find_element(By.ID, "dep-file").send_keys(str(manifest))
+    wait_for(
+        driver, lambda d: "mon" in d.find_element(By.ID, "dep-manifest").get_attribute("value")
+    )
+    driver.find_element(By.ID, "dep-target").send_keys(target)
+    field = driver.find_element(By.ID, "dep-priority")
+    field.clear()
+    field.send_keys(str(priority))
 
 
 def test_sign_in_fleet_states_live_offline(
@@ -202,14 +219,7 @@ def test_deployments_layered_from_file_metrics_and_rollout_control(
     assert "modulesContent.$edgeAgent.properties.desired" in problems
     screenshot(browser, shots, "deployment-new", DOCS_IMAGES)
 
-    browser.find_element(By.ID, "dep-file").send_keys(str(layer))
-    wait_for(
-        browser, lambda d: "mon" in d.find_element(By.ID, "dep-manifest").get_attribute("value")
-    )
-    browser.find_element(By.ID, "dep-target").send_keys("tags.ring = 'canary'")
-    priority = browser.find_element(By.ID, "dep-priority")
-    priority.clear()
-    priority.send_keys("20")
+    fill_deployment_form(browser, layer, "tags.ring = 'canary'", 20)
     browser.find_element(By.ID, "dep-metrics").send_keys(
         "canary=SELECT deviceId FROM devices WHERE tags.ring = 'canary'"
     )
@@ -365,6 +375,135 @@ def test_edge_modules_live_restart_and_direct_method(
         device.shutdown()
 
 
+AGENT_WAIT = 90.0  # agents start as Python processes on shared cores
+DEVICES = ("ui-1", "ui-2")
+
+
+def crashes_on(flag: Path) -> dict[str, Any]:
+    """A process module printing ticks until ``flag`` exists, then exiting 3 at every start."""
+    script = 'while [ ! -e "$0" ]; do echo tick; sleep 0.2; done; echo crashed >&2; exit 3'
+    return {
+        "type": "process",
+        "status": "running",
+        "restartPolicy": "always",
+        "settings": {"command": ["sh", "-c", script, str(flag)]},
+    }
+
+
+def cells(driver: Any, module_name: str) -> list[str]:
+    row = f"#modules-table tr[data-module='{module_name}'] td"
+    return [str(c.text) for c in driver.find_elements(By.CSS_SELECTOR, row)]
+
+
+def last_start(driver: Any, module_name: str) -> str:
+    found = driver.find_elements(
+        By.CSS_SELECTOR, f"#modules-table tr[data-module='{module_name}'] td:nth-child(5) time"
+    )
+    return str(found[0].get_attribute("title")) if found else ""
+
+
+def metric(driver: Any, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def not_reloaded(driver: Any) -> bool:
+    return bool(driver.execute_script("return window.__notReloaded === true"))
+
+
+@contextmanager
+def agents_of(running: RunningHub, workdir: Path) -> Iterator[None]:
+    """A real agent (process runtime) for each of ``DEVICES``, stopped on the way out."""
+    started: list[AgentProcess] = []
+    try:
+        for device in DEVICES:
+            agent = hub_agent(running, workdir / device, device)
+            started.append(agent)
+            agent.start()
+        yield
+    finally:
+        for agent in started:
+            agent.stop()
+
+
+def test_layered_deployment_and_modules_table_with_real_agents(
+    hub: RunningHub, browser: Any, shots: Path, tmp_path: Path
+) -> None:
+    flag = tmp_path / "crash-now"
+    for device in DEVICES:
+        create_device(hub, device, {"capabilities": {"iotEdge": True}})
+        with hub.client() as api:
+            api.patch_twin(device, {"tags": {"ring": "ui"}})
+    put_configuration(hub, "ui-base", content({"app": crashes_on(flag)}), "tags.ring = 'ui'", 10)
+
+    # a layered deployment from a file, created while no agent runs yet: nothing reported
+    layer = tmp_path / "ui-monitor.json"
+    monitor = {"modulesContent": {"$edgeAgent": {"properties.desired.modules.mon": module("mon")}}}
+    layer.write_text(json.dumps(monitor))
+    browser.get(hub.url + "/ui/deployments/new")
+    browser.find_element(By.ID, "dep-id").send_keys("ui-monitor")
+    fill_deployment_form(browser, layer, "tags.ring = 'ui'", 20)
+    browser.find_element(By.ID, "create-deployment").click()
+    wait_for(browser, lambda d: d.current_url.endswith("/ui/deployments/ui-monitor"))
+    wait_for(browser, lambda d: metric(d, "metric-applied").endswith("2 / 2"))
+    assert metric(browser, "metric-targeted").endswith("2 / 2")
+    assert metric(browser, "metric-succeeded").endswith("0 / 2")
+    browser.execute_script("window.__notReloaded = true")
+
+    with agents_of(hub, tmp_path):
+        # the agents apply base and layer and report: the page follows by itself
+        wait_for(browser, lambda d: metric(d, "metric-succeeded").endswith("2 / 2"), AGENT_WAIT)
+        assert metric(browser, "metric-failed").endswith("0 / 2")
+        assert not_reloaded(browser)
+
+        def agents_column(d: Any) -> list[str]:
+            rows = d.find_elements(By.CSS_SELECTOR, "#targeted-table tbody tr")
+            return sorted(r.text.split()[-1] for r in rows)
+
+        wait_for(browser, lambda d: agents_column(d) == ["ok", "ok"])
+        screenshot(browser, shots, "deployment-agents", DOCS_IMAGES)
+
+        # the device page of a real agent: its modules as its $edgeAgent reports them
+        browser.get(hub.url + "/ui/devices/ui-1")
+        wait_for(
+            browser,
+            lambda d: "running" in module_cell(d, "app") and "running" in module_cell(d, "mon"),
+            AGENT_WAIT,
+        )
+        for system in ("edgeAgent", "edgeHub"):
+            assert "running" in module_cell(browser, system)
+        assert "sh -c 'while :; do echo tick" in module_cell(browser, "mon")  # its command line
+        browser.execute_script("window.__notReloaded = true")
+
+        # its log, through the real agent's getModuleLogs
+        mon_row = "#modules-table tr[data-module='mon']"
+        browser.find_element(By.CSS_SELECTOR, f"{mon_row} button.logs").click()
+        wait_for(browser, lambda d: "tick mon" in d.find_element(By.ID, "module-logs").text)
+
+        # Restart: the real agent's restartModule starts app again, the table shows the new start
+        started = last_start(browser, "app")
+        assert started
+        browser.find_element(By.CSS_SELECTOR, "#modules-table tr[data-module='app'] button").click()
+        wait_for(browser, lambda d: "method status 200" in metric(d, "module-action"))
+        wait_for(browser, lambda d: last_start(d, "app") not in ("", started), AGENT_WAIT)
+
+        # app crashes at every start: backoff, then failed after the agent's 3 restarts
+        flag.touch()
+        wait_for(browser, lambda d: cells(d, "app")[1:4] == ["failed", "3", "3"], AGENT_WAIT)
+        assert "running" in module_cell(browser, "mon")
+        assert not_reloaded(browser)
+        screenshot(browser, shots, "device-agent", DOCS_IMAGES)
+
+        # the fleet lists both boxes with their crashed module
+        browser.get(hub.url + "/ui?q=tags.ring%20%3D%20%27ui%27")
+
+        def fleet_rows(d: Any) -> list[str]:
+            rows = d.find_elements(By.CSS_SELECTOR, "#fleet-table tbody tr[data-device]")
+            return [str(r.text) for r in rows]
+
+        wait_for(browser, lambda d: len(fleet_rows(d)) == 2)
+        wait_for(browser, lambda d: all("failed: app" in row for row in fleet_rows(d)))
+
+
 UNLABELLED = """
 return Array.from(document.querySelectorAll(
     'input:not([type=hidden]), select, textarea, button, a[href]')).filter(function (el) {
@@ -476,6 +615,8 @@ def test_read_only_token_and_csrf(hub: RunningHub, browser: Any, shots: Path) ->
             "deployments",
             "deployment",
             "live",
+            "deployment-agents",
+            "device-agent",
             "fleet-narrow",
         )
     )

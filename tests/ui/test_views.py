@@ -74,13 +74,16 @@ def test_modules_table_as_iot_edge_reports_it() -> None:
             }
         },
     }
-    desired = {"modules": {"cam": {}, "new": {"type": "process", "version": "1"}}}
+    job = {"type": "process", "settings": {"command": ["sh", "-c", "a b"]}}
+    desired = {"modules": {"cam": {}, "job": job, "new": {"type": "process", "version": "1"}}}
     rows = module_rows(reported, desired)
-    assert [(r.name, r.system) for r in rows] == [("edgeHub", True), ("cam", False), ("new", False)]
+    names = [(r.name, r.system) for r in rows]
+    assert names == [("edgeHub", True), ("cam", False), ("job", False), ("new", False)]
     cam = rows[1]
     assert cam.failed and cam.exit_code == 137 and cam.restart_count == 3
     assert (cam.image, cam.version, cam.last_exit) == ("reg/cam:2", "2.0", "2026-01-01T00:01:00Z")
-    assert rows[2].runtime_status == "" and rows[2].image == "process"
+    assert rows[2].image == "sh -c 'a b'"  # a process module: its command line
+    assert rows[3].runtime_status == "" and rows[3].image == "process"
 
 
 def test_twin_tree_carries_metadata_times_and_editable_drops_bookkeeping() -> None:
