@@ -104,6 +104,14 @@ def serve(
         help="This process's name when several hub processes share one database and one "
         "external broker (each its own; see docs/scale-out.md).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        envvar="EDGEFLEET_HUB_WORKERS",
+        help="Hub processes behind the same ports (PostgreSQL and an external broker; "
+        "instances <--instance or host name>-0, -1, ...; docs/scale-out.md).",
+    ),
     metrics_interval: float = typer.Option(
         2.0,
         "--metrics-interval",
@@ -113,12 +121,6 @@ def serve(
     ),
 ) -> None:
     """Run the hub (REST API and background services) until SIGTERM or Ctrl-C."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from cloud_hub import endpoint, serving
-    from cloud_hub.app import create_app
-    from cloud_hub.broker.preflight import mqtt_port_problem
-    from cloud_hub.hub import open_hub
     from cloud_hub.settings import HubSettings
 
     if (tls_cert is None) != (tls_key is None):
@@ -162,49 +164,17 @@ def serve(
             "message_prune_interval": message_prune_interval,
         },
     )
+    from cloud_hub.run import HubStartError, run_hub
+    from cloud_hub.workers import supervise
+
     try:
-        hub = open_hub(settings)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
-    problem = mqtt_port_problem(data_dir, broker, host, mqtt_port)
-    if problem:
-        hub.close()
-        fail(problem)
-    app = create_app(hub=hub)
-    listeners = [serving.Listener(host, port)]
-    if tls_port is not None:
-        listeners.append(serving.Listener(host, tls_port, *_https_files(settings)))
-    endpoint.record(settings)
-    ui = hub.extensions.get("ui")
-    # open dashboard streams end at once, not after the graceful timeout
-    on_stop = [ui.stopping.set] if ui is not None else []
-    try:
-        started = serving.serve(
-            app,
-            listeners,
-            on_stop,
-            log_level=log_level,
-            timeout_graceful_shutdown=10,
-            access_log=access_log,
-        )
-    except serving.ListenError as exc:
+        if workers > 1:
+            sys.exit(supervise(settings, workers, access_log))
+        started = run_hub(settings, access_log)
+    except HubStartError as exc:
         fail(str(exc))
-    finally:
-        hub.close()
     if not started:
         sys.exit(1)
-
-
-def _https_files(settings: Any) -> tuple[Path, Path]:
-    """The HTTPS certificate and key: the given files, or issued by the hub CA for the public
-    host name and the bind address."""
-    from edgefleet.ca import HubCA
-
-    if settings.tls_cert is not None:
-        return settings.tls_cert, settings.tls_key
-    names = [settings.resolved_public_host_name(), settings.host, "localhost", "127.0.0.1"]
-    wanted = [n for n in dict.fromkeys(names) if n not in ("", "0.0.0.0", "::")]
-    return HubCA((settings.data_dir / "ca").resolve()).ensure_https(wanted)
 
 
 @token_app.command("create")

@@ -48,6 +48,19 @@ def bind(listener: Listener) -> socket.socket:
         raise ListenError(f"cannot listen on {where}: {reason}") from None
 
 
+def bind_all(listeners: Sequence[Listener]) -> list[socket.socket]:
+    """Every listener's socket, or ListenError (and none left open)."""
+    sockets: list[socket.socket] = []
+    try:
+        for listener in listeners:
+            sockets.append(bind(listener))
+    except ListenError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 class _Server(uvicorn.Server):
     """A server whose signals go to its group (uvicorn would stop just itself and re-raise the
     signal after a graceful stop; the group exits 0 instead)."""
@@ -135,12 +148,13 @@ def serve(
     app: Any,
     listeners: list[Listener],
     on_stop: Sequence[Callable[[], None]] = (),
+    sockets: list[socket.socket] | None = None,
     **config: Any,
 ) -> bool:
     """Serve ``app`` on ``listeners`` (the first runs the lifespan) until a signal; ``config``
     are uvicorn.Config options; ``on_stop`` run when the stop begins, before open requests
-    drain. Loads the certificates and binds every socket before serving (ListenError). True
-    when it started."""
+    drain. Loads the certificates and binds every socket before serving (ListenError), unless
+    ``sockets`` (one per listener, already listening) are given. True when it started."""
     group = _Group(on_stop)
     for index, listener in enumerate(listeners):
         server_config = uvicorn.Config(
@@ -157,14 +171,8 @@ def serve(
         except (OSError, ssl.SSLError) as exc:
             raise ListenError(f"cannot load the HTTPS certificate or key: {exc}") from None
         group.servers.append(_Server(server_config, group))
-    sockets: list[socket.socket] = []
-    try:
-        for listener in listeners:
-            sockets.append(bind(listener))
-    except ListenError:
-        for sock in sockets:
-            sock.close()
-        raise
+    if sockets is None:
+        sockets = bind_all(listeners)
     loop_factory = group.servers[0].config.get_loop_factory()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(group.run(sockets))

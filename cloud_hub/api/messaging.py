@@ -205,7 +205,7 @@ async def stats(
     request: Request, reset: bool = Query(False, description="Start a new measurement window.")
 ) -> dict[str, Any]:
     service = _messaging(request).service
-    body = await call_service(service.stats.json)
+    body = {"instance": service.instance, **await call_service(service.stats.json)}
     if reset:
         service.stats.reset_window()
     return body

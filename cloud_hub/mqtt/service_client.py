@@ -48,6 +48,8 @@ class ServiceClient:
         module_connected: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.hub = hub
+        #: this process's name among several hub processes (None: the only one)
+        self.instance = instance
         self.stats = Stats()
         self._stop = threading.Event()
         self._connection = HubConnection(

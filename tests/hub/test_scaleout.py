@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -156,3 +157,63 @@ def test_instances_need_a_shared_broker_and_a_plain_name(
         timeout=120,
     )
     assert done.returncode == 1 and done.stderr.strip().startswith(f"error: {said}")
+
+
+def test_workers_share_the_port_and_a_killed_worker_comes_back_under_its_name(
+    tmp_path: Path,
+) -> None:
+    """`hub serve --workers 2`: both workers answer on the one port; a worker killed with -9 is
+    started again as the same instance; SIGTERM stops them all."""
+    import signal
+
+    import httpx
+
+    with temporary_database() as url, mosquitto(tmp_path / "broker") as broker:
+        shared = f"mqtt://127.0.0.1:{broker.port}"
+        with running_hub(
+            tmp_path, database_url=url, broker=shared, workers=2, instance="wk"
+        ) as hub:
+
+            def instances() -> dict[str, int]:
+                seen: dict[str, int] = {}
+                for _ in range(40):  # a new connection each time: the kernel picks a worker
+                    with httpx.Client(base_url=hub.url, timeout=30) as http:
+                        body = http.get(
+                            "/messaging/stats", headers={"Authorization": f"Bearer {hub.token}"}
+                        ).json()
+                    seen[body["instance"]] = seen.get(body["instance"], 0) + 1
+                return seen
+
+            assert wait_until(lambda: set(instances()) == {"wk-0", "wk-1"}, 60)
+            children = worker_pids(hub.process.pid)
+            assert len(children) == 2
+            os.kill(children[0], signal.SIGKILL)
+            assert wait_until(
+                lambda: (
+                    len(worker_pids(hub.process.pid)) == 2
+                    and children[0] not in worker_pids(hub.process.pid)
+                ),
+                60,
+            )
+            assert wait_until(lambda: set(instances()) == {"wk-0", "wk-1"}, 60)
+            survivors = worker_pids(hub.process.pid)
+            hub.process.send_signal(signal.SIGTERM)
+            assert hub.process.wait(60) == 0
+            assert all(not pid_alive(pid) for pid in survivors)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes of a `--workers` supervisor (its children)."""
+    try:
+        text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
+    except OSError:
+        return []
+    return sorted(int(pid) for pid in text.split())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
