@@ -78,7 +78,9 @@ def quantize_detector(
     with tempfile.TemporaryDirectory(prefix="edgefleet-quantize-") as tmp:
         work = Path(tmp)
         say(f"quantizing to {precision}", 0, None)
-        int8_file, network = quantized_network(fp32, means, calib, precision, work)
+        int8_file, network = quantized_network(
+            fp32, means, calib, precision, work, keep_tail_float=True
+        )
         quantized = opened(network, precision)
         reference = opened(fp32_path, "fp32")
         say("comparing with fp32 on held-out images", 0, None)

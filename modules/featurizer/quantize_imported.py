@@ -198,9 +198,46 @@ def with_means(
     return fp32, dict(means)
 
 
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def float_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last weighted layers (``WEIGHTED_OPS``): nothing that feeds
+    one of those layers. In a detector that is its decoding (score activations, box arithmetic,
+    NMS, gathers), which int8 keeps in float as a classifier's softmax head is kept."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    feeding: set[int] = set()
+    todo = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    while todo:
+        node = todo.pop()
+        if id(node) in feeding:
+            continue
+        feeding.add(id(node))
+        todo.extend(producer[name] for name in node.input if name in producer)
+    return [n.name for n in model.graph.node if id(n) not in feeding]
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (the quantizer excludes nodes by name)."""
+    taken = {n.name for n in model.graph.node}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
 def int8_network(
-    fp32: onnx.ModelProto, means: dict[str, Any], calib: npt.NDArray[np.float32], work: Path
+    fp32: onnx.ModelProto,
+    means: dict[str, Any],
+    calib: npt.NDArray[np.float32],
+    work: Path,
+    keep_tail_float: bool = False,
 ) -> Path:
+    """The GPTQ-rounded, bias-corrected static QDQ int8 network, saved under ``work``;
+    ``keep_tail_float``: the nodes of ``float_tail`` are not quantized."""
     import onnx
     from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -224,6 +261,12 @@ def int8_network(
     onnx.save(corrected, str(src))
     with _quiet():
         quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+        excluded: list[str] = []
+        if keep_tail_float:
+            named = onnx.load(str(prepped))
+            _name_nodes(named)
+            excluded = float_tail(named)
+            onnx.save(named, str(prepped))
         quantize_static(
             str(prepped),
             str(dst),
@@ -233,6 +276,7 @@ def int8_network(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
         )
     return dst
 
@@ -243,13 +287,15 @@ def quantized_network(
     calib: npt.NDArray[np.float32],
     precision: str,
     work: Path,
+    keep_tail_float: bool = False,
 ) -> tuple[Path | None, Path | bytes]:
     """(the int8 file to store or None, the network to judge): int8 under ``work``, or fp32
-    (with its means) rewritten to a BFP format by the FPGA emulator, serialized."""
+    (with its means) rewritten to a BFP format by the FPGA emulator (which quantizes only the
+    weighted layers), serialized."""
     from modules.accelerators.fpga.rewrite import rewrite
 
     if precision == "int8":
-        int8_file = int8_network(fp32, means, calib, work)
+        int8_file = int8_network(fp32, means, calib, work, keep_tail_float)
         return int8_file, int8_file
     return None, bytes(rewrite(fp32, precision)[0].SerializeToString())
 

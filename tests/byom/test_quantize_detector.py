@@ -15,7 +15,7 @@ import pytest
 
 from modules.accelerators.detection import Detection
 from modules.featurizer.box_match import match_report, matched
-from tests.byom.cli import cli
+from tests.byom.cli import cli, import_detector
 from tests.byom.models import conv_detector_graph, nhwc_graph
 from tests.support.scoring import serving
 
@@ -27,6 +27,16 @@ def shipped_photo(name: str) -> Path:
     import skimage.data
 
     return Path(skimage.data.__file__).parent / name
+
+
+def score(url: str, photo: Path) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{url}/score", content=photo.read_bytes(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "image/jpeg"}, timeout=60,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    doc: dict[str, Any] = answer.json()
+    return doc
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +57,9 @@ def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("detquant")
-    graph = conv_detector_graph(root / "blobs.onnx")
-    (root / "labels.txt").write_text("warm\ncool\n")
-    run = cli(
-        "models", "import", str(graph), "--name", "blobs", "--kind", "detector",
-        "--labels", str(root / "labels.txt"), "--model-dir", str(root / "store"),
-    )  # fmt: skip
+    run = import_detector(
+        conv_detector_graph(root / "blobs.onnx"), "blobs", ["warm", "cool"], root / "store"
+    )
     assert run.code == 0, run.err
     return root / "store"
 
@@ -78,6 +85,7 @@ def test_int8_reports_box_match_rate_and_latency_and_is_stored(
     assert report["fp32_ms"] > 0 and report["quantized_ms"] > 0
     (row,) = cli("models", "list", "--model-dir", str(store), "--json").json()["models"]
     assert row["precisions"] == ["fp32", "int8"]
+    assert _float_after_the_head(store)
     assert row["agreement"]["int8"] == report["box_match_rate"]
     assert ("int8" in row["flagged"]) == (report["box_match_rate"] < 0.98)
 
@@ -92,12 +100,7 @@ def test_served_int8_finds_fp32s_boxes_on_a_shipped_photo(
     photo = shipped_photo("hubble_deep_field.jpg")  # not among the calibration photos
     reference = open_detector(ModelStore(store), "blobs", "fp32").detect(decode_rgb(photo))
     with serving(store, tmp_path, "--model", "blobs", "--precision", "int8", "--keys", KEY) as s:
-        answer = httpx.post(
-            f"{s.http_url}/score", content=photo.read_bytes(),
-            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "image/jpeg"}, timeout=60,
-        )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    doc = answer.json()
+        doc = score(s.http_url, photo)
     assert doc["precision"] == "int8"
     served = [
         Detection((b["x"], b["y"], b["w"], b["h"]), d["score"], d["class_id"], d["label"])
@@ -122,9 +125,14 @@ def test_a_precision_below_the_threshold_is_flagged_and_serve_warns(
     assert "msfp9 is stored but flagged" in run.err
     (row,) = cli("models", "list", "--model-dir", str(store), "--json").json()["models"]
     assert "msfp9" in row["flagged"] and row["agreement"]["msfp9"] < 1.0
-    with serving(store, tmp_path, "--model", "blobs", "--precision", "msfp9") as server:
+    photo = shipped_photo("hubble_deep_field.jpg")
+    args = ("--model", "blobs", "--precision", "msfp9", "--keys", KEY)
+    with serving(store, tmp_path, *args) as server:
         log = server.output()
+        doc = score(server.http_url, photo)
     assert "warning: blobs msfp9 matched fewer of fp32's boxes on held-out images" in log
+    assert doc["precision"] == "msfp9" and "FPGA emulator's msfp9 numerics" in doc["engine"]
+    assert doc["detections"]
 
 
 def test_bad_input_is_one_line(store: Path, tmp_path: Path) -> None:
@@ -163,3 +171,19 @@ def test_matching_is_one_to_one_by_class_at_the_iou() -> None:
     assert (report["recall_vs_fp32"], report["precision_vs_fp32"]) == (0.5, 1.0)
     assert report["box_match_rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert match_report([([], [])])["box_match_rate"] == 1.0
+
+
+def _float_after_the_head(store: Path) -> bool:
+    """The stored int8 graph decodes in float: its score activation reads the head Conv's
+    float output, not a dequantized one."""
+    import onnx
+
+    from modules.accelerators.model_store import ModelStore
+
+    models = ModelStore(store)
+    graph = onnx.load(str(models.resolve(models.get("blobs").featurizer["int8"]))).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    sigmoid = next(node for node in graph.node if node.op_type == "Sigmoid")
+    return "QuantizeLinear" in producer.values() and all(
+        producer.get(name) != "DequantizeLinear" for name in sigmoid.input
+    )
