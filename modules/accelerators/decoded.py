@@ -1,5 +1,10 @@
 """An imported detector whose graph ends in decoded detections, on onnxruntime: the image
-squeezed to the input size, the graph run, its outputs read by ``decoded_outputs.decode``."""
+squeezed to the input size, the graph run, its outputs read by ``decoded_outputs.decode``.
+
+Its networks: the stored fp32 graph, the int8 one ``models quantize`` stored, or a BFP format
+(``bfp8``, ``msfp9``) derived from fp32 at load by the FPGA emulator's rewrite (``fpga.rewrite``,
+with the conv input means ``models quantize`` embedded), run on the CPU with the card's numerics.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.accelerators import decoded_outputs
-from modules.accelerators.model_store import DetectorSettings, Preprocessing
+from modules.accelerators.model_store import (
+    DetectorSettings,
+    ModelManifest,
+    ModelStore,
+    Preprocessing,
+)
 from modules.accelerators.session import AcceleratorError
 from modules.accelerators.whole_image import open_session, squeezed_batch
 
@@ -18,12 +28,44 @@ if TYPE_CHECKING:
     from modules.accelerators.detection import Detection
 
 
+def is_bfp(precision: str) -> bool:
+    from modules.accelerators.bfp import get_format
+
+    try:
+        get_format(precision)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def network(store: ModelStore, manifest: ModelManifest, precision: str) -> Path | bytes:
+    """The stored graph of ``precision``, or fp32 rewritten to a BFP format (serialized)."""
+    if precision in manifest.featurizer:
+        return store.resolve(manifest.featurizer[precision])
+    if not is_bfp(precision):
+        raise AcceleratorError(
+            f"{manifest.name} has no {precision} network (available: "
+            f"{', '.join(sorted(manifest.featurizer))}, or a BFP format such as bfp8)"
+        )
+    import onnx
+
+    from modules.accelerators.fpga.rewrite import RewriteError, rewrite
+
+    try:
+        rewritten, _report = rewrite(
+            onnx.load(str(store.resolve(manifest.featurizer["fp32"]))), precision
+        )
+    except RewriteError as exc:
+        raise AcceleratorError(f"{manifest.name} cannot run in {precision}: {exc}") from exc
+    return bytes(rewritten.SerializeToString())
+
+
 class DecodedDetector:
     """``detect(rgb)`` -> detections (boxes are fractions of the whole image)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | bytes,
         input_name: str,
         settings: DetectorSettings,
         preprocessing: Preprocessing,
@@ -31,12 +73,18 @@ class DecodedDetector:
         *,
         threads: int | None = None,
         providers: list[Any] | None = None,
+        precision: str = "fp32",
     ) -> None:
+        from modules.accelerators.cpu import cpu_flags, int8_saturates
+
         self.settings = settings
         self.preprocessing = preprocessing
         self.last_macs = macs
         self._input = input_name
-        self._session, self.engine = open_session(path, threads, providers)
+        exact = precision == "int8" and int8_saturates(cpu_flags())
+        self._session, self.engine = open_session(path, threads, providers, exact_int8=exact)
+        if is_bfp(precision):
+            self.engine += f" (the FPGA emulator's {precision} numerics)"
         s = settings
         self._outputs = [s.boxes_output, s.scores_output] + (
             [s.classes_output] if s.classes_output else []

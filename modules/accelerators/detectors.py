@@ -32,7 +32,7 @@ def open_detector(
 ) -> Detector:
     """MTCNN's cascade (``mtcnn.py``), a single-shot network (``ssd.py``) or an imported graph
     that ends in detections (``decoded.py``)."""
-    from modules.accelerators.decoded import DecodedDetector
+    from modules.accelerators.decoded import DecodedDetector, network
     from modules.accelerators.mtcnn import open_cascade
     from modules.accelerators.ssd import SingleShot
 
@@ -44,19 +44,15 @@ def open_detector(
     if manifest.detector.architecture == "mtcnn":
         return open_cascade(store, model, precision, threads, providers)
     if manifest.detector.architecture == "decoded":
-        if precision not in manifest.featurizer:
-            raise AcceleratorError(
-                f"{model} has no {precision} network (available: "
-                f"{', '.join(sorted(manifest.featurizer))})"
-            )
         return DecodedDetector(
-            store.resolve(manifest.featurizer[precision]),
+            network(store, manifest, precision),
             manifest.featurizer_input.name,
             manifest.detector,
             manifest.preprocessing,
             manifest.featurizer_macs,
             threads=threads,
             providers=providers,
+            precision=precision,
         )
     variants = manifest.stages.get("ssd", {})
     if precision not in variants:

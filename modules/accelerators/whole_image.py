@@ -16,25 +16,26 @@ if TYPE_CHECKING:
 
 
 def open_session(
-    path: Path,
+    path: Path | bytes,
     threads: int | None,
     providers: list[Any] | None,
     *,
     exact_int8: bool = False,
 ) -> tuple[Any, str]:
-    """(session, engine description) of the network at ``path``."""
+    """(session, engine description) of the network at ``path`` (or serialized in ``path``)."""
     import onnxruntime as ort
 
     from modules.accelerators.cpu import session_options
 
+    name = path.name if isinstance(path, Path) else "the rewritten network"
     try:
         session = ort.InferenceSession(
-            str(path),
+            str(path) if isinstance(path, Path) else path,
             sess_options=session_options(threads, exact_int8=exact_int8),
             providers=providers or ["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise AcceleratorError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+        raise AcceleratorError(f"onnxruntime cannot load {name}: {exc}") from exc
     return session, f"onnxruntime {ort.__version__} {session.get_providers()[0]}"
 
 

@@ -115,12 +115,13 @@ def round_to_int8_grid(weight: npt.NDArray[np.float32], moments: Any) -> npt.NDA
 
 
 def gptq_int8_weights(
-    model: onnx.ModelProto, input_name: str, data: npt.NDArray[np.float32]
+    model: onnx.ModelProto, input_name: str, data: npt.NDArray[np.float32], batch: int = 4
 ) -> dict[str, npt.NDArray[np.float32]]:
-    """Weight initializer name -> GPTQ-rounded int8-grid weights for every Conv of ``model``."""
+    """Weight initializer name -> GPTQ-rounded int8-grid weights for every Conv of ``model``
+    (``batch``: images per run; 1 for a graph whose batch is fixed at one)."""
     from onnx import numpy_helper
 
-    moments = conv_input_second_moments(model, input_name, data)
+    moments = conv_input_second_moments(model, input_name, data, batch)
     inits = {t.name: t for t in model.graph.initializer}
     out: dict[str, npt.NDArray[np.float32]] = {}
     for node in model.graph.node:

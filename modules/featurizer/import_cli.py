@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -133,17 +134,31 @@ def remove_cmd(
 def quantize_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME:VERSION of an imported model."),
     calibration: Path = typer.Option(..., "--calibration", help="Directory of images."),
-    precision: str = typer.Option("int8", "--precision", help="int8 or bfp8."),
+    precision: str = typer.Option(
+        "int8", "--precision", help="int8 or a BFP format of the FPGA emulator (bfp8, msfp9)."
+    ),
     holdout: float = typer.Option(
         0.2, "--holdout", min=0.05, max=0.9, help="Share of images held out for agreement."
     ),
     threshold: float = typer.Option(
-        0.98, "--threshold", min=0.0, max=1.0, help="Agreement below this flags the precision."
+        0.98,
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Agreement (a detector: box match rate) below this flags the precision.",
+    ),
+    iou: float | None = typer.Option(
+        None,
+        "--iou",
+        min=0.05,
+        max=1.0,
+        help="Detectors: the IoU at which a box matches fp32's (default 0.5).",
     ),
     model_dir: Path | None = typer.Option(None, "--model-dir", help=MODEL_DIR_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Quantize an imported model on calibration images; report agreement and latency."""
+    """Quantize an imported model on calibration images; report agreement (a detector: box match
+    rate with fp32) and latency."""
     from rich.progress import Progress
 
     from modules.featurizer.quantize_imported import quantize_imported
@@ -156,10 +171,13 @@ def quantize_cmd(
             bar.update(task, description=step, completed=done, total=total)
 
         report = quantize_imported(
-            store, ref, calibration, precision, holdout, threshold, progress=progress
+            store, ref, calibration, precision, holdout, threshold, progress=progress, iou=iou
         )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
+        return
+    if report.get("kind") == "detector":
+        _detector_report(report, precision, threshold)
         return
     typer.echo(
         f"{report['model']} {precision}: top-1 agreement with fp32 "
@@ -174,5 +192,28 @@ def quantize_cmd(
         typer.echo(
             f"warning: agreement is below {threshold:.0%}: {precision} is stored but flagged "
             "(serve warns when asked for it)",
+            err=True,
+        )
+
+
+def _detector_report(report: dict[str, Any], precision: str, threshold: float) -> None:
+    typer.echo(
+        f"{report['model']} {precision}: box match rate with fp32 {report['box_match_rate']:.2%} "
+        f"(IoU >= {report['match_iou']}, same class) on {report['holdout_images']} held-out "
+        f"images (calibrated on {report['calibration_images']})"
+    )
+    typer.echo(
+        f"  fp32 boxes {report['fp32_detections']}, {precision} boxes "
+        f"{report['quantized_detections']}, matched {report['matched']} (recall "
+        f"{report['recall_vs_fp32']:.2%}, precision {report['precision_vs_fp32']:.2%})"
+    )
+    typer.echo(
+        f"  latency per image: fp32 {report['fp32_ms']:.2f} ms, {precision} "
+        f"{report['quantized_ms']:.2f} ms ({report['engine']})"
+    )
+    if report["flagged"]:
+        typer.echo(
+            f"warning: box match rate is below {threshold:.0%}: {precision} is stored but "
+            "flagged (serve warns when asked for it)",
             err=True,
         )

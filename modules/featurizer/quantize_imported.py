@@ -8,7 +8,8 @@ quantizer (MinMax, uint8 activations, per-channel int8 weights) calibrates on th
 bfp8 / other BFP formats: the FPGA emulator derives them from fp32 at load time
 (``fpga.rewrite``), so the fp32 artifact gains the calibration means in its metadata (its
 outputs do not change) and the agreement of the rewritten graph is measured and recorded.
-Either way the held-out split never touches calibration.
+Either way the held-out split never touches calibration. A detector takes the same numerics and
+is judged by its boxes instead of top-1 (``quantize_detector``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,68 @@ def image_files(directory: Path) -> list[Path]:
     )
 
 
+@dataclass(frozen=True)
+class Split:
+    directory: Path
+    calibration: list[Path]
+    held_out: list[Path]
+
+    def described(self) -> str:
+        total = len(self.calibration) + len(self.held_out)
+        return (
+            f"{len(self.calibration)} of {total} images in {self.directory.name} "
+            f"(held out: {len(self.held_out)}, seed {SPLIT_SEED})"
+        )
+
+
+def keep_networks(
+    store: ModelStore,
+    manifest: ModelManifest,
+    fp32: onnx.ModelProto,
+    int8_file: Path | None,
+    precision: str,
+    split: Split,
+    work: Path,
+) -> None:
+    """Store fp32 with its calibration means, and the int8 network when there is one."""
+    import onnx
+
+    with_means = work / "fp32-means.onnx"
+    onnx.save(fp32, str(with_means))
+    manifest.featurizer["fp32"] = store.add_artifact(with_means)
+    if int8_file is not None:
+        manifest.featurizer["int8"] = store.add_artifact(int8_file)
+        manifest.calibration["int8"] = (
+            f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, conv weights "
+            f"rounded by GPTQ, conv biases corrected for the int8 weight rounding; "
+            f"{split.described()}"
+        )
+    else:
+        manifest.calibration[precision] = (
+            "derived from fp32 at load by the FPGA emulator; conv input means from "
+            f"{split.described()}"
+        )
+
+
+def record(
+    store: ModelStore,
+    ref: str,
+    manifest: ModelManifest,
+    precision: str,
+    score: float,
+    threshold: float,
+) -> bool:
+    """Save ``score`` as the precision's agreement, flagged when below ``threshold``."""
+    manifest.agreement[precision] = float(score)
+    flagged = score < threshold
+    manifest.flagged = sorted(
+        (set(manifest.flagged) - {precision}) | ({precision} if flagged else set())
+    )
+    name, _version = split_ref(ref)
+    store.save(manifest, current=store.get(name).version == manifest.version)
+    return flagged
+
+
 def _arrays(
     files: list[Path], manifest: ModelManifest, step: str, progress: Progress
 ) -> npt.NDArray[np.float32]:
@@ -84,14 +148,14 @@ class _Reader:
         pass
 
 
-def _session(model: onnx.ModelProto | Path, int8: bool = False) -> Any:
+def _session(model: bytes | Path, int8: bool = False) -> Any:
     """A CPU session with the options the serving path uses (exact int8 kernels where the
     saturating ones would lose precision), so agreement and latency are what serve gives."""
     import onnxruntime as ort
 
     from modules.accelerators.cpu import cpu_flags, int8_saturates, session_options
 
-    data = str(model) if isinstance(model, Path) else model.SerializeToString()
+    data = str(model) if isinstance(model, Path) else model
     opts = session_options(exact_int8=int8 and int8_saturates(cpu_flags()))
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -104,21 +168,26 @@ def _outputs(sess: Any, data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32
     return np.concatenate(rows).astype(np.float32)
 
 
-def _latency_ms(sess: Any, sample: npt.NDArray[np.float32]) -> float:
-    """Median wall time of one single-image run."""
+def median_ms(call: Callable[[], object]) -> float:
+    """Median wall time of ``call`` after one warm-up call."""
     import statistics
 
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: sample})
+    call()
     times = []
     for _ in range(TIMING_RUNS):
         start = time.perf_counter()
-        sess.run(None, {name: sample})
+        call()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
-def _with_means(
+def _latency_ms(sess: Any, sample: npt.NDArray[np.float32]) -> float:
+    """Median wall time of one single-image run."""
+    name = sess.get_inputs()[0].name
+    return median_ms(lambda: sess.run(None, {name: sample}))
+
+
+def with_means(
     fp32: onnx.ModelProto, input_name: str, calib: npt.NDArray[np.float32]
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     from modules.accelerators.bias_correction import conv_input_means, embed_means
@@ -129,9 +198,46 @@ def _with_means(
     return fp32, dict(means)
 
 
-def _int8(
-    fp32: onnx.ModelProto, means: dict[str, Any], calib: npt.NDArray[np.float32], work: Path
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def float_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last weighted layers (``WEIGHTED_OPS``): nothing that feeds
+    one of those layers. In a detector that is its decoding (score activations, box arithmetic,
+    NMS, gathers), which int8 keeps in float as a classifier's softmax head is kept."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    feeding: set[int] = set()
+    todo = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    while todo:
+        node = todo.pop()
+        if id(node) in feeding:
+            continue
+        feeding.add(id(node))
+        todo.extend(producer[name] for name in node.input if name in producer)
+    return [n.name for n in model.graph.node if id(n) not in feeding]
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (the quantizer excludes nodes by name)."""
+    taken = {n.name for n in model.graph.node}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def int8_network(
+    fp32: onnx.ModelProto,
+    means: dict[str, Any],
+    calib: npt.NDArray[np.float32],
+    work: Path,
+    keep_tail_float: bool = False,
 ) -> Path:
+    """The GPTQ-rounded, bias-corrected static QDQ int8 network, saved under ``work``;
+    ``keep_tail_float``: the nodes of ``float_tail`` are not quantized."""
     import onnx
     from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -144,7 +250,9 @@ def _int8(
     corrected = onnx.ModelProto()
     corrected.CopyFrom(fp32)
     views = calib[:: max(1, len(calib) // GPTQ_IMAGES)][:GPTQ_IMAGES]
-    rounded = gptq_int8_weights(corrected, corrected.graph.input[0].name, views)
+    dims = corrected.graph.input[0].type.tensor_type.shape.dim
+    one = bool(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == 1
+    rounded = gptq_int8_weights(corrected, corrected.graph.input[0].name, views, 1 if one else 4)
     correct_conv_biases(corrected, means, new_weights=rounded)
     for init in corrected.graph.initializer:  # convs the correction skipped keep GPTQ weights
         if init.name in rounded:
@@ -153,6 +261,12 @@ def _int8(
     onnx.save(corrected, str(src))
     with _quiet():
         quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+        excluded: list[str] = []
+        if keep_tail_float:
+            named = onnx.load(str(prepped))
+            _name_nodes(named)
+            excluded = float_tail(named)
+            onnx.save(named, str(prepped))
         quantize_static(
             str(prepped),
             str(dst),
@@ -162,8 +276,28 @@ def _int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
         )
     return dst
+
+
+def quantized_network(
+    fp32: onnx.ModelProto,
+    means: dict[str, Any],
+    calib: npt.NDArray[np.float32],
+    precision: str,
+    work: Path,
+    keep_tail_float: bool = False,
+) -> tuple[Path | None, Path | bytes]:
+    """(the int8 file to store or None, the network to judge): int8 under ``work``, or fp32
+    (with its means) rewritten to a BFP format by the FPGA emulator (which quantizes only the
+    weighted layers), serialized."""
+    from modules.accelerators.fpga.rewrite import rewrite
+
+    if precision == "int8":
+        int8_file = int8_network(fp32, means, calib, work, keep_tail_float)
+        return int8_file, int8_file
+    return None, bytes(rewrite(fp32, precision)[0].SerializeToString())
 
 
 def quantize_imported(
@@ -174,27 +308,30 @@ def quantize_imported(
     holdout: float = 0.2,
     threshold: float = 0.98,
     progress: Progress | None = None,
+    iou: float | None = None,
 ) -> dict[str, Any]:
-    """Quantize, measure top-1 agreement with fp32 on the held-out split and the latency of
-    both on this CPU, record them in the manifest, and return the report."""
+    """Quantize, measure top-1 agreement with fp32 (a detector: its box match rate,
+    ``box_match``) on the held-out split and the latency of both on this CPU, record them in the
+    manifest, and return the report."""
     import numpy as np
     import onnx
 
     from modules.accelerators.bfp import get_format
-    from modules.accelerators.fpga.rewrite import rewrite
     from modules.featurizer.agreement import agreement
 
     say = progress or (lambda _step, _done, _total: None)
     manifest = store.get(ref)
-    if manifest.origin == "imported" and manifest.kind == "detector":
+    if manifest.origin != "imported":
         raise QuantizeError(
-            f"{ref} is a detector: `models quantize` takes imported classifiers (serve the "
-            "detector in fp32)"
+            f"{ref} is not an imported model (built models: `edgefleet models build`)"
         )
-    if manifest.origin != "imported" or manifest.kind != "classifier":
+    detector = manifest.kind == "detector"
+    if detector and (manifest.detector is None or manifest.detector.architecture != "decoded"):
         raise QuantizeError(
-            f"{ref} is not an imported classifier (built models: `edgefleet models build`)"
+            f"{ref} was stored without its detection outputs: import it again with --kind detector"
         )
+    if not detector and iou is not None:
+        raise QuantizeError(f"--iou is for detectors; {ref} is a classifier (its measure is top-1)")
     if precision != "int8":
         try:
             get_format(precision)
@@ -203,23 +340,30 @@ def quantize_imported(
                 f"--precision {precision!r}: int8 or a BFP format ({exc})"
             ) from None
     calib_files, held_files = split_images(image_files(calibration), holdout)
+    split = Split(calibration, calib_files, held_files)
+    if detector:
+        from modules.featurizer.box_match import MATCH_IOU
+        from modules.featurizer.quantize_detector import quantize_detector
+
+        return quantize_detector(
+            store, ref, split, precision, threshold, MATCH_IOU if iou is None else iou, say
+        )
     calib = _arrays(calib_files, manifest, "reading calibration images", say)
     held = _arrays(held_files, manifest, "reading held-out images", say)
     fp32_path = store.resolve(manifest.featurizer["fp32"])
     say("measuring conv input means", 0, None)
-    fp32, means = _with_means(onnx.load(str(fp32_path)), manifest.featurizer_input.name, calib)
+    fp32, means = with_means(onnx.load(str(fp32_path)), manifest.featurizer_input.name, calib)
     softmax = _session(store.resolve(manifest.heads["default"].artifact))
     with tempfile.TemporaryDirectory(prefix="edgefleet-quantize-") as tmp:
         work = Path(tmp)
         say(f"quantizing to {precision}", 0, None)
-        if precision == "int8":
-            quantized_file = _int8(fp32, means, calib, work)
-            quantized = _session(quantized_file, int8=True)
-            engine = "onnxruntime static QDQ int8"
-        else:
-            bfp, _report = rewrite(fp32, precision)
-            quantized = _session(bfp)
-            engine = f"onnxruntime running the FPGA emulator's {precision} rewrite"
+        quantized_file, network = quantized_network(fp32, means, calib, precision, work)
+        quantized = _session(network, int8=quantized_file is not None)
+        engine = (
+            "onnxruntime static QDQ int8"
+            if quantized_file is not None
+            else f"onnxruntime running the FPGA emulator's {precision} rewrite"
+        )
         say("comparing with fp32 on held-out images", 0, None)
         reference_sess = _session(fp32_path)
         reference = _outputs(softmax, _outputs(reference_sess, held))
@@ -228,32 +372,8 @@ def quantize_imported(
         say("timing", 0, None)
         fp32_ms = _latency_ms(reference_sess, held[:1])
         quantized_ms = _latency_ms(quantized, held[:1])
-        described = (
-            f"{len(calib_files)} of {len(calib_files) + len(held_files)} images in "
-            f"{calibration.name} (held out: {len(held_files)}, seed {SPLIT_SEED})"
-        )
-        with_means = work / "fp32-means.onnx"
-        onnx.save(fp32, str(with_means))
-        manifest.featurizer["fp32"] = store.add_artifact(with_means)
-        if precision == "int8":
-            manifest.featurizer["int8"] = store.add_artifact(quantized_file)
-            manifest.calibration["int8"] = (
-                f"static QDQ, MinMax, per-channel int8 weights, uint8 activations, conv weights "
-                f"rounded by GPTQ, conv biases corrected for the int8 weight rounding; {described}"
-            )
-        else:
-            manifest.calibration[precision] = (
-                f"derived from fp32 at load by the FPGA emulator; conv input means from {described}"
-            )
-    score = float(result["top1_agreement_with_fp32"])
-    manifest.agreement[precision] = score
-    flagged = score < threshold
-    manifest.flagged = sorted(
-        (set(manifest.flagged) - {precision}) | ({precision} if flagged else set())
-    )
-    name, version = split_ref(ref)
-    current = store.get(name).version == manifest.version
-    store.save(manifest, current=current)
+        keep_networks(store, manifest, fp32, quantized_file, precision, split, work)
+    flagged = record(store, ref, manifest, precision, result["top1_agreement_with_fp32"], threshold)
     say("done", 1, 1)
     return {
         "model": f"{manifest.name}:{manifest.version}",

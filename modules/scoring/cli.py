@@ -58,7 +58,7 @@ def serve(
     from modules.accelerators.model_store import StoreError
     from modules.accelerators.session import AcceleratorError
     from modules.scoring.core import Limits, ServingCore
-    from modules.scoring.detector import open_scoring_model
+    from modules.scoring.detector import DetectorScorer, open_scoring_model
     from modules.scoring.keys import Keys
     from modules.scoring.scorer import ScoringConfig
     from modules.scoring.server import Listen, Servers
@@ -90,9 +90,14 @@ def serve(
     if scorer.session.notice:
         typer.echo(f"warning: {scorer.session.notice}", err=True)
     if scorer.flagged:
+        measured = (
+            "matched fewer of fp32's boxes on held-out images"
+            if isinstance(scorer, DetectorScorer)
+            else "agreed with fp32 on fewer held-out images"
+        )
         typer.echo(
-            f"warning: {model} {scorer.config.precision} agreed with fp32 on fewer held-out "
-            "images than the threshold when it was quantized (see `edgefleet models list`)",
+            f"warning: {model} {scorer.config.precision} {measured} than the threshold when it "
+            "was quantized (see `edgefleet models list`)",
             err=True,
         )
     try:

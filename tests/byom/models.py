@@ -134,3 +134,100 @@ def decoded_detector_graph(path: Path, size: int = 32) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def conv_detector_graph(path: Path, size: int = 64, classes: int = 2) -> Path:
+    """A small single-shot detector that ends in NMS, as detection exports do: three strided
+    Conv-ReLU layers to an 8x8 grid, a 1x1 Conv head with per-class scores (Sigmoid) and box
+    offsets (Tanh, up to 4 pixels) around a 16-pixel anchor per cell, then ONNX
+    NonMaxSuppression and the gathers that give ``detection_boxes`` (xyxy pixels),
+    ``detection_scores`` and ``detection_classes``. Seeded random weights: it "detects" image
+    patterns, which is all quantization needs to change."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    grid, stride = size // 8, 8
+    inits = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    nodes = []
+    x = "images"
+    for i, (cin, cout) in enumerate(((3, 8), (8, 16), (16, 16))):
+        w = rng.normal(0, np.sqrt(2 / (cin * 9)), (cout, cin, 3, 3)).astype(np.float32)
+        b = rng.normal(0, 0.05, cout).astype(np.float32)
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, const(f"w{i}", w), const(f"b{i}", b)],
+                [f"c{i}"],
+                pads=[1, 1, 1, 1],
+                strides=[2, 2],
+            )  # fmt: skip
+        )
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        x = f"r{i}"
+    head_w = rng.normal(0, 0.15, (classes + 4, 16, 1, 1)).astype(np.float32)
+    head_b = np.concatenate([np.linspace(-1.5, -0.3, classes), np.zeros(4)]).astype(np.float32)
+    centres = (np.arange(grid, dtype=np.float32) + 0.5) * stride
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    half = stride
+    anchors = np.stack([cx - half, cy - half, cx + half, cy + half], -1).reshape(1, -1, 4)
+    cells = grid * grid
+    nodes += [
+        helper.make_node("Conv", [x, const("wh", head_w), const("bh", head_b)], ["head"]),
+        helper.make_node(
+            "Reshape", ["head", const("flat", np.array([1, classes + 4, cells]))], ["head_flat"]
+        ),  # fmt: skip
+        helper.make_node(
+            "Split",
+            ["head_flat", const("parts", np.array([classes, 4]))],
+            ["logits", "offsets"],
+            axis=1,
+        ),  # fmt: skip
+        helper.make_node("Sigmoid", ["logits"], ["scores"]),
+        helper.make_node("Tanh", ["offsets"], ["shift"]),
+        helper.make_node("Transpose", ["shift"], ["shift_t"], perm=[0, 2, 1]),
+        helper.make_node(
+            "Mul", ["shift_t", const("reach", np.array(4.0, np.float32))], ["moved"]
+        ),  # fmt: skip
+        helper.make_node(
+            "Add", ["moved", const("anchors", anchors.astype(np.float32))], ["boxes"]
+        ),  # fmt: skip
+        helper.make_node(
+            "NonMaxSuppression",
+            [
+                "boxes",
+                "scores",
+                const("max_out", np.array([20])),
+                const("iou", np.array([0.3], np.float32)),
+                const("min_score", np.array([0.5], np.float32)),
+            ],
+            ["picked"],
+        ),  # fmt: skip
+        helper.make_node("Gather", ["picked", const("col1", np.array(1))], ["class_ids"], axis=1),
+        helper.make_node("Gather", ["picked", const("col2", np.array(2))], ["box_ids"], axis=1),
+        helper.make_node("Squeeze", ["boxes", const("axis0", np.array([0]))], ["boxes0"]),
+        helper.make_node("Gather", ["boxes0", "box_ids"], ["detection_boxes"], axis=0),
+        helper.make_node("GatherND", ["scores", "picked"], ["detection_scores"]),
+        helper.make_node("Cast", ["class_ids"], ["detection_classes"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv-nms-detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, ["n", 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.FLOAT, ["n"]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

@@ -15,7 +15,7 @@ import pytest
 import tritonclient.http as triton
 
 from modules.accelerators import detection as det
-from tests.byom.cli import cli
+from tests.byom.cli import cli, import_detector
 from tests.byom.models import decoded_detector_graph
 from tests.support.scoring import ServeProcess, serving
 
@@ -33,11 +33,9 @@ LAMP_BOX = {
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("detector")
     graph = decoded_detector_graph(root / "tiny.onnx")
-    (root / "labels.txt").write_text("background\nlamp\n")
-    found = cli(
-        "models", "import", str(graph), "--name", "lamps", "--kind", "detector",
-        "--labels", str(root / "labels.txt"), "--box-format", "yxyx",
-        "--box-units", "normalized", "--model-dir", str(root / "store"), "--json",
+    found = import_detector(
+        graph, "lamps", ["background", "lamp"], root / "store",
+        "--box-format", "yxyx", "--box-units", "normalized", "--json",
     ).json()  # fmt: skip
     assert found["kind"] == "detector"
     return root / "store"
