@@ -82,6 +82,8 @@ def package(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    for note in result["notes"]:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(
         f"built {image} ({result['sizeBytes'] / 1e6:.0f} MB) in {result['seconds']['total']} s"
         + (" and pushed" if push else "")
@@ -156,8 +158,14 @@ def _package(
     spec = ImageSpec(model, head, precision, script, accelerator, requirements)
     seconds: dict[str, float] = {}
     mark = time.monotonic()
+    notes: list[str] = []
     base, runtime = ensure_runtime(
-        client, entry_script is not None, say, accelerator=accelerator, requirements=requirements
+        client,
+        entry_script is not None,
+        say,
+        accelerator=accelerator,
+        requirements=requirements,
+        note=notes.append,
     )
     seconds["runtime"] = round(time.monotonic() - mark, 1)
     mark = time.monotonic()
@@ -195,5 +203,6 @@ def _package(
         "entryScript": spec.entry_script,
         "accelerator": accelerator,
         "requirements": list(requirements),
+        "notes": notes,
         "seconds": seconds,
     }

@@ -153,7 +153,8 @@ def render_dockerfile(runtime: str, spec: ImageSpec) -> str:
         env |= {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
     lines.append(f"COPY package.json {PACKAGE_JSON}")
     lines += [f"ENV {k}={v}" for k, v in env.items()]
-    lines.append("LABEL " + " ".join(f'{k}="{v}"' for k, v in spec.labels().items()))
+    labels = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in spec.labels().items()}
+    lines.append("LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items()))
     lines += [f"EXPOSE {GRPC_PORT}/tcp {HTTP_PORT}/tcp", f"WORKDIR {APP_ROOT}"]
     lines.append('CMD ["python3", "-m", "modules.packaging.entrypoint"]')
     return "\n".join(lines) + "\n"

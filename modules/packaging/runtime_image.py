@@ -38,14 +38,17 @@ def runtime_layers(accelerator: str, with_azml: bool) -> list[Layer]:
 
 
 def user_layer(
-    below: list[Layer], requirements: tuple[str, ...], say: Callable[[str], None]
+    below: list[Layer],
+    requirements: tuple[str, ...],
+    say: Callable[[str], None],
+    note: Callable[[str], None],
 ) -> Layer | None:
     """The entry script's layer: what the runtime lacks, its dependencies held to the
     runtime's versions; None when the runtime already has everything asked for."""
     pins = runtime_pins(site_tree(layer.requirements, say) for layer in below)
     install, notices = split_against_runtime(requirements, pins)
     for notice in notices:
-        say(notice)
+        note(notice)
     return Layer("user", install, constraint_lines(pins)) if install else None
 
 
@@ -56,12 +59,14 @@ def ensure_runtime(
     *,
     accelerator: str = "cpu",
     requirements: tuple[str, ...] = (),
+    note: Callable[[str], None] | None = None,
 ) -> tuple[str, str]:
-    """(base tag, runtime tag); missing layers are built."""
+    """(base tag, runtime tag); missing layers are built. ``note``: what the user should read
+    afterwards (``say`` is transient progress)."""
     runtime = base = ensure_base_image(say)
     layers = runtime_layers(accelerator, with_azml)
     if requirements:
-        extra = user_layer(layers, requirements, say)
+        extra = user_layer(layers, requirements, say, note or say)
         layers += [extra] if extra else []
     for layer in layers:
         parent, runtime = runtime, runtime_tag(runtime, layer)

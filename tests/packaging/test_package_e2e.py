@@ -184,7 +184,9 @@ def call(port: int, key: str, path: Path) -> dict[str, Any]:
 def test_package_reports_a_lean_image(packaged: Packaged) -> None:
     result = packaged.result
     assert result["pushed"] and result["digest"].startswith("sha256:")
-    assert result["requirements"] == ["tabulate>=0.9"]
+    assert result["requirements"] == ["numpy>=1.26", "tabulate>=0.9"]
+    (note,) = result["notes"]
+    assert note.startswith("numpy ") and note.endswith(" is already in the runtime; using it")
     assert result["runtimeImage"].startswith("edgefleet-runtime:user-")
     assert result["sizeBytes"] < 800e6  # no torch, onnx or openvino in the image
     module = result["snippet"]["modules"]["scoring"]

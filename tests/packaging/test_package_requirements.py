@@ -96,10 +96,12 @@ def test_pip_failures_are_summarized_in_one_line() -> None:
 
 
 def test_user_tree_comes_last_on_the_image_path() -> None:
-    spec = ImageSpec("m1", "default", "fp32", "score.py", requirements=("tabulate>=0.9",))
+    wanted = ('humanize; python_version > "3"', "tabulate>=0.9")
+    spec = ImageSpec("m1", "default", "fp32", "score.py", requirements=wanted)
     text = render_dockerfile("edgefleet-runtime:user-x", spec)
     assert "ENV PYTHONPATH=/opt/edgefleet/site:/opt/edgefleet/app:/opt/edgefleet/user\n" in text
-    assert 'net.edgefleet.package.requirements="tabulate>=0.9"' in text
+    label = 'net.edgefleet.package.requirements="humanize; python_version > \\"3\\",tabulate>=0.9"'
+    assert label in text  # the quotes escaped: one LABEL instruction docker parses
     assert "SCORING_ACCELERATOR" not in text
 
 
