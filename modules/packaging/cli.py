@@ -22,7 +22,16 @@ def package(
     entry_script: Path | None = typer.Option(
         None, "--entry-script", help="An Azure ML score.py, served by azmlinfsrv behind the keys."
     ),
-    precision: str = typer.Option("fp32", "--precision", help="CPU featurizer precision."),
+    requirements: list[Path] = typer.Option(
+        [], "--requirements", help="pip requirements file of the entry script (repeatable)."
+    ),
+    pip: list[str] = typer.Option(
+        [], "--pip", help="A package the entry script needs (repeatable)."
+    ),
+    accelerator: str = typer.Option(
+        "cpu", "--accelerator", help="cpu (also drives a mapped FPGA emulator) or gpu (CUDA)."
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="Featurizer precision shipped."),
     push: bool = typer.Option(False, "--push", help="Push the image to its registry."),
     registry_user: str | None = typer.Option(None, "--registry-user"),
     registry_password: str | None = typer.Option(
@@ -40,27 +49,41 @@ def package(
 ) -> None:
     """Build a Docker image with the model, `edgefleet serve` and its wheels (no registry pulls)."""
     from modules.featurizer.cli import step_status
+    from modules.packaging.context import PackageError
+    from modules.packaging.requirements import gather, requirement_set, runtime_requirements
 
     if entry_script is not None and not entry_script.is_file():
         fail(f"entry script {entry_script} does not exist")
+    if (requirements or pip) and entry_script is None:
+        fail("--requirements and --pip are for an --entry-script's own packages")
+    if accelerator == "gpu" and fpga_socket is not None:
+        fail("--fpga-socket maps the FPGA emulator into a cpu image, not a gpu one")
+    try:
+        runtime_requirements(accelerator)
+        wanted = requirement_set(gather(requirements, pip))
+    except PackageError as exc:
+        fail(str(exc))
     if push and bool(registry_user) != bool(registry_password):
         fail("--registry-user and --registry-password go together")
     with step_status(not as_json) as say:
         try:
             result = _package(
                 model, image, head, entry_script, precision, push, registry_user,
-                registry_password, model_dir, say,
+                registry_password, model_dir, say, accelerator, wanted,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
             from modules.packaging.base_image import BaseImageError
-            from modules.packaging.context import PackageError
 
             known = isinstance(exc, PackageError | BaseImageError | OSError)
             fail(str(exc) if known else f"{type(exc).__name__}: {exc}")
-    result["snippet"] = _snippet(image, registry_user, fpga_socket, cpu_only, module)
+    result["snippet"] = _snippet(
+        image, registry_user, fpga_socket, cpu_only or accelerator == "gpu", module, accelerator
+    )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    for note in result["notes"]:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(
         f"built {image} ({result['sizeBytes'] / 1e6:.0f} MB) in {result['seconds']['total']} s"
         + (" and pushed" if push else "")
@@ -70,7 +93,12 @@ def package(
 
 
 def _snippet(
-    image: str, user: str | None, fpga_socket: Path | None, cpu_only: bool, module: str
+    image: str,
+    user: str | None,
+    fpga_socket: Path | None,
+    cpu_only: bool,
+    module: str,
+    accelerator: str,
 ) -> dict[str, Any]:
     from modules.packaging.docker_ops import split_reference
     from modules.packaging.snippet import manifest_snippet
@@ -81,7 +109,12 @@ def _snippet(
 
         socket = fpga_socket or default_socket_path("fpga0")
     return manifest_snippet(
-        image, split_reference(image)[0], user, module=module, fpga_socket=socket
+        image,
+        split_reference(image)[0],
+        user,
+        module=module,
+        fpga_socket=socket,
+        gpu=accelerator == "gpu",
     )
 
 
@@ -96,6 +129,8 @@ def _package(
     password: str | None,
     model_dir: Path | None,
     say: Any,
+    accelerator: str,
+    requirements: tuple[str, ...],
 ) -> dict[str, Any]:
     import modules
     from modules.accelerators.model_store import ModelStore, StoreError
@@ -119,10 +154,19 @@ def _package(
     registry = docker_ops.split_reference(image)[0]
     if push and user and password:
         docker_ops.check_login(client, registry, user, password)
-    spec = ImageSpec(model, head, precision, entry_script.name if entry_script else None)
+    script = entry_script.name if entry_script else None
+    spec = ImageSpec(model, head, precision, script, accelerator, requirements)
     seconds: dict[str, float] = {}
     mark = time.monotonic()
-    base, runtime = ensure_runtime(client, entry_script is not None, say)
+    notes: list[str] = []
+    base, runtime = ensure_runtime(
+        client,
+        entry_script is not None,
+        say,
+        accelerator=accelerator,
+        requirements=requirements,
+        note=notes.append,
+    )
     seconds["runtime"] = round(time.monotonic() - mark, 1)
     mark = time.monotonic()
     with build_dir() as ctx:
@@ -157,5 +201,8 @@ def _package(
         "head": head,
         "precision": precision,
         "entryScript": spec.entry_script,
+        "accelerator": accelerator,
+        "requirements": list(requirements),
+        "notes": notes,
         "seconds": seconds,
     }

@@ -72,9 +72,26 @@ class ImageSpec:
     head: str
     precision: str
     entry_script: str | None = None  # the script's file name inside ENTRY_DIR_IN_IMAGE
+    accelerator: str = "cpu"  # cpu (also drives a mapped FPGA emulator) or gpu
+    requirements: tuple[str, ...] = ()  # the entry script's own packages (the "user" tree)
 
     def labels(self) -> dict[str, str]:
-        return {f"net.edgefleet.package.{k}": str(v or "") for k, v in asdict(self).items()}
+        def text(v: object) -> str:
+            return ",".join(v) if isinstance(v, tuple) else str(v or "")
+
+        return {f"net.edgefleet.package.{k}": text(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One wheel tree of a runtime image, copied to ``APP_ROOT/tree``."""
+
+    tree: str  # site (serving), azml (azmlinfsrv), user (the entry script's packages)
+    requirements: tuple[str, ...]
+    # pip constraints: the entry script's dependencies held to the versions below it; a
+    # distribution named here is left out of the tree (the layer below has it)
+    constraints: tuple[str, ...] = ()
+    flavour: str = ""  # tag prefix: gpu- for the onnxruntime-gpu serving tree
 
 
 def models_in_image(model: str) -> str:
@@ -83,29 +100,44 @@ def models_in_image(model: str) -> str:
     return f"{ENTRY_DIR_IN_IMAGE}/azureml-models/{model}/1"
 
 
-def runtime_tag(parent: str, requirements: tuple[str, ...]) -> str:
+def runtime_tag(parent: str, layer: Layer) -> str:
     """A local image of ``parent`` + one wheel tree, named by both (a new base: a new tag)."""
-    key = requirements_key((parent, *requirements))
-    return f"edgefleet-runtime:{'azml-' if requirements == AZML_REQUIREMENTS else ''}{key}"
+    key = requirements_key((parent, *layer.requirements, *layer.constraints))
+    prefix = "" if layer.tree == "site" else f"{layer.tree}-"
+    return f"edgefleet-runtime:{layer.flavour}{prefix}{key}"
 
 
-def assemble_runtime(
-    ctx: Path, parent: str, requirements: tuple[str, ...], say: Callable[[str], None]
-) -> None:
+def assemble_runtime(ctx: Path, parent: str, layer: Layer, say: Callable[[str], None]) -> None:
     """The context of a runtime layer: one wheel tree (hundreds of MB, built rarely).
 
     The serving wheels go to ``site`` on the base; azmlinfsrv's to ``azml`` on top of that, so
-    the images with and without an entry script share the big layer."""
-    tree = "azml" if requirements == AZML_REQUIREMENTS else "site"
-    _link_tree(site_tree(requirements, say), ctx / tree)
-    (ctx / "Dockerfile").write_text(f"FROM {parent}\nCOPY {tree} {APP_ROOT}/{tree}\n")
+    the images with and without an entry script share the big layer; an entry script's own
+    packages to ``user`` on top of both."""
+    tree = site_tree(layer.requirements, say, layer.constraints)
+    _link_tree(tree, ctx / layer.tree)
+    (ctx / "Dockerfile").write_text(runtime_dockerfile(parent, layer.tree, library_dirs(tree)))
+
+
+def library_dirs(tree: Path) -> list[str]:
+    """The shared-library folders of NVIDIA's CUDA/cuDNN wheels in a tree (relative to it):
+    onnxruntime-gpu's CUDA provider finds them only on the loader's path."""
+    return sorted(str(p.relative_to(tree)) for p in tree.glob("nvidia/*/lib") if p.is_dir())
+
+
+def runtime_dockerfile(parent: str, tree: str, lib_dirs: list[str]) -> str:
+    lines = [f"FROM {parent}", f"COPY {tree} {APP_ROOT}/{tree}"]
+    if lib_dirs:
+        lines.append("ENV LD_LIBRARY_PATH=" + ":".join(f"{APP_ROOT}/{tree}/{d}" for d in lib_dirs))
+    return "\n".join(lines) + "\n"
 
 
 def render_dockerfile(runtime: str, spec: ImageSpec) -> str:
     """The Dockerfile of a scoring image: code, model and script on the runtime image."""
     models = models_in_image(spec.model)
+    # the entry script's packages come last: the server's own versions always win
+    user = f":{APP_ROOT}/user" if spec.requirements else ""
     env = {
-        "PYTHONPATH": f"{APP_ROOT}/site:{APP_ROOT}/app",
+        "PYTHONPATH": f"{APP_ROOT}/site:{APP_ROOT}/app{user}",
         "EDGEFLEET_MODEL_DIR": models,
         "AZUREML_MODEL_DIR": models,
         "EDGEFLEET_CPU_ENGINE": "onnxruntime",
@@ -115,9 +147,14 @@ def render_dockerfile(runtime: str, spec: ImageSpec) -> str:
     if spec.entry_script:
         lines.append(f"COPY azureml-app {ENTRY_DIR_IN_IMAGE}")
         env["AZUREML_ENTRY_SCRIPT"] = f"{ENTRY_DIR_IN_IMAGE}/{spec.entry_script}"
+    if spec.accelerator == "gpu":
+        # CUDA only: the image has no TensorRT libraries for its execution provider
+        env |= {"SCORING_ACCELERATOR": "gpu", "EDGEFLEET_GPU_TENSORRT": "0"}
+        env |= {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
     lines.append(f"COPY package.json {PACKAGE_JSON}")
     lines += [f"ENV {k}={v}" for k, v in env.items()]
-    lines.append("LABEL " + " ".join(f'{k}="{v}"' for k, v in spec.labels().items()))
+    labels = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in spec.labels().items()}
+    lines.append("LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items()))
     lines += [f"EXPOSE {GRPC_PORT}/tcp {HTTP_PORT}/tcp", f"WORKDIR {APP_ROOT}"]
     lines.append('CMD ["python3", "-m", "modules.packaging.entrypoint"]')
     return "\n".join(lines) + "\n"
@@ -128,10 +165,12 @@ def requirements_key(requirements: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join([py, *requirements]).encode()).hexdigest()[:12]
 
 
-def site_tree(requirements: tuple[str, ...], say: Callable[[str], None]) -> Path:
+def site_tree(
+    requirements: tuple[str, ...], say: Callable[[str], None], constraints: tuple[str, ...] = ()
+) -> Path:
     """A ``pip install --target`` tree of ``requirements``, made once per requirement set."""
     cache = Path(os.environ.get(SITE_CACHE_ENV) or DEFAULT_SITE_CACHE)
-    target = cache / requirements_key(requirements)
+    target = cache / requirements_key((*requirements, *constraints))
     if (target / ".complete").is_file():
         return target
     say(f"installing {len(requirements)} requirement(s) from the package index into {target}")
@@ -139,14 +178,18 @@ def site_tree(requirements: tuple[str, ...], say: Callable[[str], None]) -> Path
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-warn-script-location"]
-    cmd += ["--only-binary=:all:", "--target", str(partial), *requirements]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd += ["--only-binary=:all:", "--target", str(partial)]
+    pins = target.with_name(target.name + ".constraints.txt")
+    if constraints:
+        pins.write_text("\n".join(constraints) + "\n")
+        cmd += ["--constraint", str(pins)]
+    proc = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
+    pins.unlink(missing_ok=True)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")] or [
-            proc.stderr.strip()[-300:]
-        ]
-        raise PackageError(f"pip could not install the image's wheels: {errors[0]}")
+        what = "the entry script's requirements" if constraints else "the image's wheels"
+        raise PackageError(pip_failure(proc.stderr, what))
+    _drop_distributions(partial, {c.split("==", 1)[0] for c in constraints})
     for rel in _TRIM:
         shutil.rmtree(partial / rel, ignore_errors=True)
     for tests in list(partial.glob("*/tests")):
@@ -155,6 +198,34 @@ def site_tree(requirements: tuple[str, ...], say: Callable[[str], None]) -> Path
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     return target
+
+
+def pip_failure(stderr: str, what: str) -> str:
+    """pip's failure in one line: its first ERROR line, with a word on conflicts."""
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    errors = [ln.removeprefix("ERROR: ") for ln in lines if ln.startswith("ERROR")]
+    detail = errors[0] if errors else " ".join(stderr.strip()[-300:].split()) or "no detail"
+    if any("conflict" in ln.lower() for ln in lines):
+        detail += " (the runtime's own packages are held at the versions in the image)"
+    return f"pip could not install {what}: {detail}"
+
+
+def _drop_distributions(tree: Path, names: set[str]) -> None:
+    """Remove the distributions named (canonical names) from a ``--target`` tree."""
+    from importlib.metadata import distributions
+
+    from packaging.utils import canonicalize_name
+
+    if not names:
+        return
+    for dist in list(distributions(path=[str(tree)])):
+        if canonicalize_name(dist.metadata["Name"] or "") not in names:
+            continue
+        for file in dist.files or []:
+            Path(str(dist.locate_file(file))).unlink(missing_ok=True)
+    for folder in sorted(tree.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 BUILD_DIR = Path("/var/cache/edgefleet/image-build")  # beside the wheel cache: hard links work
@@ -188,8 +259,13 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
 
 
-def trimmed_manifest(manifest: ModelManifest, precision: str, head: str) -> ModelManifest:
-    """The model's manifest with only the featurizer precision and the head that are shipped."""
+def trimmed_manifest(
+    manifest: ModelManifest, precision: str, head: str, accelerator: str = "cpu"
+) -> ModelManifest:
+    """The model's manifest with only the featurizer precision and the head that are shipped.
+
+    A gpu image of an fp16 model also ships its fp32 artifact when there is one: without a
+    usable GPU the server falls back to the CPU, where fp16 runs as fp32."""
     if manifest.kind == "detector":
         raise PackageError(
             f"{manifest.name} is a detector: detectors are not packaged yet (serve it with "
@@ -204,9 +280,12 @@ def trimmed_manifest(manifest: ModelManifest, precision: str, head: str) -> Mode
         raise PackageError(
             f"model {manifest.name!r} has no head {head!r} (available: {', '.join(manifest.heads)})"
         )
+    shipped = [precision]
+    if accelerator == "gpu" and precision == "fp16" and "fp32" in manifest.featurizer:
+        shipped.append("fp32")
     return manifest.model_copy(
         update={
-            "featurizer": {precision: manifest.featurizer[precision]},
+            "featurizer": {p: manifest.featurizer[p] for p in shipped},
             "heads": {head: manifest.heads[head]},
         }
     )
@@ -215,7 +294,9 @@ def trimmed_manifest(manifest: ModelManifest, precision: str, head: str) -> Mode
 def copy_model(store: ModelStore, spec: ImageSpec, dest: Path) -> ModelManifest:
     """Copy one model (one precision, one head) into a fresh store at ``dest``."""
     try:
-        manifest = trimmed_manifest(store.get(spec.model), spec.precision, spec.head)
+        manifest = trimmed_manifest(
+            store.get(spec.model), spec.precision, spec.head, spec.accelerator
+        )
         files = [store.resolve(a) for a in manifest.featurizer.values()]
         files += [store.resolve(h.artifact) for h in manifest.heads.values()]
     except StoreError as exc:

@@ -17,10 +17,14 @@ def credential_name(registry: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", registry).strip("-") or "registry"
 
 
+# Docker's request for every NVIDIA GPU (what `docker run --gpus all` sends)
+GPU_DEVICE_REQUEST = {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}
+
+
 def create_options(
-    grpc_host_port: int, http_host_port: int, fpga_socket: Path | None
+    grpc_host_port: int, http_host_port: int, fpga_socket: Path | None, gpu: bool = False
 ) -> dict[str, Any]:
-    """Port bindings, and the FPGA emulator's socket directory mapped in.
+    """Port bindings, the FPGA emulator's socket directory mapped in, or the GPUs asked for.
 
     The Data Box Edge sample maps the card (``/dev/catapult0``) into the container; the emulated
     card is a unix socket, whose directory is bound (not the socket file itself, so a restarted
@@ -38,6 +42,8 @@ def create_options(
     }
     if fpga_socket is not None:
         host_config["Binds"] = [f"{fpga_socket.parent}:{FPGA_DIR_IN_CONTAINER}"]
+    if gpu:
+        host_config["DeviceRequests"] = [dict(GPU_DEVICE_REQUEST)]
     return options
 
 
@@ -60,6 +66,7 @@ def manifest_snippet(
     grpc_host_port: int = GRPC_PORT,
     http_host_port: int = HTTP_PORT,
     fpga_socket: Path | None = None,
+    gpu: bool = False,
 ) -> dict[str, Any]:
     """``$edgeAgent`` desired-properties fragments: registryCredentials and the module."""
     snippet: dict[str, Any] = {
@@ -72,7 +79,7 @@ def manifest_snippet(
                 "settings": {
                     "image": image,
                     "createOptions": json.dumps(
-                        create_options(grpc_host_port, http_host_port, fpga_socket),
+                        create_options(grpc_host_port, http_host_port, fpga_socket, gpu),
                         separators=(",", ":"),
                     ),
                 },

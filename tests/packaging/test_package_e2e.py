@@ -32,6 +32,7 @@ from tests.support.mqtt import wait_until
 VENV = Path(os.environ.get("EDGEFLEET_ACCEL_VENV", "/var/cache/edgefleet/venv-accel"))
 ACCEL_CLIENT = ROOT / "tests" / "scoring" / "accel_client.py"
 SCORE_PY = Path(__file__).with_name("fixtures") / "score.py"
+SCORE_REQUIREMENTS = SCORE_PY.with_name("requirements.txt")
 RUN = uuid.uuid4().hex[:8]
 
 
@@ -60,7 +61,8 @@ def packaged(model_dir: Path) -> Iterator[Packaged]:
         image = f"{reg.address}/ef-score{RUN}:1"
         done = edgefleet(
             "models", "package", "--model", "efficientnet-lite0", "--model-dir", str(model_dir),
-            "--entry-script", str(SCORE_PY), "--image", image, "--push",
+            "--entry-script", str(SCORE_PY), "--requirements", str(SCORE_REQUIREMENTS),
+            "--image", image, "--push",
             "--registry-user", reg.user, "--registry-password", reg.password, "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
@@ -182,6 +184,10 @@ def call(port: int, key: str, path: Path) -> dict[str, Any]:
 def test_package_reports_a_lean_image(packaged: Packaged) -> None:
     result = packaged.result
     assert result["pushed"] and result["digest"].startswith("sha256:")
+    assert result["requirements"] == ["numpy>=1.26", "tabulate>=0.9"]
+    (note,) = result["notes"]
+    assert note.startswith("numpy ") and note.endswith(" is already in the runtime; using it")
+    assert result["runtimeImage"].startswith("edgefleet-runtime:user-")
     assert result["sizeBytes"] < 800e6  # no torch, onnx or openvino in the image
     module = result["snippet"]["modules"]["scoring"]
     options = json.loads(module["settings"]["createOptions"])
@@ -214,6 +220,9 @@ def test_prediction_client_and_score_from_the_containers(
         answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {KEYS[1]}"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["custom"] is True and answer.json()["class_id"] in CATS
+        # score.py's own package (tabulate) came from --requirements into the image
+        label, class_id = answer.json()["table"].rsplit(maxsplit=1)
+        assert (label, int(class_id)) == (answer.json()["label"], answer.json()["class_id"])
         assert httpx.post(url, json=body).status_code == 401
     swagger = httpx.get(
         f"http://127.0.0.1:{cpu_http}/swagger.json", headers={"Authorization": f"Bearer {KEYS[0]}"}
