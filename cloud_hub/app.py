@@ -40,6 +40,7 @@ EXTENSIONS: list[str] = [
     "cloud_hub.mqtt.extension",
     "cloud_hub.api.messaging",
     "cloud_hub.ui",
+    "cloud_hub.event_bridge",
 ]
 
 

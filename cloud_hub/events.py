@@ -3,6 +3,11 @@
 Handlers run synchronously in the publishing thread (often a worker thread of the REST API), so they
 must be quick and thread-safe; a handler that lives on an asyncio loop should use ``async_queue``.
 A failing handler is logged and never fails the request that published the event.
+
+With several hub processes (docs/scale-out.md) ``cloud_hub/event_bridge.py`` also publishes here
+the events of the other processes, marked ``remote``: only subscribers that ask for them get
+them (the dashboard's live views), so a side effect (a desired push, an assignment) still runs
+once, in the process where the change happened.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ E = TypeVar("E")
 class _Subscription:
     types: tuple[type, ...]
     handler: Callable[[Any], None]
+    remote: bool = False
     active: bool = field(default=True)
 
 
@@ -124,10 +130,14 @@ class EventBus:
         self._lock = threading.Lock()
 
     def subscribe(
-        self, types: type[E] | tuple[type, ...], handler: Callable[[E], None]
+        self,
+        types: type[E] | tuple[type, ...],
+        handler: Callable[[E], None],
+        remote: bool = False,
     ) -> Callable[[], None]:
-        """Call ``handler(event)`` for every published event of ``types``; returns unsubscribe."""
-        sub = _Subscription(types if isinstance(types, tuple) else (types,), handler)
+        """Call ``handler(event)`` for every published event of ``types`` (with ``remote``,
+        other hub processes' events too); returns unsubscribe."""
+        sub = _Subscription(types if isinstance(types, tuple) else (types,), handler, remote)
         with self._lock:
             self._subs = [*self._subs, sub]
 
@@ -139,7 +149,7 @@ class EventBus:
         return unsubscribe
 
     def async_queue(
-        self, loop: asyncio.AbstractEventLoop, *types: type
+        self, loop: asyncio.AbstractEventLoop, *types: type, remote: bool = False
     ) -> tuple[asyncio.Queue[Any], Callable[[], None]]:
         """An asyncio queue on ``loop`` that receives the events of ``types`` (thread-safe)."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -152,11 +162,12 @@ class EventBus:
             except RuntimeError:  # loop closed between the check and the call
                 pass
 
-        return queue, self.subscribe(tuple(types), forward)
+        return queue, self.subscribe(tuple(types), forward, remote)
 
-    def publish(self, event: object) -> None:
+    def publish(self, event: object, remote: bool = False) -> None:
+        """Deliver ``event``; ``remote``: it happened in another hub process."""
         for sub in self._subs:
-            if sub.active and isinstance(event, sub.types):
+            if sub.active and isinstance(event, sub.types) and (sub.remote or not remote):
                 try:
                     sub.handler(event)
                 except Exception:

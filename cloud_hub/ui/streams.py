@@ -52,7 +52,7 @@ async def change_events(
     """``event_name`` whenever a wanted bus event happened (coalesced), heartbeats between;
     ends when ``stopping`` is set (the hub is stopping)."""
     loop = asyncio.get_running_loop()
-    queue, unsubscribe = hub.events.async_queue(loop, *types)
+    queue, unsubscribe = hub.events.async_queue(loop, *types, remote=True)
     started = last_sent = time.monotonic()
     try:
         yield b": connected\n\n"

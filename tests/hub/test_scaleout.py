@@ -6,6 +6,8 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,34 @@ def test_two_hub_processes_split_ingest_on_one_broker_and_a_killed_one_loses_not
             with either.client() as api:
                 answer = api.request("POST", "/twins/sc-1/methods", json={"methodName": "ping"})
             assert answer.json() == {"status": 200, "payload": {"m": "ping"}}
+        # a dashboard open on B follows a change made through A (LISTEN/NOTIFY)
+        assert fleet_stream_sees(hub_b, lambda: patch_tags(hub_a, "sc-2", {"site": "x"}))
+
+
+def patch_tags(hub: RunningHub, device_id: str, tags: dict[str, str]) -> None:
+    with hub.client() as api:
+        api.request("PATCH", f"/twins/{device_id}", json={"tags": tags}).raise_for_status()
+
+
+def fleet_stream_sees(hub: RunningHub, change: Callable[[], None]) -> bool:
+    """Whether the hub's dashboard fleet stream reports a change made by ``change``."""
+    import httpx
+
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    with httpx.Client(base_url=hub.url, timeout=30) as http:
+        code = http.post("/ui/login-codes", headers=auth).json()
+        assert http.get(code["path"]).status_code in (200, 303)
+        with http.stream("GET", "/ui/fleet/stream", timeout=60) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == ": connected"
+            change()
+            deadline = time.monotonic() + 40  # heartbeats come every 15 s
+            for line in lines:
+                if line == "event: fleet":
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+            return False
 
 
 @pytest.mark.parametrize(
