@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -34,6 +35,7 @@ from edgefleet import protocol as p
 log = logging.getLogger(__name__)
 
 CONTROL_THREADS = 4
+QUIET_S = 0.5  # nothing received for this long after leaving the shared subscriptions
 
 
 class ServiceClient:
@@ -60,9 +62,7 @@ class ServiceClient:
             subscriptions.hub_filters(instance),
         )
         self._known = KnownDevices(hub.db)
-        self._ingest = TelemetryIngest(
-            hub.db, self.stats, self._known, self._connection.ack, self._stop
-        )
+        self._ingest = TelemetryIngest(hub.db, self.stats, self._known, self._ack, self._stop)
         self._presence = Presence(hub.registry, self._known.knows)
         self._twins = TwinRequests(hub.twins, self._connection.publish)
         self._desired = DesiredPushes(
@@ -73,6 +73,8 @@ class ServiceClient:
             hub.registry, self._presence.wait_online, self._connection.publish, module_connected
         )
         self._control: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
+        self._inflight = 0  # received and not yet acknowledged
+        self._inflight_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._pruner = MessagePruner(
@@ -102,6 +104,8 @@ class ServiceClient:
         self._pruner.start()
 
     def stop(self) -> None:
+        if self.instance:
+            self._leave_shared()
         self._pruner.stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
@@ -110,6 +114,26 @@ class ServiceClient:
         for thread in self._threads:
             thread.join(10)
         self._connection.disconnect()
+
+    def _leave_shared(self, timeout: float = 10.0) -> None:
+        """Before a process of several stops: leave the shared subscriptions, so the broker
+        stops choosing this session (it would keep queueing a share for it if it never came
+        back), and store what it already handed us, so nothing waits in a session nobody
+        resumes."""
+        self._connection.leave_shared(timeout / 2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._inflight_lock:
+                pending = self._inflight
+            if pending == 0 and self._connection.quiet_for() >= QUIET_S:
+                return
+            time.sleep(0.05)
+        log.warning("stopping with %d messages not yet stored (the broker keeps them)", pending)
+
+    def _ack(self, generation: int, mid: int) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+        self._connection.ack(generation, mid)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish QoS 1 as the hub (cloud-to-device messages)."""
@@ -121,11 +145,13 @@ class ServiceClient:
 
     def _on_message(self, generation: int, msg: mqtt.MQTTMessage) -> None:
         """Paho thread: telemetry to the ingest, everything else to the control threads."""
+        with self._inflight_lock:
+            self._inflight += 1
         try:
             topic = p.parse_topic(msg.topic)
         except p.ProtocolError:
             self.stats.malformed += 1
-            self._connection.ack(generation, msg.mid)
+            self._ack(generation, msg.mid)
             return
         if topic.kind is p.Kind.TELEMETRY:
             self._ingest.receive(generation, msg.mid, topic, bytes(msg.payload))
@@ -142,7 +168,7 @@ class ServiceClient:
                 self._handle_control(msg)
             except Exception:
                 log.exception("handling %s failed", msg.topic)
-            self._connection.ack(generation, msg.mid)
+            self._ack(generation, msg.mid)
 
     def _handle_control(self, msg: mqtt.MQTTMessage) -> None:
         topic = p.parse_topic(msg.topic)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,8 @@ class HubConnection:
         self._generation = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._last_message = time.monotonic()
+        self._left = threading.Event()
 
     def connect(self, timeout: float) -> None:
         """Start the network loop and wait for the first connection (RuntimeError after
@@ -83,6 +86,20 @@ class HubConnection:
                 f"hub service client cannot connect to the broker at "
                 f"{self.endpoint.host}:{self.endpoint.port}"
             )
+
+    def leave_shared(self, timeout: float) -> None:
+        """Unsubscribe from the shared subscriptions (waits for the broker's UNSUBACK)."""
+        shared = [f for f in self._filters if f.startswith("$share/")]
+        if not shared or not self._connected.is_set():
+            return
+        self._client.on_unsubscribe = lambda *_args: self._left.set()
+        self._client.unsubscribe(shared)
+        if not self._left.wait(timeout):
+            log.warning("the broker did not confirm leaving the shared subscriptions")
+
+    def quiet_for(self) -> float:
+        """Seconds since the last message arrived."""
+        return time.monotonic() - self._last_message
 
     def disconnect(self) -> None:
         self._client.disconnect()
@@ -137,4 +154,5 @@ class HubConnection:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             generation = self._generation
+        self._last_message = time.monotonic()
         self._handler(generation, msg)

@@ -219,6 +219,17 @@ def bench_routes(
     Console().print(table)
 
 
+def _worker_counts(text: str) -> list[int]:
+    """``1,2`` -> [1, 2]; one CLI error line for anything else."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 or n > 64 for n in counts):
+        fail("--workers takes worker counts from 1 to 64, comma-separated (e.g. 1,2)")
+    return counts
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     devices: int = typer.Option(20, "--devices", min=1, help="Publishing devices."),
@@ -229,6 +240,17 @@ def bench_ingest(
         False,
         "--iothub-dialect",
         help="Instead: the embedded broker, IoT Hub's device MQTT dialect beside edgefleet's.",
+    ),
+    workers: str | None = typer.Option(
+        None,
+        "--workers",
+        help="Instead: hub processes to compare, e.g. 1,2 (PostgreSQL; needs --database-url).",
+    ),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        envvar="EDGEFLEET_BENCH_DATABASE_URL",
+        help="With --workers: a PostgreSQL server where the bench may create databases.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -241,6 +263,18 @@ def bench_ingest(
             typer.echo(message, err=True)
 
     try:
+        if workers is not None:
+            from composition.bench.ingest_workers import print_workers, run_workers_bench
+
+            counts = _worker_counts(workers)
+            if not (database_url or "").startswith("postgresql"):
+                fail(
+                    "--workers needs --database-url postgresql://... (the bench creates databases)"
+                )
+            assert database_url is not None
+            found = run_workers_bench(counts, database_url, devices, rate, messages, procs, say)
+            print_workers(found, as_json)
+            return
         if iothub_dialect:
             print_dialects(run_dialects(devices, rate, messages, procs, progress=say), as_json)
             return

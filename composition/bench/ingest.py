@@ -47,7 +47,8 @@ def _publisher(
             protocol=mqtt.MQTTv311,
         )
         c.username_pw_set(dev["username"], dev["password"])
-        c.tls_set(ca_certs=dev["ca_file"])
+        if dev.get("tls", True):
+            c.tls_set(ca_certs=dev["ca_file"])
         c.max_inflight_messages_set(1000)
         c.connect(dev["host"], dev["port"])
         c.loop_start()

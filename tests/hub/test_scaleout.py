@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -142,6 +143,16 @@ def test_two_hub_processes_split_ingest_on_one_broker_and_a_killed_one_loses_not
             assert answer.json() == {"status": 200, "payload": {"m": "ping"}}
         # a dashboard open on B follows a change made through A (LISTEN/NOTIFY)
         assert fleet_stream_sees(hub_b, lambda: patch_tags(hub_a, "sc-2", {"site": "x"}))
+        # B stopped for good (scaled down): it left the shared subscriptions, so the broker
+        # no longer keeps a share for it, and A stores everything sent afterwards
+        hub_b.process.send_signal(signal.SIGTERM)
+        assert hub_b.process.wait(60) == 0
+        burst(20)
+        for client in clients:
+            assert client.wait_for_outbox_empty(60)
+        assert wait_until(complete, 30), {
+            n: len(set(sent[n]) - set(stored_ids(url, n))) for n in devices
+        }
 
 
 def patch_tags(hub: RunningHub, device_id: str, tags: dict[str, str]) -> None:
@@ -194,7 +205,6 @@ def test_workers_share_the_port_and_a_killed_worker_comes_back_under_its_name(
 ) -> None:
     """`hub serve --workers 2`: both workers answer on the one port; a worker killed with -9 is
     started again as the same instance; SIGTERM stops them all."""
-    import signal
 
     import httpx
 

@@ -106,3 +106,21 @@ def test_bench_ingest_reports_figures() -> None:
     assert figures["stored"] == figures["messages"] == 200
     assert figures["storedMsgPerS"] > 0 and figures["baseline"]["received"] == 200
     assert figures["ratioToBaseline"] > 0
+
+
+def test_bench_ingest_workers_reports_each_worker_count() -> None:
+    from tests.support.pg import PG_ADMIN_URL
+
+    args = ["bench", "ingest", "--workers", "1,2", "--database-url", PG_ADMIN_URL]
+    args += ["--devices", "2", "--rate", "200", "--messages", "60", "--json"]
+    result = run_cli(None, *args, timeout=280)
+    assert result.returncode == 0, result.stderr
+    phases = json.loads(result.stdout)["phases"]
+    assert [p["workers"] for p in phases] == [1, 2]
+    assert all(p["stored"] == p["messages"] == 120 for p in phases)
+    assert phases[0]["ratioToFirst"] == 1.0 and phases[1]["storedMsgPerS"] > 0
+    for bad, said in (("0", "from 1 to 64"), ("1,x", "from 1 to 64")):
+        refused = run_cli(None, "bench", "ingest", "--workers", bad, timeout=60)
+        assert refused.returncode == 1 and said in refused.stderr
+    no_db = run_cli(None, "bench", "ingest", "--workers", "1", timeout=60)
+    assert no_db.returncode == 1 and "--database-url postgresql" in no_db.stderr
