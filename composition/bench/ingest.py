@@ -112,6 +112,18 @@ def bench_data_dir(prefix: str) -> tuple[Path, str]:
     return data, token
 
 
+def create_bench_devices(api: HubClient, count: int) -> list[dict[str, Any]]:
+    """Devices ``bench-0..`` with what a publisher needs to connect as each (``device_id``,
+    host, port, user name, password, TLS, CA file)."""
+    found: list[dict[str, Any]] = []
+    for i in range(count):
+        device_id = f"bench-{i}"
+        api.create_device(device_id)
+        creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
+        found.append({**creds, "device_id": device_id})
+    return found
+
+
 def wait_stored(api: HubClient, total: int, timeout: float = 300.0, idle: float = 15.0) -> int:
     """Poll the hub's ingest counters until ``total`` messages are stored, ``timeout`` passes
     or nothing more was stored for ``idle`` seconds (the figure then shows what is missing)."""
@@ -202,12 +214,7 @@ def run_bench(
         with HubClient(url, token) as api:
             hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
             say(f"creating {devices} devices")
-            devs: list[dict[str, Any]] = []
-            for i in range(devices):
-                device_id = f"bench-{i}"
-                api.create_device(device_id)
-                creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
-                devs.append({**creds, "device_id": device_id})
+            devs = create_bench_devices(api, devices)
             aux_password = (data / "broker" / "service.secret").read_text().strip()
             time.sleep(1.0)  # broker reload with the new devices
             say("baseline: bare paho publish -> subscribe")

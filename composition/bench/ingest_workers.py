@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from composition.bench.ingest import _cpu, print_table, run_publishers
+from composition.bench.ingest import _cpu, create_bench_devices, print_table, run_publishers
 from composition.processes import Child, cli, free_port
 from edgefleet.hubclient import HubClient
 
@@ -122,12 +122,7 @@ def _phase(
             say(f"{workers} worker(s): starting the hub")
             with HubClient(f"http://127.0.0.1:{port}", token) as api:
                 hub.wait_ready(lambda: api.health() is not None, 90, poll=0.2)
-                devs: list[dict[str, Any]] = []
-                for i in range(devices):
-                    device_id = f"bench-{i}"
-                    api.create_device(device_id)
-                    creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
-                    devs.append({**creds, "device_id": device_id})
+                devs = create_bench_devices(api, devices)
             time.sleep(2.0)  # every worker subscribed
             say(f"{workers} worker(s): publishing {devices} x {messages} messages")
             cpu0, t0 = _hub_cpu(hub.pid), time.monotonic()
