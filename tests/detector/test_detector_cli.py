@@ -17,12 +17,15 @@ def test_models_list_shows_the_detector_and_where_it_runs(detector_store: Path) 
     assert row["heads"] == []
 
 
-def test_serve_refuses_the_fpga_emulator_for_a_detector(detector_store: Path) -> None:
+def test_serve_refuses_the_fpga_emulator_for_a_detector_naming_the_ops_it_lacks(
+    detector_store: Path,
+) -> None:
     store = str(detector_store)
     run = cli("serve", "--model", "face-detector", "--accelerator", "fpga-emulator",
               "--model-dir", store, "--grpc-port", "-1", "--http-port", "-1")  # fmt: skip
     assert run.code == 1
     assert "cannot open face-detector on fpga-emulator" in run.err
+    assert "operators the emulated card does not run: PRelu, Slice" in run.err
     assert "detectors run on cpu or gpu" in run.err and "Traceback" not in run.err
 
 
