@@ -70,7 +70,9 @@ def bench_fpga_host(
 def bench_featurizer(
     model: str = typer.Option("efficientnet-lite0", "--model"),
     accelerator: str = typer.Option("cpu", "--accelerator"),
-    precision: str = typer.Option("int8", "--precision"),
+    precision: str = typer.Option(
+        "int8", "--precision", help="A detector takes several, comma-separated: int8,bfp8."
+    ),
     iterations: int = typer.Option(200, "--iterations", help="Batch-1 runs (at most)."),
     seconds: float = typer.Option(15.0, "--seconds", help="Time cap per measurement."),
     threads: int | None = typer.Option(None, "--threads", help="Default: physical cores."),

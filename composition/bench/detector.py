@@ -2,8 +2,10 @@
 
 A detector's cost depends on the image (pyramid levels, candidates), so it runs on a fixed set
 of scikit-image photos, round robin, and reports per-image latency, the multiply-accumulates it
-actually did, that rate as a fraction of the CPU's peak, and how many fp32 boxes the measured
-precision finds again (IoU >= 0.5), beside the fp32 run of the same session.
+actually did, that rate as a fraction of the CPU's peak, and how many fp32 boxes each measured
+precision finds again (IoU >= 0.5), beside the fp32 run of the same session. Several precisions
+(``int8,bfp8``) are measured in one run, interleaved photo by photo; a BFP format runs the
+emulator's numerics on the CPU in float32, so its fraction is of the fp32 peak.
 """
 
 from __future__ import annotations
@@ -44,28 +46,57 @@ def box_agreement(
 
 
 def _timed(
-    cascade: Detector,
+    detectors: dict[str, Detector],
     images: dict[str, npt.NDArray[np.uint8]],
     iterations: int,
     seconds: float,
-) -> dict[str, Any]:
-    samples: list[float] = []
-    macs = 0
+) -> dict[str, dict[str, Any]]:
+    """Each photo through every precision in turn (round robin over photos), so that a change
+    of the machine's load reaches all precisions alike; ``seconds`` caps each precision."""
+    samples: dict[str, list[float]] = {prec: [] for prec in detectors}
+    macs = dict.fromkeys(detectors, 0)
     names = list(images)
-    deadline = time.perf_counter() + seconds
-    while len(samples) < iterations and time.perf_counter() < deadline:
-        rgb = images[names[len(samples) % len(names)]]
-        start = time.perf_counter()
-        cascade.detect(rgb)
-        samples.append(time.perf_counter() - start)
-        macs += cascade.last_macs
-    total = sum(samples)
+    deadline = time.perf_counter() + seconds * len(detectors)
+    rounds = 0
+    while rounds < iterations and time.perf_counter() < deadline:
+        rgb = images[names[rounds % len(names)]]
+        for prec, detector in detectors.items():
+            start = time.perf_counter()
+            detector.detect(rgb)
+            samples[prec].append(time.perf_counter() - start)
+            macs[prec] += detector.last_macs
+        rounds += 1
+    out = {}
+    for prec, taken in samples.items():
+        total = sum(taken)
+        out[prec] = {
+            "images": len(taken),
+            **_percentiles(taken),
+            "images_per_s": round(len(taken) / total, 2) if total else 0.0,
+            "gmacs_per_image": round(macs[prec] / len(taken) / 1e9, 4) if taken else 0.0,
+            "achieved_gmacs_per_s": round(macs[prec] / total / 1e9, 2) if total else 0.0,
+        }
+    return out
+
+
+def precisions_of(precision: str) -> list[str]:
+    """``"int8,bfp8"`` -> ``["fp32", "int8", "bfp8"]``: fp32 first, each once."""
+    asked = [p.strip() for p in precision.split(",") if p.strip()]
+    return list(dict.fromkeys(["fp32", *asked]))
+
+
+def _agreement(
+    reference: dict[str, list[det.Detection]], other: dict[str, list[det.Detection]]
+) -> dict[str, Any]:
+    found = extra = total = 0
+    for name, boxes in reference.items():
+        hit, more = box_agreement(boxes, other[name])
+        found, extra, total = found + hit, extra + more, total + len(boxes)
     return {
-        "images": len(samples),
-        **_percentiles(samples),
-        "images_per_s": round(len(samples) / total, 2) if total else 0.0,
-        "gmacs_per_image": round(macs / len(samples) / 1e9, 4) if samples else 0.0,
-        "achieved_gmacs_per_s": round(macs / total / 1e9, 2) if total else 0.0,
+        "fp32_boxes": total,
+        "found_again_iou_ge_0.5": found,
+        "extra_boxes": extra,
+        "match_rate": round(found / total, 4) if total else None,
     }
 
 
@@ -78,6 +109,7 @@ def run_detector_bench(
     threads: int | None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """``precision``: one precision or several, comma-separated (each measured beside fp32)."""
     from modules.accelerators.cpu import physical_cores
     from modules.accelerators.detectors import open_detector
 
@@ -85,44 +117,38 @@ def run_detector_bench(
     images = photos()
     threads = threads or physical_cores()
     peak = cpu_peak(threads)
-    runs: dict[str, dict[str, Any]] = {}
+    precisions = precisions_of(precision)
+    detectors: dict[str, Detector] = {}
     detections: dict[str, dict[str, list[det.Detection]]] = {}
-    for prec in dict.fromkeys(("fp32", precision)):
-        say(f"{model} {prec}: measuring on {len(images)} photos")
-        cascade = open_detector(store, model, prec, threads=threads)
+    for prec in precisions:
+        say(f"{model} {prec}: opening, and detecting on {len(images)} photos")
+        detectors[prec] = open_detector(store, model, prec, threads=threads)
         # the detections of every photo, which also warms up every pyramid level size
-        detections[prec] = {name: cascade.detect(rgb) for name, rgb in images.items()}
-        runs[prec] = _timed(cascade, images, iterations, seconds)
+        detections[prec] = {name: detectors[prec].detect(rgb) for name, rgb in images.items()}
+    say(f"timing {', '.join(precisions)} photo by photo")
+    runs = _timed(detectors, images, iterations, seconds)
+    for prec, detector in detectors.items():
         peak_key = "int8_gmacs" if prec == "int8" else "fp32_gmacs"
         runs[prec]["fraction_of_peak"] = round(
             runs[prec]["achieved_gmacs_per_s"] / peak[peak_key], 4
         )
-        runs[prec]["engine"] = cascade.engine
-        cascade.close()
-    found = extra = total = 0
-    for name in images:
-        hit, more = box_agreement(detections["fp32"][name], detections[precision][name])
-        found, extra, total = found + hit, extra + more, total + len(detections["fp32"][name])
+        runs[prec]["engine"] = detector.engine
+        if prec != "fp32":
+            runs[prec]["box_agreement"] = _agreement(detections["fp32"], detections[prec])
+        detector.close()
+    compared = precisions[1] if len(precisions) > 1 else "fp32"
     return {
         "model": model,
         "kind": "detector",
-        "precision": precision,
+        "precision": ",".join(precisions[1:]) or "fp32",
         "threads": threads,
         "photos": {
-            name: {
-                "size": list(rgb.shape[:2]),
-                "fp32_boxes": len(detections["fp32"][name]),
-                f"{precision}_boxes": len(detections[precision][name]),
-            }
+            name: {"size": list(rgb.shape[:2])}
+            | {f"{prec}_boxes": len(detections[prec][name]) for prec in precisions}
             for name, rgb in images.items()
         },
         "runs": runs,
-        "box_agreement": {
-            "fp32_boxes": total,
-            "found_again_iou_ge_0.5": found,
-            "extra_boxes": extra,
-            "match_rate": round(found / total, 4) if total else None,
-        },
+        "box_agreement": _agreement(detections["fp32"], detections[compared]),
         "physical_peak": peak,
     }
 
@@ -136,10 +162,11 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             f"{run['achieved_gmacs_per_s']} GMAC/s = {run['fraction_of_peak']:.2%} of peak "
             f"[{run['engine']}]"
         )
-    agree = report["box_agreement"]
-    if report["precision"] != "fp32":
-        lines.append(
-            f"  {report['precision']} finds {agree['found_again_iou_ge_0.5']} of "
-            f"{agree['fp32_boxes']} fp32 boxes again (IoU >= 0.5), {agree['extra_boxes']} extra"
-        )
+    for prec, run in report["runs"].items():
+        if "box_agreement" in run:
+            agree = run["box_agreement"]
+            lines.append(
+                f"  {prec} finds {agree['found_again_iou_ge_0.5']} of {agree['fp32_boxes']} fp32 "
+                f"boxes again (IoU >= 0.5), {agree['extra_boxes']} extra"
+            )
     return lines

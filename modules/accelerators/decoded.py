@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.accelerators import decoded_outputs
+from modules.accelerators.bfp_at_load import is_bfp, rewritten
 from modules.accelerators.model_store import (
     DetectorSettings,
     ModelManifest,
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
     from modules.accelerators.detection import Detection
 
 
-def is_bfp(precision: str) -> bool:
-    from modules.accelerators.bfp import get_format
-
-    try:
-        get_format(precision)
-    except (KeyError, ValueError):
-        return False
-    return True
-
-
 def network(store: ModelStore, manifest: ModelManifest, precision: str) -> Path | bytes:
     """The stored graph of ``precision``, or fp32 rewritten to a BFP format (serialized)."""
     if precision in manifest.featurizer:
@@ -47,17 +38,7 @@ def network(store: ModelStore, manifest: ModelManifest, precision: str) -> Path 
             f"{manifest.name} has no {precision} network (available: "
             f"{', '.join(sorted(manifest.featurizer))}, or a BFP format such as bfp8)"
         )
-    import onnx
-
-    from modules.accelerators.fpga.rewrite import RewriteError, rewrite
-
-    try:
-        rewritten, _report = rewrite(
-            onnx.load(str(store.resolve(manifest.featurizer["fp32"]))), precision
-        )
-    except RewriteError as exc:
-        raise AcceleratorError(f"{manifest.name} cannot run in {precision}: {exc}") from exc
-    return bytes(rewritten.SerializeToString())
+    return rewritten(store.resolve(manifest.featurizer["fp32"]), precision, manifest.name)
 
 
 class DecodedDetector:

@@ -1,7 +1,9 @@
 """MTCNN on onnxruntime: P-Net over an image pyramid, then R-Net and O-Net on square crops.
 
-The networks are three ONNX graphs of the model store (``stages`` of the manifest); every
-decision between them (scales, proposals, regression, NMS, crops) is in ``detection.py``.
+The networks are three ONNX graphs of the model store (``stages`` of the manifest), or in a BFP
+format (``bfp8``, ``msfp9``) the fp32 ones rewritten at load with the FPGA emulator's numerics
+(``bfp_at_load``); every decision between them (scales, proposals, regression, NMS, crops) is in
+``detection.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modules.accelerators import detection as det
+from modules.accelerators.bfp_at_load import is_bfp, rewritten
 from modules.accelerators.model_store import DetectorSettings, ModelStore
 from modules.accelerators.session import AcceleratorError
 
@@ -49,7 +52,7 @@ class Cascade:
 
     def __init__(
         self,
-        paths: dict[str, Path],
+        paths: dict[str, Path | bytes],
         settings: DetectorSettings,
         *,
         precision: str = "fp32",
@@ -65,8 +68,9 @@ class Cascade:
         self._sessions = {}
         for stage in STAGES:
             try:
+                path = paths[stage]
                 self._sessions[stage] = ort.InferenceSession(
-                    str(paths[stage]),
+                    path if isinstance(path, bytes) else str(path),
                     sess_options=session_options(threads, exact_int8=exact),
                     providers=providers or ["CPUExecutionProvider"],
                 )
@@ -74,6 +78,8 @@ class Cascade:
                 raise AcceleratorError(f"onnxruntime cannot load the {stage}: {exc}") from exc
         used = self._sessions["pnet"].get_providers()[0]
         self.engine = f"onnxruntime {ort.__version__} {used}"
+        if is_bfp(precision):
+            self.engine += f" (the FPGA emulator's {precision} numerics)"
         self.last_macs = 0  # multiply-accumulates of the last ``detect`` (all networks)
 
     def _run(self, stage: str, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
@@ -163,13 +169,19 @@ def open_cascade(
     manifest = store.get(model)
     if manifest.detector is None or set(manifest.stages) != set(STAGES):
         raise AcceleratorError(f"{model} is not a cascaded (MTCNN) detector")
-    paths = {}
+    paths: dict[str, Path | bytes] = {}
     for stage, variants in manifest.stages.items():
-        if precision not in variants:
-            raise AcceleratorError(
-                f"{model} has no {precision} {stage} (available: {', '.join(sorted(variants))})"
+        if precision in variants:
+            paths[stage] = store.resolve(variants[precision])
+        elif is_bfp(precision) and "fp32" in variants:
+            paths[stage] = rewritten(
+                store.resolve(variants["fp32"]), precision, f"{model}'s {stage}"
             )
-        paths[stage] = store.resolve(variants[precision])
+        else:
+            raise AcceleratorError(
+                f"{model} has no {precision} {stage} (available: {', '.join(sorted(variants))}, "
+                "or a BFP format such as bfp8)"
+            )
     return Cascade(
         paths, manifest.detector, precision=precision, threads=threads, providers=providers
     )

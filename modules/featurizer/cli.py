@@ -105,6 +105,7 @@ def list_models(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Models in the store (and the ones that can be built)."""
+    from modules.accelerators.bfp_at_load import formats_at_load
     from modules.accelerators.select import runnable_on
     from modules.featurizer.build import SPECS
     from modules.featurizer.build_detector import DETECTORS
@@ -129,6 +130,7 @@ def list_models(
             "feature_dim": m.feature_dim,
             "featurizer_gmacs": round(m.featurizer_macs / 1e9, 3),
             "precisions": m.precisions,
+            "rewritten_at_load": formats_at_load(m),
             "sizes": {p: a.size for p, a in sorted(m.featurizer.items())},
             "agreement": m.agreement,
             "flagged": m.flagged,
@@ -167,6 +169,8 @@ def list_models(
             for p, a in r["agreement"].items()
             if p not in r["sizes"]
         ]
+        if r["rewritten_at_load"]:
+            sizes.append(f"{', '.join(r['rewritten_at_load'])} from fp32 at load")
         weights = "imported" if r["origin"] == "imported" else "real"
         table.add_row(
             r["name"],

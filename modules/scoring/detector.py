@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from modules.accelerators.model_store import ModelManifest, ModelStore
     from modules.scoring.scorer import Scorer, ScoringConfig
 
 DETECTOR_OUTPUTS = (
@@ -42,10 +43,7 @@ class DetectorSession:
 def providers_for(accelerator: str) -> tuple[list[str], str, str | None]:
     """onnxruntime providers for ``accelerator`` -> (providers, accelerator used, notice)."""
     if accelerator not in ACCELERATORS:
-        raise ValueError(
-            f"detectors run on {' or '.join(ACCELERATORS)}, not {accelerator} "
-            "(the FPGA emulator has no PReLU)"
-        )
+        raise ValueError(f"detectors run on {' or '.join(ACCELERATORS)}, not {accelerator}")
     if accelerator == "gpu":
         from modules.accelerators.gpu import gpu_status
 
@@ -54,6 +52,34 @@ def providers_for(accelerator: str) -> tuple[list[str], str, str | None]:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"], "gpu", None
         return ["CPUExecutionProvider"], "cpu", f"no usable GPU ({reason}); running on the CPU"
     return ["CPUExecutionProvider"], "cpu", None
+
+
+def fpga_refusal(store: ModelStore, manifest: ModelManifest) -> str:
+    """Why the emulated card does not run this detector: the operators of its fp32 networks
+    outside the card's set, then where it does run."""
+    import onnx
+
+    from modules.accelerators.fpga.ops import unsupported_ops
+
+    networks = [v["fp32"] for v in manifest.stages.values() if "fp32" in v] or [
+        manifest.featurizer["fp32"]
+    ]
+    ops = {
+        (node.domain, node.op_type)
+        for artifact in networks
+        for node in onnx.load(str(store.resolve(artifact))).graph.node
+    }
+    bad = unsupported_ops(ops)
+    why = (
+        f"{manifest.name}'s networks use operators the emulated card does not run: "
+        f"{', '.join(bad)} (docs/models.md lists its set)"
+        if bad
+        else "the emulated card runs featurizers, not detectors"
+    )
+    return (
+        f"{why}; detectors run on {' or '.join(ACCELERATORS)} "
+        "(--precision bfp8 runs the card's numerics on the CPU)"
+    )
 
 
 class DetectorScorer:
@@ -76,6 +102,8 @@ class DetectorScorer:
                 f"{config.model} was stored without its detection outputs: import it again "
                 "with this version of edgefleet (--kind detector) to serve it"
             )
+        if config.accelerator == "fpga-emulator":
+            raise ValueError(fpga_refusal(store, manifest))
         providers, used, notice = providers_for(config.accelerator)
         self.detector = open_detector(store, config.model, config.precision, providers=providers)
         self.session = DetectorSession(used, self.detector.engine, notice)

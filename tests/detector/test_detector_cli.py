@@ -13,15 +13,19 @@ def test_models_list_shows_the_detector_and_where_it_runs(detector_store: Path) 
     (row,) = [r for r in rows if r["name"] == "face-detector"]
     assert row["kind"] == "detector" and row["synthetic_weights"] is False
     assert row["precisions"] == ["fp32", "int8"] and row["accelerators"] == ["cpu", "gpu"]
+    assert row["rewritten_at_load"] == ["bfp8", "msfp9", "msfp8"]
     assert row["heads"] == []
 
 
-def test_serve_refuses_the_fpga_emulator_for_a_detector(detector_store: Path) -> None:
+def test_serve_refuses_the_fpga_emulator_for_a_detector_naming_the_ops_it_lacks(
+    detector_store: Path,
+) -> None:
     store = str(detector_store)
     run = cli("serve", "--model", "face-detector", "--accelerator", "fpga-emulator",
               "--model-dir", store, "--grpc-port", "-1", "--http-port", "-1")  # fmt: skip
     assert run.code == 1
     assert "cannot open face-detector on fpga-emulator" in run.err
+    assert "operators the emulated card does not run: PRelu, Slice" in run.err
     assert "detectors run on cpu or gpu" in run.err and "Traceback" not in run.err
 
 
@@ -32,16 +36,21 @@ def test_packaging_a_detector_is_refused_with_one_line(detector_store: Path) -> 
     assert "face-detector is a detector: detectors are not packaged yet" in run.err
 
 
-def test_bench_featurizer_reports_the_detectors_latency_work_and_int8_agreement(
+def test_bench_featurizer_reports_the_detectors_int8_and_bfp8_beside_fp32(
     detector_store: Path,
 ) -> None:
-    report = cli("bench", "featurizer", "--model", "face-detector", "--precision", "int8",
+    report = cli("bench", "featurizer", "--model", "face-detector", "--precision", "int8,bfp8",
                  "--iterations", "2", "--seconds", "5", "--model-dir", str(detector_store),
                  "--json").json()  # fmt: skip
-    assert report["kind"] == "detector" and set(report["runs"]) == {"fp32", "int8"}
+    assert report["kind"] == "detector" and list(report["runs"]) == ["fp32", "int8", "bfp8"]
+    assert "bfp8 numerics" in report["runs"]["bfp8"]["engine"]
     for run in report["runs"].values():
         assert run["images"] >= 1 and run["p50_ms"] > 0
         assert 0.2 < run["gmacs_per_image"] < 1.0  # the cascade's work on these photos
         assert 0 < run["fraction_of_peak"] < 1
     assert report["photos"]["astronaut"]["fp32_boxes"] == 1
-    assert report["box_agreement"]["match_rate"] == 1.0
+    assert report["photos"]["astronaut"]["bfp8_boxes"] == 1
+    assert report["box_agreement"]["match_rate"] == 1.0  # int8's, the first asked
+    for prec in ("int8", "bfp8"):
+        assert report["runs"][prec]["box_agreement"]["match_rate"] == 1.0
+        assert report["runs"][prec]["box_agreement"]["extra_boxes"] == 0

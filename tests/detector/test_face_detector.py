@@ -1,6 +1,7 @@
 """The real face detector (MTCNN with its published weights) served by `edgefleet serve`:
 POST /score (httpx), the Open Inference Protocol (tritonclient) and TF-Serving Predict (gRPC
-stub) give the same detections; int8 finds the same faces as fp32."""
+stub) give the same detections; int8 and the FPGA emulator's BFP formats (fp32 rewritten at load)
+find the same faces as fp32."""
 
 from __future__ import annotations
 
@@ -29,25 +30,38 @@ KEY = "detector-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-@pytest.fixture(scope="module")
-def server(
-    detector_store: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServeProcess]:
+def _serve(store: Path, factory: pytest.TempPathFactory, precision: str) -> Iterator[ServeProcess]:
     with serving(
-        detector_store, tmp_path_factory.mktemp("serve"), "--model", "face-detector",
-        "--keys", KEY,
+        store, factory.mktemp(f"serve-{precision}"), "--model", "face-detector",
+        "--precision", precision, "--keys", KEY,
     ) as proc:  # fmt: skip
         yield proc
 
 
-def _score(server: ServeProcess, image: Path) -> list[det.Detection]:
+@pytest.fixture(scope="module")
+def server(
+    detector_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    yield from _serve(detector_store, tmp_path_factory, "fp32")
+
+
+@pytest.fixture(scope="module")
+def bfp8_server(
+    detector_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    """Served in bfp8: the three networks rewritten at load with the emulator's numerics."""
+    yield from _serve(detector_store, tmp_path_factory, "bfp8")
+
+
+def _score(server: ServeProcess, image: Path, precision: str = "fp32") -> list[det.Detection]:
     answer = httpx.post(
         f"{server.http_url}/score", content=image.read_bytes(),
         headers={**AUTH, "Content-Type": "image/jpeg"}, timeout=60,
     )  # fmt: skip
     assert answer.status_code == 200, answer.text
     doc = answer.json()
-    assert doc["model"] == "face-detector" and doc["precision"] == "fp32"
+    assert doc["model"] == "face-detector" and doc["precision"] == precision
+    assert (precision in doc["engine"]) == (precision != "fp32"), doc["engine"]
     return [
         det.Detection(
             (d["box"]["x"], d["box"]["y"], d["box"]["w"], d["box"]["h"]),
@@ -168,21 +182,32 @@ def test_metadata_describes_the_detection_tensors_and_tensors_are_refused(
     assert [d.size for d in outputs["boxes"].tensor_shape.dim] == [1, -1, 4]
 
 
-def test_int8_finds_the_same_faces_as_fp32(detector_store: Path) -> None:
-    """Every fp32 face (astronaut; Lee's in the cameraman photo) has an int8 box at IoU > 0.5;
-    none where fp32 finds none."""
+def test_bfp8_is_served_and_finds_the_astronauts_face_where_fp32_does(
+    server: ServeProcess, bfp8_server: ServeProcess, photos: dict[str, Path]
+) -> None:
+    (face,) = _score(server, photos["astronaut"])
+    found = _score(bfp8_server, photos["astronaut"], "bfp8")
+    assert len(found) == 1, found
+    assert found[0].score > 0.9 and det.iou(found[0].box, face.box) >= 0.5
+    assert _score(bfp8_server, photos["coffee"], "bfp8") == []
+
+
+@pytest.mark.parametrize("precision", ["int8", "bfp8", "msfp9"])
+def test_quantized_finds_the_same_faces_as_fp32(detector_store: Path, precision: str) -> None:
+    """Every fp32 face (astronaut; Lee's in the cameraman photo) has a box at IoU > 0.5 in the
+    stored int8 and in the BFP formats rewritten at load; none where fp32 finds none."""
     from skimage import data
 
     from modules.accelerators.model_store import ModelStore
     from modules.accelerators.mtcnn import open_cascade
 
     store = ModelStore(detector_store)
-    fp32, int8 = (open_cascade(store, "face-detector", p) for p in ("fp32", "int8"))
-    for name in ("astronaut", "camera", "coffee"):
+    fp32, other = (open_cascade(store, "face-detector", p) for p in ("fp32", precision))
+    for name in ("astronaut", "camera", "coffee", "chelsea"):
         rgb = np.asarray(getattr(data, name)())
         rgb = np.repeat(rgb[:, :, None], 3, axis=2) if rgb.ndim == 2 else rgb
-        want, got = fp32.detect(rgb), int8.detect(rgb)
+        want, got = fp32.detect(rgb), other.detect(rgb)
         assert len(got) == len(want), (name, want, got)
         for face in want:
-            assert max(det.iou(face.box, other.box) for other in got) > 0.5, (name, want, got)
+            assert max(det.iou(face.box, o.box) for o in got) > 0.5, (name, want, got)
     assert len(fp32.detect(np.asarray(data.astronaut()))) == 1
