@@ -376,6 +376,12 @@ def bench_hub(
     workers: int = typer.Option(
         4, "--workers", min=1, help="Concurrent workers (threads, HTTP clients)."
     ),
+    hub_workers: str | None = typer.Option(
+        None,
+        "--hub-workers",
+        help="Also: HTTP figures with `hub serve --workers N` for each N, e.g. 1,2 "
+        "(PostgreSQL --database-url; the bench starts a mosquitto).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Twin patch/s, twin read/s and tag-query latency: service layer vs HTTP, same run."""
@@ -387,6 +393,9 @@ def bench_hub(
 
     from composition.bench.hub import run_bench
 
+    counts = _worker_counts(hub_workers) if hub_workers is not None else None
+    if counts and not (database_url or "").startswith("postgresql"):
+        fail("--hub-workers needs --database-url postgresql://... (processes share one database)")
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
@@ -400,7 +409,7 @@ def bench_hub(
                 progress.update(task, description=stage)
 
         try:
-            result = run_bench(devices, database_url, data_dir, operations, workers, report)
+            result = run_bench(devices, database_url, data_dir, operations, workers, report, counts)
         except (SQLAlchemyError, RuntimeError, OSError) as exc:
             fail(str(exc).splitlines()[0])
     if as_json:

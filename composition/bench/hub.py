@@ -137,13 +137,15 @@ def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, pa
 
 
 def _process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
-    import os
+    """User + system CPU seconds of a process and its children (a ``--workers`` supervisor's
+    hub processes), None where that cannot be read."""
+    import psutil
 
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.Error:
         return None
 
 
@@ -205,10 +207,20 @@ class _NoPrefilter(Queries):
 
 
 @contextmanager
-def _serve(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, int]]:
+def _serve(
+    data_dir: Path, database_url: str | None, hub_workers: int = 1, broker_port: int | None = None
+) -> Iterator[tuple[str, int]]:
+    """``hub serve`` on the bench's data; with ``broker_port``, as ``hub_workers`` instances on
+    that external broker (``--workers``)."""
     port = free_port()
-    args = cli("hub", "serve", "--data-dir", str(data_dir), "--port", str(port), "--mqtt-port", "0")
+    args = cli("hub", "serve", "--data-dir", str(data_dir), "--port", str(port))
     args += ["--log-level", "warning"]
+    if broker_port is None:
+        args += ["--mqtt-port", "0"]
+    else:
+        args += ["--broker", f"mqtt://127.0.0.1:{broker_port}", "--instance", "bench"]
+        if hub_workers > 1:
+            args += ["--workers", str(hub_workers)]
     if database_url:
         args += ["--database-url", database_url]
     url = f"http://127.0.0.1:{port}"
@@ -224,6 +236,7 @@ def run_bench(
     operations: int,
     workers: int,
     progress: Callable[[str, int, int], None],
+    hub_workers: list[int] | None = None,
 ) -> dict[str, Any]:
     tmp = None
     if data_dir is None:
@@ -297,7 +310,13 @@ def run_bench(
                     lambda: client.post("/devices/query", json={"query": site_q}), query_runs
                 )
         query["site_query"]["http"] = http_site
+        by_processes = (
+            _by_hub_workers(data_dir, database_url, token, ids, operations, workers, hub_workers)
+            if hub_workers
+            else None
+        )
         return {
+            "by_hub_workers": by_processes,
             "database": hub.db.dialect,
             "devices": devices,
             "operations": operations,
@@ -325,6 +344,43 @@ def run_bench(
         hub.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _by_hub_workers(
+    data_dir: Path,
+    database_url: str | None,
+    token: str,
+    ids: list[str],
+    operations: int,
+    clients: int,
+    counts: list[int],
+) -> list[dict[str, Any]]:
+    """HTTP twin patches/s and reads/s with ``hub serve --workers N`` for each N (one mosquitto
+    the bench starts; PostgreSQL), and each count's ratio to the first."""
+    from composition.bench.ingest_workers import plain_mosquitto
+
+    found: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, plain_mosquitto(Path(tmp)) as broker_port:
+        for count in counts:
+            with _serve(data_dir, database_url, count, broker_port) as (url, pid):
+                patch, patch_cpu, _ = _http_measured(
+                    pid, url, token, ids, operations, clients, True
+                )
+                read, read_cpu, _ = _http_measured(pid, url, token, ids, operations, clients, False)
+            found.append(
+                {
+                    "hub_workers": count,
+                    "twin_patch_per_s": patch,
+                    "twin_read_per_s": read,
+                    "server_cpu_ms_per_patch": patch_cpu,
+                    "server_cpu_ms_per_read": read_cpu,
+                }
+            )
+    first = found[0]
+    for entry in found:
+        for key in ("twin_patch_per_s", "twin_read_per_s"):
+            entry[f"{key}_ratio"] = round(entry[key] / first[key], 3) if first[key] else None
+    return found
 
 
 def _cleanup(hub: Hub, prefix: str, shared_database: bool) -> None:

@@ -9,6 +9,7 @@ format (``bfp8``, ``msfp9``) the fp32 ones rewritten at load with the FPGA emula
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ class Cascade:
 
     def __init__(
         self,
-        paths: dict[str, Path | bytes],
+        paths: Mapping[str, Path | bytes],
         settings: DetectorSettings,
         *,
         precision: str = "fp32",

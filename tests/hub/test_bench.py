@@ -33,3 +33,23 @@ def test_bench_hub_reports_both_paths_and_ratios() -> None:
     assert isinstance(query, dict)
     assert query["region_query"]["matches"] == 6
     assert query["site_query"]["matches"] == 1
+
+
+def test_bench_hub_compares_hub_worker_counts_on_postgresql() -> None:
+    from tests.support.pg import temporary_database
+
+    with temporary_database() as url:
+        report = _bench("--database-url", url, "--hub-workers", "1,2")
+    by_workers = report["by_hub_workers"]
+    assert isinstance(by_workers, list)
+    assert [entry["hub_workers"] for entry in by_workers] == [1, 2]
+    for entry in by_workers:
+        assert entry["twin_patch_per_s"] > 0 and entry["twin_read_per_s"] > 0
+    assert by_workers[0]["twin_patch_per_s_ratio"] == 1.0
+    refused = subprocess.run(
+        edgefleet_cmd("bench", "hub", "--hub-workers", "1,2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "--database-url postgresql" in refused.stderr
