@@ -79,17 +79,19 @@ def update_rows(
     texts: dict[str, int] = {}
     shared = [c for c in columns if c in json_text]
     if shared:
-        rows = [{**row, **{c: texts.setdefault(row[c], len(texts)) for c in shared}} for row in rows]
+        rows = [
+            {**row, **{c: texts.setdefault(row[c], len(texts)) for c in shared}} for row in rows
+        ]
     sets = ", ".join(f'"{c}" = {_pg_value(table, c, c in shared)}' for c in columns)
     match = " AND ".join(f'"{table.name}"."{k}" = v."{k}"' for k in keys)
     source = _pg_source(conn, table, names, shared)
     docs = "WITH d AS MATERIALIZED (SELECT CAST(:docs AS JSONB) AS docs) " if shared else ""
     sql = f'{docs}UPDATE "{table.name}" SET {sets} FROM {source}{", d" if shared else ""} '
     sql += f"WHERE {match}"
-    params = {"rows": _pg_rows(names, rows)}
+    bound = {"rows": _pg_rows(names, rows)}
     if shared:
-        params["docs"] = "[" + ",".join(texts) + "]"
-    conn.execute(text(sql), params)
+        bound["docs"] = "[" + ",".join(texts) + "]"
+    conn.execute(text(sql), bound)
 
 
 def _with_defaults(

@@ -4,7 +4,9 @@
 batches of ``BATCH`` devices. A batch is one write transaction that holds the devices' row locks on
 PostgreSQL (SQLite's single writer serializes it): it loads their twins, decides, creates missing
 module identities and writes, so two hub processes never both write one device (the second finds
-the twins already at their target and writes nothing). Writes are grouped per batch (one statement
+the twins already at their target and writes nothing); the same holds for the batches of one pass,
+which on PostgreSQL are written ``PG_WRITERS`` at a time, so that the hub plans one batch while
+the server writes another's rows. Writes are grouped per batch (one statement
 for all module twin replacements, one for the statuses, one for the history, two for new module
 identities; see ``cloud_hub.bulk_sql``); each distinct selection of configurations is merged once
 per pass, and its documents are encoded and given their ``$metadata`` once per batch. A batch
