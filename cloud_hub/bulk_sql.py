@@ -7,7 +7,9 @@ bulk write; there the rows go as one JSON array in a single statement
 whose text does not change with the row count, so it is compiled and parsed once.
 
 JSON columns take Python values (stored as SQLAlchemy's JSON type stores them, ``None`` as JSON
-null) or, where named in ``json_text``, JSON text the caller encoded once for many rows.
+null) or, where named in ``json_text``, JSON text the caller encoded once for many rows. On
+PostgreSQL each distinct such text is sent (and parsed by the server) once per statement, however
+many rows share it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def insert_rows(
     picked = ", ".join([*(_pg_value(table, n) for n in names), *constants.values()])
     source = _pg_source(conn, table, names)
     sql = f'INSERT INTO "{table.name}" ({columns}) SELECT {picked} FROM {source}'
-    conn.execute(text(sql), {"rows": _pg_rows(names, rows, ())})
+    conn.execute(text(sql), {"rows": _pg_rows(names, rows)})
 
 
 def update_rows(
@@ -72,10 +74,24 @@ def update_rows(
         ]
         conn.execute(stmt, params)
         return
-    sets = ", ".join(f'"{c}" = {_pg_value(table, c)}' for c in columns)
+    # Many rows usually share a JSON text (one deployment's document): each distinct text goes
+    # once, in a documents array parsed once per statement, and a row holds its index there.
+    texts: dict[str, int] = {}
+    shared = [c for c in columns if c in json_text]
+    if shared:
+        rows = [
+            {**row, **{c: texts.setdefault(row[c], len(texts)) for c in shared}} for row in rows
+        ]
+    sets = ", ".join(f'"{c}" = {_pg_value(table, c, c in shared)}' for c in columns)
     match = " AND ".join(f'"{table.name}"."{k}" = v."{k}"' for k in keys)
-    sql = f'UPDATE "{table.name}" SET {sets} FROM {_pg_source(conn, table, names)} WHERE {match}'
-    conn.execute(text(sql), {"rows": _pg_rows(names, rows, json_text)})
+    source = _pg_source(conn, table, names, shared)
+    docs = "WITH d AS MATERIALIZED (SELECT CAST(:docs AS JSONB) AS docs) " if shared else ""
+    sql = f'{docs}UPDATE "{table.name}" SET {sets} FROM {source}{", d" if shared else ""} '
+    sql += f"WHERE {match}"
+    bound = {"rows": _pg_rows(names, rows)}
+    if shared:
+        bound["docs"] = "[" + ",".join(texts) + "]"
+    conn.execute(text(sql), bound)
 
 
 def _with_defaults(
@@ -110,32 +126,32 @@ def _is_json(table: Table, name: str) -> bool:
     return isinstance(table.c[name].type, sqltypes.JSON)
 
 
-def _pg_source(conn: Connection, table: Table, names: Sequence[str]) -> str:
-    record = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=conn.dialect)}' for n in names)
+def _pg_source(
+    conn: Connection, table: Table, names: Sequence[str], indexes: Sequence[str] = ()
+) -> str:
+    """The rows as a relation ``v``; the columns of ``indexes`` are documents array indexes."""
+    record = ", ".join(
+        f'"{n}" {"INTEGER" if n in indexes else table.c[n].type.compile(dialect=conn.dialect)}'
+        for n in names
+    )
     return f"jsonb_to_recordset(CAST(:rows AS JSONB)) AS v({record})"
 
 
-def _pg_value(table: Table, name: str) -> str:
+def _pg_value(table: Table, name: str, indexed: bool = False) -> str:
+    if indexed:
+        return f'd.docs -> v."{name}"'
     # jsonb_to_recordset reads a JSON null as SQL NULL; the JSON type stores JSON null.
     if _is_json(table, name):
         return f"COALESCE(v.\"{name}\", 'null'::jsonb)"
     return f'v."{name}"'
 
 
-def _pg_rows(
-    names: Sequence[str], rows: Sequence[Mapping[str, Any]], json_text: Sequence[str]
-) -> str:
-    """The rows as one JSON array of objects (JSON text columns spliced in as they are)."""
-    encoded = []
-    for row in rows:
-        fields = []
-        for name in names:
-            value = row[name]
-            if name in json_text:
-                fields.append(f'"{name}":{value}')
-            elif isinstance(value, datetime):
-                fields.append(f'"{name}":"{value.isoformat()}"')
-            else:
-                fields.append(f'"{name}":{json.dumps(value)}')
-        encoded.append("{" + ",".join(fields) + "}")
-    return "[" + ",".join(encoded) + "]"
+def _pg_rows(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as one JSON array of objects (one ``json.dumps``: the C encoder throughout)."""
+    return json.dumps([{n: row[n] for n in names} for row in rows], default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -4,7 +4,9 @@
 batches of ``BATCH`` devices. A batch is one write transaction that holds the devices' row locks on
 PostgreSQL (SQLite's single writer serializes it): it loads their twins, decides, creates missing
 module identities and writes, so two hub processes never both write one device (the second finds
-the twins already at their target and writes nothing). Writes are grouped per batch (one statement
+the twins already at their target and writes nothing); the same holds for the batches of one pass,
+which on PostgreSQL are written ``PG_WRITERS`` at a time, so that the hub plans one batch while
+the server writes another's rows. Writes are grouped per batch (one statement
 for all module twin replacements, one for the statuses, one for the history, two for new module
 identities; see ``cloud_hub.bulk_sql``); each distinct selection of configurations is merged once
 per pass, and its documents are encoded and given their ``$metadata`` once per batch. A batch
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +63,9 @@ log = logging.getLogger(__name__)
 
 EDGE_AGENT = "$edgeAgent"
 BATCH = 200
+#: batches written side by side on PostgreSQL: one plans while the server writes the other's rows
+#: (SQLite has one writer, so there they run one after the other)
+PG_WRITERS = 2
 _CONFIG_TWINS = (DEVICE_TWIN, EDGE_AGENT)
 
 
@@ -148,9 +155,14 @@ class _Merged:
 class _MergeCache:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, ...], _Merged] = {}
+        self._lock = threading.Lock()  # batches may plan side by side
 
     def get(self, selection: Selection) -> _Merged:
         key = tuple(c.config_id for c in selection.chosen)
+        with self._lock:
+            return self._get(key, selection)
+
+    def _get(self, key: tuple[str, ...], selection: Selection) -> _Merged:
         merged = self._by_key.get(key)
         if merged is None:
             target = merge(selection)
@@ -190,17 +202,22 @@ class Assigner:
             merged=_MergeCache(),
         )
         ids = sorted(set(device_ids))
-        changed = 0
-        for start in range(0, len(ids), BATCH):
-            chunk = ids[start : start + BATCH]
-            with _no_cycle_collection(), self.db.write_conn() as conn:
-                self._lock(conn, chunk)
-                plans, docs = self._plan(conn, chunk, views)
-                events = self._write(conn, plans, docs)
-            for event in events:
-                self.bus.publish(event)
-            changed += sum(1 for p in plans if p.changes_anything())
-        return changed
+        chunks = [ids[start : start + BATCH] for start in range(0, len(ids), BATCH)]
+        if self.db.dialect != "postgresql" or len(chunks) < 2:
+            return sum(self._assign_batch(chunk, views) for chunk in chunks)
+        with ThreadPoolExecutor(PG_WRITERS, thread_name_prefix="assign") as pool:
+            return sum(pool.map(lambda chunk: self._assign_batch(chunk, views), chunks))
+
+    def _assign_batch(self, chunk: list[str], views: _Views) -> int:
+        """One batch in one transaction; its events after the commit. Batches of one pass lock
+        disjoint devices, so they may run side by side as two hub processes' batches do."""
+        with _no_cycle_collection(), self.db.write_conn() as conn:
+            self._lock(conn, chunk)
+            plans, docs = self._plan(conn, chunk, views)
+            events = self._write(conn, plans, docs)
+        for event in events:
+            self.bus.publish(event)
+        return sum(1 for p in plans if p.changes_anything())
 
     # ------------------------------------------------------------------ deciding
     def _plan(
@@ -316,18 +333,30 @@ class Assigner:
         return events
 
 
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
 @contextmanager
 def _no_cycle_collection() -> Iterator[None]:
     """No cyclic garbage collection during a batch: it allocates many small objects (documents,
     rows), which would set off full collections over everything the process holds, for about a
-    tenth of the batch's time; what it leaves is collected after."""
-    enabled = gc.isenabled()
-    gc.disable()
+    tenth of the batch's time; what it leaves is collected after. Counted, so that batches
+    running side by side turn it back on only when the last one ends."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 @dataclass

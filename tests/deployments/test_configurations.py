@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
+from cloud_hub.deployments import assigner
+from cloud_hub.events import TwinDesiredChanged
 from edgefleet.manifest import edge_deployment, process_module
 from tests.deployments.conftest import Fleet
 
@@ -337,3 +341,30 @@ def test_target_conditions_on_reported_properties_and_device_status(fleet: Fleet
     fleet.hub.twins.patch_reported("r3", None, {"site": {"ready": True}})
     fleet.settle()
     assert modules_of(fleet, "r3") == {"cam"}
+
+
+def test_a_fleet_assigned_in_many_batches_gets_each_device_once(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batches of two: on PostgreSQL several batches are written side by side
+    monkeypatch.setattr(assigner, "BATCH", 2)
+    devices = [f"b{i}" for i in range(9)]
+    for device in devices:
+        fleet.edge_device(device, plant="7")
+    pushed: list[tuple[str, str | None, int]] = []
+    fleet.hub.events.subscribe(
+        TwinDesiredChanged, lambda e: pushed.append((e.device_id, e.module_id, e.version))
+    )
+    put(fleet, "plant7", base_content(cam="cam7", mic="mic7"), "tags.plant='7'", 1)
+    fleet.settle()
+    for device in devices:
+        assert modules_of(fleet, device) == {"cam", "mic"}
+        assert status(fleet, device, "plant7") == "Applied"
+        assert fleet.api.get(f"/devices/{device}/modules/cam").status_code == 200
+        assert len(fleet.api.get(f"/devices/{device}/deployments").json()) == 1
+    assert sorted(pushed) == sorted((d, m, 2) for d in devices for m in ("$edgeAgent", "$edgeHub"))
+    metrics = fleet.api.get("/configurations/plant7").json()["systemMetrics"]["results"]
+    assert metrics["appliedCount"] == metrics["targetedCount"] == len(devices)
+    fleet.worker.devices_changed(set(devices))  # nothing left to write: no second push
+    fleet.settle()
+    assert len(pushed) == 2 * len(devices)

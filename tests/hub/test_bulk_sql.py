@@ -67,3 +67,15 @@ def test_bulk_rows_read_back_as_written_one_by_one(hub: Hub) -> None:
     assert [updated[d]["configurations"] for d in ids] == list(reversed(DOCS))
     assert [updated[d]["version"] for d in ids] == [5, 6, 7]
     assert updated["d2"]["updated_at"].replace(tzinfo=UTC) == later
+
+    shared = encode_json(DOCS[0])  # one text for every row, as a deployment's document is
+    with hub.db.write_conn() as conn:
+        changes = [
+            {"device_id": d, "module_id": "m", "desired": shared, "configurations": encode_json(c)}
+            for d, c in zip(ids, [None, DOCS[0], {"x": 2}], strict=True)
+        ]
+        update_rows(conn, TWINS, ("device_id", "module_id"), changes, ("desired", "configurations"))
+    again = _twins(hub)
+    assert [again[d]["desired"] for d in ids] == [DOCS[0]] * 3
+    assert [again[d]["configurations"] for d in ids] == [None, DOCS[0], {"x": 2}]
+    assert [again[d]["version"] for d in ids] == [5, 6, 7]
