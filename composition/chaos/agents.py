@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from composition.chaos.fleet import Fleet, read_accepted
+from composition.chaos.fleet import Fleet, newest, read_accepted
+from composition.chaos.stall import tail
 from edgefleet.manifest import edge_deployment, process_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +119,14 @@ class AgentFleet(Fleet):
             f"{d}/{MODULE}": read_accepted(self.module_dir(d) / "accepted.log")
             for d in self.devices
         }
+
+    def log_tails(self, device: str) -> dict[str, list[str]]:
+        """The newest agent log, the load module's own log and its last send failure."""
+        name = device.split("/", 1)[0]
+        logs = newest(self.device_dir(name).glob("agent-*.log"))
+        logs.append(self.agent_data(name) / "logs" / f"{MODULE}.log")
+        logs.append(self.module_dir(name) / "failures")
+        return {log.name: tail(log) for log in logs}
 
     def deploy(self, device: str, idle: list[str]) -> None:
         """Deploy the load module (this generation) and the ``idle`` modules to a device."""
