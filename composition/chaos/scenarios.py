@@ -308,6 +308,8 @@ def agent_kill(fleet: Fleet, params: Params) -> Phase:
             fleet.wait_until(partial(_changing, fleet, device, idle), 3)
             fleet.kill9(fleet.devices[device])
             fleet.start_device(device)
+        # until a restarted agent is up, the killed one's modules still run and may look right
+        fleet.wait_until(partial(_all_running, fleet), params.recovery_timeout)
         want = {MODULE: 1, **{name: 1 for name in idle}}
         converged = fleet.wait_until(partial(_converged, fleet, want), params.recovery_timeout)
         fleet.wait_load(3)
@@ -323,6 +325,10 @@ def agent_kill(fleet: Fleet, params: Params) -> Phase:
     recovery = _recover(fleet, params)
     ok = all(r["convergeSeconds"] is not None and r["steady"] for r in rounds)
     return Phase(recovery, extra={"rounds": rounds}, ok=ok)
+
+
+def _all_running(fleet: AgentFleet) -> bool:
+    return all(fleet.agent_running(d) for d in fleet.devices)
 
 
 def _changing(fleet: AgentFleet, device: str, idle: list[str]) -> bool:
