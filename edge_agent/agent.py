@@ -126,12 +126,8 @@ class Agent:
             except ManifestError as exc:
                 log.warning("persisted deployment unusable: %s", exc)
         if self.edge_hub_factory is not None:
+            # the factory installs ``hub_desired`` (the saved routes) before the hub listens
             self.edge_hub = self.edge_hub_factory(self)
-            if self.edge_hub is not None and self.hub_desired is not None:
-                try:
-                    self.edge_hub.apply(self.hub_desired)
-                except Exception:
-                    log.exception("persisted edge hub routes unusable")
         if self.reconciler.desired is not None:
             self.reconciler.adopt()
         self.channel.start(on_desired=lambda _m: self._sync_due.set(), on_method=self.on_method)

@@ -120,7 +120,11 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
 
 def _edge_hub_factory(cfg: AgentConfig) -> Any:
     """The in-agent edge hub, on a port that stays the same across agent restarts:
-    modules carry it in their env, and a changed env would recreate every module."""
+    modules carry it in their env, and a changed env would recreate every module.
+
+    The routes of the saved deployment are installed before the listener opens: modules that
+    outlived an agent crash reconnect at once, and a message that arrived before the routes
+    would be acknowledged and dropped as unrouted."""
 
     def factory(agent: Agent) -> Any:
         try:
@@ -155,6 +159,7 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                 upstream,
                 storage_events=agent.storage,
             )
+            _configure(hub, agent.hub_desired)
             try:
                 hub.start()
             except OSError as exc:  # the remembered port is taken: take a new one
@@ -166,6 +171,16 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
         return None
 
     return factory
+
+
+def _configure(hub: Any, desired: Any) -> None:
+    """Install the saved deployment's routes (none saved: the first deployment brings them)."""
+    if desired is None:
+        return
+    try:
+        hub.apply(desired)
+    except Exception:
+        log.exception("persisted edge hub routes unusable")
 
 
 def _remember_port(port_file: Path, port: int) -> None:

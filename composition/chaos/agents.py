@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from composition.chaos.fleet import Fleet, read_accepted
+from composition.chaos.fleet import Fleet, newest, read_accepted
+from composition.chaos.stall import tail
 from edgefleet.manifest import edge_deployment, process_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +103,16 @@ class AgentFleet(Fleet):
                 self.start_device(device)
             self.deploy(device, self.idle.get(device, []))
         if self.wait_until(self._all_connected, timeout) is None:
-            raise RuntimeError(f"load modules did not connect within {timeout:g} s; see {self.dir}")
+            waiting = [d for d in self.devices if not (self.module_dir(d) / "connected").exists()]
+            logs = "\n".join(
+                f"--- {d}: {name}\n" + "\n".join(lines)
+                for d in waiting
+                for name, lines in self.log_tails(d).items()
+            )
+            raise RuntimeError(
+                f"load modules of {', '.join(waiting)} did not connect within {timeout:g} s; "
+                f"see {self.dir}\n{logs}"
+            )
 
     def marker_dir(self, device: str) -> Path:
         return self.module_dir(device)
@@ -118,6 +128,20 @@ class AgentFleet(Fleet):
             f"{d}/{MODULE}": read_accepted(self.module_dir(d) / "accepted.log")
             for d in self.devices
         }
+
+    def agent_running(self, device: str) -> bool:
+        """The device's newest agent has started: it has stopped what a killed agent left
+        behind (pid files) and runs the deployment's modules itself from now on."""
+        logs = newest(self.device_dir(device).glob("agent-*.log"))
+        return bool(logs) and f"agent {device} running" in logs[0].read_text(errors="replace")
+
+    def log_tails(self, device: str) -> dict[str, list[str]]:
+        """The newest agent log, the load module's own log and its last send failure."""
+        name = device.split("/", 1)[0]
+        logs = newest(self.device_dir(name).glob("agent-*.log"))
+        logs.append(self.agent_data(name) / "logs" / f"{MODULE}.log")
+        logs.append(self.module_dir(name) / "failures")
+        return {log.name: tail(log) for log in logs}
 
     def deploy(self, device: str, idle: list[str]) -> None:
         """Deploy the load module (this generation) and the ``idle`` modules to a device."""

@@ -63,6 +63,8 @@ def _print(outcome: dict[str, Any], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from composition.chaos import stall
+
     console = Console()
     state = "[green]passed[/]" if outcome["passed"] else "[red]FAILED[/]"
     if "error" in outcome:
@@ -77,3 +79,5 @@ def _print(outcome: dict[str, Any], as_json: bool) -> None:
         table.add_row(d["device"], *(str(d[n]) for n in names))
     table.add_row("[b]total[/]", *(f"[b]{outcome[n]}[/]" for n in names))
     console.print(table)
+    for found in outcome.get("recoveryTimeouts", []):
+        console.print(stall.render(outcome["scenario"], found), markup=False, highlight=False)

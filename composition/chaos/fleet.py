@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from composition.chaos.checker import Verdict, check
 from composition.chaos.hubstore import StoredMessages
 from composition.chaos.netns import HUB_ADDR, Node, Topology
+from composition.chaos.stall import tail
 from composition.processes import Child, cli
 
 API_PORT = 8080  # inside the hub's own namespace, where nothing else listens
@@ -30,6 +31,16 @@ def read_accepted(log: Path) -> list[int]:
     if not log.exists():
         return []
     return [int(x) for x in log.read_text().split("\n") if x.strip().isdigit()]
+
+
+def newest(logs: Iterable[Path]) -> list[Path]:
+    """The log of the latest start among ``NAME-<n>.log`` files ([] or one path)."""
+    numbered = []
+    for path in logs:
+        start = path.stem.rpartition("-")[2]
+        if start.isdigit():
+            numbered.append((int(start), path))
+    return [max(numbered)[1]] if numbered else []
 
 
 def _admin_token(hub_dir: Path) -> str:
@@ -57,6 +68,7 @@ class Fleet:
         self.store = StoredMessages(self.hub_dir / "hub.db")
         self._children: list[Child] = []
         self.token = ""
+        self.stalls: list[dict[str, Any]] = []  # recoveries that timed out (``stall.report``)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -219,16 +231,22 @@ class Fleet:
 
     def caught_up(self, snapshot: dict[str, list[int]]) -> bool:
         """Every message of ``snapshot`` is stored."""
-        have = self._stored_sets()
+        have = self.stored_sets()
         return all(set(seqs) <= have.get(d, set()) for d, seqs in snapshot.items())
 
     def flowing(self, snapshot: dict[str, list[int]]) -> bool:
         """The newest message of each device in ``snapshot`` is stored (delivery works again,
         whether or not older ones were lost)."""
-        have = self._stored_sets()
+        have = self.stored_sets()
         return all(not seqs or max(seqs) in have.get(d, set()) for d, seqs in snapshot.items())
 
-    def _stored_sets(self) -> dict[str, set[int]]:
+    def log_tails(self, device: str) -> dict[str, list[str]]:
+        """The last lines of the logs that tell what a device (an ``accepted`` key) was doing."""
+        logs = newest(self.device_dir(device).glob("loadgen-*.log"))
+        return {log.name: tail(log) for log in logs}
+
+    def stored_sets(self) -> dict[str, set[int]]:
+        """Per device, the sequence numbers the hub has stored (read now)."""
         self.store.poll()
         have: dict[str, set[int]] = {}
         for device, seq in self.store.rows:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from composition.chaos import faults
+from composition.chaos import faults, stall
 from composition.chaos.agents import MODULE, AgentFleet, fill
 from composition.chaos.checker import Verdict
 from composition.chaos.fleet import Fleet
@@ -28,6 +29,9 @@ class Params:
     seconds: float = 10.0
     devices: int = 3
     rate: float = 20.0
+    # how long a scenario waits for the system to settle after a fault (messages stored, modules
+    # converged); a recovery that times out is reported with what is missing and fails
+    recovery_timeout: float = RECOVERY_TIMEOUT
 
 
 @dataclass
@@ -70,12 +74,21 @@ def result(name: str, verdict: Verdict, phase: Phase) -> dict[str, Any]:
     }
 
 
-def _recover(fleet: Fleet, lossy: bool = False) -> float | None:
+def _recover(fleet: Fleet, params: Params, lossy: bool = False) -> float | None:
     """Seconds until what the devices have accepted so far is stored (``lossy``: until their
-    newest message is, for faults that may lose older ones)."""
+    newest message is, for faults that may lose older ones). None after
+    ``params.recovery_timeout``: the missing numbers and log tails of each device that lacks
+    some are then kept in ``fleet.stalls`` (and printed to stderr at once)."""
     snapshot = fleet.accepted()
     done = fleet.flowing if lossy else fleet.caught_up
-    return fleet.wait_until(lambda: done(snapshot), RECOVERY_TIMEOUT)
+    took = fleet.wait_until(lambda: done(snapshot), params.recovery_timeout)
+    if took is None:
+        gaps = stall.missing(snapshot, fleet.stored_sets())
+        tails = {device: fleet.log_tails(device) for device in gaps}
+        found = stall.report(params.recovery_timeout, gaps, tails)
+        fleet.stalls.append(found)
+        print(stall.render("recovery", found), file=sys.stderr, flush=True)
+    return took
 
 
 def _stored_of(rows: list[tuple[str, int]], device: str) -> int:
@@ -91,7 +104,7 @@ def _cut(fleet: Fleet, params: Params, apply: Callable[[], None]) -> Phase:
     fleet.wait_load(params.seconds)
     during = _stored_of(fleet.store.poll(), "chaos-0")
     faults.heal(fleet.topo, node)
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     fleet.wait_load(1)
     return Phase(recovery, extra={"faultSeconds": params.seconds, "storedWhileCut": during})
 
@@ -120,7 +133,7 @@ def hub_kill(fleet: Fleet, params: Params) -> Phase:
     down = max(1.0, params.seconds / 2)
     fleet.wait_load(down)
     fleet.start_hub()
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     fleet.wait_load(1)
     return Phase(recovery, extra={"hubDownSeconds": down})
 
@@ -137,7 +150,7 @@ def _broker(fleet: Fleet, params: Params, sig: signal.Signals) -> Phase:
         start = time.monotonic()
         if fleet.wait_until(partial(_restarted, fleet, old), 30) is None:
             raise RuntimeError("the hub did not restart mosquitto")
-        recovered = _recover(fleet, lossy)
+        recovered = _recover(fleet, params, lossy)
         recoveries.append(None if recovered is None else time.monotonic() - start)
         fleet.wait_load(1)
     done = [r for r in recoveries if r is not None]
@@ -175,7 +188,7 @@ def lossy(fleet: Fleet, params: Params) -> Phase:
         faults.apply_nft(node, faults.loss_ruleset(5))
     fleet.restart_devices()  # their next connection goes through the relay
     fleet.wait_load(params.seconds)
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     for node in fleet.topo.nodes.values():
         faults.clear_nft(node)
     return Phase(recovery, extra={"lossPercent": 5, "delayMs": [10, 50]})
@@ -195,7 +208,7 @@ def slow_link(fleet: Fleet, params: Params) -> Phase:
     offered = sum(len(v) - before[d] for d, v in fleet.accepted().items())
     for device in fleet.devices:
         faults.clear_rate_limit(fleet.node(device))
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     fleet.wait_load(1)
     extra = {"limit": LIMIT, "acceptedWhileLimited": offered, "storedWhileLimited": stored}
     return Phase(recovery, extra=extra)
@@ -229,7 +242,7 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
     for device in fleet.devices:
         (fleet.agent_data(device) / "filler").unlink()
     shown_ok = fleet.wait_until(partial(_storage_is, fleet, "ok"), RECOVERY_TIMEOUT)
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     fleet.wait_load(1)
     extra = {
         "diskBytes": fleet.disk_bytes,
@@ -295,8 +308,10 @@ def agent_kill(fleet: Fleet, params: Params) -> Phase:
             fleet.wait_until(partial(_changing, fleet, device, idle), 3)
             fleet.kill9(fleet.devices[device])
             fleet.start_device(device)
+        # until a restarted agent is up, the killed one's modules still run and may look right
+        fleet.wait_until(partial(_all_running, fleet), params.recovery_timeout)
         want = {MODULE: 1, **{name: 1 for name in idle}}
-        converged = fleet.wait_until(partial(_converged, fleet, want), 90)
+        converged = fleet.wait_until(partial(_converged, fleet, want), params.recovery_timeout)
         fleet.wait_load(3)
         steady = all(fleet.module_processes(d) == want for d in fleet.devices)
         rounds.append(
@@ -307,9 +322,13 @@ def agent_kill(fleet: Fleet, params: Params) -> Phase:
                 "processes": {d: fleet.module_processes(d) for d in fleet.devices},
             }
         )
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     ok = all(r["convergeSeconds"] is not None and r["steady"] for r in rounds)
     return Phase(recovery, extra={"rounds": rounds}, ok=ok)
+
+
+def _all_running(fleet: AgentFleet) -> bool:
+    return all(fleet.agent_running(d) for d in fleet.devices)
 
 
 def _changing(fleet: AgentFleet, device: str, idle: list[str]) -> bool:
@@ -339,7 +358,7 @@ def rollout_lossy(fleet: Fleet, params: Params) -> Phase:
     fleet.hubctl("tag", *fleet.devices)
     v1, v2 = {MODULE: 1, "v1": 1}, {MODULE: 1, "v2": 1}
     _configure(fleet, "chaos-v1", fleet.content(["v1"]), 10)
-    if fleet.wait_until(partial(_converged, fleet, v1), 120) is None:
+    if fleet.wait_until(partial(_converged, fleet, v1), params.recovery_timeout) is None:
         raise RuntimeError(f"v1 did not reach the devices: {_processes(fleet)}")
     lossy = list(fleet.devices)[: max(1, len(fleet.devices) // 2)]
     for device in lossy:
@@ -366,12 +385,12 @@ def rollout_lossy(fleet: Fleet, params: Params) -> Phase:
     for device in lossy:
         faults.clear_nft(fleet.node(device))
     want = v2 if status.get("state") == "completed" else v1
-    settled = fleet.wait_until(partial(_converged, fleet, want), 120)
+    settled = fleet.wait_until(partial(_converged, fleet, want), params.recovery_timeout)
     fleet.wait_load(3)
     final = _processes(fleet)
     mixed = [d for d, running in final.items() if running not in (v1, v2)]
     steady = all(running == want for running in final.values())
-    recovery = _recover(fleet)
+    recovery = _recover(fleet, params)
     extra = {
         "lossPercent": ROLLOUT_LOSS,
         "lossyDevices": len(lossy),
@@ -447,7 +466,7 @@ def run(name: str, params: Params) -> dict[str, Any]:
     scenario = SCENARIOS[name]
     with make_fleet(scenario, params) as fleet:
         fleet.start_load()
-        phase = scenario.inject(fleet, params)
+        phase = _stalls_noted(fleet, scenario.inject(fleet, params))
         return result(name, fleet.finish(), phase)
 
 
@@ -456,6 +475,13 @@ def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[st
     run up to the end of that phase."""
     out = []
     for name in names:
-        phase = SCENARIOS[name].inject(fleet, params)
+        phase = _stalls_noted(fleet, SCENARIOS[name].inject(fleet, params))
         out.append(result(name, fleet.checkpoint(), phase))
     return out
+
+
+def _stalls_noted(fleet: Fleet, phase: Phase) -> Phase:
+    """``phase`` with the recoveries that timed out during it (``recoveryTimeouts``)."""
+    if fleet.stalls:
+        phase.extra["recoveryTimeouts"], fleet.stalls = fleet.stalls, []
+    return phase

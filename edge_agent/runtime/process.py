@@ -4,6 +4,11 @@ Each module runs in its own session (process group) so stop and kill reach its c
 (stdout and stderr together) is read by one thread per process and written, time-stamped, to a
 size-rotated log file in the data directory. A pid file per module lets a restarted agent find and
 remove the processes a crashed agent left behind (no duplicates after ``kill -9``).
+
+A module process first waits at a start gate (``START_GATE``: a ``sh`` that reads one line from
+a pipe of the agent on its stdin) and runs the module's command only once the agent has written
+its pid file: an agent killed in between closes the pipe, and the process exits instead of
+running on as an orphan that no pid file names.
 """
 
 from __future__ import annotations
@@ -28,6 +33,26 @@ from edgefleet.manifest import RegistryCredential
 from edgefleet.utctime import parse_utc_text, utc_now, utc_text
 
 log = logging.getLogger("edgefleet.agent.process")
+
+# ``sh -c START_GATE sh COMMAND...``: wait for the agent's "go" on stdin, then run COMMAND with
+# stdin from /dev/null
+START_GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null'
+
+
+def gated(command: list[str]) -> list[str]:
+    """The argv that runs ``command`` once the start gate opens (see the module docstring)."""
+    return ["/bin/sh", "-c", START_GATE, "sh", *command]
+
+
+def _open_gate(fd: int, go: bool) -> None:
+    """Let the gated process run its command (``go``) or exit; closes the agent's end."""
+    try:
+        if go:
+            os.write(fd, b"go\n")
+    except OSError:  # the process is gone already
+        pass
+    finally:
+        os.close(fd)
 
 
 class RotatingLog:
@@ -154,24 +179,31 @@ class ProcessRuntime:
                 return
             env = dict(os.environ) if self.inherit_env else {"PATH": os.environ.get("PATH", "")}
             env.update(p.spec.env)
+            gate_read, gate_write = os.pipe()
             try:
                 popen = subprocess.Popen(
-                    p.spec.command,
+                    gated(p.spec.command),
                     cwd=p.spec.working_dir or None,
                     env=env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=gate_read,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             except OSError as exc:
+                _open_gate(gate_write, go=False)
                 raise RuntimeFailure(f"cannot start {p.spec.command[0]}: {exc}") from exc
+            finally:
+                os.close(gate_read)
             p.popen = popen
             p.started_at = utc_now()
             p.finished_at = None
             p.exit_code = None
             p.done.clear()
-            self._write_pidfile(name, popen.pid, p.spec.spec_hash)
+            try:
+                self._write_pidfile(name, popen.pid, p.spec.spec_hash)
+            finally:
+                _open_gate(gate_write, go=True)
             p.health = "starting" if p.spec.health_check else None
             targets = [self._pump, self._wait]
             if p.spec.health_check:

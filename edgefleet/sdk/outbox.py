@@ -4,6 +4,10 @@
 survives a process kill and a broker outage; the row is deleted only when the broker's PUBACK
 arrives. After a restart everything still in the outbox is published again (the hub suppresses
 duplicates by message id).
+
+A new outbox cannot be created on a full disk: it is then empty, and the first ``put`` creates it
+once there is space (until then ``put`` raises the disk-full error), so a device whose disk is full
+before its first start still starts.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgefleet.diskfull import connect_wal, rollback
+from edgefleet.diskfull import connect_wal, is_disk_full, rollback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -32,13 +36,32 @@ class Outbox:
         self.path = None if path is None else Path(path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db: sqlite3.Connection | None = None
         if self.path is None:
             self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             self._db.execute(_SCHEMA)
-        else:  # opens on a full disk too: what it holds is still sent
-            self._db = connect_wal(self.path, _SCHEMA)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        with self._lock:
+            self._opened_locked()  # an existing one opens on a full disk too: it is still sent
+
+    def _open_locked(self) -> sqlite3.Connection:
+        """The connection, opened now if it is not yet (a new outbox on a full disk: the
+        disk-full error is raised, and the next write tries again)."""
+        if self._db is None:
+            assert self.path is not None
+            self._db = connect_wal(self.path, _SCHEMA)
+        return self._db
+
+    def _opened_locked(self) -> sqlite3.Connection | None:
+        """The connection for reading and deleting; None while the outbox could not be created
+        (it is empty then)."""
+        try:
+            return self._open_locked()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            return None
 
     def put(self, topic: str, payload: bytes) -> int:
         return self.put_many([(topic, payload)])[-1]
@@ -48,17 +71,18 @@ class Outbox:
         now = time.time()
         seqs: list[int] = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._open_locked()
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for topic, payload in items:
-                    cur = self._db.execute(
+                    cur = db.execute(
                         "INSERT INTO outbox(topic, payload, created) VALUES (?, ?, ?)",
                         (topic, payload, now),
                     )
                     seqs.append(int(cur.lastrowid or 0))
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                rollback(self._db)
+                rollback(db)
                 raise
             self._changed.notify_all()
         return seqs
@@ -66,7 +90,10 @@ class Outbox:
     def after(self, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` entries with a sequence number above ``seq``, oldest first."""
         with self._lock:
-            rows = self._db.execute(
+            db = self._opened_locked()
+            if db is None:
+                return []
+            rows = db.execute(
                 "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
@@ -76,27 +103,34 @@ class Outbox:
         if not seqs:
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._opened_locked()
+            if db is None:
+                return
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-                self._db.execute("COMMIT")
+                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+                db.execute("COMMIT")
             except BaseException:  # a full disk: the rows stay and are removed later
-                rollback(self._db)
+                rollback(db)
                 raise
             self._changed.notify_all()
 
     def wait_for_new(self, seq: int, timeout: float) -> None:
         """Block until an entry above ``seq`` may exist, or ``timeout`` passes."""
         with self._lock:
-            row = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
+            db = self._db
+            row = db.execute("SELECT MAX(seq) FROM outbox").fetchone() if db else (None,)
             if row[0] is not None and int(row[0]) > seq:
                 return
             self._changed.wait(timeout)
 
     def __len__(self) -> int:
         with self._lock:
+            if self._db is None:
+                return 0
             return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()

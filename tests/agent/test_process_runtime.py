@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,3 +76,46 @@ def test_relative_command_runs_in_working_dir(tmp_path: Path) -> None:
     while time.monotonic() < deadline and not rt.logs("rel"):
         time.sleep(0.05)
     assert rt.logs("rel")[0].text == f"ran in {tmp_path}"
+
+
+# An agent that is killed right after spawning a module's process, before its pid file is on
+# disk (kill -9 at the worst moment): it prints the process id, then dies.
+_AGENT_KILLED_BEFORE_PID_FILE = """
+import os, signal, sys
+from pathlib import Path
+from edge_agent.runtime.base import ModuleSpec
+from edge_agent.runtime.process import ProcessRuntime
+
+def die(self, name, pid, spec_hash):
+    print(pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+ProcessRuntime._write_pidfile = die
+rt = ProcessRuntime(Path(sys.argv[1]))
+command = ["sh", "-c", "echo ran > ran; exec sleep 300"]
+rt.create(ModuleSpec("m", "process", command=command, working_dir=sys.argv[1]))
+rt.start("m")
+"""
+
+
+def test_a_module_whose_agent_died_before_writing_its_pid_file_does_not_run(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    agent = subprocess.run(
+        [sys.executable, "-c", _AGENT_KILLED_BEFORE_PID_FILE, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert agent.returncode == -signal.SIGKILL, agent.stderr
+    pid = int(agent.stdout.split()[0])
+    try:
+        deadline = time.monotonic() + 30
+        while _proc_start_ticks(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # no pid file names it, so no restarted agent could find it: it must not run on
+        assert _proc_start_ticks(pid) is None
+        assert not (tmp_path / "ran").exists()
+        assert list((tmp_path / "process").glob("*.pid.json")) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

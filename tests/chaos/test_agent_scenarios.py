@@ -9,13 +9,18 @@ from typing import Any
 
 import pytest
 
+from composition.chaos import stall
 from composition.chaos.netns import host_links, namespaces, owned
 from composition.chaos.scenarios import SCENARIOS, Params, make_fleet, run_sequence
+
+# a recovery that has not happened by then is reported (missing numbers, log tails) well
+# before the test's own timeout ends the run
+RECOVERY_TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
 def results() -> Iterator[dict[str, dict[str, Any]]]:
-    params = Params(seconds=2, devices=2, rate=20)
+    params = Params(seconds=2, devices=2, rate=20, recovery_timeout=RECOVERY_TIMEOUT)
     fleet = make_fleet(SCENARIOS["disk-full"], params)
     with fleet:
         fleet.start_load()
@@ -26,10 +31,18 @@ def results() -> Iterator[dict[str, dict[str, Any]]]:
     assert fleet.dir.name not in open("/proc/mounts").read()  # the tmpfs mounts are gone
 
 
+def _recovered(outcome: dict[str, Any]) -> None:
+    """Every handed-over message was stored in time; otherwise which were not, and why."""
+    stalls = outcome.get("recoveryTimeouts") or []
+    why = "\n".join(stall.render(outcome["scenario"], s) for s in stalls) or str(outcome)
+    assert outcome["recoverySeconds"] is not None and not stalls, why
+
+
 def test_a_full_disk_keeps_the_agents_running_and_loses_nothing(
     results: dict[str, dict[str, Any]],
 ) -> None:
     outcome = results["disk-full"]
+    _recovered(outcome)
     assert outcome["filledBytes"] > 0 and outcome["queuedBeforeFull"] > 0
     assert outcome["agentsAlive"] and outcome["conditionLogged"] == 2
     # restarted on the full disk, each agent reported storage "full", then "ok", at the hub
@@ -43,6 +56,7 @@ def test_an_agent_killed_mid_deployment_converges_without_orphans_or_duplicates(
     results: dict[str, dict[str, Any]],
 ) -> None:
     outcome = results["agent-kill"]
+    _recovered(outcome)
     first, second = outcome["rounds"]
     for device, running in first["processes"].items():
         assert running == {"load": 1, "idle-0": 1, "idle-1": 1, "idle-2": 1}, (device, first)
@@ -57,6 +71,7 @@ def test_a_rollout_through_packet_loss_ends_by_its_rules_with_no_device_mixed(
     results: dict[str, dict[str, Any]],
 ) -> None:
     outcome = results["rollout-lossy"]
+    _recovered(outcome)
     assert outcome["lossyDevices"] == 1 and outcome["lossPercent"] == 30
     assert outcome["rolloutState"] in ("completed", "rolledBack"), outcome
     final = {"completed": "v2", "rolledBack": "v1"}[outcome["rolloutState"]]

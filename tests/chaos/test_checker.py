@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from composition.chaos import stall
 from composition.chaos.checker import check, check_device
 from composition.chaos.hubstore import parse_body
 
@@ -55,3 +56,24 @@ def test_only_load_generator_bodies_are_read() -> None:
     assert parse_body(b'{"device": "d", "seq": 3}') == ("d", 3)
     assert parse_body(b'{"t": 21}') is None
     assert parse_body(b"\xff") is None
+
+
+def test_a_stalled_recovery_names_the_missing_numbers_per_device_and_the_log_tails() -> None:
+    snapshot = {"d0/load": [1, 2, 3, 4], "d1/load": list(range(1, 40))}
+    stored = {"d0/load": {1, 2, 3, 4}, "d1/load": set(range(1, 40)) - {7, 20, 21, 22, 39}}
+    gaps = stall.missing(snapshot, stored)
+    assert gaps == {"d1/load": [7, 20, 21, 22, 39]}
+    tails = {"d1/load": {"agent-2.log": ["WARNING something"], "failures": []}}
+    found = stall.report(60, gaps, tails)
+    assert found["devices"] == [
+        {
+            "device": "d1/load",
+            "missing": 5,
+            "missingSeqs": "7, 20-22, 39",
+            "logs": {"agent-2.log": ["WARNING something"], "failures": []},
+        }
+    ]
+    text = stall.render("agent-kill", found)
+    assert "agent-kill: not every handed-over message was stored within 60 s" in text
+    assert "d1/load: 5 missing: 7, 20-22, 39" in text and "    WARNING something" in text
+    assert "d0/load" not in text

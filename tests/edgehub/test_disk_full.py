@@ -18,7 +18,7 @@ from edgefleet import module_topics as t
 from edgefleet.diskfull import is_disk_full
 from edgefleet.sdk.module_client import Message, MessageRefusedError
 from edgefleet.sdk.outbox import Outbox
-from tests.support.edgehub import DEVICE, edge_hub, module
+from tests.support.edgehub import DEVICE, edge_hub, module, upstream_link
 from tests.support.tmpfs import small_tmpfs
 
 UPSTREAM = {"routes": {"up": "FROM /messages/* INTO $upstream"}}
@@ -141,3 +141,28 @@ def _plain_client_acknowledged(env: dict[str, str]) -> bool:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_a_new_device_whose_disk_is_full_before_its_first_start_refuses_then_forwards(
+    tmp_path: Path,
+) -> None:
+    """No store and no upstream outbox yet, and no room to create them: the edge hub and its
+    upstream client start anyway, refuse with 507, and work once there is space."""
+    with (
+        upstream_link(tmp_path) as up,
+        small_tmpfs(tmp_path / "edgehub", "1m") as disk,
+    ):
+        fill(disk)
+        with edge_hub(tmp_path, up, UPSTREAM) as hub:
+            a = module(hub, "a")
+            try:
+                with pytest.raises(MessageRefusedError) as refused:
+                    a.send_message_to_output(Message(b"full", message_id="m-full"), "o")
+                assert refused.value.status == 507 and "storage is full" in str(refused.value)
+                assert hub.stats()["queuedMessages"] == 0
+                (disk / "filler").unlink()
+                a.send_message_to_output(Message(b"retried", message_id="m-full"), "o")
+                a.send_message_to_output(Message(b"after", message_id="m-after"), "o")
+                assert up.wait_ids({"m-full", "m-after"}) >= {"m-full", "m-after"}
+            finally:
+                a.shutdown()
