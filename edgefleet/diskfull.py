@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("edgefleet.diskfull")
@@ -71,3 +72,14 @@ def rollback(db: sqlite3.Connection) -> None:
     SQLITE_FULL): a ROLLBACK without a transaction would hide the original error."""
     if db.in_transaction:
         db.execute("ROLLBACK")
+
+
+def unless_disk_full(open_db: Callable[[], sqlite3.Connection]) -> sqlite3.Connection | None:
+    """``open_db()``, or None when the disk is too full to create the database (a store that
+    does not exist yet is empty; its first write after space returns creates it)."""
+    try:
+        return open_db()
+    except sqlite3.Error as exc:
+        if not is_disk_full(exc):
+            raise
+        return None

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.diskfull import connect_wal, is_disk_full, rollback
+from edgefleet.diskfull import connect_wal, rollback, unless_disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -88,12 +88,7 @@ class MessageStore:
 
     def _opened_locked(self) -> sqlite3.Connection | None:
         """The connection for reading; None while the store could not be created."""
-        try:
-            return self._open_locked()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            return None
+        return unless_disk_full(self._open_locked)
 
     # --- writing --------------------------------------------------------------------------------
 

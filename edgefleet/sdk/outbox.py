@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgefleet.diskfull import connect_wal, is_disk_full, rollback
+from edgefleet.diskfull import connect_wal, rollback, unless_disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -56,12 +56,7 @@ class Outbox:
     def _opened_locked(self) -> sqlite3.Connection | None:
         """The connection for reading and deleting; None while the outbox could not be created
         (it is empty then)."""
-        try:
-            return self._open_locked()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            return None
+        return unless_disk_full(self._open_locked)
 
     def put(self, topic: str, payload: bytes) -> int:
         return self.put_many([(topic, payload)])[-1]
