@@ -125,3 +125,10 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.connection.driver_connection.execute(  # type: ignore[union-attr]
             "BEGIN IMMEDIATE" if immediate else "BEGIN"
         )
+
+
+def dbapi_url(sqlalchemy_url: str) -> str:
+    """A PostgreSQL SQLAlchemy URL (any driver) as psycopg's own connect() takes it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(False)

@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 from cloud_hub import events
+from cloud_hub.db import dbapi_url
 from cloud_hub.hub import BackgroundService, Hub
 
 log = logging.getLogger(__name__)
@@ -77,17 +78,11 @@ def decode(payload: str, origin: str) -> object | None:
         return None
 
 
-def _dbapi_url(sqlalchemy_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(False)
-
-
 class EventBridge:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.origin = uuid.uuid4().hex
-        self._url = _dbapi_url(hub.settings.resolved_database_url())
+        self._url = dbapi_url(hub.settings.resolved_database_url())
         self._outgoing: queue.Queue[str] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -20,15 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cloud_hub.db import dbapi_url
 from composition.bench.ingest import _cpu, create_bench_devices, print_table, run_publishers
 from composition.processes import Child, cli, free_port
 from edgefleet.hubclient import HubClient
-
-
-def _dbapi(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
 @contextmanager
@@ -38,7 +33,7 @@ def scratch_database(server_url: str) -> Iterator[str]:
     from sqlalchemy.engine import make_url
 
     name = f"edgefleet_bench_{uuid.uuid4().hex[:10]}"
-    admin = _dbapi(server_url)
+    admin = dbapi_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -74,7 +69,7 @@ def _stored(database_url: str) -> tuple[int, float]:
     """(rows, seconds from the first to the last enqueued_at) of the messages table."""
     import psycopg
 
-    with psycopg.connect(_dbapi(database_url)) as conn:
+    with psycopg.connect(dbapi_url(database_url)) as conn:
         row = conn.execute(
             "SELECT count(*), extract(epoch FROM max(enqueued_at) - min(enqueued_at)) FROM messages"
         ).fetchone()
