@@ -18,6 +18,7 @@ import cloud_hub.query.cli
 import composition.bench.commands
 import composition.chaos.cli
 import composition.demo.command
+import composition.hostile.cli
 import edge_agent.cli
 import edge_agent.edgehub.cli
 import edge_agent.messaging_cli
@@ -42,6 +43,7 @@ FEATURE_CLIS = (
     composition.bench.commands,
     composition.chaos.cli,
     composition.demo.command,
+    composition.hostile.cli,
     edge_agent.cli,
     edge_agent.edgehub.cli,
     edge_agent.messaging_cli,

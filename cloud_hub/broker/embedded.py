@@ -49,6 +49,7 @@ from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicat
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cloud_hub.broker import amqtt_strict
 from cloud_hub.broker.base import own_broker_endpoint
 from edgefleet import iothub_dialect as iothub
 from edgefleet import protocol as p
@@ -151,6 +152,18 @@ REFUSED_FILTER = "$refused"
 """What an IoT Hub-dialect filter with no rewrite becomes: the topic plugin refuses it (0x80)."""
 
 
+def publish_violation(qos: int | None, topic: str | None) -> str | None:
+    """Why a client's PUBLISH breaks MQTT 3.1.1 so that the server must close the connection
+    (QoS 3, an empty topic, a wildcard or a NUL in the topic), or None."""
+    if qos not in (0, 1, 2):
+        return f"a PUBLISH with QoS {qos}"
+    if not topic:
+        return "a PUBLISH with an empty topic"
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        return f"a PUBLISH to {topic!r} (wildcards and NUL are not allowed in a topic name)"
+    return None
+
+
 class _AdmittingHandler(BrokerProtocolHandler):
     """Decides who a connection is as soon as its CONNECT is read, before amqtt looks up (and
     possibly takes over) the session of the client id it claims.
@@ -185,6 +198,11 @@ class _AdmittingHandler(BrokerProtocolHandler):
         return handler, session
 
     async def handle_publish(self, publish_packet: Any) -> None:
+        violation = publish_violation(publish_packet.qos, publish_packet.topic_name)
+        if violation is not None:
+            log.info("dropping %s: %s", self.session.client_id if self.session else "?", violation)
+            _close(self, grace=0.0)
+            return
         ident = self.iothub
         if ident is not None:
             topic = publish_packet.topic_name or ""
@@ -212,7 +230,23 @@ class _AdmittingHandler(BrokerProtocolHandler):
         await self._send_packet(puback)
         app_message.puback_packet = message.puback_packet = puback
 
+    async def handle_connect(self, connect: Any) -> None:
+        log.info("dropping %s: a second CONNECT", self.session.client_id if self.session else "?")
+        _close(self, grace=0.0)
+
+    async def handle_connection_closed(self) -> None:
+        await super().handle_connection_closed()
+        # amqtt's stop after a broken packet can wait forever with the socket open
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, _abort, self.writer)
+
     async def handle_subscribe(self, subscribe: Any) -> None:
+        if subscribe.payload is None or not subscribe.payload.topics:
+            log.info(
+                "dropping %s: a SUBSCRIBE without filters",
+                self.session.client_id if self.session else "?",
+            )
+            _close(self, grace=0.0)
+            return
         ident = self.iothub
         if ident is not None and subscribe.payload is not None:
             subscribe.payload.topics = [
@@ -250,6 +284,7 @@ class _AdmittingHandler(BrokerProtocolHandler):
 # amqtt's broker builds its protocol handlers through this module-level name; the subclass only
 # acts on connections accepted by EdgefleetAmqttBroker (writers that carry a listener name).
 amqtt.broker.BrokerProtocolHandler = _AdmittingHandler
+amqtt_strict.install()
 
 
 class EdgefleetAmqttBroker(AmqttBroker):
@@ -638,8 +673,21 @@ async def _send_loop(
                 log.exception("embedded broker: broadcasting to %s failed", topic)
 
 
-def _close(handler: Any) -> None:
+CLOSE_GRACE_SECONDS = 1.0
+
+
+def _close(handler: Any, grace: float = CLOSE_GRACE_SECONDS) -> None:
+    """Stop the connection; if amqtt's stop has not closed the socket after ``grace`` seconds
+    (it can wait forever when the reader was cancelled mid-packet), drop the TCP connection."""
     asyncio.ensure_future(handler.stop())
+    asyncio.get_running_loop().call_later(grace, _abort, handler.writer)
+
+
+def _abort(writer: Any) -> None:
+    stream = getattr(writer, "_writer", None)  # StreamWriterAdapter's asyncio.StreamWriter
+    if stream is not None and not stream.transport.is_closing():
+        log.info("dropping a connection that did not close")
+        stream.transport.abort()
 
 
 def _close_expired(handler: Any) -> None:
