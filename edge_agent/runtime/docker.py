@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeFailure
+from edge_agent.runtime.container_network import gateway_of
 from edge_agent.runtime.workload_mount import container_workload
 from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
@@ -90,6 +91,7 @@ class DockerRuntime:
         self.stop_timeout = stop_timeout
         self.images_file = Path(data_dir) / "images.json"
         self._lock = threading.Lock()
+        self._gateways: dict[str, str | None] = {}
 
     def container_name(self, module: str) -> str:
         return f"{self.prefix}{module}"
@@ -168,6 +170,24 @@ class DockerRuntime:
                     used.pop(img, None)
                 atomic_write_json(self.images_file, used)
         return removed
+
+    # ------------------------------------------------------------------ networks
+    def network_gateway(self, network: str) -> str | None:
+        """The IPv4 gateway address of a docker network (None: no such network, or no IPv4).
+        While the engine does not answer, the last address seen stands, so a module's
+        environment (and with it its spec) does not change with an engine hiccup."""
+        import docker.errors
+        import requests
+
+        try:
+            info = self.api.inspect_network(network)
+        except docker.errors.NotFound:
+            info = {}
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.debug("network %s not inspected (%s)", network, exc)
+            return self._gateways.get(network)
+        self._gateways[network] = gateway_of(info)
+        return self._gateways[network]
 
     # ------------------------------------------------------------------ containers
     def create(self, spec: ModuleSpec) -> None:
