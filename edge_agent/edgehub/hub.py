@@ -219,7 +219,15 @@ class EdgeHub:
             log.warning("edge hub: no certificate for %s (%s)", address, exc)
             return GatewayPorts(native=native)
         iothub = listen(cfg.iothub_port, context)
-        https = self._start_https(address, context) if iothub else None
+        if not iothub:
+            log.warning(
+                "edge hub: no IoT Hub-dialect listener on %s:%s; modules on IoT Hub's SDK in "
+                "containers there cannot connect",
+                address,
+                cfg.iothub_port,
+            )
+            return GatewayPorts(native=native)
+        https = self._start_https(address, context)
         return GatewayPorts(native, iothub, https.port if https is not None else 0)
 
     def _gateway_request(

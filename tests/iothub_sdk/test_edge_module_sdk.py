@@ -143,6 +143,8 @@ def test_an_iot_edge_module_on_the_sdk_runs_under_the_agent(
         try:
             _wait_event(logs / "sdka.log", "connected")
             assert _wait_event(logs / "sdka.log", "sent")["output"] == "out1"
+            sockets = agent.data_dir / "edgehub" / "run" / "modules"
+            assert {p.name for p in sockets.iterdir()} == {"sdka", "sdkb"}  # each its own
             twin = _wait_event(logs / "sdka.log", "twin")["twin"]
             assert set(twin) == {"desired", "reported"}
             _wait_event(logs / "sdka.log", "ready")
