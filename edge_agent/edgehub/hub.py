@@ -337,8 +337,8 @@ class EdgeHub:
         (IoT Edge's environment) its own workload socket, served from now on.
 
         ``gateway_address``: for a container module, the address its network reaches the host
-        at; the hub's listeners listen there too (once the hub runs), and the module's gateway
-        host name and native listener are that address."""
+        at; the hub's listeners listen there too, and the module's gateway host name and native
+        listener are that address (ignored before the hub runs)."""
         p.validate_id(module_id, "module id")
         ident = self.credentials.issue(module_id)
         if self._state == "running":
