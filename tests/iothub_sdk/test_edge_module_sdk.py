@@ -6,6 +6,9 @@ which module-to-module routing goes on and the upstream messages wait in the edg
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -326,8 +329,13 @@ def test_iot_edge_modules_on_the_sdk_run_in_containers_on_bridge_networks(short_
         assert (sockets / "sdkc" / "workload.sock").exists()
         assert client.api.inspect_container(f"{device}-sdkc")["Id"] == container_id
         run_sign = client.api.exec_create(f"{device}-sdkc", [str(sdk_python()), "-c", SIGN])
-        answers = json.loads(client.api.exec_start(run_sign["Id"]))
-        assert answers[0][0] == 200 and "digest" in answers[0][1]
+        out, err = client.api.exec_start(run_sign["Id"], demux=True)
+        answers = json.loads(out or b"null")
+        assert isinstance(answers, list), err
+        creds = json.loads((agent.data_dir / "edgehub" / "credentials.json").read_text())
+        key = base64.b64decode(creds["sdkc"]["key"])
+        digest = base64.b64encode(hmac.new(key, b"hi", hashlib.sha256).digest()).decode()
+        assert answers[0] == [200, {"digest": digest}]
         assert answers[1] == [403, {"message": "module 'sdkc' may not sign for module 'sdkb'"}]
     finally:
         agent.stop()
