@@ -54,6 +54,7 @@ class WorkloadSockets:
         self._wanted: set[str] = set()
         self._servers: dict[str, WorkloadServer] = {}
         self._running = False
+        self._warned: set[str] = set()  # modules whose socket failed: logged once
 
     def path(self, module_id: str) -> Path | None:
         """The module's socket (None: no path short enough)."""
@@ -64,16 +65,17 @@ class WorkloadSockets:
         """The module's workload URI (``unix://...``), its socket served from now on while the
         sockets run; "" when the module can have no socket (logged)."""
         path = self.path(module_id)
-        if path is None:
-            log.warning(
-                "edge hub: no workload socket for module %s: a path under %s is longer than a "
-                "unix socket allows (%d bytes)",
-                module_id,
-                self.run_dir,
-                MAX_SOCKET_PATH,
-            )
-            return ""
         with self._lock:
+            if path is None:
+                self._warn(
+                    module_id,
+                    "edge hub: no workload socket for module %s: a path under %s is longer than "
+                    "a unix socket allows (%d bytes)",
+                    module_id,
+                    self.run_dir,
+                    MAX_SOCKET_PATH,
+                )
+                return ""
             self._wanted.add(module_id)
             if self._running:
                 self._serve(module_id, path)
@@ -102,19 +104,30 @@ class WorkloadSockets:
             os.chmod(path.parent, 0o750)
             server.start()
         except OSError as exc:
-            log.warning("edge hub: no workload API for module %s at %s (%s)", module_id, path, exc)
+            self._warn(
+                module_id,
+                "edge hub: no workload API for module %s at %s (%s)",
+                module_id,
+                path,
+                exc,
+            )
             return
         self._servers[module_id] = server
+        self._warned.discard(module_id)
+
+    def _warn(self, module_id: str, message: str, *args: object) -> None:
+        """Log a module's socket trouble once (every reconcile pass asks again); under the
+        lock."""
+        level = logging.DEBUG if module_id in self._warned else logging.WARNING
+        self._warned.add(module_id)
+        log.log(level, message, *args)
 
     def retain(self, modules: Iterable[str]) -> None:
         """Keep the sockets of ``modules`` only: every other socket and module directory under
         the run directory goes."""
         keep = set(modules)
         with self._lock:
-            for module_id in self._wanted - keep:
-                server = self._servers.pop(module_id, None)
-                if server is not None:
-                    server.stop()
+            _stop_all([self._servers.pop(m) for m in self._wanted - keep if m in self._servers])
             self._wanted &= keep
             names = {module_dir_name(self.run_dir, m) for m in keep}
             try:
@@ -133,11 +146,14 @@ class WorkloadSockets:
         """Stop serving; the sockets go, their directories stay (see the module docstring)."""
         with self._lock:
             self._running = False
-            servers = list(self._servers.values())
+            _stop_all(list(self._servers.values()))
             self._servers.clear()
-            # each waits up to its poll interval to stop: all at once, not one after another
-            stopping = [threading.Thread(target=s.stop) for s in servers]
-            for thread in stopping:
-                thread.start()
-            for thread in stopping:
-                thread.join()
+
+
+def _stop_all(servers: list[WorkloadServer]) -> None:
+    """Stop servers all at once (each waits up to its poll interval to stop)."""
+    stopping = [threading.Thread(target=server.stop) for server in servers]
+    for thread in stopping:
+        thread.start()
+    for thread in stopping:
+        thread.join()

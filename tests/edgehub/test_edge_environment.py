@@ -110,6 +110,10 @@ def test_a_module_socket_path_stays_within_a_unix_socket_address(tmp_path: Path)
     assert digest is not None and len(digest) == 16
     assert module_dir_name(Path("/var/lib/e/run"), "..") not in ("..", None)
     assert module_dir_name(Path("/" + "d" * 100), "filter") is None
+    too_deep = WorkloadSockets(tmp_path / ("d" * 100), lambda: "", lambda _m: None)
+    too_deep.start()
+    assert too_deep.ensure("filter") == ""  # no socket, so no IOTEDGE_WORKLOADURI to follow
+    too_deep.stop()
 
 
 def test_the_tls_listener_admits_a_module_with_its_own_sas_token(tmp_path: Path) -> None:
