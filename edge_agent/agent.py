@@ -13,7 +13,7 @@ import platform
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -44,7 +44,9 @@ class EdgeHubService(Protocol):
 
     def apply(self, desired: EdgeHubDesired) -> None: ...
 
-    def module_env(self, module: str) -> dict[str, str]: ...
+    def module_env(self, module: str, gateway_address: str | None = None) -> dict[str, str]: ...
+
+    def retain_modules(self, modules: Iterable[str]) -> None: ...
 
     def status(self) -> str: ...
 
@@ -53,6 +55,9 @@ class EdgeHubService(Protocol):
 
 DEPLOYMENT_WRITER = "deployment"
 STATS_REFRESH_SECS = 60.0  # edge hub counters change with every message: report them slowly
+
+# a container module's createOptions -> the address it reaches the edge hub at (None: as a process)
+ContainerGateway = Callable[[Mapping[str, Any]], str | None]
 
 
 class Agent:
@@ -69,6 +74,7 @@ class Agent:
         hub_hostname: str = "",
         storage: StorageMonitor | None = None,
         create_options_policy: CreateOptionsPolicy | None = None,
+        container_gateway: ContainerGateway | None = None,
     ) -> None:
         self.device_id = device_id
         self.channel = channel
@@ -83,6 +89,7 @@ class Agent:
         self.edge_hub: EdgeHubService | None = None
         self.storage = storage
         self.create_options_policy = create_options_policy or CreateOptionsPolicy()
+        self.container_gateway = container_gateway
         self.started_at = datetime.now(UTC)
         self.last_desired_version: int | None = None
         self.last_desired_status: dict[str, Any] = {"code": 200, "description": ""}
@@ -110,7 +117,10 @@ class Agent:
             "IOTEDGE_IOTHUBHOSTNAME": self.hub_hostname,
         }
         if self.edge_hub is not None:
-            env.update(self.edge_hub.module_env(name))
+            gateway = None
+            if mod.type == "docker" and self.container_gateway is not None:
+                gateway = self.container_gateway(mod.settings.create_options())
+            env.update(self.edge_hub.module_env(name, gateway))
         return env
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +139,7 @@ class Agent:
             # the factory installs ``hub_desired`` (the saved routes) before the hub listens
             self.edge_hub = self.edge_hub_factory(self)
         if self.reconciler.desired is not None:
+            self._retain_modules(self.reconciler.desired)
             self.reconciler.adopt()
         self.channel.start(on_desired=lambda _m: self._sync_due.set(), on_method=self.on_method)
         self._sync_due.set()
@@ -244,6 +255,13 @@ class Agent:
                 self.storage.succeeded(DEPLOYMENT_WRITER)
         self.hub_desired = hub
         self.reconciler.set_desired(agent)
+        self._retain_modules(agent)
+
+    def _retain_modules(self, agent: EdgeAgentDesired) -> None:
+        """Let the edge hub drop what it keeps for modules no longer deployed (after
+        ``set_desired``: a reconcile pass then no longer asks for them)."""
+        if self.edge_hub is not None:
+            self.edge_hub.retain_modules(agent.modules)
 
     def _check_create_options(self, agent: EdgeAgentDesired) -> None:
         """Refuse (400) a deployment whose docker modules ask for more than the operator allows."""

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, ContainerGateway
 from edge_agent.config import AgentConfig, ConfigError, parse_connection_string
 from edge_agent.deployment_file import DeploymentStore
 from edge_agent.reconciler import Policy, Reconciler
 from edge_agent.restart_state import RestartStateStore
 from edge_agent.runtime.base import Runtime
+from edge_agent.runtime.container_network import gateway_for
 from edge_agent.runtime.process import ProcessRuntime
 from edge_agent.storage_monitor import StorageMonitor
 from edge_agent.twin_channel import LocalChannel, TwinChannel
@@ -115,7 +118,18 @@ def build_agent(cfg: AgentConfig, **overrides: Any) -> Agent:
         hub_hostname=hub_host,
         storage=storage,
         create_options_policy=cfg.create_options_policy,
+        container_gateway=_container_gateway(cfg, runtimes),
     )
+
+
+def _container_gateway(
+    cfg: AgentConfig, runtimes: Mapping[str, Runtime]
+) -> ContainerGateway | None:
+    """Where container modules reach the edge hub (``edge_hub_container_gateway_host``)."""
+    lookup = getattr(runtimes.get("docker"), "network_gateway", None)
+    if not cfg.edge_hub or lookup is None:
+        return None
+    return partial(gateway_for, setting=cfg.edge_hub_container_gateway_host, lookup=lookup)
 
 
 def _edge_hub_factory(cfg: AgentConfig) -> Any:

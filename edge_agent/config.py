@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.create_options_policy import CreateOptionsPolicy
 from edgefleet.connection_string import parse_connection_string as parse
@@ -166,6 +167,12 @@ class AgentConfig(_Strict):
         description="Gateway host name given to modules and in the listener's certificate "
         "(default: edge_hub_gateway_host)",
     )
+    edge_hub_container_gateway_host: str | None = Field(
+        default="auto",
+        description="Where container modules (not on the host's network) reach the edge hub: "
+        "'auto', the gateway address of the docker network each joins; an IP address of this "
+        "host; null: what process modules get",
+    )
     edge_hub_store_max_bytes: int = Field(
         default=1 << 30, ge=0, description="Store-and-forward cap (oldest evicted); 0: none"
     )
@@ -174,6 +181,19 @@ class AgentConfig(_Strict):
         description="What docker modules' createOptions may ask for (off by default)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("edge_hub_container_gateway_host")
+    @classmethod
+    def _container_gateway(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be 'auto', an IP address or null") from None
+        if address.is_unspecified:
+            raise ValueError("must be an address the containers reach, not a wildcard")
+        return str(address)
 
 
 DEVICE_KEYS = ("HostName", "DeviceId", "SharedAccessKey")

@@ -63,6 +63,21 @@ def _sans(hostnames: list[str]) -> list[x509.GeneralName]:
     return sans
 
 
+def _cert_current(hostnames: list[str], cert_file: Path, key_file: Path) -> bool:
+    """True when the certificate exists, names exactly ``hostnames`` and is valid for 30 days
+    more."""
+    if not (cert_file.exists() and key_file.exists()):
+        return False
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    if cert.not_valid_after_utc - utc_now() < dt.timedelta(days=30):
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return set(names) == set(_sans(hostnames))
+
+
 @dataclass(frozen=True)
 class IssuedCert:
     device_id: str
@@ -177,23 +192,18 @@ class HubCA:
     def ensure_https(self, hostnames: list[str]) -> tuple[Path, Path]:
         """The REST API's certificate and key for ``hostnames`` (the first is its CN): issued
         anew when missing, when its names differ or when it expires within 30 days."""
+        return self.ensure_server_cert(hostnames, self.https_cert_file, self.https_key_file)
+
+    def ensure_server_cert(
+        self, hostnames: list[str], cert_file: Path, key_file: Path
+    ) -> tuple[Path, Path]:
+        """A server certificate and key for ``hostnames`` in these files, kept as
+        ``ensure_https`` keeps the REST API's."""
         self.ensure(hostnames)
         with _LOCK:
-            if not self._https_current(hostnames):
-                self._issue_server_to(hostnames, self.https_cert_file, self.https_key_file)
-        return self.https_cert_file, self.https_key_file
-
-    def _https_current(self, hostnames: list[str]) -> bool:
-        if not (self.https_cert_file.exists() and self.https_key_file.exists()):
-            return False
-        cert = x509.load_pem_x509_certificate(self.https_cert_file.read_bytes())
-        if cert.not_valid_after_utc - utc_now() < dt.timedelta(days=30):
-            return False
-        try:
-            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        return set(names) == set(_sans(hostnames))
+            if not _cert_current(hostnames, cert_file, key_file):
+                self._issue_server_to(hostnames, cert_file, key_file)
+        return cert_file, key_file
 
     # -- devices ------------------------------------------------------------------------------
 

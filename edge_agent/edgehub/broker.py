@@ -108,43 +108,48 @@ class LocalBroker:
         self.host = host
         self.port = port
         self.sessions: dict[str, Session] = {}
-        self._server: asyncio.base_events.Server | None = None
-        self._iothub_server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self.iothub_port = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=mp.MAX_PACKET
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self.listen(self.host, self.port)
 
     async def start_iothub(self, host: str, port: int, context: ssl.SSLContext) -> int:
         """Serve IoT Hub's module dialect over TLS on ``host:port`` (0: a free port)."""
-        self._iothub_server = await asyncio.start_server(
-            functools.partial(self._serve, iothub_dialect=True),
+        self.iothub_port = await self.listen(host, port, context)
+        return self.iothub_port
+
+    async def listen(self, host: str, port: int, context: ssl.SSLContext | None = None) -> int:
+        """Serve on ``host:port`` too (0: a free port): the native dialect, or with ``context``
+        IoT Hub's module dialect over TLS. Returns the port."""
+        if context is None:
+            serve = self._serve
+        else:
+            serve = functools.partial(self._serve, iothub_dialect=True)
+        server = await asyncio.start_server(
+            serve,
             host,
             port,
             limit=mp.MAX_PACKET,
             ssl=context,
-            ssl_handshake_timeout=10,
+            ssl_handshake_timeout=10 if context is not None else None,
         )
-        self.iothub_port = self._iothub_server.sockets[0].getsockname()[1]
-        return self.iothub_port
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        for server in (self._server, self._iothub_server):
-            if server is not None:
-                server.close()
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
         for session in list(self.sessions.values()):
             if session.writer is not None:
                 session.writer.close()
         for task in list(self._tasks):
             task.cancel()
-        for server in (self._server, self._iothub_server):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(server.wait_closed(), 2)
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
 
     def connected(self, username: str) -> bool:
         sessions = list(self.sessions.values())  # may run outside the loop thread

@@ -12,7 +12,9 @@
 
 With ``iothub_host`` set, the hub also serves IoT Edge's module environment for IoT Hub's SDKs
 (``create_from_edge_environment``): a TLS listener in IoT Hub's module dialect and the workload
-API on a unix socket (``workload``), with a server certificate from the device's own CA.
+API on a unix socket of each module's own (``workload_sockets``), with a server certificate from
+the device's own CA. ``module_env(m, gateway_address)`` gives a container module the address of
+its network's gateway, where the hub's listeners then listen too (``container_gateways``).
 
 The parts: ``credentials`` and ``acl`` (who may use the local broker), ``dispatch`` (routes),
 ``group_commit`` (into ``store_and_forward``), ``forwarder`` (out of it), ``twin_relay`` and
@@ -28,14 +30,15 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edge_agent.edgehub import acl, module_methods
 from edge_agent.edgehub.answer import Answer
 from edge_agent.edgehub.broker import LocalBroker
+from edge_agent.edgehub.container_gateways import ContainerGateways, GatewayPorts
 from edge_agent.edgehub.credentials import EdgeEndpoints, ModuleCredentials, module_env
 from edge_agent.edgehub.dispatch import DEFAULT_TTL_SECS, Dispatcher
 from edge_agent.edgehub.forwarder import Forwarder
@@ -44,7 +47,8 @@ from edge_agent.edgehub.method_relay import MethodRelay
 from edge_agent.edgehub.routes import RouteTable
 from edge_agent.edgehub.store_and_forward import MessageStore
 from edge_agent.edgehub.twin_relay import TwinRelay
-from edge_agent.edgehub.workload_server import HttpsServer, WorkloadServer
+from edge_agent.edgehub.workload_server import HttpsServer
+from edge_agent.edgehub.workload_sockets import WorkloadSockets
 from edge_agent.storage_monitor import WriteEvents
 from edgefleet import iothub_dialect as iothub
 from edgefleet import module_topics as t
@@ -67,13 +71,14 @@ class EdgeHubConfig:
     # IoT Edge's module environment (None: not served): the TLS listener's address and port
     # (IoT Hub's SDKs always connect to 8883; 0 picks a free one), the gateway host name in the
     # modules' env and the server certificate (default: iothub_host), the IoT Hub host name their
-    # SAS tokens name (default: the gateway host name), the workload API's unix socket.
+    # SAS tokens name (default: the gateway host name), the directory of the modules' workload
+    # API sockets (default: <data_dir>/run/modules).
     iothub_host: str | None = None
     iothub_port: int = 8883
     https_port: int = 443  # module-to-module methods of IoT Hub's SDK (it calls 443; 0: free)
     gateway_hostname: str | None = None
     iothub_hostname: str | None = None
-    workload_socket: Path | None = None
+    workload_dir: Path | None = None
 
     @property
     def gateway(self) -> str:
@@ -117,11 +122,12 @@ class EdgeHub:
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="edgehub")
         self._linked: set[str] = set()
         self._state = "stopped"
-        self.workload: WorkloadServer | None = None
-        self.gateway_https: HttpsServer | None = None
+        self.workload: WorkloadSockets | None = None
+        self._https_servers: list[HttpsServer] = []
         if config.iothub_host is not None:
-            sock = config.workload_socket or self.dir / "run" / "workload.sock"
-            self.workload = WorkloadServer(sock, self.trust_bundle, self.credentials.identity)
+            run = config.workload_dir or self.dir / "run" / "modules"
+            self.workload = WorkloadSockets(run, self.trust_bundle, self.credentials.identity)
+        self.container_gateways = ContainerGateways(self._open_container_gateway)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -149,7 +155,8 @@ class EdgeHub:
         log.info("edge hub listening on %s:%s", self.config.host, self.port)
 
     def _start_edge_environment(self) -> None:
-        """The TLS listener and the workload API; either failing leaves the native listener."""
+        """The TLS listener, the HTTPS listener and the modules' workload sockets; any of them
+        failing leaves the others and the native listener."""
         cfg = self.config
         assert cfg.iothub_host is not None and self.workload is not None
         try:
@@ -166,23 +173,62 @@ class EdgeHub:
                 exc,
             )
         else:
-            self.gateway_https = HttpsServer(
-                cfg.iothub_host, cfg.https_port, context, self._gateway_request
-            )
-            try:
-                self.gateway_https.start()
-            except OSError as exc:
-                self.gateway_https = None
-                log.warning(
-                    "edge hub: no HTTPS listener on %s:%s for module-to-module methods (%s)",
-                    cfg.iothub_host,
-                    cfg.https_port,
-                    exc,
-                )
+            self._start_https(cfg.iothub_host, context)
+        # the one socket of agents before per-module sockets
+        (self.dir / "run" / "workload.sock").unlink(missing_ok=True)
+        self.workload.start(self.credentials.modules())
+
+    def _start_https(self, host: str, context: ssl.SSLContext) -> HttpsServer | None:
+        """The HTTPS listener for module-to-module methods on ``host`` (None: not there)."""
+        server = HttpsServer(host, self.config.https_port, context, self._gateway_request)
         try:
-            self.workload.start()
-        except (OSError, ValueError) as exc:
-            log.warning("edge hub: no workload API at %s (%s)", self.workload.socket_path, exc)
+            server.start()
+        except OSError as exc:
+            log.warning(
+                "edge hub: no HTTPS listener on %s:%s for module-to-module methods (%s)",
+                host,
+                self.config.https_port,
+                exc,
+            )
+            return None
+        self._https_servers.append(server)
+        return server
+
+    def _open_container_gateway(self, address: str) -> GatewayPorts:
+        """The hub's listeners at a container network's gateway ``address``: the native one (on
+        the main port when it is free there), and with IoT Edge's environment the TLS and HTTPS
+        listeners, with a certificate naming ``address``."""
+        cfg = self.config
+
+        def listen(port: int, context: ssl.SSLContext | None = None) -> int:
+            start = self.broker.listen(address, port, context)
+            try:
+                return asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
+            except OSError as exc:
+                log.debug("edge hub: cannot listen on %s:%s (%s)", address, port, exc)
+                return 0
+
+        native = listen(self.port) or listen(0)
+        if not native:  # no such address here (yet)
+            return GatewayPorts()
+        if self.workload is None:
+            return GatewayPorts(native=native)
+        try:
+            context = self._server_context([address], f"gateway-{address.replace(':', '_')}")
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("edge hub: no certificate for %s (%s)", address, exc)
+            return GatewayPorts(native=native)
+        iothub = listen(cfg.iothub_port, context)
+        if not iothub:
+            log.warning(
+                "edge hub: no IoT Hub-dialect listener on %s:%s; modules on IoT Hub's SDK in "
+                "containers there cannot connect",
+                address,
+                cfg.iothub_port,
+            )
+            return GatewayPorts(native=native)
+        https = self._start_https(address, context)
+        return GatewayPorts(native, iothub, https.port if https is not None else 0)
 
     def _gateway_request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
@@ -211,12 +257,21 @@ class EdgeHub:
 
         return module_methods.handle(method, target, headers, body, self.device_id, admit, call)
 
-    def _server_context(self) -> ssl.SSLContext:
+    def _server_context(
+        self, names: list[str] | None = None, cert_name: str | None = None
+    ) -> ssl.SSLContext:
+        """A TLS server context with a certificate of the edge CA for ``names`` (default: the
+        gateway host name and address) in ``ca/<cert_name>.pem`` (default: ``ca/https.pem``)."""
         from edgefleet.ca import HubCA
 
         cfg = self.config
-        names = list(dict.fromkeys([cfg.gateway, str(cfg.iothub_host)]))
-        cert, key = HubCA(self.dir / "ca").ensure_https(names)
+        names = names or list(dict.fromkeys([cfg.gateway, str(cfg.iothub_host)]))
+        ca = HubCA(self.dir / "ca")
+        if cert_name is None:
+            cert, key = ca.ensure_https(names)
+        else:
+            files = (ca.dir / f"{cert_name}.pem", ca.dir / f"{cert_name}.key")
+            cert, key = ca.ensure_server_cert(names, *files)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
@@ -237,8 +292,10 @@ class EdgeHub:
         self._state = "stopped"
         if self.workload is not None:
             self.workload.stop()
-        if self.gateway_https is not None:
-            self.gateway_https.stop()
+        for server in self._https_servers:
+            server.stop()
+        self._https_servers.clear()
+        self.container_gateways.clear()
         self.forwarder.stop()
         if self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.broker.stop(), self._loop)
@@ -275,8 +332,13 @@ class EdgeHub:
 
     apply = apply_desired
 
-    def module_env(self, module_id: str) -> dict[str, str]:
-        """Environment for a module: its identity, the local broker and its own credentials."""
+    def module_env(self, module_id: str, gateway_address: str | None = None) -> dict[str, str]:
+        """Environment for a module: its identity, the local broker and its own credentials, and
+        (IoT Edge's environment) its own workload socket, served from now on.
+
+        ``gateway_address``: for a container module, the address its network reaches the host
+        at; the hub's listeners listen there too, and the module's gateway host name and native
+        listener are that address (ignored before the hub runs)."""
         p.validate_id(module_id, "module id")
         ident = self.credentials.issue(module_id)
         if self._state == "running":
@@ -287,13 +349,23 @@ class EdgeHub:
             port=self.port,
             gateway_hostname=cfg.gateway,
             iothub_hostname=cfg.hub_hostname,
-            workload_uri=self.workload.uri if self.workload is not None else "",
+            workload_uri=self.workload.ensure(module_id) if self.workload is not None else "",
         )
+        if gateway_address and self._state == "running":
+            ports = self.container_gateways.ports(gateway_address)
+            where = replace(where, gateway_hostname=gateway_address)
+            if ports.native:
+                where = replace(where, host=gateway_address, port=ports.native)
         env = module_env(self.device_id, module_id, ident, where)
         if self.workload is None:  # no IoT Edge environment: leave its variables out
             for name in ("IOTEDGE_WORKLOADURI", "IOTEDGE_MODULEGENERATIONID", "IOTEDGE_APIVERSION"):
                 env.pop(name)
         return env
+
+    def retain_modules(self, modules: Iterable[str]) -> None:
+        """The deployment's modules are ``modules``: the workload sockets of others go."""
+        if self.workload is not None:
+            self.workload.retain(modules)
 
     def stats(self) -> dict[str, Any]:
         """Store-and-forward and routing counters (for the agent's reported properties)."""

@@ -5,8 +5,9 @@
     POST /modules/{m}/genid/{g}/sign?api-version=V      -> 200 {"digest": base64}
          {"keyId": "primary", "algo": "HMACSHA256", "data": base64}
 
-A signature is made only for the module that names both its id and its current generation id,
-with that module's own key. Errors answer ``{"message": ...}`` naming the field at fault.
+Every module has a socket of its own, and the socket a request arrives on names the caller: a
+signature is made only for that module, with its current generation id, with its own key. Errors
+answer ``{"message": ...}`` naming the field at fault.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def handle(
     body: bytes,
     trust_bundle: str,
     identity_of: Callable[[str], ModuleIdentity | None],
+    caller: str,
 ) -> Answer:
-    """The answer to one request (``target``: path and query as sent)."""
+    """The answer to one request (``target``: path and query as sent) from module ``caller``
+    (the module whose socket it came on)."""
     url = urlsplit(target)
     if not parse_qs(url.query).get("api-version", [""])[0]:
         return error(400, "the query parameter 'api-version' is required")
@@ -42,6 +45,8 @@ def handle(
     if len(parts) == 5 and parts[0] == "modules" and parts[2] == "genid" and parts[4] == "sign":
         if method != "POST":
             return error(405, f"{method} is not allowed on the sign path")
+        if parts[1] != caller:
+            return error(403, f"module {caller!r} may not sign for module {parts[1]!r}")
         return sign(parts[1], parts[3], body, identity_of(parts[1]))
     return error(404, f"no such workload API path: {url.path}")
 

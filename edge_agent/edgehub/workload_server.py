@@ -91,11 +91,13 @@ class _Serving:
 
 
 class WorkloadServer(_Serving):
-    """Serve the workload API on ``socket_path`` (replaced if a stale one is there)."""
+    """Serve module ``module_id``'s workload API on ``socket_path`` (a stale one is replaced):
+    requests on it are that module's."""
 
     def __init__(
         self,
         socket_path: Path,
+        module_id: str,
         trust_bundle: Callable[[], str],
         identity_of: Callable[[str], ModuleIdentity | None],
     ) -> None:
@@ -103,6 +105,7 @@ class WorkloadServer(_Serving):
         if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
             raise ValueError(f"workload socket path too long for a unix socket: {socket_path}")
         self.socket_path = socket_path
+        self.module_id = module_id
         self._trust_bundle = trust_bundle
         self._identity_of = identity_of
 
@@ -111,14 +114,15 @@ class WorkloadServer(_Serving):
         return f"unix://{self.socket_path}"
 
     def _respond(self, method: str, target: str, _h: Mapping[str, str], body: bytes) -> Answer:
-        return workload.handle(method, target, body, self._trust_bundle(), self._identity_of)
+        return workload.handle(
+            method, target, body, self._trust_bundle(), self._identity_of, self.module_id
+        )
 
     def start(self) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         server = _UnixServer(str(self.socket_path), _Handler)
         os.chmod(self.socket_path, 0o660)
-        self._run(server, self._respond, "workload-api")
+        self._run(server, self._respond, f"workload-{self.module_id}")
 
     def stop(self) -> None:
         running = self._server is not None

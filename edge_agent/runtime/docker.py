@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.runtime.base import LogLine, ModuleSpec, ModuleState, RuntimeFailure
+from edge_agent.runtime.container_network import gateway_of
 from edge_agent.runtime.workload_mount import container_workload
 from edgefleet.files import atomic_write_json
 from edgefleet.manifest import RegistryCredential
@@ -29,6 +30,7 @@ LABEL_AGENT = "net.edgefleet.agent"
 LABEL_MODULE = "net.edgefleet.module"
 LABEL_SPEC = "net.edgefleet.spec"
 LABEL_VERSION = "net.edgefleet.version"
+GATEWAY_TTL_SECS = 30.0
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -90,6 +92,7 @@ class DockerRuntime:
         self.stop_timeout = stop_timeout
         self.images_file = Path(data_dir) / "images.json"
         self._lock = threading.Lock()
+        self._gateways: dict[str, tuple[float, str | None]] = {}  # network -> (when, address)
 
     def container_name(self, module: str) -> str:
         return f"{self.prefix}{module}"
@@ -168,6 +171,30 @@ class DockerRuntime:
                     used.pop(img, None)
                 atomic_write_json(self.images_file, used)
         return removed
+
+    # ------------------------------------------------------------------ networks
+    def network_gateway(self, network: str) -> str | None:
+        """The IPv4 gateway address of a docker network (None: no such network, or no IPv4),
+        asked of the engine at most every ``GATEWAY_TTL_SECS`` (every module's environment asks
+        at every reconcile pass). While the engine does not answer, the last address seen
+        stands, so a module's environment (and with it its spec) does not change with an engine
+        hiccup."""
+        import docker.errors
+        import requests
+
+        seen = self._gateways.get(network)
+        if seen is not None and time.monotonic() - seen[0] < GATEWAY_TTL_SECS:
+            return seen[1]
+        try:
+            info = self.api.inspect_network(network)
+        except docker.errors.NotFound:
+            info = {}
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            log.debug("network %s not inspected (%s)", network, exc)
+            return None if seen is None else seen[1]
+        address = gateway_of(info)
+        self._gateways[network] = (time.monotonic(), address)
+        return address
 
     # ------------------------------------------------------------------ containers
     def create(self, spec: ModuleSpec) -> None:

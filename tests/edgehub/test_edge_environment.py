@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from edge_agent.edgehub import acl, module_methods
 from edge_agent.edgehub.answer import Answer
 from edge_agent.edgehub.credentials import ModuleCredentials
 from edge_agent.edgehub.hub import EdgeHub, EdgeHubConfig
-from edge_agent.edgehub.workload_server import WorkloadServer
+from edge_agent.edgehub.workload_sockets import WorkloadSockets, module_dir_name
 from edge_agent.runtime.workload_mount import container_workload
 from edgefleet import sas
 from tests.support.device_sdk import RawIotHubClient
@@ -33,37 +34,48 @@ def _token(key: str, resource: str, expiry: int) -> bytes:
     return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}".encode()
 
 
-def test_the_workload_api_signs_only_for_a_module_itself(tmp_path: Path) -> None:
+def test_each_module_signs_only_for_itself_over_its_own_workload_socket(tmp_path: Path) -> None:
     creds = ModuleCredentials(tmp_path / "credentials.json")
-    a = creds.issue("a")
-    creds.issue("b")
-    sock = tmp_path / "w.sock"
-    server = WorkloadServer(sock, lambda: "-----BEGIN CERTIFICATE-----\n", creds.identity)
-    server.start()
+    a, b = creds.issue("a"), creds.issue("b")
+    run = tmp_path / "run"
+    sockets = WorkloadSockets(run, lambda: "-----BEGIN CERTIFICATE-----\n", creds.identity)
+    uri_a = sockets.ensure("a")
+    assert uri_a == f"unix://{run}/a/workload.sock" and not (run / "a").exists()  # not started
+    sockets.start()
+    uri_b = sockets.ensure("b")
+    sock_a, sock_b = (Path(u.removeprefix("unix://")) for u in (uri_a, uri_b))
+    assert stat.S_IMODE(sock_a.stat().st_mode) == 0o660
+    assert stat.S_IMODE(sock_a.parent.stat().st_mode) == 0o750
+
+    def over(sock: Path) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://w")
+
+    resource, expiry = f"{HUB}%2Fdevices%2Fdev%2Fmodules%2Fa", "1700000000"
+    body = {
+        "keyId": "primary",
+        "algo": "HMACSHA256",
+        "data": base64.b64encode(f"{resource}\n{expiry}".encode()).decode(),
+    }
     try:
-        with httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://workload"
-        ) as http:
+        with over(sock_a) as http:
             bundle = http.get("/trust-bundle" + API)
             assert bundle.status_code == 200
             assert bundle.json() == {"certificate": "-----BEGIN CERTIFICATE-----\n"}
 
-            resource, expiry = f"{HUB}%2Fdevices%2Fdev%2Fmodules%2Fa", "1700000000"
-            data = f"{resource}\n{expiry}"
-            body = {
-                "keyId": "primary",
-                "algo": "HMACSHA256",
-                "data": base64.b64encode(data.encode()).decode(),
-            }
             signed = http.post(f"/modules/a/genid/{a.generation_id}/sign" + API, json=body)
             assert signed.status_code == 200
             assert signed.json() == {"digest": sas.signature(resource, expiry, a.key)}
 
-            # another module's generation id, an unknown module, bad fields, no api-version
-            refused = http.post(f"/modules/b/genid/{a.generation_id}/sign" + API, json=body)
-            assert refused.status_code == 403 and "generation id" in refused.json()["message"]
-            unknown = http.post(f"/modules/zz/genid/{a.generation_id}/sign" + API, json=body)
-            assert unknown.status_code == 404
+            # b's name (with b's own generation id) on a's socket, another generation id,
+            # bad fields, no api-version
+            for module_id, gen in (("b", b.generation_id), ("zz", a.generation_id)):
+                cross = http.post(f"/modules/{module_id}/genid/{gen}/sign" + API, json=body)
+                assert cross.status_code == 403
+                assert cross.json() == {
+                    "message": f"module 'a' may not sign for module '{module_id}'"
+                }
+            stale = http.post(f"/modules/a/genid/{b.generation_id}/sign" + API, json=body)
+            assert stale.status_code == 403 and "generation id" in stale.json()["message"]
             for field, value in (("keyId", "secondary"), ("algo", "SHA1"), ("data", "%%")):
                 bad = http.post(
                     f"/modules/a/genid/{a.generation_id}/sign" + API, json={**body, field: value}
@@ -71,9 +83,37 @@ def test_the_workload_api_signs_only_for_a_module_itself(tmp_path: Path) -> None
                 assert bad.status_code == 400 and bad.json()["message"].startswith(field)
             assert http.get("/trust-bundle").status_code == 400
             assert http.get("/nothing" + API).status_code == 404
+        with over(sock_b) as http:  # b signs for itself on its own socket, with its own key
+            signed = http.post(f"/modules/b/genid/{b.generation_id}/sign" + API, json=body)
+            assert signed.json() == {"digest": sas.signature(resource, expiry, b.key)}
+
+        # a module removed from the deployment loses its socket and directory; a leftover too
+        (run / "gone").mkdir()
+        sockets.retain(["b"])
+        assert not sock_a.exists() and not (run / "a").exists() and not (run / "gone").exists()
+        assert sock_b.exists()
     finally:
-        server.stop()
-    assert not sock.exists()
+        sockets.stop()
+    # stopped: the sockets go, the directories stay for the containers that mount them
+    assert not sock_b.exists() and sock_b.parent.is_dir()
+    sockets.start(["b", "a"])  # a restart serves again the modules whose directory is there
+    try:
+        assert sock_b.exists() and not sock_a.exists()
+    finally:
+        sockets.stop()
+
+
+def test_a_module_socket_path_stays_within_a_unix_socket_address(tmp_path: Path) -> None:
+    assert module_dir_name(Path("/var/lib/e/run"), "filter") == "filter"
+    long_name = "m" * 100
+    digest = module_dir_name(Path("/var/lib/e/run"), long_name)
+    assert digest is not None and len(digest) == 16
+    assert module_dir_name(Path("/var/lib/e/run"), "..") not in ("..", None)
+    assert module_dir_name(Path("/" + "d" * 100), "filter") is None
+    too_deep = WorkloadSockets(tmp_path / ("d" * 100), lambda: "", lambda _m: None)
+    too_deep.start()
+    assert too_deep.ensure("filter") == ""  # no socket, so no IOTEDGE_WORKLOADURI to follow
+    too_deep.stop()
 
 
 def test_the_tls_listener_admits_a_module_with_its_own_sas_token(tmp_path: Path) -> None:
@@ -176,10 +216,10 @@ def test_modules_on_the_tls_listener_stay_within_their_own_identity(tmp_path: Pa
 
 
 def test_a_container_gets_the_workload_socket_mounted_where_iot_edge_puts_it() -> None:
-    env = {"IOTEDGE_WORKLOADURI": "unix:///var/lib/agent/edgehub/run/workload.sock", "X": "1"}
-    inside, binds = container_workload(env)
+    sock = "/var/lib/agent/edgehub/run/modules/m1/workload.sock"
+    inside, binds = container_workload({"IOTEDGE_WORKLOADURI": f"unix://{sock}", "X": "1"})
     assert inside == {"IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock", "X": "1"}
-    assert binds == ["/var/lib/agent/edgehub/run:/var/run/iotedge"]
+    assert binds == ["/var/lib/agent/edgehub/run/modules/m1:/var/run/iotedge"]
     assert container_workload({"X": "1"}) == ({"X": "1"}, [])
 
 
