@@ -10,6 +10,7 @@ from edge_agent.edgehub.routes import (
     RouteMessage,
     compile_condition,
     compile_route,
+    lexer,
 )
 
 _ATOMS = st.sampled_from(
@@ -98,3 +99,32 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
             compile_condition(text)
         except RouteError as exc:
             assert "nested" in exc.message
+
+
+def _tokens_trying_every_rule(text: str) -> list[lexer.Token]:
+    saved = lexer._ONLY_RULE
+    lexer._ONLY_RULE = {}
+    try:
+        return lexer.tokenize(text)
+    finally:
+        lexer._ONLY_RULE = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_ATOMS, st.sampled_from(["(", ")", "{", "}", ",", " "])), max_size=30))
+def test_one_character_fast_path_gives_the_tokens_every_rule_gives(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert lexer.tokenize(text) == _tokens_trying_every_rule(text)
+
+
+def test_deep_nesting_is_refused_in_linear_time_not_by_a_crash() -> None:
+    depth = 20_000
+    text = "FROM /messages/* WHERE " + "(" * depth + "a = 1" + ")" * depth + " INTO $upstream"
+    tokens = lexer.tokenize(text)
+    assert len(tokens) == 2 * depth + 12  # the parentheses and 12 others (EOF included)
+    try:
+        compile_route(text)
+    except RouteError as exc:
+        assert "nested too deeply" in str(exc)
+    else:
+        raise AssertionError("a 20,000-deep condition compiled")

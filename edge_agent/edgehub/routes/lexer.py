@@ -71,12 +71,22 @@ class Token:
         return self.start + len(self.text)
 
 
+# Characters that only a one-character rule matches (every longer rule excludes them), so the
+# other rules need not be tried there: deeply nested input stays cheap.
+_ONLY_RULE = {"(": "LPAREN", ")": "RPAREN", "{": "LBRACE", "}": "RBRACE", ",": "COMMA"}
+
+
 def tokenize(text: str) -> list[Token]:
     """Tokens of ``text`` without whitespace and comments, ending with an ``EOF`` token."""
     tokens: list[Token] = []
     pos = 0
     n = len(text)
     while pos < n:
+        only = _ONLY_RULE.get(text[pos])
+        if only is not None:
+            tokens.append(Token(only, text[pos], pos))
+            pos += 1
+            continue
         best_kind = "UNKNOWN_CHAR"
         best_len = 0
         for kind, pattern in _RULES:
