@@ -17,7 +17,6 @@ from composition.hostile.inputs import PINGREQ, MqttCase, connect_packet
 
 KEPT, CLOSED, SILENT, REFUSED = "kept", "closed", "silent", "connect refused"
 CLOSE_WAIT_SECONDS = 1.5  # how long a connection that answered must stay open to count as kept
-PARALLEL_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -116,19 +115,25 @@ def send_case(endpoint: Endpoint, case: MqttCase, timeout: float = 1.0) -> str:
 
 
 def attack(
-    endpoint: Endpoint, cases: list[MqttCase], timeout: float = 1.0
+    plan: list[tuple[Endpoint, list[MqttCase]]], timeout: float = 1.0
 ) -> dict[str, Counter[str]]:
-    """Every case once, ``PARALLEL_CONNECTIONS`` at a time; per case kind, how many ended which
-    way."""
+    """Each endpoint (a device identity) sends its cases one connection at a time (a second
+    connection of the same client id would take the first over), the endpoints side by side;
+    per case kind, how many ended which way."""
 
-    def one(case: MqttCase) -> str:
-        try:
-            return send_case(endpoint, case, timeout)
-        except OSError:  # ssl.SSLError included
-            return CLOSED
+    def run(step: tuple[Endpoint, list[MqttCase]]) -> list[str]:
+        endpoint, cases = step
+        outcomes = []
+        for case in cases:
+            try:
+                outcomes.append(send_case(endpoint, case, timeout))
+            except OSError:  # ssl.SSLError included
+                outcomes.append(CLOSED)
+        return outcomes
 
     outcomes: dict[str, Counter[str]] = {}
-    with ThreadPoolExecutor(PARALLEL_CONNECTIONS) as pool:
-        for case, outcome in zip(cases, pool.map(one, cases), strict=True):
-            outcomes.setdefault(case.kind, Counter())[outcome] += 1
+    with ThreadPoolExecutor(max(1, len(plan))) as pool:
+        for (_, cases), results in zip(plan, pool.map(run, plan), strict=True):
+            for case, outcome in zip(cases, results, strict=True):
+                outcomes.setdefault(case.kind, Counter())[outcome] += 1
     return outcomes

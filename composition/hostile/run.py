@@ -23,6 +23,8 @@ from composition.hostile.mqtt_attack import Endpoint, attack
 from edgefleet import protocol
 
 BROKER_MODES = ("embedded", "mosquitto", "external")
+ATTACKERS = 8  # devices sending cases side by side, one connection each at a time
+MAX_BYTES = protocol.MAX_MESSAGE_BYTES
 
 
 def process_tree(pid: int) -> list[int]:
@@ -126,21 +128,28 @@ def attack_hub(
     api: httpx.Client, pid: int, mode: str, count: int, seed: int, workdir: Path
 ) -> dict[str, Any]:
     """Attack the running hub (process ``pid``, its REST API ``api``, broker ``mode``) with
-    ``count`` cases from devices ``hostile-attacker`` and ``hostile-good`` it creates."""
-    attacker_id, victim_id, good_id = "hostile-attacker", "hostile-victim", "hostile-good"
-    for device in (attacker_id, victim_id, good_id):
+    ``count`` cases shared out among devices ``hostile-attacker-N`` it creates (side by side),
+    then checks with ``hostile-good`` and ``hostile-victim``."""
+    attackers = [f"hostile-attacker-{i}" for i in range(ATTACKERS)]
+    victim_id, good_id = "hostile-victim", "hostile-good"
+    for device in (*attackers, victim_id, good_id):
         api.put(f"/devices/{device}", json={"deviceId": device}).raise_for_status()
-    creds = {d: api.get(f"/devices/{d}/mqttCredentials").json() for d in (attacker_id, good_id)}
-    attacker = Endpoint.from_credentials(creds[attacker_id])
-    cases = inputs.mqtt_cases(attacker_id, victim_id, count, seed, protocol.MAX_MESSAGE_BYTES)
-    attack(attacker, cases[:3])  # the first connections warm the broker's and hub's pools
+    plan = []
+    for i, attacker in enumerate(attackers):
+        creds = api.get(f"/devices/{attacker}/mqttCredentials").json()
+        # the same cases whoever sends them, each naming its sender's own topics
+        cases = inputs.mqtt_cases(attacker, victim_id, count, seed, MAX_BYTES)[i::ATTACKERS]
+        plan.append((Endpoint.from_credentials(creds), cases))
+    good_creds = api.get(f"/devices/{good_id}/mqttCredentials").json()
+    warmup = inputs.mqtt_cases(attackers[0], victim_id, 3, seed, MAX_BYTES)
+    attack([(plan[0][0], warmup)])  # the first connections warm the broker's and hub's pools
     pids = process_tree(pid)
     sockets_before, rss_before = open_sockets(pids), _rss_mib(pids)
     started = time.monotonic()
-    outcomes = attack(attacker, cases)
+    outcomes = attack(plan)
     seconds = time.monotonic() - started
     alive = _alive(pid) and api.get("/health").status_code == 200
-    message_id = _send_one(creds[good_id], workdir) if alive else ""
+    message_id = _send_one(good_creds, workdir) if alive else ""
     deadline = time.monotonic() + 30
     while alive and message_id not in _stored(api, good_id) and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -157,7 +166,7 @@ def attack_hub(
     return {
         "target": f"hub MQTT ({mode} broker)",
         "broker": mode,
-        "inputs": len(cases),
+        "inputs": sum(len(cases) for _, cases in plan),
         "crashes": crashes,
         "leaks": leaks,
         "outcomes": dict(totals),
