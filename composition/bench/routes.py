@@ -30,6 +30,8 @@ from composition.processes import Child, free_port, port_open
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 Progress = Callable[[str], None]
+HUB_THREADS = ("edgehub",)  # the hub's event loop and forwarder
+UPSTREAM_THREADS = ("edgehub", "ef-")  # and the upstream client's network and outbox threads
 
 
 @contextmanager
@@ -86,6 +88,23 @@ def _latency_stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _threads_cpu(prefixes: tuple[str, ...]) -> float:
+    """CPU seconds used so far by this process's threads whose names start with ``prefixes``
+    (Linux; 0.0 elsewhere): the edge hub's own cost, whatever else loads the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith(prefixes) or thread.native_id is None:
+            continue
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def _subscriber(port: int, client_id: str, topic: str, counter: _Counter) -> mqtt.Client:
     """A paho client counting what arrives on ``topic`` (QoS 1), its loop started."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -116,18 +135,23 @@ def _paho_path(
             counter.wait(i + 1, 10)
             samples.append(counter.last - t0)
         base = counter.n
+        cpu0 = _threads_cpu(("bench-relay",))
         t0 = time.perf_counter()
         infos = [pub.publish(f"{send}/tput", body, qos=1) for _ in range(n_throughput)]
         for info in infos:
             info.wait_for_publish(60)
         counter.wait(base + n_throughput, 60)
         elapsed = counter.last - t0
+        relay_cpu = _threads_cpu(("bench-relay",)) - cpu0
     finally:
         pub.loop_stop()
         sub.loop_stop()
         pub.disconnect()
         sub.disconnect()
-    return {"latency": _latency_stats(samples), "messages_per_s": round(n_throughput / elapsed)}
+    out = {"latency": _latency_stats(samples), "messages_per_s": round(n_throughput / elapsed)}
+    if send != receive:
+        out["relay_cpu_us_per_message"] = round(relay_cpu * 1e6 / n_throughput)
+    return out
 
 
 def _same_hop(tmp: Path, port: int, n_latency: int, n_throughput: int, body: bytes) -> Any:
@@ -197,11 +221,13 @@ def run_bench(
                     Message(body, content_type="application/json", content_encoding="utf-8")
                     for _ in range(n_throughput)
                 ]
+                cpu0 = _threads_cpu(HUB_THREADS)
                 t0 = time.perf_counter()
                 for i in range(0, n_throughput, 500):
                     a.send_messages_to_output(list(msgs[i : i + 500]), "o1", timeout=60)
                 counter.wait(base + n_throughput, 60)
                 m2m_rate = n_throughput / (counter.last - t0)
+                m2m_cpu = _threads_cpu(HUB_THREADS) - cpu0
 
                 say("edge hub: upstream throughput")
                 up_counter = _Counter()
@@ -214,12 +240,14 @@ def run_bench(
                 time.sleep(0.3)
                 n_up = max(1, n_throughput // 2)
                 up_msgs = [Message(body) for _ in range(n_up)]
+                cpu0 = _threads_cpu(UPSTREAM_THREADS)
                 t0 = time.perf_counter()
                 for i in range(0, n_up, 500):
                     a.send_messages_to_output(list(up_msgs[i : i + 500]), "up", timeout=60)
                 accepted = time.perf_counter() - t0
                 up_counter.wait(n_up, 120)
                 up_rate = up_counter.n / (up_counter.last - t0)
+                up_cpu = _threads_cpu(UPSTREAM_THREADS) - cpu0
                 rec.loop_stop()
                 rec.disconnect()
             finally:
@@ -232,11 +260,16 @@ def run_bench(
     lat = _latency_stats(samples)
     return {
         "edgehub": {
-            "module_to_module": {"latency": lat, "messages_per_s": round(m2m_rate)},
+            "module_to_module": {
+                "latency": lat,
+                "messages_per_s": round(m2m_rate),
+                "hub_cpu_us_per_message": round(m2m_cpu * 1e6 / n_throughput),
+            },
             "upstream": {
                 "messages_per_s": round(up_rate),
                 "accepted_per_s": round(n_up / accepted),
                 "messages": n_up,
+                "hub_cpu_us_per_message": round(up_cpu * 1e6 / n_up),
             },
         },
         "baseline_paho_mosquitto": baseline,
