@@ -39,8 +39,12 @@ def output_topic(device_id: str, module_id: str, output: str, bag: dict[str, str
 
 
 def input_topic(device_id: str, module_id: str, input_name: str, bag: dict[str, str]) -> str:
-    prefix = module_prefix(device_id, module_id)
-    return f"{prefix}/inputs/{input_name}/{p.encode_property_bag(bag)}"
+    return input_topic_encoded(device_id, module_id, input_name, p.encode_property_bag(bag))
+
+
+def input_topic_encoded(device_id: str, module_id: str, input_name: str, encoded_bag: str) -> str:
+    """``input_topic`` with the property bag already encoded."""
+    return f"{module_prefix(device_id, module_id)}/inputs/{input_name}/{encoded_bag}"
 
 
 def invoke_topic(device_id: str, module_id: str, target: str, method: str, rid: str) -> str:

@@ -127,6 +127,15 @@ def encode_property_bag(properties: dict[str, str]) -> str:
     return "&".join(f"{_bag_part(str(k))}={_bag_part(str(v))}" for k, v in properties.items())
 
 
+def extend_property_bag(encoded: str, properties: dict[str, str], key: str, value: str) -> str:
+    """``encode_property_bag(properties | {key: value})`` from ``encoded``, the encoding of
+    ``properties``, without encoding them again."""
+    if key in properties:  # the key keeps its place: encode it all
+        return encode_property_bag({**properties, key: value})
+    part = f"{_bag_part(key)}={_bag_part(value)}"
+    return f"{encoded}&{part}" if encoded else part
+
+
 def decode_property_bag(bag: str) -> dict[str, str]:
     """Inverse of :func:`encode_property_bag`; a leading ``?`` is tolerated."""
     if bag.startswith("?"):
