@@ -22,6 +22,7 @@ an MQTT 3.1.1 connection. A client not subscribed gets no PUBACK; its connection
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from edgefleet import protocol as p
 from edgefleet.digits import ascii_uint
 
 
+@functools.lru_cache(maxsize=1024)  # a device has few modules; every routed message asks
 def module_prefix(device_id: str, module_id: str) -> str:
     return f"{p.ROOT}/{p.validate_id(device_id, 'device id')}/modules/{module_id}"
 
