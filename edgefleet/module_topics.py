@@ -22,6 +22,7 @@ an MQTT 3.1.1 connection. A client not subscribed gets no PUBACK; its connection
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from edgefleet import protocol as p
 from edgefleet.digits import ascii_uint
 
 
+@functools.lru_cache(maxsize=1024)  # a device has few modules; every routed message asks
 def module_prefix(device_id: str, module_id: str) -> str:
     return f"{p.ROOT}/{p.validate_id(device_id, 'device id')}/modules/{module_id}"
 
@@ -39,8 +41,12 @@ def output_topic(device_id: str, module_id: str, output: str, bag: dict[str, str
 
 
 def input_topic(device_id: str, module_id: str, input_name: str, bag: dict[str, str]) -> str:
-    prefix = module_prefix(device_id, module_id)
-    return f"{prefix}/inputs/{input_name}/{p.encode_property_bag(bag)}"
+    return input_topic_encoded(device_id, module_id, input_name, p.encode_property_bag(bag))
+
+
+def input_topic_encoded(device_id: str, module_id: str, input_name: str, encoded_bag: str) -> str:
+    """``input_topic`` with the property bag already encoded."""
+    return f"{module_prefix(device_id, module_id)}/inputs/{input_name}/{encoded_bag}"
 
 
 def invoke_topic(device_id: str, module_id: str, target: str, method: str, rid: str) -> str:

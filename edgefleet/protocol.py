@@ -13,6 +13,7 @@ Message properties travel in a URL-encoded property bag as the last topic level.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -113,11 +114,26 @@ def _prefix(device_id: str, module_id: str | None) -> str:
 # Property bag
 
 
+# what ``quote(s, safe="$.")`` leaves as it is: such text needs no quoting (the common case)
+_PLAIN = re.compile(r"[A-Za-z0-9_.~$-]*")
+
+
+def _bag_part(text: str) -> str:
+    return text if _PLAIN.fullmatch(text) else quote(text, safe="$.")
+
+
 def encode_property_bag(properties: dict[str, str]) -> str:
     """``k1=v1&k2=v2`` with keys and values percent-encoded (``$`` and ``.`` kept readable)."""
-    return "&".join(
-        f"{quote(str(k), safe='$.')}={quote(str(v), safe='$.')}" for k, v in properties.items()
-    )
+    return "&".join(f"{_bag_part(str(k))}={_bag_part(str(v))}" for k, v in properties.items())
+
+
+def extend_property_bag(encoded: str, properties: dict[str, str], key: str, value: str) -> str:
+    """``encode_property_bag(properties | {key: value})`` from ``encoded``, the encoding of
+    ``properties``, without encoding them again."""
+    if key in properties:  # the key keeps its place: encode it all
+        return encode_property_bag({**properties, key: value})
+    part = f"{_bag_part(key)}={_bag_part(value)}"
+    return f"{encoded}&{part}" if encoded else part
 
 
 def decode_property_bag(bag: str) -> dict[str, str]:

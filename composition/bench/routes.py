@@ -1,9 +1,12 @@
-"""``edgefleet bench routes``: the edge hub against a bare paho/mosquitto baseline, same run.
+"""``edgefleet bench routes``: the edge hub against two paho/mosquitto baselines, same run.
 
 Measures module-to-module latency (one message at a time: send, wait for arrival) and
 throughput (pipelined QoS 1) through the edge hub's local broker, upstream throughput (module ->
 store -> upstream client -> a local mosquitto), and the same latency/throughput for bare paho
-clients publishing and subscribing through mosquitto, then reports the ratios.
+clients publishing and subscribing through mosquitto (bare) and for paho through mosquitto, a
+relay that appends every message to SQLite with a group commit before acknowledging it, and
+mosquitto again (same hop: ``sqlite_relay``), then reports the ratios. Every path sends the same
+body, at QoS 1, the same number of times, back to back in one process.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from composition.bench.sqlite_relay import SqliteRelay
 from composition.processes import Child, free_port, port_open
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 Progress = Callable[[str], None]
+HUB_THREADS = ("edgehub",)  # the hub's event loop and forwarder
+UPSTREAM_THREADS = ("edgehub", "ef-")  # and the upstream client's network and outbox threads
 
 
 @contextmanager
@@ -38,6 +44,7 @@ def _mosquitto(tmp: Path) -> Iterator[int]:
         ("user root\n" if os.geteuid() == 0 else "")
         + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         + "max_queued_messages 1000000\nmax_inflight_messages 1000\npersistence false\n"
+        + "set_tcp_nodelay true\n"
     )
     with Child("mosquitto", [MOSQUITTO, "-c", str(conf)], stop_timeout=5) as broker:
         broker.wait_ready(lambda: port_open(port), 10, poll=0.05)
@@ -81,6 +88,23 @@ def _latency_stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _threads_cpu(prefixes: tuple[str, ...]) -> float:
+    """CPU seconds used so far by this process's threads whose names start with ``prefixes``
+    (Linux; 0.0 elsewhere): the edge hub's own cost, whatever else loads the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith(prefixes) or thread.native_id is None:
+            continue
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def _subscriber(port: int, client_id: str, topic: str, counter: _Counter) -> mqtt.Client:
     """A paho client counting what arrives on ``topic`` (QoS 1), its loop started."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -91,10 +115,14 @@ def _subscriber(port: int, client_id: str, topic: str, counter: _Counter) -> mqt
     return client
 
 
-def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
+def _paho_path(
+    port: int, n_latency: int, n_throughput: int, body: bytes, send: str, receive: str
+) -> dict[str, Any]:
+    """Latency and throughput of paho clients publishing under ``send`` and subscribing to
+    ``receive`` (the same prefix: through mosquitto; another one: through a relay)."""
     counter = _Counter()
-    sub = _subscriber(port, "bench-sub", "bench/#", counter)
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    sub = _subscriber(port, f"bench-sub-{receive}", f"{receive}/#", counter)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{send}")
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
@@ -103,22 +131,37 @@ def _baseline(port: int, n_latency: int, n_throughput: int) -> dict[str, Any]:
         samples = []
         for i in range(n_latency):
             t0 = time.perf_counter()
-            pub.publish("bench/lat", b"x" * 64, qos=1)
+            pub.publish(f"{send}/lat", body, qos=1)
             counter.wait(i + 1, 10)
             samples.append(counter.last - t0)
         base = counter.n
+        cpu0 = _threads_cpu(("bench-relay",))
         t0 = time.perf_counter()
-        infos = [pub.publish("bench/tput", b"x" * 64, qos=1) for _ in range(n_throughput)]
+        infos = [pub.publish(f"{send}/tput", body, qos=1) for _ in range(n_throughput)]
         for info in infos:
             info.wait_for_publish(60)
         counter.wait(base + n_throughput, 60)
         elapsed = counter.last - t0
+        relay_cpu = _threads_cpu(("bench-relay",)) - cpu0
     finally:
         pub.loop_stop()
         sub.loop_stop()
         pub.disconnect()
         sub.disconnect()
-    return {"latency": _latency_stats(samples), "messages_per_s": round(n_throughput / elapsed)}
+    out = {"latency": _latency_stats(samples), "messages_per_s": round(n_throughput / elapsed)}
+    if send != receive:
+        out["relay_cpu_us_per_message"] = round(relay_cpu * 1e6 / n_throughput)
+    return out
+
+
+def _same_hop(tmp: Path, port: int, n_latency: int, n_throughput: int, body: bytes) -> Any:
+    """Paho through mosquitto, a SQLite-appending relay and mosquitto again."""
+    relay = SqliteRelay(port, tmp / "relay.db", "relay-in", "relay-out")
+    relay.start()
+    try:
+        return _paho_path(port, n_latency, n_throughput, body, "relay-in", "relay-out")
+    finally:
+        relay.stop()
 
 
 def run_bench(
@@ -132,8 +175,11 @@ def run_bench(
     tmp = Path(tempfile.mkdtemp(prefix="edgefleet-bench-"))
     try:
         with _mosquitto(tmp) as port:
+            body = Message.from_body({"v": 1, "pad": "x" * 48}).data
             say("baseline: bare paho through mosquitto")
-            baseline = _baseline(port, n_latency, n_throughput)
+            baseline = _paho_path(port, n_latency, n_throughput, body, "bench", "bench")
+            say("same-hop baseline: paho through mosquitto, a SQLite relay and mosquitto")
+            same_hop = _same_hop(tmp, port, n_latency, n_throughput, body)
             upstream = DeviceClient(
                 "bench-dev", "127.0.0.1", port, tls=False, outbox_path=tmp / "outbox.db"
             )
@@ -157,7 +203,6 @@ def run_bench(
                 b.on_message_received = counter.hit
                 a.connect(10)
                 b.connect(10)
-                body = Message.from_body({"v": 1, "pad": "x" * 48}).data
 
                 say("edge hub: module-to-module latency")
                 samples = []
@@ -176,11 +221,13 @@ def run_bench(
                     Message(body, content_type="application/json", content_encoding="utf-8")
                     for _ in range(n_throughput)
                 ]
+                cpu0 = _threads_cpu(HUB_THREADS)
                 t0 = time.perf_counter()
                 for i in range(0, n_throughput, 500):
                     a.send_messages_to_output(list(msgs[i : i + 500]), "o1", timeout=60)
                 counter.wait(base + n_throughput, 60)
                 m2m_rate = n_throughput / (counter.last - t0)
+                m2m_cpu = _threads_cpu(HUB_THREADS) - cpu0
 
                 say("edge hub: upstream throughput")
                 up_counter = _Counter()
@@ -193,12 +240,14 @@ def run_bench(
                 time.sleep(0.3)
                 n_up = max(1, n_throughput // 2)
                 up_msgs = [Message(body) for _ in range(n_up)]
+                cpu0 = _threads_cpu(UPSTREAM_THREADS)
                 t0 = time.perf_counter()
                 for i in range(0, n_up, 500):
                     a.send_messages_to_output(list(up_msgs[i : i + 500]), "up", timeout=60)
                 accepted = time.perf_counter() - t0
                 up_counter.wait(n_up, 120)
                 up_rate = up_counter.n / (up_counter.last - t0)
+                up_cpu = _threads_cpu(UPSTREAM_THREADS) - cpu0
                 rec.loop_stop()
                 rec.disconnect()
             finally:
@@ -211,19 +260,28 @@ def run_bench(
     lat = _latency_stats(samples)
     return {
         "edgehub": {
-            "module_to_module": {"latency": lat, "messages_per_s": round(m2m_rate)},
+            "module_to_module": {
+                "latency": lat,
+                "messages_per_s": round(m2m_rate),
+                "hub_cpu_us_per_message": round(m2m_cpu * 1e6 / n_throughput),
+            },
             "upstream": {
                 "messages_per_s": round(up_rate),
                 "accepted_per_s": round(n_up / accepted),
                 "messages": n_up,
+                "hub_cpu_us_per_message": round(up_cpu * 1e6 / n_up),
             },
         },
         "baseline_paho_mosquitto": baseline,
+        "baseline_same_hop_sqlite_relay": same_hop,
         "ratios": {
             "m2m_latency_p50_vs_baseline": round(lat["p50_ms"] / baseline["latency"]["p50_ms"], 2),
             "m2m_latency_p99_vs_baseline": round(lat["p99_ms"] / baseline["latency"]["p99_ms"], 2),
             "m2m_throughput_vs_baseline": round(m2m_rate / baseline["messages_per_s"], 3),
             "upstream_throughput_vs_baseline": round(up_rate / baseline["messages_per_s"], 3),
+            "m2m_latency_p50_vs_same_hop": round(lat["p50_ms"] / same_hop["latency"]["p50_ms"], 2),
+            "m2m_latency_p99_vs_same_hop": round(lat["p99_ms"] / same_hop["latency"]["p99_ms"], 2),
+            "m2m_throughput_vs_same_hop": round(m2m_rate / same_hop["messages_per_s"], 3),
         },
         "params": {"latency_messages": n_latency, "throughput_messages": n_throughput},
     }

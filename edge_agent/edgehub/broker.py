@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge_agent.edgehub import mqtt_packets as mp
+from edge_agent.edgehub.coalescing_writer import CoalescingWriter
 from edge_agent.edgehub.mqtt_packets import ProtocolViolation
 from edgefleet import iothub_dialect as iothub
 
@@ -79,7 +80,7 @@ class Session:
     subscriptions: dict[str, int] = field(default_factory=dict)
     inflight: OrderedDict[int, tuple[str, bytes]] = field(default_factory=OrderedDict)
     queue: deque[tuple[str, bytes, int]] = field(default_factory=deque)
-    writer: asyncio.StreamWriter | None = None
+    writer: CoalescingWriter | None = None
     next_pid: int = 0
     dropped: int = 0
     keepalive: int = 0
@@ -110,7 +111,7 @@ class LocalBroker:
         self.sessions: dict[str, Session] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self.iothub_port = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         self.port = await self.listen(self.host, self.port)
@@ -202,7 +203,7 @@ class LocalBroker:
     async def _serve(
         self,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: asyncio.StreamWriter,
         iothub_dialect: bool = False,
     ) -> None:
         task = asyncio.current_task()
@@ -210,14 +211,16 @@ class LocalBroker:
             self._tasks.add(task)
         session: Session | None = None
         expiry: asyncio.TimerHandle | None = None
+        writer = CoalescingWriter(stream)
+        packets = mp.PacketReader(reader)
         try:
-            admitted = await self._connect(reader, writer, iothub_dialect)
+            admitted = await self._connect(packets, writer, iothub_dialect)
             if admitted is not None:
                 session, until = admitted
                 if until is not None:  # a SAS connection ends with its token; the SDK renews
                     delay = max(0.0, until - time.time())
                     expiry = asyncio.get_running_loop().call_later(delay, writer.close)
-                await self._loop(session, reader, writer)
+                await self._loop(session, packets, writer)
         except (ProtocolViolation, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as e:
             log.debug("connection closed: %s", e)
         except (struct.error, IndexError, ValueError) as e:  # malformed packet contents
@@ -238,9 +241,9 @@ class LocalBroker:
             writer.close()
 
     async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, iothub_dialect: bool
+        self, packets: mp.PacketReader, writer: CoalescingWriter, iothub_dialect: bool
     ) -> tuple[Session, float | None] | None:
-        ptype, _flags, body = await asyncio.wait_for(mp.read_packet(reader), 10)
+        ptype, _flags, body = await asyncio.wait_for(packets.next(), 10)
         if ptype != mp.CONNECT:
             raise ProtocolViolation("first packet is not CONNECT")
         request = mp.parse_connect(body)
@@ -290,40 +293,53 @@ class LocalBroker:
         return session, until
 
     async def _loop(
-        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, session: Session, packets: mp.PacketReader, writer: CoalescingWriter
     ) -> None:
-        timeout = session.keepalive * 1.5 if session.keepalive else None
-        while True:
-            ptype, flags, body = await asyncio.wait_for(mp.read_packet(reader), timeout)
-            if ptype == mp.PUBLISH:
-                await self._on_publish(session, writer, mp.parse_publish(flags, body))
-            elif ptype == mp.PUBACK:
-                pid = mp.parse_puback(body)
-                if pid is not None:
-                    session.inflight.pop(pid, None)
-                    if session.queue:
-                        self._drain_queue(session)
-            elif ptype == mp.SUBSCRIBE:
-                self._on_subscribe(session, writer, *mp.parse_subscribe(body))
-            elif ptype == mp.UNSUBSCRIBE:
-                pid, filters = mp.parse_unsubscribe(body)
-                for pattern in filters:
-                    internal = self._inbound_filter(session, pattern)
-                    if internal is not None:
-                        session.subscriptions.pop(internal, None)
-                writer.write(mp.unsuback(pid))
-            elif ptype == mp.PINGREQ:
-                writer.write(mp.PINGRESP_PACKET)
-            elif ptype == mp.DISCONNECT:
-                return
-            else:
-                raise ProtocolViolation(f"unsupported packet type {ptype}")
-            if writer.transport.get_write_buffer_size() > 1024 * 1024:
-                await writer.drain()
+        watchdog = _KeepAlive(writer, session.keepalive * 1.5) if session.keepalive else None
+        try:
+            while True:
+                batch = await packets.batch()
+                if watchdog is not None:
+                    watchdog.seen()
+                for ptype, flags, body in batch:
+                    if not self._handle(session, writer, ptype, flags, body):
+                        return
+                if writer.pending_bytes() > 1024 * 1024:
+                    await writer.drain()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
 
-    async def _on_publish(
-        self, session: Session, writer: asyncio.StreamWriter, packet: mp.Publish
-    ) -> None:
+    def _handle(
+        self, session: Session, writer: CoalescingWriter, ptype: int, flags: int, body: bytes
+    ) -> bool:
+        """Act on one packet; False after DISCONNECT."""
+        if ptype == mp.PUBLISH:
+            self._on_publish(session, writer, mp.parse_publish(flags, body))
+        elif ptype == mp.PUBACK:
+            pid = mp.parse_puback(body)
+            if pid is not None:
+                session.inflight.pop(pid, None)
+                if session.queue:
+                    self._drain_queue(session)
+        elif ptype == mp.SUBSCRIBE:
+            self._on_subscribe(session, writer, *mp.parse_subscribe(body))
+        elif ptype == mp.UNSUBSCRIBE:
+            pid, filters = mp.parse_unsubscribe(body)
+            for pattern in filters:
+                internal = self._inbound_filter(session, pattern)
+                if internal is not None:
+                    session.subscriptions.pop(internal, None)
+            writer.write(mp.unsuback(pid))
+        elif ptype == mp.PINGREQ:
+            writer.write(mp.PINGRESP_PACKET)
+        elif ptype == mp.DISCONNECT:
+            return False
+        else:
+            raise ProtocolViolation(f"unsupported packet type {ptype}")
+        return True
+
+    def _on_publish(self, session: Session, writer: CoalescingWriter, packet: mp.Publish) -> None:
         topic, qos = packet.topic, packet.qos
         if session.dialect is not None:
             mapped = iothub.inbound_publish(session.dialect, topic)
@@ -342,32 +358,38 @@ class LocalBroker:
         if pending is None:
             writer.write(ack)
             return
-        task = asyncio.ensure_future(self._ack_when_done(pending, session, writer, topic, ack))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        future = asyncio.ensure_future(pending)  # a future stays itself: no task per message
+        if future is not pending:
+            self._tasks.add(future)
+            future.add_done_callback(self._tasks.discard)
+        future.add_done_callback(
+            functools.partial(self._ack_when_done, session, writer, topic, ack)
+        )
 
-    async def _ack_when_done(
+    def _ack_when_done(
         self,
-        pending: Awaitable[None],
         session: Session,
-        writer: asyncio.StreamWriter,
+        writer: CoalescingWriter,
         topic: str,
         ack: bytes,
+        done: asyncio.Future[None],
     ) -> None:
-        try:
-            await pending
-        except Exception as exc:  # noqa: BLE001 - not stored: refused, or no ack
-            if not writer.is_closing() and self._tell_refusal(session, writer, topic, exc):
-                writer.write(ack)  # the notice went first: the client knows it was not stored
-                return
-            log.warning("publish not accepted (%s); closing the connection without PUBACK", exc)
-            writer.close()  # a plain MQTT 3.1.1 client resends after reconnecting
+        """The PUBACK once the message is stored; a refusal notice first, or no PUBACK."""
+        if done.cancelled():
             return
-        if not writer.is_closing():
-            writer.write(ack)
+        exc = done.exception()
+        if exc is None:
+            if not writer.is_closing():
+                writer.write(ack)
+            return
+        if not writer.is_closing() and self._tell_refusal(session, writer, topic, exc):
+            writer.write(ack)  # the notice went first: the client knows it was not stored
+            return
+        log.warning("publish not accepted (%s); closing the connection without PUBACK", exc)
+        writer.close()  # a plain MQTT 3.1.1 client resends after reconnecting
 
     def _tell_refusal(
-        self, session: Session, writer: asyncio.StreamWriter, topic: str, exc: BaseException
+        self, session: Session, writer: CoalescingWriter, topic: str, exc: BaseException
     ) -> bool:
         """Send the refusal notice, QoS 0, when the client subscribed to it."""
         notice = self.hooks.refusal_notice(session.username, topic, exc)
@@ -379,7 +401,7 @@ class LocalBroker:
     def _on_subscribe(
         self,
         session: Session,
-        writer: asyncio.StreamWriter,
+        writer: CoalescingWriter,
         pid: int,
         filters: list[tuple[str, int]],
     ) -> None:
@@ -404,3 +426,29 @@ class LocalBroker:
         if session.dialect is None:
             return pattern
         return iothub.inbound_filter(session.dialect, pattern)
+
+
+class _KeepAlive:
+    """Closes a connection that sent nothing for ``limit`` seconds (1.5 keep-alive periods),
+    checked by one timer instead of a timeout on every read."""
+
+    def __init__(self, writer: CoalescingWriter, limit: float) -> None:
+        self._writer = writer
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._timer = self._loop.call_later(limit, self._check)
+
+    def seen(self) -> None:
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        idle = self._loop.time() - self._last
+        if idle >= self._limit:
+            log.debug("keep-alive expired, connection closed")
+            self._writer.close()
+            return
+        self._timer = self._loop.call_later(self._limit - idle, self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()

@@ -96,17 +96,16 @@ def plan_deliveries(
 ) -> Deliveries:
     """The store items and module inputs for the routes a message matched."""
     out = Deliveries()
+    encoded = p.encode_property_bag(bag)  # once for every sink
     for result in results:
         sink = result.sink
         if sink.type == "system":
             ttl = result.ttl_secs or default_ttl
-            item = Item(module_id, p.encode_property_bag(bag), payload, result.priority, ttl)
-            out.upstream.append(item)
+            out.upstream.append(Item(module_id, encoded, payload, result.priority, ttl))
         elif sink.module and sink.input:
-            in_bag = dict(bag)
-            in_bag[p.SYS_INPUT_NAME] = sink.input
+            in_bag = p.extend_property_bag(encoded, bag, p.SYS_INPUT_NAME, sink.input)
             out.modules.append(
-                (sink.module, t.input_topic(device_id, sink.module, sink.input, in_bag))
+                (sink.module, t.input_topic_encoded(device_id, sink.module, sink.input, in_bag))
             )
     return out
 

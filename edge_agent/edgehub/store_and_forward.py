@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 COUNTERS = ("received", "forwarded", "expired", "evicted")
+_IN_CHUNK = 500  # sequence numbers per ``IN (...)``, well below SQLite's parameter limit
 
 
 @dataclass(frozen=True)
@@ -97,27 +98,29 @@ class MessageStore:
         if not items:
             return []
         now = time.time() if now is None else now
-        seqs: list[int] = []
+        sizes = [len(it.payload) + len(it.bag) for it in items]
+        rows = [
+            (it.priority, it.module, it.bag, it.payload, now, now + it.ttl_secs, size)
+            for it, size in zip(items, sizes, strict=True)
+        ]
+        added = sum(sizes)
         with self._lock:
             db = self._open_locked()
             with self._transaction_locked():
-                added = 0
-                for it in items:
-                    size = len(it.payload) + len(it.bag)
-                    cur = db.execute(
-                        "INSERT INTO queue(priority, module, bag, payload, enqueued, expires, size)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (it.priority, it.module, it.bag, it.payload, now, now + it.ttl_secs, size),
-                    )
-                    seqs.append(int(cur.lastrowid or 0))
-                    added += size
+                db.executemany(
+                    "INSERT INTO queue(priority, module, bag, payload, enqueued, expires, size)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                # one writer inside one transaction: AUTOINCREMENT numbers the rows consecutively
+                last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
                 self._count += len(items)
                 self._bytes += added
                 self._bump("received", len(items))
                 if self.max_bytes and self._bytes > self.max_bytes:
                     self._evict_locked()
             self.changed.notify_all()
-        return seqs
+        return list(range(last - len(items) + 1, last + 1))
 
     def _evict_locked(self) -> None:
         """Delete the oldest messages until the queue fits the byte cap."""
@@ -210,15 +213,17 @@ class MessageStore:
             return
         with self._lock, self._transaction_locked():
             db = self._open_locked()
-            removed = 0
-            size = 0
-            for seq in seqs:
-                row = db.execute("SELECT size FROM queue WHERE seq = ?", (seq,)).fetchone()
-                if row is None:
-                    continue
-                db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
-                removed += 1
-                size += int(row[0])
+            removed = size = 0
+            for start in range(0, len(seqs), _IN_CHUNK):
+                chunk = seqs[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                row = db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchone()
+                db.execute(f"DELETE FROM queue WHERE seq IN ({marks})", chunk)
+                removed += int(row[0])
+                size += int(row[1])
             self._count -= removed
             self._bytes -= size
             self._bump("forwarded", removed)

@@ -53,12 +53,21 @@ log = logging.getLogger("edgefleet.module")
 JsonDict = dict[str, Any]
 
 
-def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
-    """PUBACK received. A publish made while disconnected is queued by paho (rc NO_CONN) and
-    sent after the reconnect, so it is waited for like any other."""
-    if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-        raise ClientError(f"publish failed: {mqtt.error_string(info.rc)}")
-    return bool(getattr(info, "_published", False))
+def _wait_acknowledged(info: mqtt.MQTTMessageInfo, deadline: float) -> bool:
+    """Wait for the PUBACK until ``deadline`` (monotonic); False when it did not come. A publish
+    made while disconnected is queued by paho (rc NO_CONN) and sent after the reconnect, so it
+    is waited for like any other. Waits on the publish's own condition, which paho notifies
+    once the publish counts as acknowledged (its ``on_publish`` runs just before that)."""
+    condition = info._condition
+    with condition:
+        while not info._published:
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                raise ClientError(f"publish failed: {mqtt.error_string(info.rc)}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            condition.wait(min(left, 0.5))
+    return True
 
 
 class ModuleClient:
@@ -89,11 +98,9 @@ class ModuleClient:
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_message = self._on_message
-        self._mqtt.on_publish = self._on_publish
         self._mqtt.on_subscribe = self._on_subscribe
         self._keepalive = keepalive
         self._connected = threading.Event()
-        self._acked = threading.Condition()
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[threading.Event, list[tuple[int, bytes, int | None]]]] = {}
         self._rid = 0
@@ -194,10 +201,6 @@ class ModuleClient:
     def _on_disconnect(self, c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connected.clear()
 
-    def _on_publish(self, c: mqtt.Client, u: Any, mid: int, rc: Any, props: Any) -> None:
-        with self._acked:
-            self._acked.notify_all()
-
     # --- messages -------------------------------------------------------------------------------
 
     def send_message_to_output(
@@ -225,13 +228,9 @@ class ModuleClient:
             infos.append(self._mqtt.publish(topic, msg.data, qos=1))
             ids.append(msg.message_id)
         deadline = time.monotonic() + timeout
-        with self._acked:
-            for info in infos:
-                while not _acknowledged(info):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise ClientError(f"{self.module_id}: the edge hub did not acknowledge")
-                    self._acked.wait(min(left, 0.05))
+        for info in infos:
+            if not _wait_acknowledged(info, deadline):
+                raise ClientError(f"{self.module_id}: the edge hub did not acknowledge")
         self._raise_refused(ids)
         return ids
 

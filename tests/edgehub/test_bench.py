@@ -1,4 +1,5 @@
-"""``edgefleet bench routes --json`` runs end to end and reports figures and ratios."""
+"""``edgefleet bench routes --json`` runs end to end and reports figures and ratios against
+both baselines (bare paho/mosquitto and the same-hop SQLite relay)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,17 @@ def test_bench_routes_reports_edge_hub_and_baseline_figures() -> None:
     m2m = out["edgehub"]["module_to_module"]
     assert m2m["latency"]["p50_ms"] > 0 and m2m["latency"]["p99_ms"] >= m2m["latency"]["p50_ms"]
     assert m2m["messages_per_s"] > 0 and out["edgehub"]["upstream"]["messages_per_s"] > 0
+    assert m2m["hub_cpu_us_per_message"] > 0  # the hub's threads did the routing
+    assert out["edgehub"]["upstream"]["hub_cpu_us_per_message"] > 0
     assert out["baseline_paho_mosquitto"]["messages_per_s"] > 0
+    same_hop = out["baseline_same_hop_sqlite_relay"]
+    assert same_hop["messages_per_s"] > 0 and same_hop["latency"]["p50_ms"] > 0
     assert set(out["ratios"]) == {
         "m2m_latency_p50_vs_baseline",
         "m2m_latency_p99_vs_baseline",
         "m2m_throughput_vs_baseline",
         "upstream_throughput_vs_baseline",
+        "m2m_latency_p50_vs_same_hop",
+        "m2m_latency_p99_vs_same_hop",
+        "m2m_throughput_vs_same_hop",
     }
