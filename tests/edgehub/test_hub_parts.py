@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.edgehub import acl
-from edge_agent.edgehub import mqtt_packets as mp
+from edgefleet import mqtt_packets as mp
 from edge_agent.edgehub.credentials import (
     EdgeEndpoints,
     ModuleCredentials,
