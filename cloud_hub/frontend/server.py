@@ -101,6 +101,9 @@ class FrontEnd:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[asyncio.Task[None], Admitted] = {}
         self._lock = threading.Lock()
+        self.announce: Callable[[str, bytes], None] | None = None
+        """Publishes a retained message as the hub: a device's offline presence when its broker
+        connection is already gone (the broker dropped it: disabled, deleted)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -303,10 +306,19 @@ class FrontEnd:
             if timer is not None:
                 timer.cancel()
             if presence is not None and will is not None:
-                with contextlib.suppress(Exception):  # a clean end replaces the will
-                    up_writer.write(mp.publish_packet(presence, will[1], 0, retain=True))
-                    up_writer.write(bytes([mp.DISCONNECT << 4, 0]))
+                self._offline(presence, will[1], up_writer)
             await pipe.close(up_writer)
+
+    def _offline(self, topic: str, payload: bytes, up_writer: asyncio.StreamWriter) -> None:
+        """A clean end's offline presence, in place of the will: on the device's broker
+        connection while it lives, and as the hub (the broker may have dropped the device)."""
+        if not up_writer.is_closing():
+            with contextlib.suppress(Exception):
+                up_writer.write(mp.publish_packet(topic, payload, 0, retain=True))
+                up_writer.write(bytes([mp.DISCONNECT << 4, 0]))
+        if self.announce is not None:
+            with contextlib.suppress(Exception):
+                self.announce(topic, payload)
 
     async def _login_upstream(
         self, hello: bytes, ident: iothub.IotHubIdentity

@@ -71,6 +71,8 @@ class Messaging:
             module_connected=getattr(self.broker, "module_connected", None)
             or (self.frontend.module_connected if self.frontend is not None else None),
         )
+        if self.frontend is not None:
+            self.frontend.announce = self.service.announce
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
