@@ -1,0 +1,140 @@
+"""``edgefleet bench ingest --front-end``: what the hub's MQTT front end costs, in one run
+against one hub with managed mosquitto.
+
+The same publishers (paho, QoS 1, one connection per device, worker processes) send the same
+number of telemetry messages in three phases:
+
+1. direct: edgefleet's user names straight to mosquitto's internal listener (plain TCP on
+   loopback, where the front end relays to), no front end;
+2. front end: the same clients on 8883 of the hub's address (TLS, admitted by the front end,
+   then a byte relay);
+3. IoT Hub dialect: user name ``{host}/{device}/?api-version=...`` and a SAS token on 8883 (the
+   front end's packet relay with the topic rewrite, as its own broker login).
+
+Figures per phase: stored messages/s (first to last commit), creation-to-commit latency and the
+CPU of the hub process (where the front end runs) and of mosquitto.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from composition.bench.ingest import _cpu, bench_data_dir, print_table, run_publishers, wait_stored
+from composition.bench.ingest_dialects import IOTHUB_PORT, iothub_credentials
+from composition.processes import Child, cli, free_loopback, free_port
+from edgefleet.hubclient import HubClient
+
+
+def _phase(
+    api: HubClient,
+    devs: list[dict[str, Any]],
+    messages: int,
+    rate: float,
+    procs: int,
+    pids: tuple[int, int],
+) -> dict[str, Any]:
+    api.request("GET", "/messaging/stats", params={"reset": "true"})
+    total = messages * len(devs)
+    before = (_cpu(pids[0]), _cpu(pids[1]), time.monotonic())
+    run_publishers(devs, messages, rate, False, procs)
+    stored = wait_stored(api, total)
+    after = (_cpu(pids[0]), _cpu(pids[1]), time.monotonic())
+    stats = api.request("GET", "/messaging/stats").json()
+    window = stats["window"]
+    elapsed = (window["lastCommit"] or 0) - (window["firstCommit"] or 0)
+    wall = after[2] - before[2]
+    return {
+        "messages": total,
+        "stored": stored,
+        "storedMsgPerS": round(window["stored"] / elapsed, 1) if elapsed > 0 else 0.0,
+        "e2eP50Ms": stats["latencyMs"]["p50"],
+        "e2eP99Ms": stats["latencyMs"]["p99"],
+        "hubCpuCores": round((after[0] - before[0]) / wall, 2) if wall else None,
+        "brokerCpuCores": round((after[1] - before[1]) / wall, 2) if wall else None,
+    }
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    return round(a["storedMsgPerS"] / b["storedMsgPerS"], 3) if b["storedMsgPerS"] else None
+
+
+def run_front_end(
+    devices: int, rate: float, messages: int, procs: int = 2, progress: Any = None
+) -> dict[str, Any]:
+    """``messages`` per device at ``rate`` messages/s per device, in each of the three phases."""
+    say = progress or (lambda _msg: None)
+    data, token = bench_data_dir("edgefleet-bench-front-end-")
+    host, port = free_loopback(IOTHUB_PORT), free_port()
+    serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
+    serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", "mosquitto", "--log-level", "warning"]
+    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:
+        say(f"starting the hub (mosquitto, front end on {host}:{IOTHUB_PORT})")
+        with HubClient(f"http://{host}:{port}", token) as api:
+            hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
+            internal = json.loads((data / "broker" / "ports.json").read_text())["internal_port"]
+            broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
+            say(f"creating {devices} devices")
+            direct, front, iothub = [], [], []
+            for i in range(devices):
+                device_id = f"bench-{i}"
+                body = api.create_device(device_id)
+                key = body["authentication"]["symmetricKey"]["primaryKey"]
+                creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
+                base = {**creds, "device_id": device_id}
+                direct.append(
+                    {
+                        **base,
+                        "host": "127.0.0.1",
+                        "port": internal,
+                        "tls": False,
+                        "mid_prefix": "d-",
+                    }
+                )
+                front.append({**base, "mid_prefix": "f-"})
+                iothub.append(
+                    {**base, **iothub_credentials(host, device_id, key), "mid_prefix": "i-"}
+                )
+            pids = (hub.pid, broker_pid)
+            say("direct to mosquitto")
+            ours_direct = _phase(api, direct, messages, rate, procs, pids)
+            say("edgefleet dialect through the front end")
+            ours_front = _phase(api, front, messages, rate, procs, pids)
+            say("IoT Hub dialect through the front end")
+            theirs = _phase(api, iothub, messages, rate, procs, pids)
+    return {
+        "broker": "mosquitto",
+        "devices": devices,
+        "ratePerDevice": rate,
+        "direct": ours_direct,
+        "frontEnd": ours_front,
+        "iothub": theirs,
+        "ratioFrontEndToDirect": _ratio(ours_front, ours_direct),
+        "ratioIotHubToFrontEnd": _ratio(theirs, ours_front),
+        "cpuCount": os.cpu_count(),
+        "loadAverage": list(os.getloadavg()),
+    }
+
+
+def print_front_end(result: dict[str, Any], as_json: bool) -> None:
+    phases = [result["direct"], result["frontEnd"], result["iothub"]]
+    rows = [
+        [name, *(str(phase[key]) for phase in phases)]
+        for name, key in [
+            ("messages stored", "stored"),
+            ("stored msg/s", "storedMsgPerS"),
+            ("e2e p50 ms", "e2eP50Ms"),
+            ("e2e p99 ms", "e2eP99Ms"),
+            ("hub CPU (cores)", "hubCpuCores"),
+            ("mosquitto CPU (cores)", "brokerCpuCores"),
+        ]
+    ]
+    rows.append(["ratio front end / direct", "", str(result["ratioFrontEndToDirect"]), ""])
+    rows.append(["ratio IoT Hub / front end", "", "", str(result["ratioIotHubToFrontEnd"])])
+    title = (
+        f"bench ingest --front-end (mosquitto, {result['devices']} x {result['ratePerDevice']:g}/s)"
+    )
+    columns = ["direct", "front end", "IoT Hub via front end"]
+    print_table(result, as_json, title, columns, rows)
