@@ -19,42 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
-from composition.bench.ingest import _cpu, bench_data_dir, print_table, run_publishers, wait_stored
-from composition.bench.ingest_dialects import IOTHUB_PORT, iothub_credentials
+from composition.bench.ingest import bench_data_dir, print_table
+from composition.bench.ingest_dialects import IOTHUB_PORT, iothub_credentials, measure_phase
 from composition.processes import Child, cli, free_loopback, free_port
 from edgefleet.hubclient import HubClient
-
-
-def _phase(
-    api: HubClient,
-    devs: list[dict[str, Any]],
-    messages: int,
-    rate: float,
-    procs: int,
-    pids: tuple[int, int],
-) -> dict[str, Any]:
-    api.request("GET", "/messaging/stats", params={"reset": "true"})
-    total = messages * len(devs)
-    before = (_cpu(pids[0]), _cpu(pids[1]), time.monotonic())
-    run_publishers(devs, messages, rate, False, procs)
-    stored = wait_stored(api, total)
-    after = (_cpu(pids[0]), _cpu(pids[1]), time.monotonic())
-    stats = api.request("GET", "/messaging/stats").json()
-    window = stats["window"]
-    elapsed = (window["lastCommit"] or 0) - (window["firstCommit"] or 0)
-    wall = after[2] - before[2]
-    return {
-        "messages": total,
-        "stored": stored,
-        "storedMsgPerS": round(window["stored"] / elapsed, 1) if elapsed > 0 else 0.0,
-        "e2eP50Ms": stats["latencyMs"]["p50"],
-        "e2eP99Ms": stats["latencyMs"]["p99"],
-        "hubCpuCores": round((after[0] - before[0]) / wall, 2) if wall else None,
-        "brokerCpuCores": round((after[1] - before[1]) / wall, 2) if wall else None,
-    }
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
@@ -99,11 +69,11 @@ def run_front_end(
                 )
             pids = (hub.pid, broker_pid)
             say("direct to mosquitto")
-            ours_direct = _phase(api, direct, messages, rate, procs, pids)
+            ours_direct = measure_phase(api, direct, messages, rate, procs, pids)
             say("edgefleet dialect through the front end")
-            ours_front = _phase(api, front, messages, rate, procs, pids)
+            ours_front = measure_phase(api, front, messages, rate, procs, pids)
             say("IoT Hub dialect through the front end")
-            theirs = _phase(api, iothub, messages, rate, procs, pids)
+            theirs = measure_phase(api, iothub, messages, rate, procs, pids)
     return {
         "broker": "mosquitto",
         "devices": devices,
@@ -127,10 +97,10 @@ def print_front_end(result: dict[str, Any], as_json: bool) -> None:
             ("stored msg/s", "storedMsgPerS"),
             ("e2e p50 ms", "e2eP50Ms"),
             ("e2e p99 ms", "e2eP99Ms"),
-            ("hub CPU (cores)", "hubCpuCores"),
-            ("mosquitto CPU (cores)", "brokerCpuCores"),
         ]
     ]
+    rows.append(["hub CPU (cores)", *(str(phase["cpuCores"][0]) for phase in phases)])
+    rows.append(["mosquitto CPU (cores)", *(str(phase["cpuCores"][1]) for phase in phases)])
     rows.append(["ratio front end / direct", "", str(result["ratioFrontEndToDirect"]), ""])
     rows.append(["ratio IoT Hub / front end", "", "", str(result["ratioIotHubToFrontEnd"])])
     title = (
