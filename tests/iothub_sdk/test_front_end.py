@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from composition.processes import free_loopback
 from edgefleet import protocol as p
@@ -26,6 +28,7 @@ from tests.support.device_sdk import (
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import (
     create_device,
+    credentials,
     device_client,
     mosquitto,
     stop_managed_mosquitto,
@@ -82,12 +85,29 @@ def _bad_clients(hub: RunningHub) -> None:
     assert _closed_by_peer(plain)
 
 
+def _mqtt5_telemetry(hub: RunningHub, device_id: str, message_id: str) -> None:
+    """A paho MQTT 5 client with edgefleet's credentials: relayed to mosquitto unchanged."""
+    creds = credentials(hub, device_id)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(creds["username"], creds["password"])
+    client.tls_set(ca_certs=str(hub.ca_file))
+    client.connect(creds["host"], creds["port"])
+    client.loop_start()
+    try:
+        topic = p.telemetry_topic(device_id, {p.SYS_MESSAGE_ID: message_id})
+        client.publish(topic, b"{}", qos=1).wait_for_publish(20)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def test_sdk_native_device_and_a_snoop_through_the_front_end(
     hub: RunningHub, tmp_path: Path
 ) -> None:
     create_device(hub, "fe-sdk")
     create_device(hub, "fe-snoop")
     create_device(hub, "fe-native")
+    create_device(hub, "fe-mqtt5")
     native = device_client(hub, "fe-native", tmp_path)
     snoop = _hostile(hub, "fe-snoop")
     try:
@@ -103,6 +123,8 @@ def test_sdk_native_device_and_a_snoop_through_the_front_end(
         sent = native.send_message({"t": 1})
         assert native.patch_twin_reported_properties({"via": "front end"}) > 0
         assert wait_until(lambda: sent in stored_message_ids(hub, "fe-native"))
+        _mqtt5_telemetry(hub, "fe-mqtt5", "v5-1")
+        assert wait_until(lambda: "v5-1" in stored_message_ids(hub, "fe-mqtt5"))
         with hub.client() as api:
             twin = api.get_twin("fe-native")
             assert twin["properties"]["reported"]["via"] == "front end"
