@@ -249,6 +249,9 @@ def bench_ingest(
         help="Instead: mosquitto; edgefleet's dialect direct to it vs through the hub's MQTT "
         "front end on 8883, and IoT Hub's dialect through the front end.",
     ),
+    rounds: int = typer.Option(
+        2, "--rounds", min=1, max=10, help="With --front-end: rounds of the three phases."
+    ),
     workers: str | None = typer.Option(
         None,
         "--workers",
@@ -286,7 +289,8 @@ def bench_ingest(
         if front_end:
             from composition.bench.ingest_front_end import print_front_end, run_front_end
 
-            print_front_end(run_front_end(devices, rate, messages, procs, progress=say), as_json)
+            found_fe = run_front_end(devices, rate, messages, procs, say, rounds)
+            print_front_end(found_fe, as_json)
             return
         if iothub_dialect:
             print_dialects(run_dialects(devices, rate, messages, procs, progress=say), as_json)
