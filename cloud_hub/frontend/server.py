@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import ssl
@@ -255,13 +254,12 @@ class FrontEnd:
         self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """edgefleet's dialect: the broker sees the device's own bytes, CONNECT included."""
-        connect = functools.partial(
-            asyncio.get_running_loop().create_connection,
-            host=self.upstream.host,
-            port=self.upstream.port,
-            ssl=self._upstream_context(),
-        )
-        await pipe.splice(reader, writer, first, connect)
+        up_reader, up_writer = await self._open_upstream()
+        try:
+            up_writer.write(first)
+            await pipe.first_to_end(pipe.copy(reader, up_writer), pipe.copy(up_reader, writer))
+        finally:
+            await pipe.close(up_writer)
 
     async def _iothub(
         self,
