@@ -28,9 +28,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edgefleet import iothub_dialect as iothub
 from edgefleet import mqtt_packets as mp
 from edgefleet.mqtt_packets import ProtocolViolation
-from edgefleet import iothub_dialect as iothub
 
 log = logging.getLogger("edgefleet.edgehub.broker")
 
