@@ -284,8 +284,14 @@ crlfile {self.ca.crl_file}
                 log.info("adopting the running mosquitto (pid %d)", pid)
                 self.pid = pid
                 os.kill(pid, signal.SIGHUP)
-                self._wait_listening()
-                return
+                try:
+                    self._wait_listening(5)
+                    return
+                except RuntimeError:
+                    # SIGHUP does not move listeners: one started with other ports (e.g. by a
+                    # hub without the front end) is restarted; its sessions come from disk
+                    log.warning("restarting mosquitto (pid %d): its listeners changed", pid)
+                    self._stop_pid(pid)
         self.proc = subprocess.Popen(
             [MOSQUITTO_BIN, "-c", str(self.conf_file)],
             stdout=subprocess.DEVNULL,
@@ -296,8 +302,8 @@ crlfile {self.ca.crl_file}
         self._wait_listening()
         log.info("mosquitto (pid %d) listens on %s", self.pid, self.upstream.port)
 
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 20
+    def _wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited; see {self.log_file}")
@@ -317,22 +323,25 @@ crlfile {self.ca.crl_file}
         self._stopping.set()
         if self._watchdog is not None:
             self._watchdog.join(5)
-        if self.pid is None:
-            return
+        if self.pid is not None:
+            self._stop_pid(self.pid)
+
+    def _stop_pid(self, pid: int) -> None:
+        """SIGTERM (mosquitto saves its sessions), SIGKILL after 10 s."""
         try:
-            os.kill(self.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         except OSError:
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.proc is not None:
+            if self.proc is not None and self.proc.pid == pid:
                 if self.proc.poll() is not None:
                     return
-            elif not _pid_alive(self.pid):
+            elif not _pid_alive(pid):
                 return
             time.sleep(0.05)
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 
