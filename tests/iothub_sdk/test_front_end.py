@@ -150,6 +150,19 @@ def test_sdk_native_device_and_a_snoop_through_the_front_end(
         native.shutdown()
 
 
+def test_sdk_device_with_an_x509_certificate_through_the_front_end(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    create_device(hub, "fe-x509")
+    with hub.client() as api:
+        issued = api.request("POST", "/devices/fe-x509/certificate").json()
+    cert, key = tmp_path / "fe-x509.pem", tmp_path / "fe-x509.key"
+    cert.write_text(issued["certificate"])
+    key.write_text(issued["privateKey"])
+    sdk = SdkProcess("--ca", str(hub.ca_file), "--x509", str(cert), str(key), _host(hub), "fe-x509")
+    _sdk_round_trip(hub, "fe-x509", sdk)
+
+
 def test_expired_token_and_disabled_device_close_relayed_connections(hub: RunningHub) -> None:
     create_device(hub, "fe-short")
     token = device_token(_host(hub), "fe-short", _key(hub, "fe-short"), int(time.time()) + 3)
