@@ -17,7 +17,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from composition.processes import free_loopback
 from edgefleet import protocol as p
-from tests.iothub_sdk.test_device_sdk import REFUSED, _host, _hostile, _key, _sdk_round_trip
+from tests.iothub_sdk.test_device_sdk import (
+    REFUSED,
+    _host,
+    _hostile,
+    _issue_certificate,
+    _key,
+    _sdk_round_trip,
+)
 from tests.support.device_sdk import (
     IOTHUB_PORT,
     RawIotHubClient,
@@ -153,12 +160,7 @@ def test_sdk_native_device_and_a_snoop_through_the_front_end(
 def test_sdk_device_with_an_x509_certificate_through_the_front_end(
     hub: RunningHub, tmp_path: Path
 ) -> None:
-    create_device(hub, "fe-x509")
-    with hub.client() as api:
-        issued = api.request("POST", "/devices/fe-x509/certificate").json()
-    cert, key = tmp_path / "fe-x509.pem", tmp_path / "fe-x509.key"
-    cert.write_text(issued["certificate"])
-    key.write_text(issued["privateKey"])
+    cert, key = _issue_certificate(hub, "fe-x509", tmp_path)
     sdk = SdkProcess("--ca", str(hub.ca_file), "--x509", str(cert), str(key), _host(hub), "fe-x509")
     _sdk_round_trip(hub, "fe-x509", sdk)
 
