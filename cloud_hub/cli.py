@@ -55,7 +55,8 @@ def serve(
         "--mqtt-port",
         min=0,
         max=65535,
-        help="MQTT TLS port on --host, for devices (0: a free one, kept across restarts).",
+        help="MQTT TLS port on --host, for devices (0: a free one, kept across restarts); "
+        "with mosquitto or an external broker the hub's own front end, serving both dialects.",
     ),
     cert_port: int = typer.Option(0, "--cert-port", help="X.509 client-cert port (0: free)."),
     mqtt_ws_port: int = typer.Option(

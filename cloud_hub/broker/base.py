@@ -28,6 +28,10 @@ class Endpoint:
 
 class Broker(Protocol):
     endpoint: Endpoint
+    """Where devices connect (with the hub's MQTT front end: the front end's listener)."""
+    upstream: Endpoint
+    """Where the hub itself connects: its service client, and the front end's relayed
+    connections (mosquitto: an internal loopback listener; otherwise ``endpoint``)."""
 
     async def start(self) -> None: ...
 
@@ -59,7 +63,7 @@ def persisted_ports(directory: Path, host: str, wanted: dict[str, int]) -> dict[
                 sock.bind((host, 0))
                 port = int(sock.getsockname()[1])
         out[name] = port
-    path.write_text(json.dumps(out))
+    path.write_text(json.dumps({**saved, **out}))
     return out
 
 
@@ -118,6 +122,7 @@ class ExternalBroker:
             service_username=u.username or p.HUB_USERNAME,
             service_password=u.password,
         )
+        self.upstream = self.endpoint
 
     async def start(self) -> None:
         return None

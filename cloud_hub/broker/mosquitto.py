@@ -3,16 +3,22 @@
 Files under ``<data_dir>/broker/``: ``mosquitto.conf``, ``passwd``, ``acl``, ``ports.json``,
 ``mosquitto.pid``, ``mosquitto.log`` and the persistence database in ``data/``.
 
-- TLS listener (``port``) for user name/password clients and a TLS listener (``cert_port``) that
-  requires a client certificate signed by the hub CA (CN = device id becomes the user name,
-  ``crlfile`` revokes). Server certificate and CA come from :class:`edgefleet.ca.HubCA`.
+- ``port`` (8883) is the hub's MQTT front end (``cloud_hub.frontend``), not mosquitto: mosquitto's
+  user name/password listener is an internal plain one on ``127.0.0.1:internal_port``, where the
+  front end relays device connections and the hub's service client connects. A TLS listener
+  (``cert_port``) requires a client certificate signed by the hub CA (CN = device id becomes the
+  user name, ``crlfile`` revokes). Server certificate and CA come from
+  :class:`edgefleet.ca.HubCA`.
 - ``passwd``: one user per key slot: ``{id}`` for the primary key and ``{id}/secondary`` for the
   secondary key (mosquitto holds one password per user), password =
   :func:`edgefleet.protocol.mqtt_password`; hashed here in mosquitto's PBKDF2-SHA512 ``$7$``
-  format. Disabled devices have no users, and their certificates are on hold in the CRL.
-- ``acl``: ``pattern readwrite devices/%u/#`` plus explicit lines for the secondary aliases and the
-  hub's service users. ``use_username_as_clientid`` stops a device from taking over another
-  device's session with a spoofed client id.
+  format. Disabled devices have no users, and their certificates are on hold in the CRL. Each
+  enabled device and module also has a front-end user (:func:`frontend_user`), whose password
+  only the hub knows, for the IoT Hub-dialect connections the front end makes on its behalf.
+- ``acl``: ``pattern readwrite devices/%u/#`` plus explicit lines for the secondary aliases, the
+  front-end users (each confined to its identity's subtree) and the hub's service users.
+  ``use_username_as_clientid`` stops a device from taking over another device's session with a
+  spoofed client id.
 - Regenerated and reloaded (SIGHUP; mosquitto then drops clients whose user vanished) on every
   registry change. A live certificate connection of a disabled or revoked device is closed by a
   session takeover with the hub's own certificate.
@@ -26,6 +32,7 @@ import asyncio
 import base64
 import getpass
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -38,10 +45,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_hub.broker.base import own_broker_endpoint
+from cloud_hub.broker.base import Endpoint, own_broker_endpoint, persisted_ports
 from edgefleet import protocol as p
 from edgefleet.ca import HubCA
 from edgefleet.files import atomic_write_text
+from edgefleet.iothub_dialect import IotHubIdentity
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,22 @@ def _pid_alive(pid: int) -> bool:
     return b"mosquitto" in cmdline
 
 
+FRONTEND_USER_PREFIX = "$edgefleet-fe/"
+INTERNAL_HOST = "127.0.0.1"
+
+
+def frontend_user(ident: IotHubIdentity) -> str:
+    """The mosquitto user the front end connects as for an IoT Hub-dialect identity (also its
+    client id: the listener uses user names as client ids)."""
+    return FRONTEND_USER_PREFIX + ident.client_id
+
+
+def frontend_password(secret: str, user: str) -> str:
+    """A front-end user's password: derived from the hub's service secret, never stored."""
+    digest = hmac.new(secret.encode(), b"edgefleet-frontend\n" + user.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
 def _usable_id(device_id: str) -> bool:
     return (
         ":" not in device_id
@@ -85,6 +109,16 @@ class MosquittoBroker:
         self.ca: HubCA = options["ca"]
         self.host = options.get("mqtt_host") or host
         self.endpoint = own_broker_endpoint("mosquitto", data_dir, self.host, options)
+        internal = persisted_ports(self.dir, INTERNAL_HOST, {"internal_port": 0})
+        self.upstream = Endpoint(
+            kind="mosquitto",
+            host=INTERNAL_HOST,
+            port=internal["internal_port"],
+            tls=False,
+            ca_file=None,
+            service_username=self.endpoint.service_username,
+            service_password=self.endpoint.service_password,
+        )
         self.conf_file = self.dir / "mosquitto.conf"
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_file = self.dir / "mosquitto.log"
@@ -128,8 +162,8 @@ log_type notice
 log_type information
 connection_messages true
 
-listener {self.endpoint.port} {self.host}
-{tls}use_username_as_clientid true
+listener {self.upstream.port} {self.upstream.host}
+use_username_as_clientid true
 
 listener {self.endpoint.cert_port} {self.host}
 {tls}require_certificate true
@@ -154,12 +188,22 @@ crlfile {self.ca.crl_file}
             if not ident.enabled or not _usable_id(ident.device_id):
                 disabled.add(ident.device_id)
                 continue
+            users.append(self._frontend_login(IotHubIdentity(ident.device_id), service_pw))
+            acl += [f"user {users[-1][0]}", f"topic readwrite devices/{ident.device_id}/#", ""]
             if ident.primary_key:
                 users.append((ident.device_id, p.mqtt_password(ident.device_id, ident.primary_key)))
             if ident.secondary_key:
                 alias = p.mqtt_username(ident.device_id, "secondary")
                 users.append((alias, p.mqtt_password(ident.device_id, ident.secondary_key)))
                 acl += [f"user {alias}", f"topic readwrite devices/{ident.device_id}/#", ""]
+        for ident in self.registry.identities():
+            if ident.module_id is None or ident.device_id in disabled or not ident.enabled:
+                continue
+            if not _usable_id(ident.module_id):
+                continue
+            module = IotHubIdentity(ident.device_id, ident.module_id)
+            users.append(self._frontend_login(module, service_pw))
+            acl += [f"user {users[-1][0]}", f"topic readwrite {module.prefix}#", ""]
         acl += [f"pattern readwrite {p.ACL_PATTERN}", ""]
         # Deleted devices' certificates stay on hold too.
         issued = set(self.ca.issued().values())
@@ -180,6 +224,19 @@ crlfile {self.ca.crl_file}
         self._newly_held |= held - self._held
         self._held = held
         return True
+
+    @staticmethod
+    def _frontend_login(ident: IotHubIdentity, secret: str) -> tuple[str, str]:
+        user = frontend_user(ident)
+        return user, frontend_password(secret, user)
+
+    def frontend_login(self, ident: IotHubIdentity) -> tuple[str, str, str] | None:
+        """(client id, user name, password) the front end connects with for an IoT Hub-dialect
+        identity (see :func:`frontend_user`)."""
+        if not _usable_id(ident.device_id) or not _usable_id(ident.module_id or "x"):
+            return None
+        user, password = self._frontend_login(ident, self.endpoint.service_password or "")
+        return user, user, password
 
     def _hash(self, user: str, password: str) -> str:
         """The user's password hash: the one written before while the password is the same
@@ -227,8 +284,14 @@ crlfile {self.ca.crl_file}
                 log.info("adopting the running mosquitto (pid %d)", pid)
                 self.pid = pid
                 os.kill(pid, signal.SIGHUP)
-                self._wait_listening()
-                return
+                try:
+                    self._wait_listening(5)
+                    return
+                except RuntimeError:
+                    # SIGHUP does not move listeners: one started with other ports (e.g. by a
+                    # hub without the front end) is restarted; its sessions come from disk
+                    log.warning("restarting mosquitto (pid %d): its listeners changed", pid)
+                    self._stop_pid(pid)
         self.proc = subprocess.Popen(
             [MOSQUITTO_BIN, "-c", str(self.conf_file)],
             stdout=subprocess.DEVNULL,
@@ -237,19 +300,21 @@ crlfile {self.ca.crl_file}
         )
         self.pid = self.proc.pid
         self._wait_listening()
-        log.info("mosquitto (pid %d) listens on %s", self.pid, self.endpoint.port)
+        log.info("mosquitto (pid %d) listens on %s", self.pid, self.upstream.port)
 
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 20
+    def _wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited; see {self.log_file}")
             try:
-                with socket.create_connection((self.host, self.endpoint.port), timeout=0.5):
+                with socket.create_connection(
+                    (self.upstream.host, self.upstream.port), timeout=0.5
+                ):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.endpoint.port}")
+        raise RuntimeError(f"mosquitto did not listen on {self.upstream.port}")
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._stop)
@@ -258,22 +323,25 @@ crlfile {self.ca.crl_file}
         self._stopping.set()
         if self._watchdog is not None:
             self._watchdog.join(5)
-        if self.pid is None:
-            return
+        if self.pid is not None:
+            self._stop_pid(self.pid)
+
+    def _stop_pid(self, pid: int) -> None:
+        """SIGTERM (mosquitto saves its sessions), SIGKILL after 10 s."""
         try:
-            os.kill(self.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         except OSError:
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.proc is not None:
+            if self.proc is not None and self.proc.pid == pid:
                 if self.proc.poll() is not None:
                     return
-            elif not _pid_alive(self.pid):
+            elif not _pid_alive(pid):
                 return
             time.sleep(0.05)
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 

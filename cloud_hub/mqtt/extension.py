@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import threading
 from typing import Any
@@ -19,7 +20,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from cloud_hub import events
-from cloud_hub.broker.base import Broker, open_broker
+from cloud_hub.broker.admission import Admission
+from cloud_hub.broker.base import Broker, open_broker, persisted_ports
+from cloud_hub.frontend.logins import broker_login
+from cloud_hub.frontend.server import FrontEnd
 from cloud_hub.hub import BackgroundService, Hub
 from cloud_hub.mqtt.service_client import ServiceClient
 from edgefleet.ca import HubCA
@@ -58,13 +62,17 @@ class Messaging:
                 "--instance needs --broker mqtt://... or mqtts://...: a broker every hub "
                 "process shares"
             )
+        self.frontend = None if self.broker.endpoint.kind == "embedded" else self._frontend(hub)
         self.service = ServiceClient(
             hub,
-            self.broker.endpoint,
+            self.broker.upstream,
             instance=instance,
             direct_publish=getattr(self.broker, "publish_direct", None),
-            module_connected=getattr(self.broker, "module_connected", None),
+            module_connected=getattr(self.broker, "module_connected", None)
+            or (self.frontend.module_connected if self.frontend is not None else None),
         )
+        if self.frontend is not None:
+            self.frontend.announce = self.service.announce
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
@@ -73,13 +81,29 @@ class Messaging:
             lambda _e: self._dirty.set(),
         )
 
+    def _frontend(self, hub: Hub) -> FrontEnd:
+        """The front end on 8883 of ``--host`` (mosquitto: the broker's public port; external:
+        ``--mqtt-port``) for a broker that is not the embedded one."""
+        extra = hub.settings.model_extra or {}
+        host = str(extra.get("mqtt_host") or hub.settings.host)
+        port = self.broker.endpoint.port
+        if self.broker.endpoint.kind == "external":
+            wanted = {"port": int(extra.get("mqtt_port") or 0)}
+            port = persisted_ports(hub.settings.data_dir / "frontend", host, wanted)["port"]
+        # the service users pass only with the password the hub itself uses at the broker
+        secret = self.broker.upstream.service_password or secrets.token_urlsafe(32)
+        admission = Admission(hub.registry, self.ca, secret)
+        return FrontEnd(
+            admission,
+            self.ca,
+            host,
+            port,
+            self.broker.upstream,
+            broker_login(self.broker, hub.registry),
+            reuse_port=bool(extra.get("instance")),
+        )
+
     async def start(self) -> None:
-        if self.broker.endpoint.kind != "embedded":
-            log.warning(
-                "IoT Hub's device MQTT dialect (azure-iot-device) is served only with "
-                "--broker embedded; the %s broker refuses its CONNECTs (unknown user name)",
-                self.broker.endpoint.kind,
-            )
         if self.broker.endpoint.kind != "embedded" and (self.hub.settings.model_extra or {}).get(
             "mqtt_ws_port"
         ):
@@ -89,6 +113,20 @@ class Messaging:
                 self.broker.endpoint.kind,
             )
         await self.broker.start()
+        if self.frontend is not None:
+            try:
+                await self.frontend.start()
+            except OSError as exc:
+                if self.broker.endpoint.kind != "external":
+                    raise
+                log.warning(
+                    "the MQTT front end cannot listen on %s:%d (%s); devices reach only the "
+                    "external broker itself",
+                    self.frontend.host,
+                    self.frontend.port,
+                    exc,
+                )
+                self.frontend = None
         await asyncio.to_thread(self.service.start)
         self._sync_thread = threading.Thread(
             target=self._sync_loop, name="broker-sync", daemon=True
@@ -99,6 +137,8 @@ class Messaging:
         self._unsubscribe()
         self._stop.set()
         await asyncio.to_thread(self.service.stop)
+        if self.frontend is not None:
+            await self.frontend.stop()
         await self.broker.stop()
 
     def _sync_loop(self) -> None:
@@ -110,6 +150,8 @@ class Messaging:
             self._dirty.clear()
             try:
                 self.broker.sync()
+                if self.frontend is not None:
+                    self.frontend.sync()
             except Exception:  # noqa: BLE001 - retried on the next change
                 log.exception("broker sync failed")
 

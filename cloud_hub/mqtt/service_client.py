@@ -135,6 +135,10 @@ class ServiceClient:
             self._inflight -= 1
         self._connection.ack(generation, mid)
 
+    def announce(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message (a device's presence) as the hub."""
+        self._connection.publish_retained(topic, payload)
+
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish QoS 1 as the hub (cloud-to-device messages)."""
         self._connection.publish(topic, payload)

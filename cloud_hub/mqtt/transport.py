@@ -126,6 +126,10 @@ class HubConnection:
         for topic, payload in messages:
             self._client.publish(topic, payload, qos=1)
 
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 publish over MQTT (presence the hub publishes for a device)."""
+        self._client.publish(topic, payload, qos=1, retain=True)
+
     def publish_direct(self, messages: list[tuple[str, bytes]]) -> bool:
         """Hand messages to the in-process broker; False when there is none or it refused."""
         return self._direct is not None and self._direct(messages)

@@ -245,6 +245,15 @@ def bench_ingest(
         "--iothub-dialect",
         help="Instead: the embedded broker, IoT Hub's device MQTT dialect beside edgefleet's.",
     ),
+    front_end: bool = typer.Option(
+        False,
+        "--front-end",
+        help="Instead: mosquitto; edgefleet's dialect direct to it vs through the hub's MQTT "
+        "front end on 8883, and IoT Hub's dialect through the front end.",
+    ),
+    rounds: int = typer.Option(
+        2, "--rounds", min=1, max=10, help="With --front-end: rounds of the three phases."
+    ),
     workers: str | None = typer.Option(
         None,
         "--workers",
@@ -278,6 +287,12 @@ def bench_ingest(
             assert database_url is not None
             found = run_workers_bench(counts, database_url, devices, rate, messages, procs, say)
             print_workers(found, as_json)
+            return
+        if front_end:
+            from composition.bench.ingest_front_end import print_front_end, run_front_end
+
+            found_fe = run_front_end(devices, rate, messages, procs, say, rounds)
+            print_front_end(found_fe, as_json)
             return
         if iothub_dialect:
             print_dialects(run_dialects(devices, rate, messages, procs, progress=say), as_json)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from composition.bench.ingest import bench_data_dir, print_table, run_publishers, wait_stored
+from composition.bench.ingest import _cpu, bench_data_dir, print_table, run_publishers, wait_stored
 from composition.processes import Child, cli, free_loopback, free_port
 from edgefleet import sas
 from edgefleet.hubclient import HubClient
@@ -35,22 +35,33 @@ def iothub_credentials(host: str, device_id: str, key: str, ttl: int = 3600) -> 
     }
 
 
-def _phase(
-    api: HubClient, devs: list[dict[str, Any]], messages: int, rate: float, procs: int
+def measure_phase(
+    api: HubClient,
+    devs: list[dict[str, Any]],
+    messages: int,
+    rate: float,
+    procs: int,
+    pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
+    """Publish ``messages`` per device and wait until they are stored: stored messages/s,
+    latency, and the CPU (cores busy) of each process in ``pids`` during the phase."""
     api.request("GET", "/messaging/stats", params={"reset": "true"})
     total = messages * len(devs)
+    before = [_cpu(pid) for pid in pids], time.monotonic()
     run_publishers(devs, messages, rate, False, procs)
     stored = wait_stored(api, total)
+    after = [_cpu(pid) for pid in pids], time.monotonic()
     stats = api.request("GET", "/messaging/stats").json()
     window = stats["window"]
     elapsed = (window["lastCommit"] or 0) - (window["firstCommit"] or 0)
+    wall = after[1] - before[1]
     return {
         "messages": total,
         "stored": stored,
         "storedMsgPerS": round(window["stored"] / elapsed, 1) if elapsed > 0 else 0.0,
         "e2eP50Ms": stats["latencyMs"]["p50"],
         "e2eP99Ms": stats["latencyMs"]["p99"],
+        "cpuCores": [round((b - a) / wall, 2) for a, b in zip(before[0], after[0], strict=True)],
     }
 
 
@@ -85,9 +96,9 @@ def run_dialects(
                     }
                 )
             say("edgefleet dialect")
-            ours = _phase(api, native, messages, rate, procs)
+            ours = measure_phase(api, native, messages, rate, procs)
             say("IoT Hub dialect")
-            theirs = _phase(api, iothub, messages, rate, procs)
+            theirs = measure_phase(api, iothub, messages, rate, procs)
     return {
         "broker": "embedded",
         "devices": devices,

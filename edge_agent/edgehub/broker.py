@@ -28,10 +28,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.edgehub import mqtt_packets as mp
 from edge_agent.edgehub.coalescing_writer import CoalescingWriter
-from edge_agent.edgehub.mqtt_packets import ProtocolViolation
 from edgefleet import iothub_dialect as iothub
+from edgefleet import mqtt_packets as mp
+from edgefleet.mqtt_packets import ProtocolViolation
 
 log = logging.getLogger("edgefleet.edgehub.broker")
 
@@ -247,7 +247,7 @@ class LocalBroker:
         if ptype != mp.CONNECT:
             raise ProtocolViolation("first packet is not CONNECT")
         request = mp.parse_connect(body)
-        if request is None:
+        if request is None or request.level == 5:  # MQTT 3.1/3.1.1 only
             writer.write(mp.connack(False, mp.UNACCEPTABLE_PROTOCOL))
             return None
         client_id, username, clean = request.client_id, request.username, request.clean

@@ -7,7 +7,7 @@ import socket
 import struct
 from pathlib import Path
 
-from edge_agent.edgehub.mqtt_packets import topic_matches
+from edgefleet.mqtt_packets import topic_matches
 from tests.support.edgehub import assert_a_reaches_b, edge_hub
 
 

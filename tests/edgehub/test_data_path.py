@@ -11,8 +11,8 @@ import struct
 import time
 from pathlib import Path
 
-from edge_agent.edgehub import mqtt_packets as mp
 from edge_agent.edgehub.store_and_forward import Item, MessageStore
+from edgefleet import mqtt_packets as mp
 from edgefleet import protocol as p
 from tests.support.edgehub import DEVICE, edge_hub
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from edge_agent.edgehub import acl
-from edge_agent.edgehub import mqtt_packets as mp
 from edge_agent.edgehub.credentials import (
     EdgeEndpoints,
     ModuleCredentials,
@@ -25,6 +24,7 @@ from edge_agent.edgehub.method_relay import response_body
 from edge_agent.edgehub.routes import RouteTable
 from edge_agent.edgehub.store_and_forward import Stored
 from edgefleet import module_topics as t
+from edgefleet import mqtt_packets as mp
 from edgefleet import protocol as p
 
 

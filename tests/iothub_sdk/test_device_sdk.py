@@ -163,13 +163,19 @@ def test_sdk_device_over_websockets(tmp_path: Path) -> None:
             sdk.stop()
 
 
-def test_sdk_device_with_an_x509_certificate(hub: RunningHub, tmp_path: Path) -> None:
-    create_device(hub, "sdk-x509")
+def _issue_certificate(hub: RunningHub, device_id: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A new device with a certificate of the hub CA: (certificate file, key file)."""
+    create_device(hub, device_id)
     with hub.client() as api:
-        issued = api.request("POST", "/devices/sdk-x509/certificate").json()
-    cert, key = tmp_path / "sdk-x509.pem", tmp_path / "sdk-x509.key"
+        issued = api.request("POST", f"/devices/{device_id}/certificate").json()
+    cert, key = tmp_path / f"{device_id}.pem", tmp_path / f"{device_id}.key"
     cert.write_text(issued["certificate"])
     key.write_text(issued["privateKey"])
+    return cert, key
+
+
+def test_sdk_device_with_an_x509_certificate(hub: RunningHub, tmp_path: Path) -> None:
+    cert, key = _issue_certificate(hub, "sdk-x509", tmp_path)
     sdk = SdkProcess(
         "--ca", str(hub.ca_file), "--x509", str(cert), str(key), _host(hub), "sdk-x509"
     )

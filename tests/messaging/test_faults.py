@@ -79,7 +79,7 @@ def test_hub_killed_during_burst_stores_every_message_once(tmp_path: Path) -> No
             first.process.wait(10)
             for thread in threads:
                 thread.join(120)
-        # the devices keep publishing to the broker, which outlives the hub
+        # the broker outlives the hub; the devices reconnect through the new hub's front end
         with running_hub(tmp_path, broker="mosquitto") as second:
             _assert_exactly_once(second, sent, clients)
     finally:

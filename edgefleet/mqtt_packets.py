@@ -1,4 +1,5 @@
-"""MQTT 3.1.1 packets as the local broker reads and writes them, and topic filter matching.
+"""MQTT 3.1.1 packets as the edge hub's local broker and the hub's MQTT front end read and write
+them, and topic filter matching (the CONNECT of MQTT 5 is read too, for the front end).
 
 Parsing raises ``ProtocolViolation`` (or ``struct.error``/``IndexError``/``ValueError`` for
 malformed contents); the broker closes the connection on any of them.
@@ -112,6 +113,41 @@ class PacketReader:
         return self._ready.popleft()
 
 
+async def read_packet(
+    reader: asyncio.StreamReader, limit: int = MAX_PACKET
+) -> tuple[int, int, bytes]:
+    """The next packet: its type, flags and body (ProtocolViolation over ``limit`` bytes)."""
+    head = await reader.readexactly(1)
+    length, mult = 0, 1
+    for _ in range(4):
+        (b,) = await reader.readexactly(1)
+        length += (b & 0x7F) * mult
+        if not b & 0x80:
+            break
+        mult *= 128
+    else:
+        raise ProtocolViolation("bad remaining length")
+    if length > limit:
+        raise ProtocolViolation("packet too large")
+    body = await reader.readexactly(length) if length else b""
+    return head[0] >> 4, head[0] & 0x0F, body
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A variable byte integer (MQTT 5 property lengths) at ``pos``, and the position after it."""
+    value, mult = 0, 1
+    for _ in range(4):
+        if pos >= len(data):
+            raise ProtocolViolation("truncated variable byte integer")
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) * mult
+        if not byte & 0x80:
+            return value, pos
+        mult *= 128
+    raise ProtocolViolation("bad variable byte integer")
+
+
 def read_string(data: bytes, pos: int) -> tuple[bytes, int]:
     """A length-prefixed string at ``pos``, and the position after it."""
     if pos + 2 > len(data):
@@ -130,18 +166,28 @@ class Connect:
     password: bytes | None
     clean: bool
     keepalive: int
+    level: int = 4
+    """The protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5."""
 
 
 def parse_connect(body: bytes) -> Connect | None:
-    """A CONNECT body; None when the protocol is not MQTT 3.1/3.1.1 (refused, code 1)."""
+    """A CONNECT body; None when the protocol is not MQTT 3.1, 3.1.1 or 5 (refused, code 1)."""
     name, pos = read_string(body, 0)
     if name not in (b"MQTT", b"MQIsdp") or pos + 4 > len(body):
         return None
-    cflags = body[pos + 1]
+    level, cflags = body[pos], body[pos + 1]
+    if level not in (3, 4, 5):
+        return None
     (keepalive,) = struct.unpack_from("!H", body, pos + 2)
     pos += 4
+    if level == 5:  # connect properties: read past them
+        size, pos = read_varint(body, pos)
+        pos += size
     cid_raw, pos = read_string(body, pos)
-    if cflags & 0x04:  # will topic and message: read past them
+    if cflags & 0x04:  # will (properties,) topic and message: read past them
+        if level == 5:
+            size, pos = read_varint(body, pos)
+            pos += size
         _, pos = read_string(body, pos)
         _, pos = read_string(body, pos)
     username = password = None
@@ -150,8 +196,15 @@ def parse_connect(body: bytes) -> Connect | None:
         username = raw_user.decode(errors="replace")
     if cflags & 0x40:
         password, pos = read_string(body, pos)
+    if pos != len(body):
+        raise ProtocolViolation("CONNECT with trailing bytes")
     return Connect(
-        cid_raw.decode(errors="replace"), username, password, bool(cflags & 0x02), keepalive
+        cid_raw.decode(errors="replace"),
+        username,
+        password,
+        bool(cflags & 0x02),
+        keepalive,
+        level,
     )
 
 
@@ -223,10 +276,12 @@ def encode_length(n: int) -> bytes:
             return bytes(out)
 
 
-def publish_packet(topic: str, payload: bytes, qos: int, pid: int = 0, dup: bool = False) -> bytes:
+def publish_packet(
+    topic: str, payload: bytes, qos: int, pid: int = 0, dup: bool = False, retain: bool = False
+) -> bytes:
     t = topic.encode()
     body = struct.pack("!H", len(t)) + t + (struct.pack("!H", pid) if qos else b"") + payload
-    flags = (0x08 if dup else 0) | (qos << 1)
+    flags = (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     return bytes([(PUBLISH << 4) | flags]) + encode_length(len(body)) + body
 
 
@@ -244,3 +299,52 @@ def suback(pid: int, codes: bytes) -> bytes:
 
 def unsuback(pid: int) -> bytes:
     return bytes([UNSUBACK << 4, 2]) + struct.pack("!H", pid)
+
+
+def packet(head: int, body: bytes) -> bytes:
+    """A whole packet from its first byte (type and flags) and its body."""
+    return bytes([head]) + encode_length(len(body)) + body
+
+
+def string(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return struct.pack("!H", len(raw)) + raw
+
+
+def connect_packet(
+    client_id: str,
+    username: str,
+    password: str,
+    clean: bool,
+    keepalive: int,
+    will: tuple[str, bytes] | None = None,
+) -> bytes:
+    """An MQTT 3.1.1 CONNECT with user name and password; ``will``: a retained QoS 1 will."""
+    flags = 0xC0 | (0x02 if clean else 0) | (0x04 | 0x08 | 0x20 if will else 0)
+    body = string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + string(client_id)
+    if will is not None:
+        body += string(will[0]) + string(will[1])
+    return packet(CONNECT << 4, body + string(username) + string(password))
+
+
+def subscribe_packet(pid: int, filters: list[tuple[str, int]]) -> bytes:
+    body = struct.pack("!H", pid) + b"".join(string(f) + bytes([q]) for f, q in filters)
+    return packet((SUBSCRIBE << 4) | 0x02, body)
+
+
+def unsubscribe_packet(pid: int, filters: list[str]) -> bytes:
+    return packet(
+        (UNSUBSCRIBE << 4) | 0x02, struct.pack("!H", pid) + b"".join(map(string, filters))
+    )
+
+
+def parse_suback(body: bytes) -> tuple[int, bytes]:
+    """The packet id and the return codes of a SUBACK."""
+    (pid,) = struct.unpack_from("!H", body, 0)
+    return int(pid), body[2:]
+
+
+def with_topic(body: bytes, topic: str) -> bytes:
+    """A PUBLISH body with its topic replaced (packet id and payload kept)."""
+    _old, pos = read_string(body, 0)
+    return string(topic) + body[pos:]
