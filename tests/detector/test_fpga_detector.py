@@ -24,7 +24,7 @@ from modules.accelerators.fpga.client import (
 )
 from modules.accelerators.model_store import ModelStore
 from modules.featurizer.evalset import photo
-from tests.byom.cli import import_detector
+from tests.byom.cli import cli, import_detector
 from tests.byom.models import conv_detector_graph, decoded_detector_graph
 from tests.detector.conftest import ASTRONAUT_FACE
 from tests.support.scoring import serving
@@ -138,3 +138,32 @@ def test_serve_answers_with_the_face_found_on_the_card(
     (face,) = doc["detections"]
     box = face["box"]
     assert det.iou((box["x"], box["y"], box["w"], box["h"]), ASTRONAUT_FACE) >= 0.5
+
+
+def test_serve_refuses_a_detector_with_operators_the_card_lacks_naming_them(store: Path) -> None:
+    run = cli("serve", "--model", "nms-detector", "--accelerator", "fpga-emulator",
+              "--model-dir", str(store), "--grpc-port", "-1", "--http-port", "-1")  # fmt: skip
+    assert run.code == 1 and "Traceback" not in run.err
+    assert "cannot open nms-detector on fpga-emulator" in run.err
+    assert "operators the emulated card does not run: Cast, GatherND, NonMaxSuppression" in run.err
+
+
+def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
+    store: Path, card: DeviceProcess
+) -> None:
+    report = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
+                 "fpga-emulator", "--precision", "bfp8", "--device", str(card.path),
+                 "--iterations", "2", "--seconds", "5", "--model-dir", str(store),
+                 "--json").json()  # fmt: skip
+    assert report["accelerator"] == "fpga-emulator" and list(report["runs"]) == ["fp32", "bfp8"]
+    fp32, bfp8 = report["runs"]["fp32"], report["runs"]["bfp8"]
+    assert fp32["accelerator"] == "cpu" and "emulated_device_ms" not in fp32
+    assert bfp8["accelerator"] == "fpga-emulator" and "fpga-emulator" in bfp8["engine"]
+    assert 0 < bfp8["emulated_device_ms"]["p50_ms"] < fp32["p50_ms"]
+    assert bfp8["card_peak_gmacs"] == pytest.approx(1843.2)
+    assert 0 < bfp8["fraction_of_peak"] < 1
+    assert report["photos"]["astronaut"]["bfp8_boxes"] == 1
+    assert bfp8["box_agreement"]["match_rate"] == 1.0 and bfp8["box_agreement"]["extra_boxes"] == 0
+    refused = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
+                  "fpga-emulator", "--precision", "int8", "--model-dir", str(store))  # fmt: skip
+    assert refused.code == 1 and "one BFP precision" in refused.err
