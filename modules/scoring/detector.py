@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from modules.accelerators.detectors import Detector
     from modules.accelerators.model_store import ModelManifest, ModelStore
     from modules.scoring.scorer import Scorer, ScoringConfig
 
@@ -77,6 +78,27 @@ def fpga_refusal(store: ModelStore, manifest: ModelManifest) -> str | None:
     )
 
 
+def open_detector_session(
+    store: ModelStore,
+    model: str,
+    precision: str,
+    accelerator: str,
+    device: str | None = None,
+    threads: int | None = None,
+) -> tuple[Detector, DetectorSession]:
+    """The detector on ``accelerator`` (its networks on the emulated card at ``device`` for
+    ``fpga-emulator``, else onnxruntime's providers for it) and what the banner reads of it."""
+    from modules.accelerators.detectors import open_detector
+
+    if accelerator == "fpga-emulator":
+        found = open_detector(store, model, precision, accelerator=accelerator, device=device)
+        notice = getattr(found, "notice", None)
+        return found, DetectorSession(accelerator, found.engine, notice)
+    providers, used, notice = providers_for(accelerator)
+    found = open_detector(store, model, precision, threads=threads, providers=providers)
+    return found, DetectorSession(used, found.engine, notice)
+
+
 class DetectorScorer:
     """Thread-safe (one cascade, calls serialized), like ``Scorer``."""
 
@@ -86,7 +108,6 @@ class DetectorScorer:
     feature_dim = 0
 
     def __init__(self, config: ScoringConfig) -> None:
-        from modules.accelerators.detectors import open_detector
         from modules.accelerators.model_store import ModelStore
 
         self.config = config
@@ -101,18 +122,9 @@ class DetectorScorer:
             refused = fpga_refusal(store, manifest)
             if refused:
                 raise ValueError(refused)
-            self.detector = open_detector(
-                store, config.model, config.precision,
-                accelerator="fpga-emulator", device=config.device,
-            )  # fmt: skip
-            notice = getattr(self.detector, "notice", None)
-            self.session = DetectorSession("fpga-emulator", self.detector.engine, notice)
-        else:
-            providers, used, notice = providers_for(config.accelerator)
-            self.detector = open_detector(
-                store, config.model, config.precision, providers=providers
-            )
-            self.session = DetectorSession(used, self.detector.engine, notice)
+        self.detector, self.session = open_detector_session(
+            store, config.model, config.precision, config.accelerator, config.device
+        )
         self.name = manifest.name
         self.version = manifest.version
         self.flagged = config.precision in manifest.flagged

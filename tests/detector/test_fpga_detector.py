@@ -167,3 +167,23 @@ def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
     refused = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
                   "fpga-emulator", "--precision", "int8", "--model-dir", str(store))  # fmt: skip
     assert refused.code == 1 and "one BFP precision" in refused.err
+
+
+def test_the_camera_modules_detector_runs_on_the_card(store: Path, card: DeviceProcess) -> None:
+    from modules.accelerators.classifier_config import ClassifierConfig
+    from modules.camera.scorer import open_frame_scorer
+
+    config = ClassifierConfig(
+        model="face-detector", model_dir=str(store), accelerator="fpga-emulator",
+        precision="bfp8", device=str(card.path),
+    )  # fmt: skip
+    scorer = open_frame_scorer(config)
+    try:
+        assert scorer.session.accelerator == "fpga-emulator"
+        found, device_ms = scorer.score(np.ascontiguousarray(photo("astronaut")[:, :, ::-1]), 5)
+    finally:
+        scorer.close()
+    (face,) = found
+    box = face["box"]
+    assert det.iou((box["x"], box["y"], box["w"], box["h"]), ASTRONAUT_FACE) >= 0.5
+    assert device_ms is not None and device_ms > 0
