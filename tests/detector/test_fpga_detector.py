@@ -153,7 +153,7 @@ def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
 ) -> None:
     report = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
                  "fpga-emulator", "--precision", "bfp8", "--device", str(card.path),
-                 "--iterations", "2", "--seconds", "5", "--model-dir", str(store),
+                 "--iterations", "1", "--seconds", "5", "--model-dir", str(store),
                  "--json").json()  # fmt: skip
     assert report["accelerator"] == "fpga-emulator" and list(report["runs"]) == ["fp32", "bfp8"]
     fp32, bfp8 = report["runs"]["fp32"], report["runs"]["bfp8"]
@@ -163,6 +163,7 @@ def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
     assert bfp8["card_peak_gmacs"] == pytest.approx(1843.2)
     assert 0 < bfp8["fraction_of_peak"] < 1
     assert report["photos"]["astronaut"]["bfp8_boxes"] == 1
+    assert report["photos"]["coffee"]["bfp8_boxes"] == 0
     assert bfp8["box_agreement"]["match_rate"] == 1.0 and bfp8["box_agreement"]["extra_boxes"] == 0
     refused = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
                   "fpga-emulator", "--precision", "int8", "--model-dir", str(store))  # fmt: skip
