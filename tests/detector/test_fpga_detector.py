@@ -149,8 +149,10 @@ def test_serve_refuses_a_detector_with_operators_the_card_lacks_naming_them(stor
 
 
 def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
-    store: Path, card: DeviceProcess
+    store: Path, card: DeviceProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # two of the bench's five photos keep the test short: one face, and none
+    monkeypatch.setattr("composition.bench.detector.PHOTOS", ("astronaut", "coffee"))
     report = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
                  "fpga-emulator", "--precision", "bfp8", "--device", str(card.path),
                  "--iterations", "1", "--seconds", "5", "--model-dir", str(store),
@@ -164,6 +166,7 @@ def test_bench_reports_the_card_beside_the_fp32_cpu_baseline(
     assert 0 < bfp8["fraction_of_peak"] < 1
     assert report["photos"]["astronaut"]["bfp8_boxes"] == 1
     assert report["photos"]["coffee"]["bfp8_boxes"] == 0
+    assert list(report["photos"]) == ["astronaut", "coffee"]
     assert bfp8["box_agreement"]["match_rate"] == 1.0 and bfp8["box_agreement"]["extra_boxes"] == 0
     refused = cli("bench", "featurizer", "--model", "face-detector", "--accelerator",
                   "fpga-emulator", "--precision", "int8", "--model-dir", str(store))  # fmt: skip
