@@ -1,10 +1,11 @@
 """The emulated FPGA card as a device process that serves a local UNIX socket.
 
 ``edgefleet fpga-emulator serve --device fpga0`` runs ``serve()``. The process owns one emulated
-card: it holds one featurizer "bitstream" at a time (loading another replaces it after the emulated
-flash delay), computes with block floating point (``rewrite.py`` on onnxruntime) and returns with
-every result the emulated device latency (``cycle_model.py``) beside the host wall time. Requests
-from concurrent clients are serialized on the card; ``status`` never waits for the card.
+card: it holds one "bitstream" at a time, a featurizer or every network of a detector
+(``networks.py``); loading another replaces it after the emulated flash delay. It computes with
+block floating point (``rewrite.py`` on onnxruntime) and returns with every result the
+emulated device latency (``cycle_model.py``) beside the host wall time. Requests from concurrent
+clients are serialized on the card; ``status`` never waits for the card.
 """
 
 from __future__ import annotations
