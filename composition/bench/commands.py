@@ -99,7 +99,9 @@ def bench_featurizer(
     with clear_errors():
         kind = store.get(model).kind
     if kind == "detector":
-        _bench_detector(store, model, accelerator, precision, iterations, seconds, threads, as_json)
+        _bench_detector(
+            store, model, accelerator, precision, iterations, seconds, threads, device, as_json
+        )
         return
     with clear_errors(), step_status(not as_json) as say:
         report = run_bench(
@@ -156,14 +158,20 @@ def _bench_detector(
     iterations: int,
     seconds: float,
     threads: int | None,
+    device: str | None,
     as_json: bool,
 ) -> None:
     from composition.bench.detector import report_lines, run_detector_bench
 
-    if accelerator != "cpu":
-        fail(f"the detector bench runs on the cpu (not {accelerator})")
+    if accelerator not in ("cpu", "fpga-emulator"):
+        fail(f"the detector bench runs on the cpu or the fpga-emulator (not {accelerator})")
     with clear_errors(), step_status(not as_json) as say:
-        report = run_detector_bench(store, model, precision, iterations, seconds, threads, say)
+        try:
+            report = run_detector_bench(
+                store, model, precision, iterations, seconds, threads, say, accelerator, device
+            )
+        except ValueError as exc:
+            fail(str(exc))
     typer.echo(json.dumps(report, indent=2) if as_json else "\n".join(report_lines(report)))
 
 

@@ -19,7 +19,7 @@ from modules.accelerators.model_store import (
     ModelStore,
     Preprocessing,
 )
-from modules.accelerators.session import AcceleratorError
+from modules.accelerators.session import AcceleratorError, NetworkSession
 from modules.accelerators.whole_image import open_session, squeezed_batch
 
 if TYPE_CHECKING:
@@ -44,9 +44,11 @@ def network(store: ModelStore, manifest: ModelManifest, precision: str) -> Path 
 class DecodedDetector:
     """``detect(rgb)`` -> detections (boxes are fractions of the whole image)."""
 
+    last_device_ms: float | None = None  # set by the FPGA emulator's wrapper
+
     def __init__(
         self,
-        path: Path | bytes,
+        path: Path | bytes | NetworkSession,
         input_name: str,
         settings: DetectorSettings,
         preprocessing: Preprocessing,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class Detector(Protocol):
     engine: str
     last_macs: int  # multiply-accumulates of the last ``detect``
+    last_device_ms: float | None  # the emulated card's time for the last ``detect``
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[Detection]: ...
 
@@ -29,9 +30,13 @@ def open_detector(
     precision: str = "fp32",
     threads: int | None = None,
     providers: list[Any] | None = None,
+    *,
+    accelerator: str = "cpu",
+    device: str | None = None,
 ) -> Detector:
     """MTCNN's cascade (``mtcnn.py``), a single-shot network (``ssd.py``) or an imported graph
-    that ends in detections (``decoded.py``)."""
+    that ends in detections (``decoded.py``); on ``fpga-emulator`` its networks run on the
+    emulated card at ``device`` (``fpga/detector.py``), otherwise on onnxruntime."""
     from modules.accelerators.decoded import DecodedDetector, network
     from modules.accelerators.mtcnn import open_cascade
     from modules.accelerators.ssd import SingleShot
@@ -41,6 +46,10 @@ def open_detector(
         raise AcceleratorError(
             f"{model} is not a servable detector (import it again with --kind detector)"
         )
+    if accelerator == "fpga-emulator":
+        from modules.accelerators.fpga.detector import open_card_detector
+
+        return open_card_detector(store, model, precision, device)
     if manifest.detector.architecture == "mtcnn":
         return open_cascade(store, model, precision, threads, providers)
     if manifest.detector.architecture == "decoded":

@@ -18,7 +18,7 @@ import numpy as np
 from modules.accelerators import detection as det
 from modules.accelerators.bfp_at_load import is_bfp, rewritten
 from modules.accelerators.model_store import DetectorSettings, ModelStore
-from modules.accelerators.session import AcceleratorError
+from modules.accelerators.session import AcceleratorError, NetworkSession
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -51,9 +51,11 @@ def to_input(pixels: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
 class Cascade:
     """The three stage sessions plus the settings; ``detect(rgb)`` -> detections."""
 
+    last_device_ms: float | None = None  # set by the FPGA emulator's wrapper
+
     def __init__(
         self,
-        paths: Mapping[str, Path | bytes],
+        paths: Mapping[str, Path | bytes | NetworkSession],
         settings: DetectorSettings,
         *,
         precision: str = "fp32",
@@ -66,10 +68,13 @@ class Cascade:
 
         self.settings = settings
         exact = precision == "int8" and int8_saturates(cpu_flags())
-        self._sessions = {}
+        self._sessions: dict[str, NetworkSession] = {}
         for stage in STAGES:
+            path = paths[stage]
+            if not isinstance(path, Path | bytes):  # a network held by another device
+                self._sessions[stage] = path
+                continue
             try:
-                path = paths[stage]
                 self._sessions[stage] = ort.InferenceSession(
                     path if isinstance(path, bytes) else str(path),
                     sess_options=session_options(threads, exact_int8=exact),

@@ -77,12 +77,10 @@ def runnable_on(manifest: ModelManifest) -> list[str]:
 
     found = ["cpu"] if {"fp32", "int8"} & set(manifest.featurizer) else []
     found.append("gpu")
-    if manifest.kind == "detector":
-        return found
     if manifest.origin == "imported":
         ops = [("", op) for op in manifest.source.get("ops", "").split(",") if op]
         if ops and not unsupported_ops(ops):
             found.append("fpga-emulator")
-    elif supported_name(manifest.name):
-        found.append("fpga-emulator")
+    elif supported_name(manifest.name) or manifest.kind == "detector":
+        found.append("fpga-emulator")  # the built detectors use only the card's operators
     return found

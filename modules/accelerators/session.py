@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,3 +27,12 @@ class FeaturizerSession(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class NetworkSession(Protocol):
+    """The part of an onnxruntime ``InferenceSession`` the detectors call, so that a network
+    held by another device (the FPGA emulator's card) can stand in for one."""
+
+    def run(self, output_names: list[str] | None, input_feed: dict[str, Any]) -> list[Any]: ...
+
+    def get_providers(self) -> list[str]: ...

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from modules.accelerators import detection as det
 from modules.accelerators.model_store import DetectorSettings, Preprocessing
+from modules.accelerators.session import NetworkSession
 from modules.accelerators.whole_image import open_session, squeezed_batch
 
 if TYPE_CHECKING:
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
 class SingleShot:
     """``detect(rgb)`` -> detections; ``last_macs`` is the network's cost per image."""
 
+    last_device_ms: float | None = None  # set by the FPGA emulator's wrapper
+
     def __init__(
         self,
-        path: Path,
+        path: Path | NetworkSession,
         settings: DetectorSettings,
         preprocessing: Preprocessing,
         macs: int,

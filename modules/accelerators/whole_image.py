@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.accelerators.model_store import Preprocessing
-from modules.accelerators.session import AcceleratorError
+from modules.accelerators.session import AcceleratorError, NetworkSession
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,16 +16,20 @@ if TYPE_CHECKING:
 
 
 def open_session(
-    path: Path | bytes,
+    path: Path | bytes | NetworkSession,
     threads: int | None,
     providers: list[Any] | None,
     *,
     exact_int8: bool = False,
 ) -> tuple[Any, str]:
-    """(session, engine description) of the network at ``path`` (or serialized in ``path``)."""
+    """(session, engine description) of the network at ``path`` (or serialized in ``path``;
+    a network another device holds is used as it is)."""
     import onnxruntime as ort
 
     from modules.accelerators.cpu import session_options
+
+    if not isinstance(path, Path | bytes):
+        return path, path.get_providers()[0]
 
     name = path.name if isinstance(path, Path) else "the rewritten network"
     try:

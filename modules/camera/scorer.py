@@ -83,20 +83,14 @@ class LocalDetector(_Described):
     kind = "detector"
 
     def __init__(self, config: ClassifierConfig) -> None:
-        from modules.accelerators.detectors import open_detector
         from modules.accelerators.model_store import ModelStore
-        from modules.scoring.detector import DetectorSession, providers_for
+        from modules.scoring.detector import open_detector_session
 
         self.config = config
-        providers, accelerator, notice = providers_for(config.accelerator)
-        self.detector = open_detector(
-            ModelStore(config.model_dir),
-            config.model,
-            config.precision,
-            threads=config.threads,
-            providers=providers,
-        )
-        self.session = DetectorSession(accelerator, self.detector.engine, notice)
+        self.detector, self.session = open_detector_session(
+            ModelStore(config.model_dir), config.model, config.precision,
+            config.accelerator, config.device, config.threads,
+        )  # fmt: skip
 
     def prepare(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         import cv2
@@ -108,7 +102,8 @@ class LocalDetector(_Described):
         self, bgr: npt.NDArray[np.uint8], k: int, prepared: Any = None
     ) -> tuple[list[dict[str, Any]], float | None]:
         rgb = self.prepare(bgr) if prepared is None else prepared
-        return [d.as_json() for d in self.detector.detect(rgb)], None
+        found = [d.as_json() for d in self.detector.detect(rgb)]
+        return found, self.detector.last_device_ms
 
     def close(self) -> None:
         self.detector.close()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from modules.accelerators.detectors import Detector
     from modules.accelerators.model_store import ModelManifest, ModelStore
     from modules.scoring.scorer import Scorer, ScoringConfig
 
@@ -54,32 +55,48 @@ def providers_for(accelerator: str) -> tuple[list[str], str, str | None]:
     return ["CPUExecutionProvider"], "cpu", None
 
 
-def fpga_refusal(store: ModelStore, manifest: ModelManifest) -> str:
-    """Why the emulated card does not run this detector: the operators of its fp32 networks
-    outside the card's set, then where it does run."""
+def fpga_refusal(store: ModelStore, manifest: ModelManifest) -> str | None:
+    """Why the emulated card cannot run this detector: the operators of its fp32 networks
+    outside the card's set (None when it runs them all)."""
     import onnx
 
+    from modules.accelerators.fpga.networks import fp32_graphs
     from modules.accelerators.fpga.ops import unsupported_ops
 
-    networks = [v["fp32"] for v in manifest.stages.values() if "fp32" in v] or [
-        manifest.featurizer["fp32"]
-    ]
     ops = {
         (node.domain, node.op_type)
-        for artifact in networks
-        for node in onnx.load(str(store.resolve(artifact))).graph.node
+        for path in fp32_graphs(store, manifest)
+        for node in onnx.load(str(path)).graph.node
     }
     bad = unsupported_ops(ops)
-    why = (
-        f"{manifest.name}'s networks use operators the emulated card does not run: "
-        f"{', '.join(bad)} (docs/models.md lists its set)"
-        if bad
-        else "the emulated card runs featurizers, not detectors"
-    )
+    if not bad:
+        return None
     return (
-        f"{why}; detectors run on {' or '.join(ACCELERATORS)} "
-        "(--precision bfp8 runs the card's numerics on the CPU)"
+        f"{manifest.name}'s networks use operators the emulated card does not run: "
+        f"{', '.join(bad)} (docs/models.md lists its set); run it on {' or '.join(ACCELERATORS)} "
+        "(--precision bfp8 there runs the card's numerics on the CPU)"
     )
+
+
+def open_detector_session(
+    store: ModelStore,
+    model: str,
+    precision: str,
+    accelerator: str,
+    device: str | None = None,
+    threads: int | None = None,
+) -> tuple[Detector, DetectorSession]:
+    """The detector on ``accelerator`` (its networks on the emulated card at ``device`` for
+    ``fpga-emulator``, else onnxruntime's providers for it) and what the banner reads of it."""
+    from modules.accelerators.detectors import open_detector
+
+    if accelerator == "fpga-emulator":
+        found = open_detector(store, model, precision, accelerator=accelerator, device=device)
+        notice = getattr(found, "notice", None)
+        return found, DetectorSession(accelerator, found.engine, notice)
+    providers, used, notice = providers_for(accelerator)
+    found = open_detector(store, model, precision, threads=threads, providers=providers)
+    return found, DetectorSession(used, found.engine, notice)
 
 
 class DetectorScorer:
@@ -91,7 +108,6 @@ class DetectorScorer:
     feature_dim = 0
 
     def __init__(self, config: ScoringConfig) -> None:
-        from modules.accelerators.detectors import open_detector
         from modules.accelerators.model_store import ModelStore
 
         self.config = config
@@ -103,10 +119,12 @@ class DetectorScorer:
                 "with this version of edgefleet (--kind detector) to serve it"
             )
         if config.accelerator == "fpga-emulator":
-            raise ValueError(fpga_refusal(store, manifest))
-        providers, used, notice = providers_for(config.accelerator)
-        self.detector = open_detector(store, config.model, config.precision, providers=providers)
-        self.session = DetectorSession(used, self.detector.engine, notice)
+            refused = fpga_refusal(store, manifest)
+            if refused:
+                raise ValueError(refused)
+        self.detector, self.session = open_detector_session(
+            store, config.model, config.precision, config.accelerator, config.device
+        )
         self.name = manifest.name
         self.version = manifest.version
         self.flagged = config.precision in manifest.flagged
@@ -131,7 +149,10 @@ class DetectorScorer:
         """JPEG/PNG bytes -> ``{"detections": [{box, class_id, label, score}], ...}``."""
         start = time.perf_counter()
         rgb = self.preprocess(image)
-        found = self.detect(rgb)
+        with self._lock:
+            found = self.detector.detect(rgb)
+            device_ms = self.detector.last_device_ms
+            self.session.last_device_ms = device_ms
         return {
             "model": self.config.model,
             "accelerator": self.session.accelerator,
@@ -140,7 +161,7 @@ class DetectorScorer:
             "imageSize": {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
             "detections": [d.as_json() for d in found],
             "latencyMs": round((time.perf_counter() - start) * 1000, 3),
-            "deviceMs": None,
+            "deviceMs": device_ms if device_ms is None else round(device_ms, 4),
         }
 
     def close(self) -> None:

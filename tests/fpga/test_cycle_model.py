@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from modules.accelerators.bfp import FORMATS
@@ -63,3 +64,39 @@ def test_layers_from_onnx_follow_the_graph() -> None:
         (64, 40, 24, 1),  # 1x1
     ]
     assert sum(lay.macs for lay in layers) == 64 * (27 * 40 + 9 * 40 + 40 * 24)
+
+
+def test_vector_work_hides_behind_the_matrix_unit_until_it_exceeds_it() -> None:
+    cfg = CardConfig(layer_overhead_cycles=0, inference_overhead_us=0, pcie_gbytes_per_s=1e9)
+    bits = FORMATS["bfp8"].bits_per_value
+    # 100 positions x 1 vector x 1 lane group = 100 matrix cycles
+    hidden = Layer("conv", "Conv", positions=100, k=27, outputs=10, vector_elements=128 * 60)
+    exposed = Layer("conv", "Conv", positions=100, k=27, outputs=10, vector_elements=128 * 250)
+    a = CycleModel([hidden], cfg, bits).latency(1, 0, 0)
+    b = CycleModel([exposed], cfg, bits).latency(1, 0, 0)
+    assert (a.cycles, a.vector_cycles, a.vector_stall_ms) == (100, 60, 0)
+    assert (b.cycles, b.vector_cycles) == (250, 250)
+    assert b.vector_stall_ms == pytest.approx(150 / 300e6 * 1e3)
+
+
+def test_a_fully_convolutional_network_is_modelled_at_the_size_it_runs_at() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    slope = numpy_helper.from_array(np.full((8, 1, 1), 0.25, np.float32), "slope")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("PRelu", ["c", "slope"], ["y"]),
+        ],
+        "fcn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, "oh", "ow"])],
+        initializer=[w, slope],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (small,) = layers_from_onnx(model, (12, 12))
+    (large,) = layers_from_onnx(model, (102, 52))
+    assert (small.positions, small.vector_elements) == (100, 800)  # PRelu over 8 x 10 x 10
+    assert (large.positions, large.vector_elements) == (5000, 40000)
+    assert large.k == small.k == 27

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ class InferResult:
     latency: dict[str, Any]  # the cycle model's breakdown
     model: str = ""  # what the card had loaded when it computed this
     precision: str = ""
+    outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)  # by name
 
 
 def resolve_device_path(device: str | Path | None) -> Path:
@@ -135,18 +136,29 @@ class FpgaDevice:
         """Flash ``model`` (a supported featurizer in the device's store) at ``precision``."""
         return self.request({"op": "load", "model": model, "precision": precision})[0]
 
-    def infer(self, batch: npt.ArrayLike) -> InferResult:
+    def infer(self, batch: npt.ArrayLike, network: str | None = None) -> InferResult:
+        """Run ``batch`` on the loaded model (``network``: which of a detector's networks)."""
+        import math
+
         import numpy as np
 
         arr = np.ascontiguousarray(batch, dtype="<f4")
         if arr.ndim == 3:
             arr = arr[None]
-        reply, body = self.request(
-            {"op": "infer", "shape": list(arr.shape), "dtype": "float32"}, arr.tobytes()
-        )
-        features = np.frombuffer(body, dtype="<f4").reshape(reply["shape"])
+        header: dict[str, Any] = {"op": "infer", "shape": list(arr.shape), "dtype": "float32"}
+        if network is not None:
+            header["network"] = network
+        reply, body = self.request(header, arr.tobytes())
+        values = np.frombuffer(body, dtype="<f4")
+        outputs: dict[str, npt.NDArray[np.float32]] = {}
+        at = 0
+        for out in reply.get("outputs") or [{"name": "features", "shape": reply["shape"]}]:
+            size = math.prod(out["shape"])
+            outputs[str(out["name"])] = values[at : at + size].reshape(out["shape"])
+            at += size
         return InferResult(
-            features=features,
+            features=next(iter(outputs.values())),
+            outputs=outputs,
             device_ms=float(reply["device_ms"]),
             host_ms=float(reply["host_ms"]),
             latency=reply.get("latency", {}),
@@ -256,12 +268,10 @@ def start_device_process(
     raise FpgaDeviceError("start_failed", f"the device did not answer on {path} in {timeout:.0f} s")
 
 
-class FpgaFeaturizer:
-    """``FeaturizerSession`` over the device: what ``open_accelerator("fpga-emulator")`` returns.
-
-    When no device serves the path, one is started for this session (with the session's model
-    store) and stopped on ``close()``.
-    """
+class CardLink:
+    """A session's hold on a card: the connection, the device it started when nothing served
+    the path (stopped on ``close()``), and the model it needs on the card, flashed again when
+    the card lost it (device restarted, or another client flashed another model)."""
 
     accelerator = "fpga-emulator"
 
@@ -273,7 +283,7 @@ class FpgaFeaturizer:
         device: str | Path | None = None,
         *,
         start: bool = True,
-        **_options: Any,
+        **_options: Any,  # the other accelerators' options (threads, engine) do not apply
     ) -> None:
         from modules.accelerators.bfp import FORMATS
 
@@ -288,7 +298,7 @@ class FpgaFeaturizer:
         self.last_device_ms: float | None = None
         self.last_host_ms: float | None = None
         self._owned: DeviceProcess | None = None
-        path = resolve_device_path(device)
+        self.path = path = resolve_device_path(device)
         self.dev = FpgaDevice(path)
         if not self.dev.ping():
             if not start:
@@ -317,11 +327,10 @@ class FpgaFeaturizer:
             f"flash {info.get('flash_ms')} ms)"
         )
 
-    def featurize(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run on the card; if the card lost this session's model (device restarted, or another
-        client flashed another model), flash it again and retry once."""
+    def infer(self, batch: npt.NDArray[np.float32], network: str | None = None) -> InferResult:
+        """Run on the card, flashing this session's model again (once) if the card lost it."""
         try:
-            result = self.dev.infer(batch)
+            result: InferResult | None = self.dev.infer(batch, network)
         except FpgaDeviceError as exc:
             if exc.code != "no_model":
                 raise
@@ -329,7 +338,7 @@ class FpgaFeaturizer:
         wanted = (self._card_model, self.precision)
         if result is None or (result.model, result.precision) != wanted:
             self.dev.load(self.model, self.precision)
-            result = self.dev.infer(batch)
+            result = self.dev.infer(batch, network)
             if (result.model, result.precision) != wanted:
                 raise FpgaDeviceError(
                     "contended",
@@ -339,13 +348,20 @@ class FpgaFeaturizer:
                 )
         self.last_device_ms = result.device_ms
         self.last_host_ms = result.host_ms
-        return result.features
+        return result
 
     def close(self) -> None:
         self.dev.close()
         if self._owned is not None:
             self._owned.stop()
             self._owned = None
+
+
+class FpgaFeaturizer(CardLink):
+    """``FeaturizerSession`` over the device: what ``open_accelerator("fpga-emulator")`` returns."""
+
+    def featurize(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return self.infer(batch).features
 
 
 def open_featurizer(

@@ -14,12 +14,22 @@ streams its weights from DRAM and takes ``max(compute, weight_bytes / DRAM bytes
 layer adds ``layer_overhead_cycles``; each inference adds ``inference_overhead_us`` plus the PCIe
 transfer of the input tensor (float32) and the output features. Loading a model takes
 ``flash_ms + flash_ms_per_mbyte * weight MB``.
+
+Vector-unit operators (activations such as PRelu, pooling, Softmax, Slice, Concat, ...) stream
+``vector_lanes`` float32 values per cycle through the multifunction units that follow the
+matrix unit, charged by the larger of their input and output element counts (``ops.FREE_OPS``,
+mere reshapes, cost nothing). They are chained behind the matrix layer before them and overlap
+it, so a layer takes ``max(matrix cycles, its vector cycles)``; the excess is reported as
+``vector_stall_ms``. Vector operators before the first matrix layer are charged to it.
+
+A fully convolutional network (symbolic height and width) is modelled at the size it is run
+at: ``layers_from_onnx(model, (h, w))``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -34,6 +44,7 @@ class CardConfig(BaseModel):
     native_vector: int = 128
     lanes: int = 8
     tiles: int = 6
+    vector_lanes: int = 128
     dram_gbytes_per_s: float = 25.6
     pcie_gbytes_per_s: float = 7.0
     onchip_weight_mbytes: float = 6.0
@@ -65,6 +76,7 @@ class Layer:
     k: int
     outputs: int
     groups: int = 1
+    vector_elements: int = 0  # float32 values the vector ops chained after it stream
 
     @property
     def macs(self) -> int:
@@ -85,13 +97,24 @@ class DeviceLatency(BaseModel):
     ideal_cycles: int
     utilization: float  # ideal / actual compute cycles
     batch: int
+    vector_stall_ms: float = 0.0  # vector-unit time beyond what the matrix unit hides
+    vector_cycles: int = 0  # all vector-unit cycles, hidden or not
 
 
 class CycleModel:
-    def __init__(self, layers: list[Layer], config: CardConfig, bits_per_value: float) -> None:
+    def __init__(
+        self,
+        layers: list[Layer],
+        config: CardConfig,
+        bits_per_value: float,
+        bitstream_bytes: float | None = None,
+    ) -> None:
+        """``bitstream_bytes``: the weights of every network flashed with this one (they share
+        the on-chip memory); default: this network's own."""
         self.layers = layers
         self.config = config
         self.bits_per_value = bits_per_value
+        self.bitstream_bytes = bitstream_bytes
 
     @property
     def macs(self) -> int:
@@ -103,7 +126,8 @@ class CycleModel:
 
     @property
     def weights_on_chip(self) -> bool:
-        return self.weight_bytes <= self.config.onchip_weight_mbytes * 1e6
+        resident = self.weight_bytes if self.bitstream_bytes is None else self.bitstream_bytes
+        return resident <= self.config.onchip_weight_mbytes * 1e6
 
     def flash_ms(self) -> float:
         return self.config.flash_ms + self.config.flash_ms_per_mbyte * self.weight_bytes / 1e6
@@ -114,18 +138,23 @@ class CycleModel:
         lanes = c.tiles * c.lanes
         dram_bytes_per_cycle = c.dram_gbytes_per_s * 1e9 / hz
         stream = not self.weights_on_chip
-        compute = ideal = stall = 0
+        compute = ideal = stall = vector_stall = vector = 0
         for layer in self.layers:
             rows = layer.positions * batch
             cyc = math.ceil(layer.k / c.native_vector)
             cyc *= math.ceil(layer.outputs * layer.groups / lanes) * rows
             compute += cyc
             ideal += math.ceil(layer.macs * batch / c.macs_per_cycle)
+            busy = cyc
             if stream:
                 mem = math.ceil(layer.weights * self.bits_per_value / 8 / dram_bytes_per_cycle)
                 stall += max(0, mem - cyc)
+                busy = max(cyc, mem)
+            vec = math.ceil(layer.vector_elements * batch / c.vector_lanes)
+            vector += vec
+            vector_stall += max(0, vec - busy)
         overhead_cycles = c.layer_overhead_cycles * len(self.layers)
-        cycles = compute + stall + overhead_cycles
+        cycles = compute + stall + vector_stall + overhead_cycles
         transfer_ms = (input_bytes + output_bytes) / (c.pcie_gbytes_per_s * 1e9) * 1e3
         overhead_ms = overhead_cycles / hz * 1e3 + c.inference_overhead_us / 1e3
         device_ms = cycles / hz * 1e3 + transfer_ms + c.inference_overhead_us / 1e3
@@ -139,23 +168,56 @@ class CycleModel:
             ideal_cycles=ideal,
             utilization=ideal / compute if compute else 0.0,
             batch=batch,
+            vector_stall_ms=vector_stall / hz * 1e3,
+            vector_cycles=vector,
         )
 
 
-def layers_from_onnx(model: object) -> list[Layer]:
-    """The Conv/MatMul/Gemm layers of an ONNX model at batch 1 (shapes from shape inference)."""
+def with_input_size(model: object, height: int, width: int) -> object:
+    """A copy of ``model`` whose first input has spatial size ``height`` x ``width`` (for a
+    fully convolutional network declared with symbolic dims)."""
+    import onnx
+
+    assert isinstance(model, onnx.ModelProto)
+    sized = onnx.ModelProto()
+    sized.CopyFrom(model)
+    dims = sized.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[2:4], (height, width), strict=False):
+        dim.Clear()
+        dim.dim_value = value
+    return sized
+
+
+def _elements(dims: list[int] | None) -> int:
+    return math.prod(dims) if dims else 0
+
+
+def layers_from_onnx(model: object, size: tuple[int, int] | None = None) -> list[Layer]:
+    """The Conv/MatMul/Gemm layers of an ONNX model at batch 1 (shapes from shape inference),
+    each with the vector-unit work chained after it; ``size`` pins a symbolic height x width."""
     import onnx
     from onnx import helper
 
+    from modules.accelerators.fpga.ops import FREE_OPS
     from modules.accelerators.fpga.rewrite import infer_shapes
 
+    if size is not None:
+        model = with_input_size(model, *size)
     assert isinstance(model, onnx.ModelProto)
     known = infer_shapes(model, pin_batch=True)
     shapes = {k: [d if d is not None else 1 for d in v] for k, v in known.items()}
-    inferred = model
     layers: list[Layer] = []
-    for node in inferred.graph.node:
+    pending = 0  # vector work seen before the first matrix layer
+    for node in model.graph.node:
         if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            if node.op_type in FREE_OPS:
+                continue
+            work = max(_elements(shapes.get(name)) for name in [*node.input[:1], *node.output])
+            if layers:
+                last = layers[-1]
+                layers[-1] = replace(last, vector_elements=last.vector_elements + work)
+            else:
+                pending += work
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w = shapes.get(node.input[1])
@@ -167,10 +229,11 @@ def layers_from_onnx(model: object) -> list[Layer]:
             groups = int(attrs.get("group", 1))
             k = math.prod(w[1:])
             positions = math.prod(out[2:]) if len(out) > 2 else 1
-            layers.append(Layer(label, "Conv", positions, k, w[0] // groups, groups))
+            layers.append(Layer(label, "Conv", positions, k, w[0] // groups, groups, pending))
         else:
             trans_b = node.op_type == "Gemm" and bool(attrs.get("transB", 0))
             k, n = (w[-1], w[-2]) if trans_b else (w[-2], w[-1])
             positions = math.prod(out[:-1]) if len(out) > 1 else 1
-            layers.append(Layer(label, node.op_type, positions, k, n))
+            layers.append(Layer(label, node.op_type, positions, k, n, 1, pending))
+        pending = 0
     return layers

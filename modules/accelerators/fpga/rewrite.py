@@ -395,8 +395,8 @@ def rewrite(
 
     del graph.node[:]
     graph.node.extend(b.nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]  # constant outputs stay too
     del graph.initializer[:]
     graph.initializer.extend(kept + b.inits)
     return work, report

@@ -1,10 +1,11 @@
 """The emulated FPGA card as a device process that serves a local UNIX socket.
 
 ``edgefleet fpga-emulator serve --device fpga0`` runs ``serve()``. The process owns one emulated
-card: it holds one featurizer "bitstream" at a time (loading another replaces it after the emulated
-flash delay), computes with block floating point (``rewrite.py`` on onnxruntime) and returns with
-every result the emulated device latency (``cycle_model.py``) beside the host wall time. Requests
-from concurrent clients are serialized on the card; ``status`` never waits for the card.
+card: it holds one "bitstream" at a time, a featurizer or every network of a detector
+(``networks.py``); loading another replaces it after the emulated flash delay. It computes with
+block floating point (``rewrite.py`` on onnxruntime) and returns with every result the
+emulated device latency (``cycle_model.py``) beside the host wall time. Requests from concurrent
+clients are serialized on the card; ``status`` never waits for the card.
 """
 
 from __future__ import annotations
@@ -24,12 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from modules.accelerators.bfp import FORMATS, get_format
-from modules.accelerators.fpga.cycle_model import (
-    CardConfig,
-    CycleModel,
-    layers_from_onnx,
-    load_config,
-)
+from modules.accelerators.fpga.cycle_model import CardConfig, load_config
+from modules.accelerators.fpga.networks import Network
 from modules.accelerators.fpga.protocol import (
     ConnectionClosed,
     ProtocolError,
@@ -89,11 +86,7 @@ def supported_name(name: str) -> str | None:
 class Loaded:
     model: str
     precision: str
-    session: Any
-    input_name: str
-    output_name: str
-    input_shape: list[int | str]
-    cycle_model: CycleModel
+    networks: dict[str, Network]
     loaded_at: float
     flash_ms: float
     feature_dim: int
@@ -131,13 +124,14 @@ class EmulatedCard:
 
     # -- load ----------------------------------------------------------------------------------
     def load(self, model: str, precision: str) -> dict[str, Any]:
-        canonical = supported_name(model) or self._imported(model)
+        canonical = supported_name(model) or self._checked(model)
         if canonical is None:
             self.counters.refused += 1
             raise DeviceError(
                 "unsupported_model",
                 f"the {self.config.name} bitstreams support only "
-                f"{', '.join(SUPPORTED_FEATURIZERS)}; {model!r} is not one of them",
+                f"{', '.join(SUPPORTED_FEATURIZERS)}, detectors and imported models whose "
+                f"operators it runs; {model!r} is none of them",
             )
         if precision not in PRECISIONS:
             self.counters.refused += 1
@@ -152,21 +146,23 @@ class EmulatedCard:
             finally:
                 self.busy = ""
 
-    def _imported(self, ref: str) -> str | None:
-        """``ref`` when it names an imported model whose operators the card runs; raises
-        ``unsupported_ops`` (naming them) when it has others; None when it is not imported."""
+    def _checked(self, ref: str) -> str | None:
+        """``ref`` when it names a detector or an imported model whose operators (in every one
+        of its networks) the card runs; raises ``unsupported_ops`` naming the others; None when
+        it is neither."""
         import onnx
 
+        from modules.accelerators.fpga.networks import fp32_graphs
         from modules.accelerators.fpga.ops import unsupported_ops
 
         try:
             manifest = self.store.get(ref)
-            if manifest.origin != "imported":
+            if manifest.origin != "imported" and manifest.kind != "detector":
                 return None
-            graph = onnx.load(str(self.store.featurizer_path(ref, "fp32")))
-        except (StoreError, OSError):
+            graphs = [onnx.load(str(path)) for path in fp32_graphs(self.store, manifest)]
+        except (StoreError, OSError, KeyError):
             return None
-        bad = unsupported_ops((n.domain, n.op_type) for n in graph.graph.node)
+        bad = unsupported_ops((n.domain, n.op_type) for g in graphs for n in g.graph.node)
         if bad:
             self.counters.refused += 1
             raise DeviceError(
@@ -177,47 +173,61 @@ class EmulatedCard:
         return ref
 
     def _load_locked(self, model: str, precision: str) -> dict[str, Any]:
+        import numpy as np
         import onnx
         import onnxruntime as ort
 
         from modules.accelerators.cpu import session_options
+        from modules.accelerators.fpga.networks import network_specs, weight_count
         from modules.accelerators.fpga.rewrite import RewriteError, rewrite
 
         start = time.perf_counter()
         try:
             manifest = self.store.get(model)
-            path = self.store.featurizer_path(model, "fp32")
+            specs = network_specs(self.store, manifest)
         except ModelNotFoundError as exc:
             raise DeviceError("model_not_found", str(exc)) from exc
-        except StoreError as exc:  # e.g. an artifact failing its sha256 check
+        except (StoreError, KeyError) as exc:  # e.g. an artifact failing its sha256 check
             raise DeviceError("load_failed", str(exc)) from exc
         fmt = get_format(precision)
-        try:
-            graph = onnx.load(str(path))
-            layers = layers_from_onnx(graph)
-            rewritten, report = rewrite(graph, fmt)
-        except (RewriteError, onnx.checker.ValidationError, OSError) as exc:
-            raise DeviceError(
-                "load_failed", f"cannot prepare {model} for {precision}: {exc}"
-            ) from exc
-        try:
-            session = ort.InferenceSession(
-                rewritten.SerializeToString(),
-                session_options(self.threads),
-                providers=["CPUExecutionProvider"],
+        prepared = []
+        quantized = weights = 0
+        skipped: list[str] = []
+        for spec in specs:
+            try:
+                graph = onnx.load(str(spec.path))
+                weights += weight_count(graph, spec)
+                rewritten, report = rewrite(graph, fmt)
+            except (RewriteError, onnx.checker.ValidationError, OSError) as exc:
+                raise DeviceError(
+                    "load_failed", f"cannot prepare {model}'s {spec.name} for {precision}: {exc}"
+                ) from exc
+            quantized += report.quantized_nodes
+            skipped += [f"{spec.name}: {why}" if len(specs) > 1 else why for why in report.skipped]
+            try:
+                session = ort.InferenceSession(
+                    rewritten.SerializeToString(),
+                    session_options(self.threads),
+                    providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise DeviceError(
+                    "load_failed", f"onnxruntime refused the {precision} {spec.name}: {exc}"
+                ) from exc
+            outputs = spec.outputs or [o.name for o in session.get_outputs()]
+            prepared.append((spec, session, outputs, graph))
+        bitstream_bytes = weights * fmt.bits_per_value / 8
+        networks = {
+            spec.name: Network(
+                spec, session, outputs, graph, self.config, fmt.bits_per_value, bitstream_bytes
             )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise DeviceError(
-                "load_failed", f"onnxruntime refused the {precision} graph: {exc}"
-            ) from exc
-        import numpy as np
-
-        dims = [d if isinstance(d, int) else 1 for d in manifest.featurizer_input.shape]
-        warm = np.zeros(dims, np.float32)
-        for _ in range(2):  # warm-up inside the flash window: first runs allocate
-            session.run(None, {manifest.featurizer_input.name: warm})
-        cycle = CycleModel(layers, self.config, fmt.bits_per_value)
-        flash_ms = cycle.flash_ms()
+            for spec, session, outputs, graph in prepared
+        }
+        for net in networks.values():
+            warm = np.zeros(net.reference_shape(), np.float32)
+            for _ in range(2):  # warm-up inside the flash window: first runs allocate
+                net.session.run(net.output_names, {net.spec.input_name: warm})
+        flash_ms = self.config.flash_ms + self.config.flash_ms_per_mbyte * bitstream_bytes / 1e6
         # The emulated flash takes flash_ms of wall time; host preparation happens within it.
         remaining = flash_ms / 1000.0 - (time.perf_counter() - start)
         if remaining > 0:
@@ -226,29 +236,28 @@ class EmulatedCard:
         self.loaded = Loaded(
             model=model,
             precision=precision,
-            session=session,
-            input_name=manifest.featurizer_input.name,
-            output_name=manifest.featurizer_output.name,
-            input_shape=list(manifest.featurizer_input.shape),
-            cycle_model=cycle,
+            networks=networks,
             loaded_at=time.time(),
             flash_ms=flash_ms,
             feature_dim=manifest.feature_dim,
         )
         self.counters.loads += 1
+        described = {name: net.describe() for name, net in networks.items()}
+        first = next(iter(networks.values()))
         return {
             "model": model,
             "precision": precision,
             "replaced": previous,
             "flash_ms": round(flash_ms, 3),
             "load_wall_ms": round((time.perf_counter() - start) * 1000.0, 3),
-            "quantized_layers": report.quantized_nodes,
-            "skipped_layers": report.skipped,
-            "weights_mbytes": round(cycle.weight_bytes / 1e6, 3),
-            "weights_on_chip": cycle.weights_on_chip,
-            "gmacs": round(cycle.macs / 1e9, 4),
+            "quantized_layers": quantized,
+            "skipped_layers": skipped,
+            "weights_mbytes": round(bitstream_bytes / 1e6, 3),
+            "weights_on_chip": bitstream_bytes <= self.config.onchip_weight_mbytes * 1e6,
+            "gmacs": round(sum(d["gmacs"] or 0.0 for d in described.values()), 4),
             "feature_dim": manifest.feature_dim,
-            "input_shape": list(manifest.featurizer_input.shape),
+            "input_shape": list(first.spec.input_shape),
+            "networks": described,
         }
 
     # -- infer ---------------------------------------------------------------------------------
@@ -272,30 +281,34 @@ class EmulatedCard:
             )
         if shape[0] > MAX_BATCH:
             raise DeviceError("bad_request", f"batch {shape[0]} exceeds the card's {MAX_BATCH}")
+        asked = header.get("network")
+        if asked is not None and not isinstance(asked, str):
+            raise DeviceError("bad_request", "'network' must be a string")
         with self.lock:
             loaded = self.loaded
             if loaded is None:
                 raise DeviceError("no_model", "no model is loaded on the card; send load first")
-            expected = loaded.input_shape[1:]
+            net = _pick_network(loaded, asked)
+            expected = net.spec.input_shape[1:]
             if any(isinstance(e, int) and e != s for e, s in zip(expected, shape[1:], strict=True)):
                 raise DeviceError(
                     "bad_request",
-                    f"{loaded.model} takes [N, {', '.join(map(str, expected))}], got {shape}",
+                    f"{loaded.model}'s {net.spec.name} takes "
+                    f"[N, {', '.join(map(str, expected))}], got {shape}",
                 )
+            try:
+                cycle = net.cycle_model(shape)
+            except Exception as exc:  # shape inference of an input the network cannot take
+                raise DeviceError(
+                    "bad_request", f"{loaded.model}'s {net.spec.name} cannot take {shape}: {exc}"
+                ) from exc
             batch = np.frombuffer(payload, dtype="<f4").reshape(shape)
             start = time.perf_counter()
-            # One image per run: the inserted quantizers stream each activation several times,
-            # which stays in cache for one image but not for a batch (measured ~20% faster).
-            parts = [
-                loaded.session.run([loaded.output_name], {loaded.input_name: batch[i : i + 1]})[0]
-                for i in range(shape[0])
-            ]
-            features = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            results = _run(net, batch)
             host_ms = (time.perf_counter() - start) * 1000.0
-            features = np.ascontiguousarray(features, dtype="<f4")
-            latency = loaded.cycle_model.latency(
-                shape[0], input_bytes=len(payload), output_bytes=features.nbytes
-            )
+            results = [np.ascontiguousarray(r, dtype="<f4") for r in results]
+            out_bytes = sum(r.nbytes for r in results)
+            latency = cycle.latency(shape[0], input_bytes=len(payload), output_bytes=out_bytes)
             self.counters.inferences += 1
             self.counters.images += shape[0]
             self.counters.device_ms_total += latency.device_ms
@@ -303,13 +316,18 @@ class EmulatedCard:
         response = {
             "model": loaded.model,
             "precision": loaded.precision,
-            "shape": list(features.shape),
+            "network": net.spec.name,
+            "shape": list(results[0].shape),
+            "outputs": [
+                {"name": name, "shape": list(r.shape)}
+                for name, r in zip(net.output_names, results, strict=True)
+            ],
             "dtype": "float32",
             "device_ms": round(latency.device_ms, 4),
             "host_ms": round(host_ms, 4),
             "latency": latency.model_dump(),
         }
-        return response, features.tobytes()
+        return response, b"".join(r.tobytes() for r in results)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -325,6 +343,7 @@ class EmulatedCard:
             "precision": loaded.precision if loaded else None,
             "loaded_at": loaded.loaded_at if loaded else None,
             "feature_dim": loaded.feature_dim if loaded else None,
+            "networks": list(loaded.networks) if loaded else [],
             "supported_models": list(SUPPORTED_FEATURIZERS),
             "supported_precisions": list(PRECISIONS),
             "model_dir": str(self.store.root),
@@ -354,6 +373,42 @@ class EmulatedCard:
         if op == "infer":
             return self.infer(header, payload)
         raise DeviceError("bad_request", f"unknown op {op!r} (ping, status, load, infer)")
+
+
+SMALL_IMAGE = 3 * 64 * 64  # inputs up to this many values run as one batch
+
+
+def _pick_network(loaded: Loaded, asked: str | None) -> Network:
+    if asked is None:
+        if len(loaded.networks) == 1:
+            return next(iter(loaded.networks.values()))
+        raise DeviceError(
+            "bad_request",
+            f"{loaded.model} holds several networks ({', '.join(loaded.networks)}): "
+            "name one with 'network'",
+        )
+    if asked not in loaded.networks:
+        raise DeviceError(
+            "bad_request",
+            f"{loaded.model} has no network {asked!r} ({', '.join(loaded.networks)})",
+        )
+    return loaded.networks[asked]
+
+
+def _run(net: Network, batch: Any) -> list[Any]:
+    """Every output of ``net`` for ``batch``. Large inputs run one image at a time: the inserted
+    quantizers stream each activation several times, which stays in cache for one image but not
+    for a batch (measured ~20% faster); small ones (detector crops) in one run. BFP blocks never
+    span two images, so both give the same values."""
+    import numpy as np
+
+    feed = net.spec.input_name
+    if batch[0].size <= SMALL_IMAGE:
+        return list(net.session.run(net.output_names, {feed: batch}))
+    parts = [net.session.run(net.output_names, {feed: batch[i : i + 1]}) for i in range(len(batch))]
+    if len(parts) == 1:
+        return list(parts[0])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(net.output_names))]
 
 
 class _Handler(socketserver.BaseRequestHandler):
