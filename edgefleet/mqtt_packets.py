@@ -114,10 +114,13 @@ class PacketReader:
 
 
 async def read_packet(
-    reader: asyncio.StreamReader, limit: int = MAX_PACKET
+    reader: asyncio.StreamReader, limit: int = MAX_PACKET, expect: int | None = None
 ) -> tuple[int, int, bytes]:
-    """The next packet: its type, flags and body (ProtocolViolation over ``limit`` bytes)."""
+    """The next packet: its type, flags and body (ProtocolViolation over ``limit`` bytes, or
+    at once when its type is not ``expect``)."""
     head = await reader.readexactly(1)
+    if expect is not None and head[0] >> 4 != expect:
+        raise ProtocolViolation(f"packet type {head[0] >> 4} where {expect} was expected")
     length, mult = 0, 1
     for _ in range(4):
         (b,) = await reader.readexactly(1)

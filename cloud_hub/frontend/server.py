@@ -190,7 +190,7 @@ class FrontEnd:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ptype, flags, body = await asyncio.wait_for(
-            mp.read_packet(reader, CONNECT_LIMIT), CONNECT_TIMEOUT
+            mp.read_packet(reader, CONNECT_LIMIT, expect=mp.CONNECT), CONNECT_TIMEOUT
         )
         if ptype != mp.CONNECT:
             raise mp.ProtocolViolation("the first packet is not a CONNECT")
