@@ -11,16 +11,19 @@ import base64
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
+from cloud_hub.tag_index import tag_lookup
+from cloud_hub.twin_groups import count_groups, merge_groups, plan_groups
 from cloud_hub.twins import twin_from_row, twin_select
 
 MAX_PAGE_SIZE = 10_000
@@ -40,15 +43,13 @@ class QueryFailed(InvalidInput):
     code = "BadQuery"
 
 
-def resolve_path(path: list[str]) -> Any:
-    """Map a twin path to SQL for ``compile_prefilter``; None when it has no SQL form.
+def locate_path(path: list[str]) -> tuple[Any, list[str] | None] | None:
+    """Where a twin path is stored: ``(column, None)`` for a scalar column holding exactly that
+    value, ``(json column, keys inside it)`` for a value inside tags / desired / reported /
+    configurations, or None when it has no SQL form.
 
-    Scalar columns come back as themselves (deviceId, moduleId, versions, capabilities.iotEdge,
-    status); a path inside tags / desired / reported comes back as the JSON value at that path
-    (``json_path``: ``json_extract`` on SQLite, ``#>`` on PostgreSQL's JSONB).
+    Scalar columns: deviceId, moduleId, versions, capabilities.iotEdge, status, statusReason.
     """
-    from cloud_hub.query.sql import json_path
-
     if not path:
         return None
     head, rest = path[0], path[1:]
@@ -61,21 +62,51 @@ def resolve_path(path: list[str]) -> Any:
             "status": DeviceRow.status,
             "statusReason": DeviceRow.status_reason,
         }
-        return scalar.get(head)
+        column = scalar.get(head)
+        return None if column is None else (column, None)
     if head == "capabilities" and rest == ["iotEdge"]:
-        return DeviceRow.iot_edge
+        return DeviceRow.iot_edge, None
     if head == "tags":
-        return json_path(TwinRow.tags, rest)
+        return TwinRow.tags, rest
     if head == "configurations":
-        return json_path(TwinRow.configurations, rest)
+        return TwinRow.configurations, rest
     if head == "properties" and rest[0] in ("desired", "reported"):
         section, inner = rest[0], rest[1:]
         if inner == ["$version"]:
-            return TwinRow.desired_version if section == "desired" else TwinRow.reported_version
+            version = TwinRow.desired_version if section == "desired" else TwinRow.reported_version
+            return version, None
         if not inner or any(p.startswith("$") for p in inner):
             return None
-        return json_path(TwinRow.desired if section == "desired" else TwinRow.reported, inner)
+        return (TwinRow.desired if section == "desired" else TwinRow.reported), inner
     return None
+
+
+def resolve_path(path: list[str]) -> Any:
+    """Map a twin path to SQL for ``compile_prefilter``; None when it has no SQL form.
+
+    Scalar columns come back as themselves (``locate_path``); a path inside tags / desired /
+    reported / configurations comes back as the JSON value at that path (``json_path``:
+    ``json_extract`` on SQLite, ``#>`` on PostgreSQL's JSONB).
+    """
+    from cloud_hub.query.sql import json_path
+
+    found = locate_path(path)
+    if found is None:
+        return None
+    column, keys = found
+    return column if keys is None else json_path(column, keys)
+
+
+def path_lookup(dialect: str) -> Callable[[list[str], Any], Any]:
+    """The index lookup for ``path = value`` (``compile_prefilter``'s ``lookup``) on a database
+    of that dialect: tags only."""
+
+    def lookup(path: list[str], value: Any) -> Any:
+        if len(path) > 1 and path[0] == "tags":
+            return tag_lookup(path[1:], value, dialect)
+        return None
+
+    return lookup
 
 
 def _exact_resolver(source: str) -> Any:
@@ -141,7 +172,9 @@ class Queries:
             return QueryPage([], None, "Raw")
 
         if query.is_aggregate:
-            rows = execute(query, self._twins(query, None))
+            rows = self._counted_in_sql(query)
+            if rows is None:
+                rows = execute(query, self._twins(query, None))
             offset = int(state.get("o", 0))
             page = rows[offset : offset + page_size]
             more = offset + page_size < len(rows)
@@ -172,12 +205,12 @@ class Queries:
             token = _encode({"q": fingerprint, "k": last_key, "n": emitted})
         return QueryPage(items, token, item_type)
 
-    def all(self, text: str) -> list[Any]:
+    def all(self, text: str, page_size: int = MAX_PAGE_SIZE) -> list[Any]:
         """Every result of a query, page after page."""
         items: list[Any] = []
         token: str | None = None
         while True:
-            page = self.run(text, MAX_PAGE_SIZE, token)
+            page = self.run(text, page_size, token)
             items += page.items
             token = page.continuation
             if token is None:
@@ -206,16 +239,40 @@ class Queries:
         with self.db.read_conn() as conn:
             return set(conn.execute(stmt).scalars())
 
+    def _counted_in_sql(self, query: Any) -> list[dict[str, Any]] | None:
+        """An aggregate query's rows counted by the database (``cloud_hub.twin_groups``), or
+        None when the evaluator must run it."""
+        extracts = plan_groups(query, locate_path, self.db.dialect)
+        if extracts is None:
+            return None
+        where = self._exact_where(query) if query.where is not None else None
+        if query.where is not None and where is None:
+            return None
+        try:
+            with self.db.read_conn() as conn:
+                parts = count_groups(conn, query, extracts, where)
+        except DBAPIError:  # e.g. a document SQLite's JSON functions cannot parse
+            return None
+        return merge_groups(query, parts)
+
     def _exact(self, query: Any) -> ColumnElement[bool] | None:
         """A filter selecting exactly the query's matches, for a plain (not aggregate) query."""
-        if query.is_aggregate or query.source not in ("devices", "devices.modules"):
+        if query.is_aggregate:
+            return None
+        return self._exact_where(query)
+
+    def _exact_where(self, query: Any) -> ColumnElement[bool] | None:
+        """A filter selecting exactly the twins the query's WHERE matches, or None."""
+        if query.source not in ("devices", "devices.modules"):
             return None
         if query.where is None:
             return true()
         from cloud_hub.query.sql import compile_exact
 
         try:
-            return compile_exact(query.where, _exact_resolver(query.source))
+            return compile_exact(
+                query.where, _exact_resolver(query.source), path_lookup(self.db.dialect)
+            )
         except Exception:  # an optimisation too: the evaluator answers instead
             return None
 
@@ -231,7 +288,9 @@ class Queries:
         from cloud_hub.query.sql import compile_prefilter
 
         try:
-            result: ColumnElement[bool] | None = compile_prefilter(query.where, resolve_path)
+            result: ColumnElement[bool] | None = compile_prefilter(
+                query.where, resolve_path, path_lookup(self.db.dialect)
+            )
         except Exception:  # a prefilter is an optimisation; never fail the query for it
             return None
         return result

@@ -49,6 +49,9 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from cloud_hub.query.syntax import Binary, Call, Condition, Expr, In, Literal, Path
 
 Resolver = Callable[[list[str]], "ColumnElement[Any] | None"]
+#: ``lookup(path, value)``: an extra filter, true for every twin whose value at ``path`` equals
+#: the primitive ``value`` (an index the database can use), or None; ANDed with ``path = value``.
+Lookup = Callable[[list[str], Any], "ColumnElement[bool] | None"]
 
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -56,16 +59,24 @@ _LIKE_FUNCS = {"STARTS_WITH": "{}%", "ENDS_WITH": "%{}", "CONTAINS": "%{}%"}
 _SAFE_INT = 2**53
 
 
-def compile_prefilter(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
-    """A superset SQL filter for ``condition`` (see the module docstring), or None."""
-    return _Compiler(resolver).compile(condition.expr)
+def compile_prefilter(
+    condition: Condition, resolver: Resolver, lookup: Lookup | None = None
+) -> ColumnElement[bool] | None:
+    """A superset SQL filter for ``condition`` (see the module docstring), or None.
+
+    With ``lookup``, each pushed ``path = constant`` (and each ``IN`` element) also gets the
+    lookup's filter ANDed in, so the database can find the rows through an index.
+    """
+    return _Compiler(resolver, lookup).compile(condition.expr)
 
 
-def compile_exact(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
+def compile_exact(
+    condition: Condition, resolver: Resolver, lookup: Lookup | None = None
+) -> ColumnElement[bool] | None:
     """A SQL filter for exactly the twins ``condition`` matches, or None (see the docstring)."""
     if not _exact(condition.expr, resolver):
         return None
-    return compile_prefilter(condition, resolver)
+    return compile_prefilter(condition, resolver, lookup)
 
 
 def _exact(expr: Expr, resolver: Resolver) -> bool:
@@ -104,18 +115,25 @@ def _exact_leaf(path: Path, value: Any, resolver: Resolver) -> bool:
 def json_path(column: Any, parts: Sequence[str]) -> ColumnElement[Any] | None:
     """``column[parts]`` for a JSON/JSONB column, or the column itself for an empty path.
 
-    Returns None for keys SQLite's JSON path syntax cannot quote safely.
+    Returns None for keys SQLite cannot look up: a key JSON escapes (``"``, ``\\``, control and
+    non-ASCII characters) is matched against its escaped text in the stored document.
     """
-    if any('"' in p or "\\" in p for p in parts):
+    if not all(plain_json_key(p) for p in parts):
         return None
     if not parts:
         return column
     return column[tuple(parts)]
 
 
+def plain_json_key(key: str) -> bool:
+    """Whether ``key`` is stored as itself in JSON text (json.dumps escapes nothing in it)."""
+    return json.dumps(key) == f'"{key}"'
+
+
 class _Compiler:
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, lookup: Lookup | None = None) -> None:
         self.resolver = resolver
+        self.lookup = lookup
 
     def compile(self, expr: Expr) -> ColumnElement[bool] | None:
         if isinstance(expr, Binary):
@@ -153,7 +171,9 @@ class _Compiler:
             left, right, op = right, left, _FLIP[op]
         if isinstance(left, Path) and isinstance(right, Literal):
             column = self.resolve(left)
-            return None if column is None else _compare(column, op, right.value)
+            if column is None:
+                return None
+            return self.indexed(left, right.value, _compare(column, op, right.value), op)
         if isinstance(left, Path) and isinstance(right, Path) and op == "=":
             a, b = self.resolve(left), self.resolve(right)
             if a is None or b is None or not (_is_json(a) and _is_json(b)):
@@ -171,11 +191,20 @@ class _Compiler:
         for value in expr.values:
             if not _is_primitive(value):
                 continue  # an array/undefined element never equals anything
-            term = _compare(column, "=", value)
+            term = self.indexed(expr.operand, value, _compare(column, "=", value), "=")
             if term is None:
                 return None
             terms.append(term)
         return or_(*terms) if terms else false()
+
+    def indexed(
+        self, path: Path, value: Any, term: ColumnElement[bool] | None, op: str
+    ) -> ColumnElement[bool] | None:
+        """``term`` (the comparison of ``path`` with ``value``) with the lookup ANDed in."""
+        if term is None or self.lookup is None or op != "=" or not _is_primitive(value):
+            return term
+        extra = self.lookup([str(p) for p in path.parts], value)
+        return term if extra is None else and_(extra, term)
 
     def like(self, expr: Call) -> ColumnElement[bool] | None:
         subject, fragment = expr.args
