@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import String, and_, cast, column, literal, select, table, tuple_
+from sqlalchemy import Select, String, and_, cast, column, func, literal, select, table, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,6 +83,10 @@ def tag_lookup(parts: Sequence[str], value: Any, dialect: str) -> ColumnElement[
         return TwinRow.tags.op("@>", is_comparison=True)(doc)
     if dialect != "sqlite":
         return None
+    return tuple_(TwinRow.device_id, TwinRow.module_id).in_(_sqlite_keys(paths, value))
+
+
+def _sqlite_keys(paths: list[str], value: Any) -> Select[Any]:
     tv = TAG_VALUES.c
     where: list[ColumnElement[bool]] = [tv.path.in_(paths)]
     if value is None:
@@ -93,5 +97,18 @@ def tag_lookup(parts: Sequence[str], value: Any, dialect: str) -> ColumnElement[
         where += [tv.type == "text", tv.value == literal(value, String())]
     else:
         where += [tv.type.in_(["integer", "real"]), tv.value == literal(value)]
-    keys = select(tv.device_id, tv.module_id).where(and_(*where))
-    return tuple_(TwinRow.device_id, TwinRow.module_id).in_(keys)
+    return select(tv.device_id, tv.module_id).where(and_(*where))
+
+
+def count_up_to(parts: Sequence[str], value: Any, dialect: str, cap: int) -> Select[Any] | None:
+    """How many twins (at most ``cap``) ``tag_lookup(parts, value, dialect)`` selects, read
+    from the index alone. A lookup that selects many twins is a worse path than a scan in key
+    order that stops at the end of a page, so callers use it only below a cap."""
+    lookup = tag_lookup(parts, value, dialect)
+    if lookup is None:
+        return None
+    if dialect == "sqlite":
+        found = _sqlite_keys(sqlite_paths(parts) or [], value).limit(cap).subquery()
+    else:
+        found = select(literal(1)).select_from(TwinRow).where(lookup).limit(cap).subquery()
+    return select(func.count()).select_from(found)

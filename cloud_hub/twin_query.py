@@ -22,11 +22,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
-from cloud_hub.tag_index import tag_lookup
+from cloud_hub.tag_index import count_up_to, tag_lookup
 from cloud_hub.twin_groups import count_groups, merge_groups, plan_groups
 from cloud_hub.twins import twin_from_row, twin_select
 
 MAX_PAGE_SIZE = 10_000
+# A tag lookup that finds this many twins or more is not used: the scan in key order is better.
+SELECTIVE_TWINS = 1_000
 _BATCH = 500
 
 
@@ -97,14 +99,20 @@ def resolve_path(path: list[str]) -> Any:
     return column if keys is None else json_path(column, keys)
 
 
-def path_lookup(dialect: str) -> Callable[[list[str], Any], Any]:
-    """The index lookup for ``path = value`` (``compile_prefilter``'s ``lookup``) on a database
-    of that dialect: tags only."""
+def path_lookup(db: Database) -> Callable[[list[str], Any], Any]:
+    """The index lookup for ``path = value`` (``compile_prefilter``'s ``lookup``): tags only,
+    and only where the index finds fewer than ``SELECTIVE_TWINS`` twins (``count_up_to``)."""
 
     def lookup(path: list[str], value: Any) -> Any:
-        if len(path) > 1 and path[0] == "tags":
-            return tag_lookup(path[1:], value, dialect)
-        return None
+        if len(path) < 2 or path[0] != "tags":
+            return None
+        probe = count_up_to(path[1:], value, db.dialect, SELECTIVE_TWINS)
+        if probe is None:
+            return None
+        with db.read_conn() as conn:
+            if conn.execute(probe).scalar_one() >= SELECTIVE_TWINS:
+                return None
+        return tag_lookup(path[1:], value, db.dialect)
 
     return lookup
 
@@ -190,7 +198,7 @@ class Queries:
         items: list[Any] = []
         last_key: list[str] | None = None
         if limit > 0:
-            for key, twin in self._keyed_twins(query, after):
+            for key, twin in self._keyed_twins(query, after, limit + 1):
                 last_key = key
                 doc = _queryable(twin)
                 if not matches(query.where, doc):
@@ -270,9 +278,7 @@ class Queries:
         from cloud_hub.query.sql import compile_exact
 
         try:
-            return compile_exact(
-                query.where, _exact_resolver(query.source), path_lookup(self.db.dialect)
-            )
+            return compile_exact(query.where, _exact_resolver(query.source), path_lookup(self.db))
         except Exception:  # an optimisation too: the evaluator answers instead
             return None
 
@@ -289,15 +295,18 @@ class Queries:
 
         try:
             result: ColumnElement[bool] | None = compile_prefilter(
-                query.where, resolve_path, path_lookup(self.db.dialect)
+                query.where, resolve_path, path_lookup(self.db)
             )
         except Exception:  # a prefilter is an optimisation; never fail the query for it
             return None
         return result
 
     def _keyed_twins(
-        self, query: Any, after: list[str] | None
+        self, query: Any, after: list[str] | None, first_batch: int = _BATCH
     ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        """Candidate twins in key order, read in batches: the first of ``first_batch`` rows
+        (a page needs no more when the filter is exact), the next ones growing to ``_BATCH``."""
+        batch_size = max(1, min(first_batch, _BATCH))
         base = self._source_select(query)
         prefilter = self._prefilter(query)
         if prefilter is not None:
@@ -315,15 +324,16 @@ class Queries:
                     )
                 )
             with self.db.read_conn() as conn:
-                batch = conn.execute(stmt.limit(_BATCH)).all()
+                batch = conn.execute(stmt.limit(batch_size)).all()
             docs = []
             for row in batch:
                 twin = twin_from_row(row)
                 docs.append(([twin["deviceId"], twin.get("moduleId", DEVICE_TWIN)], twin))
             yield from docs
-            if len(batch) < _BATCH:
+            if len(batch) < batch_size:
                 return
             cursor = docs[-1][0]
+            batch_size = min(batch_size * 4, _BATCH)
 
     def _twins(self, query: Any, after: list[str] | None) -> Iterator[dict[str, Any]]:
         for _key, twin in self._keyed_twins(query, after):
