@@ -281,29 +281,33 @@ def _plain(column: ColumnElement[Any], op: str, value: ColumnElement[Any]) -> Co
 class _JsonConst(ColumnElement[Any]):
     """A JSON constant: a native bind on SQLite, ``CAST(:json AS JSONB)`` on PostgreSQL.
 
-    Not cacheable: the bind is made at compile time, and a cache key by value would confuse
-    ``true`` with ``1`` (equal in Python).
+    Both binds are made here, so a statement compiled once serves other constants of the same
+    shape (SQLAlchemy's statement cache: the binds' types are part of the key, their values
+    are not). ``true`` and ``1`` share a key and render the same SQL, with their own values.
     """
 
-    inherit_cache = False
+    inherit_cache = True
+    _traverse_internals = [
+        ("native", InternalTraversal.dp_clauseelement),
+        ("text", InternalTraversal.dp_clauseelement),
+    ]
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        # SQLite's json_extract gives 1/0 for true/false
+        self.native = literal(int(value) if type(value) is bool else value)
+        self.text = literal(json.dumps(value), String())
         self.type = sqltypes.NullType()
 
 
 @compiles(_JsonConst)
 def _json_const_default(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
-    value = element.value
-    if type(value) is bool:
-        value = int(value)  # SQLite's json_extract gives 1/0 for true/false
-    return compiler.process(literal(value), **kw)
+    return compiler.process(element.native, **kw)
 
 
 @compiles(_JsonConst, "postgresql")
 def _json_const_pg(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
-    bind = compiler.process(literal(json.dumps(element.value), String()), **kw)
-    return f"CAST({bind} AS JSONB)"
+    return f"CAST({compiler.process(element.text, **kw)} AS JSONB)"
 
 
 class _JsonOp(ColumnElement[bool]):
@@ -313,7 +317,7 @@ class _JsonOp(ColumnElement[bool]):
     string bind) or IS NULL (no operand).
     """
 
-    inherit_cache = False
+    inherit_cache = True
     type = Boolean()
     _traverse_internals = [
         ("column", InternalTraversal.dp_clauseelement),
@@ -356,7 +360,7 @@ def _json_op_pg(element: _JsonOp, compiler: SQLCompiler, **kw: Any) -> str:
         and element.sql_operator not in ("=", "!=")
     ):
         # jsonb orders strings by the database collation; compare the text in code-point order.
-        bind = compiler.process(literal(operand.value, String()), **kw)
+        bind = compiler.process(operand.native, **kw)
         return f"(({value} #>> '{{}}') COLLATE \"C\" {_SQL_OP[element.sql_operator]} {bind})"
     return f"({value} {_SQL_OP[element.sql_operator]} ({compiler.process(operand, **kw)}))"
 

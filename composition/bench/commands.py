@@ -458,7 +458,7 @@ def _print_bench(result: dict[str, Any]) -> None:
         )
     Console().print(queries)
     fleet = Table(title=f"fleet queries over {result['devices']} devices (ms)")
-    for column in ("query", "hub p50", "hub max", "evaluator only p50"):
+    for column in ("query", "hub p50", "hub max", "hub CPU p50", "evaluator only p50"):
         fleet.add_column(column)
     for key, label in (
         ("tag_filter_page", "tag filter, first page of 100"),
@@ -470,6 +470,7 @@ def _print_bench(result: dict[str, Any]) -> None:
             label,
             str(entry["hub"]["p50_ms"]),
             str(entry["hub"]["max_ms"]),
+            str(entry["hub"]["cpu_p50_ms"]),
             "-" if python_only is None else str(python_only["p50_ms"]),
         )
     Console().print(fleet)
