@@ -462,9 +462,12 @@ def _print_bench(result: dict[str, Any]) -> None:
         fleet.add_column(column)
     for key, label in (
         ("tag_filter_page", "tag filter, first page of 100"),
-        ("group_by_status", "GROUP BY reported status, COUNT()"),
+        ("group_by_status", "GROUP BY reported status, COUNT() (bench's devices)"),
+        ("group_by_status_fleet", "GROUP BY reported status, COUNT() (no WHERE)"),
     ):
-        entry = result["tag_query"][key]
+        entry = result["tag_query"].get(key)
+        if entry is None:
+            continue
         python_only = entry["python_only"]
         fleet.add_row(
             label,

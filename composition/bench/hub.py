@@ -264,18 +264,29 @@ PYTHON_ONLY_MAX_DEVICES = 20_000
 def _fleet_queries(
     queries: Queries, plain: Queries, prefix: str, devices: int, runs: int
 ) -> dict[str, Any]:
-    """A tag filter's first page (100 twins) and a GROUP BY over reported properties, timed
-    as the hub runs them and, on small fleets, with everything in the evaluator."""
+    """A tag filter's first page (100 twins) and GROUP BY over reported properties, timed as
+    the hub runs them and, on small fleets, with everything in the evaluator. The GROUP BY runs
+    over the bench's devices (``WHERE tags.bench = ...``) and, when the database holds nothing
+    else, also over the whole fleet without WHERE."""
     tag_q = (
         f"SELECT * FROM devices WHERE tags.bench = '{prefix}' AND tags.location.site = 'site-42'"
     )
-    status_q = (
-        "SELECT properties.reported.status AS status, COUNT() AS n FROM devices "
-        f"WHERE tags.bench = '{prefix}' GROUP BY properties.reported.status"
-    )
+    group = "SELECT properties.reported.status AS status, COUNT() AS n FROM devices"
+    by = " GROUP BY properties.reported.status"
     small = devices <= PYTHON_ONLY_MAX_DEVICES
-    rows = queries.all(status_q)
-    result: dict[str, Any] = {
+
+    def grouped(text: str) -> dict[str, Any]:
+        rows = queries.all(text)
+        return {
+            "query": text,
+            "rows": rows,
+            "hub": _latency_ms(lambda: queries.all(text), runs),
+            "python_only": _latency_ms(lambda: plain.all(text), 1) if small else None,
+            "evaluator_agrees": plain.all(text) == rows if small else None,
+        }
+
+    alone = queries.count("SELECT deviceId FROM devices") == devices
+    return {
         "tag_filter_page": {
             "query": tag_q,
             "page_size": 100,
@@ -283,15 +294,9 @@ def _fleet_queries(
             "hub": _latency_ms(lambda: queries.run(tag_q, 100), runs),
             "python_only": _latency_ms(lambda: plain.run(tag_q, 100), runs) if small else None,
         },
-        "group_by_status": {
-            "query": status_q,
-            "rows": rows,
-            "hub": _latency_ms(lambda: queries.all(status_q), runs),
-            "python_only": _latency_ms(lambda: plain.all(status_q), 1) if small else None,
-            "evaluator_agrees": plain.all(status_q) == rows if small else None,
-        },
+        "group_by_status": grouped(f"{group} WHERE tags.bench = '{prefix}'{by}"),
+        "group_by_status_fleet": grouped(group + by) if alone else None,
     }
-    return result
 
 
 @contextmanager
