@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -94,6 +95,15 @@ class TwinRow(Base):
     __tablename__ = "twins"
     __table_args__ = (
         ForeignKeyConstraint(["device_id"], ["devices.device_id"], ondelete="CASCADE"),
+        # Tag lookups (cloud_hub/tag_index.py); SQLite's counterpart is the twin_tag_values
+        # table that migration 0007 keeps with triggers, outside this metadata.
+        Index(
+            "ix_twins_tags_gin",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+            info={"dialect": "postgresql"},
+        ),
     )
 
     device_id: Mapped[str] = mapped_column(String(128), primary_key=True)

@@ -75,6 +75,7 @@ def _new_twin(device_id: str, module_id: str) -> TwinRow:
     )
 
 
+_DEVICES: Table = DeviceRow.__table__  # type: ignore[assignment]
 _MODULES: Table = ModuleRow.__table__  # type: ignore[assignment]
 _TWINS: Table = TwinRow.__table__  # type: ignore[assignment]
 _EMPTY_DOCUMENTS = ("tags", "desired", "desired_meta", "reported", "reported_meta")
@@ -116,18 +117,13 @@ def _new_module_columns(
     }
 
 
-def _columns(row: Any) -> dict[str, Any]:
-    """An ORM row object's column values, for a Core INSERT (unset ones take their default)."""
-    values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
-    return {
-        key: value
-        for key, value in values.items()
-        if value is not None or row.__table__.columns[key].default is None
-    }
-
-
 def _new_device_row(device_id: str, spec: DeviceSpec, now: datetime) -> DeviceRow:
-    row = DeviceRow(
+    return DeviceRow(**_new_device_columns(device_id, spec, now))
+
+
+def _new_device_columns(device_id: str, spec: DeviceSpec, now: datetime) -> dict[str, Any]:
+    """The INSERT values of a new device (keys generated unless the spec gives them)."""
+    row = SimpleNamespace(
         device_id=device_id,
         generation_id=new_generation_id(),
         etag=new_etag(),
@@ -141,8 +137,8 @@ def _new_device_row(device_id: str, spec: DeviceSpec, now: datetime) -> DeviceRo
         cloud_to_device_message_count=0,
         created_at=now,
     )
-    apply_auth(row, spec.authentication, keep=False)
-    return row
+    apply_auth(cast(DeviceRow, row), spec.authentication, keep=False)
+    return vars(row)
 
 
 def encode_continuation(last_id: str) -> str:
@@ -190,30 +186,38 @@ class Registry:
     def create_devices(
         self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]
     ) -> list[dict[str, Any]]:
-        """Bulk create ``(device_id, body, tags)`` in one transaction (all or nothing)."""
-        rows: list[DeviceRow] = []
+        """Bulk create ``(device_id, body, tags)`` in one transaction (all or nothing).
+
+        Plain column dicts in a few multi-row INSERTs (devices, twins, the system modules of
+        IoT Edge devices and their twins), not ORM objects: imports create many thousands.
+        """
+        columns: list[dict[str, Any]] = []
         now = utc_now()
         for device_id, body, tags in items:
             check_id(device_id, "deviceId")
             validate_patch(tags, "tags", allow_null=False)
             check_size(tags, "tags", MAX_TAGS_BYTES)
-            rows.append(_new_device_row(device_id, parse_spec(DeviceSpec, body), now))
-        with _unique("a device of the batch already exists"), self.db.write() as session:
-            existing = session.scalars(
+            columns.append(_new_device_columns(device_id, parse_spec(DeviceSpec, body), now))
+        rows = [cast(DeviceRow, SimpleNamespace(**c)) for c in columns]
+        with _unique("a device of the batch already exists"), self.db.write_conn() as conn:
+            existing = conn.execute(
                 select(DeviceRow.device_id).where(
                     DeviceRow.device_id.in_([r.device_id for r in rows])
                 )
             ).first()
             if existing is not None:
-                raise AlreadyExists(f"device {existing!r} already exists", path="deviceId")
-            session.add_all(rows)
-            session.flush()
-            for row, (_id, _body, tags) in zip(rows, items, strict=True):
-                twin = _new_twin(row.device_id, DEVICE_TWIN)
-                twin.tags = tags
-                session.add(twin)
-                if row.iot_edge:
-                    self._add_edge_modules(session, row.device_id, new_device=True)
+                raise AlreadyExists(f"device {existing[0]!r} already exists", path="deviceId")
+            insert_rows(conn, _DEVICES, columns)
+            twins = [
+                {**_new_twin_columns(row.device_id, DEVICE_TWIN, now), "tags": tags}
+                for row, (_id, _body, tags) in zip(rows, items, strict=True)
+            ]
+            empty = dict.fromkeys(_EMPTY_DOCUMENTS, "'{}'")
+            insert_rows(conn, _TWINS, twins, {k: v for k, v in empty.items() if k != "tags"})
+            edge = [(r.device_id, m) for r in rows if r.iot_edge for m in EDGE_SYSTEM_MODULES]
+            if edge:
+                insert_rows(conn, _MODULES, [_new_module_columns(d, m, None, now) for d, m in edge])
+                insert_rows(conn, _TWINS, [_new_twin_columns(d, m, now) for d, m in edge], empty)
         results = [device_json(r) for r in rows]
         for result in results:
             self.bus.publish(events.DeviceCreated(result["deviceId"], result))

@@ -11,19 +11,24 @@ import base64
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloud_hub.db import Database
 from cloud_hub.errors import InvalidInput
 from cloud_hub.models import DEVICE_TWIN, DeviceRow, TwinRow
+from cloud_hub.tag_index import count_up_to, tag_lookup
+from cloud_hub.twin_groups import count_groups, merge_groups, plan_groups
 from cloud_hub.twins import twin_from_row, twin_select
 
 MAX_PAGE_SIZE = 10_000
+# A tag lookup that finds this many twins or more is not used: the scan in key order is better.
+SELECTIVE_TWINS = 1_000
 _BATCH = 500
 
 
@@ -40,15 +45,13 @@ class QueryFailed(InvalidInput):
     code = "BadQuery"
 
 
-def resolve_path(path: list[str]) -> Any:
-    """Map a twin path to SQL for ``compile_prefilter``; None when it has no SQL form.
+def locate_path(path: list[str]) -> tuple[Any, list[str] | None] | None:
+    """Where a twin path is stored: ``(column, None)`` for a scalar column holding exactly that
+    value, ``(json column, keys inside it)`` for a value inside tags / desired / reported /
+    configurations, or None when it has no SQL form.
 
-    Scalar columns come back as themselves (deviceId, moduleId, versions, capabilities.iotEdge,
-    status); a path inside tags / desired / reported comes back as the JSON value at that path
-    (``json_path``: ``json_extract`` on SQLite, ``#>`` on PostgreSQL's JSONB).
+    Scalar columns: deviceId, moduleId, versions, capabilities.iotEdge, status, statusReason.
     """
-    from cloud_hub.query.sql import json_path
-
     if not path:
         return None
     head, rest = path[0], path[1:]
@@ -61,21 +64,57 @@ def resolve_path(path: list[str]) -> Any:
             "status": DeviceRow.status,
             "statusReason": DeviceRow.status_reason,
         }
-        return scalar.get(head)
+        column = scalar.get(head)
+        return None if column is None else (column, None)
     if head == "capabilities" and rest == ["iotEdge"]:
-        return DeviceRow.iot_edge
+        return DeviceRow.iot_edge, None
     if head == "tags":
-        return json_path(TwinRow.tags, rest)
+        return TwinRow.tags, rest
     if head == "configurations":
-        return json_path(TwinRow.configurations, rest)
+        return TwinRow.configurations, rest
     if head == "properties" and rest[0] in ("desired", "reported"):
         section, inner = rest[0], rest[1:]
         if inner == ["$version"]:
-            return TwinRow.desired_version if section == "desired" else TwinRow.reported_version
+            version = TwinRow.desired_version if section == "desired" else TwinRow.reported_version
+            return version, None
         if not inner or any(p.startswith("$") for p in inner):
             return None
-        return json_path(TwinRow.desired if section == "desired" else TwinRow.reported, inner)
+        return (TwinRow.desired if section == "desired" else TwinRow.reported), inner
     return None
+
+
+def resolve_path(path: list[str]) -> Any:
+    """Map a twin path to SQL for ``compile_prefilter``; None when it has no SQL form.
+
+    Scalar columns come back as themselves (``locate_path``); a path inside tags / desired /
+    reported / configurations comes back as the JSON value at that path (``json_path``:
+    ``json_extract`` on SQLite, ``#>`` on PostgreSQL's JSONB).
+    """
+    from cloud_hub.query.sql import json_path
+
+    found = locate_path(path)
+    if found is None:
+        return None
+    column, keys = found
+    return column if keys is None else json_path(column, keys)
+
+
+def path_lookup(db: Database) -> Callable[[list[str], Any], Any]:
+    """The index lookup for ``path = value`` (``compile_prefilter``'s ``lookup``): tags only,
+    and only where the index finds fewer than ``SELECTIVE_TWINS`` twins (``count_up_to``)."""
+
+    def lookup(path: list[str], value: Any) -> Any:
+        if len(path) < 2 or path[0] != "tags":
+            return None
+        probe = count_up_to(path[1:], value, db.dialect, SELECTIVE_TWINS)
+        if probe is None:
+            return None
+        with db.read_conn() as conn:
+            if conn.execute(probe).scalar_one() >= SELECTIVE_TWINS:
+                return None
+        return tag_lookup(path[1:], value, db.dialect)
+
+    return lookup
 
 
 def _exact_resolver(source: str) -> Any:
@@ -141,7 +180,9 @@ class Queries:
             return QueryPage([], None, "Raw")
 
         if query.is_aggregate:
-            rows = execute(query, self._twins(query, None))
+            rows = self._counted_in_sql(query)
+            if rows is None:
+                rows = execute(query, self._twins(query, None))
             offset = int(state.get("o", 0))
             page = rows[offset : offset + page_size]
             more = offset + page_size < len(rows)
@@ -157,7 +198,7 @@ class Queries:
         items: list[Any] = []
         last_key: list[str] | None = None
         if limit > 0:
-            for key, twin in self._keyed_twins(query, after):
+            for key, twin in self._keyed_twins(query, after, limit + 1):
                 last_key = key
                 doc = _queryable(twin)
                 if not matches(query.where, doc):
@@ -172,12 +213,12 @@ class Queries:
             token = _encode({"q": fingerprint, "k": last_key, "n": emitted})
         return QueryPage(items, token, item_type)
 
-    def all(self, text: str) -> list[Any]:
+    def all(self, text: str, page_size: int = MAX_PAGE_SIZE) -> list[Any]:
         """Every result of a query, page after page."""
         items: list[Any] = []
         token: str | None = None
         while True:
-            page = self.run(text, MAX_PAGE_SIZE, token)
+            page = self.run(text, page_size, token)
             items += page.items
             token = page.continuation
             if token is None:
@@ -206,16 +247,38 @@ class Queries:
         with self.db.read_conn() as conn:
             return set(conn.execute(stmt).scalars())
 
+    def _counted_in_sql(self, query: Any) -> list[dict[str, Any]] | None:
+        """An aggregate query's rows counted by the database (``cloud_hub.twin_groups``), or
+        None when the evaluator must run it."""
+        extracts = plan_groups(query, locate_path, self.db.dialect)
+        if extracts is None:
+            return None
+        where = self._exact_where(query) if query.where is not None else None
+        if query.where is not None and where is None:
+            return None
+        try:
+            with self.db.read_conn() as conn:
+                parts = count_groups(conn, query, extracts, where)
+        except DBAPIError:  # e.g. a document SQLite's JSON functions cannot parse
+            return None
+        return merge_groups(query, parts)
+
     def _exact(self, query: Any) -> ColumnElement[bool] | None:
         """A filter selecting exactly the query's matches, for a plain (not aggregate) query."""
-        if query.is_aggregate or query.source not in ("devices", "devices.modules"):
+        if query.is_aggregate:
+            return None
+        return self._exact_where(query)
+
+    def _exact_where(self, query: Any) -> ColumnElement[bool] | None:
+        """A filter selecting exactly the twins the query's WHERE matches, or None."""
+        if query.source not in ("devices", "devices.modules"):
             return None
         if query.where is None:
             return true()
         from cloud_hub.query.sql import compile_exact
 
         try:
-            return compile_exact(query.where, _exact_resolver(query.source))
+            return compile_exact(query.where, _exact_resolver(query.source), path_lookup(self.db))
         except Exception:  # an optimisation too: the evaluator answers instead
             return None
 
@@ -231,14 +294,19 @@ class Queries:
         from cloud_hub.query.sql import compile_prefilter
 
         try:
-            result: ColumnElement[bool] | None = compile_prefilter(query.where, resolve_path)
+            result: ColumnElement[bool] | None = compile_prefilter(
+                query.where, resolve_path, path_lookup(self.db)
+            )
         except Exception:  # a prefilter is an optimisation; never fail the query for it
             return None
         return result
 
     def _keyed_twins(
-        self, query: Any, after: list[str] | None
+        self, query: Any, after: list[str] | None, first_batch: int = _BATCH
     ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        """Candidate twins in key order, read in batches: the first of ``first_batch`` rows
+        (a page needs no more when the filter is exact), the next ones growing to ``_BATCH``."""
+        batch_size = max(1, min(first_batch, _BATCH))
         base = self._source_select(query)
         prefilter = self._prefilter(query)
         if prefilter is not None:
@@ -256,15 +324,16 @@ class Queries:
                     )
                 )
             with self.db.read_conn() as conn:
-                batch = conn.execute(stmt.limit(_BATCH)).all()
+                batch = conn.execute(stmt.limit(batch_size)).all()
             docs = []
             for row in batch:
                 twin = twin_from_row(row)
                 docs.append(([twin["deviceId"], twin.get("moduleId", DEVICE_TWIN)], twin))
             yield from docs
-            if len(batch) < _BATCH:
+            if len(batch) < batch_size:
                 return
             cursor = docs[-1][0]
+            batch_size = min(batch_size * 4, _BATCH)
 
     def _twins(self, query: Any, after: list[str] | None) -> Iterator[dict[str, Any]]:
         for _key, twin in self._keyed_twins(query, after):

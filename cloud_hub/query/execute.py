@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from cloud_hub.query.evaluate import get_path, matches
 from cloud_hub.query.functions import is_number
 from cloud_hub.query.syntax import UNDEFINED, Aggregate, Path, Query, SelectItem
+
+T = TypeVar("T")
 
 
 def execute(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -52,7 +54,7 @@ def _project(items: tuple[SelectItem, ...], twin: Mapping[str, Any]) -> dict[str
     return row
 
 
-def _group_key(value: Any) -> str:
+def group_key(value: Any) -> str:
     # Group by JSON value identity: 1 and 1.0 together, true and 1 apart, objects by content.
     if value is UNDEFINED:
         return "u"
@@ -66,31 +68,49 @@ def _group_key(value: Any) -> str:
         return f"x{id(value)}"
 
 
-def _aggregate(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    assert query.select is not None
-    groups: dict[tuple[str, ...], tuple[list[Any], list[Mapping[str, Any]]]] = {}
-    for twin in twins:
-        values = [get_path(twin, p.parts) for p in query.group_by]
-        key = tuple(_group_key(v) for v in values)
+def grouped(
+    query: Query, entries: Iterable[tuple[list[Any], T]]
+) -> list[tuple[list[Any], list[T]]]:
+    """``(GROUP BY values, item)`` entries gathered by the values' group keys, in first-seen
+    order, with the first entry's values; without GROUP BY there is always the one group."""
+    groups: dict[tuple[str, ...], tuple[list[Any], list[T]]] = {}
+    for values, item in entries:
+        key = tuple(group_key(v) for v in values)
         entry = groups.get(key)
         if entry is None:
-            groups[key] = (values, [twin])
+            groups[key] = (values, [item])
         else:
-            entry[1].append(twin)
+            entry[1].append(item)
     if not query.group_by and not groups:
         groups[()] = ([], [])
+    return list(groups.values())
+
+
+def group_rows(
+    query: Query,
+    groups: Iterable[tuple[list[Any], list[T]]],
+    aggregate: Callable[[Aggregate, list[T]], Any],
+) -> list[dict[str, Any]]:
+    """One row per group: GROUP BY values and ``aggregate(function, members)`` by alias; an
+    undefined result leaves its field out."""
+    assert query.select is not None
     rows = []
-    for values, members in groups.values():
+    for values, members in groups:
         row: dict[str, Any] = {}
         for item in query.select:
             if isinstance(item.expr, Aggregate):
-                result = _apply_aggregate(item.expr, members)
+                result = aggregate(item.expr, members)
             else:
                 result = values[query.group_by.index(item.expr)]
             if result is not UNDEFINED:
                 row[item.alias] = result
         rows.append(row)
     return rows
+
+
+def _aggregate(query: Query, twins: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    entries = (([get_path(t, p.parts) for p in query.group_by], t) for t in twins)
+    return group_rows(query, grouped(query, entries), _apply_aggregate)
 
 
 def _apply_aggregate(agg: Aggregate, members: list[Mapping[str, Any]]) -> Any:

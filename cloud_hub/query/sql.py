@@ -49,6 +49,9 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from cloud_hub.query.syntax import Binary, Call, Condition, Expr, In, Literal, Path
 
 Resolver = Callable[[list[str]], "ColumnElement[Any] | None"]
+#: ``lookup(path, value)``: an extra filter, true for every twin whose value at ``path`` equals
+#: the primitive ``value`` (an index the database can use), or None; ANDed with ``path = value``.
+Lookup = Callable[[list[str], Any], "ColumnElement[bool] | None"]
 
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -56,16 +59,24 @@ _LIKE_FUNCS = {"STARTS_WITH": "{}%", "ENDS_WITH": "%{}", "CONTAINS": "%{}%"}
 _SAFE_INT = 2**53
 
 
-def compile_prefilter(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
-    """A superset SQL filter for ``condition`` (see the module docstring), or None."""
-    return _Compiler(resolver).compile(condition.expr)
+def compile_prefilter(
+    condition: Condition, resolver: Resolver, lookup: Lookup | None = None
+) -> ColumnElement[bool] | None:
+    """A superset SQL filter for ``condition`` (see the module docstring), or None.
+
+    With ``lookup``, each pushed ``path = constant`` (and each ``IN`` element) also gets the
+    lookup's filter ANDed in, so the database can find the rows through an index.
+    """
+    return _Compiler(resolver, lookup).compile(condition.expr)
 
 
-def compile_exact(condition: Condition, resolver: Resolver) -> ColumnElement[bool] | None:
+def compile_exact(
+    condition: Condition, resolver: Resolver, lookup: Lookup | None = None
+) -> ColumnElement[bool] | None:
     """A SQL filter for exactly the twins ``condition`` matches, or None (see the docstring)."""
     if not _exact(condition.expr, resolver):
         return None
-    return compile_prefilter(condition, resolver)
+    return compile_prefilter(condition, resolver, lookup)
 
 
 def _exact(expr: Expr, resolver: Resolver) -> bool:
@@ -104,18 +115,25 @@ def _exact_leaf(path: Path, value: Any, resolver: Resolver) -> bool:
 def json_path(column: Any, parts: Sequence[str]) -> ColumnElement[Any] | None:
     """``column[parts]`` for a JSON/JSONB column, or the column itself for an empty path.
 
-    Returns None for keys SQLite's JSON path syntax cannot quote safely.
+    Returns None for keys SQLite cannot look up: a key JSON escapes (``"``, ``\\``, control and
+    non-ASCII characters) is matched against its escaped text in the stored document.
     """
-    if any('"' in p or "\\" in p for p in parts):
+    if not all(plain_json_key(p) for p in parts):
         return None
     if not parts:
         return column
     return column[tuple(parts)]
 
 
+def plain_json_key(key: str) -> bool:
+    """Whether ``key`` is stored as itself in JSON text (json.dumps escapes nothing in it)."""
+    return json.dumps(key) == f'"{key}"'
+
+
 class _Compiler:
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, lookup: Lookup | None = None) -> None:
         self.resolver = resolver
+        self.lookup = lookup
 
     def compile(self, expr: Expr) -> ColumnElement[bool] | None:
         if isinstance(expr, Binary):
@@ -153,7 +171,9 @@ class _Compiler:
             left, right, op = right, left, _FLIP[op]
         if isinstance(left, Path) and isinstance(right, Literal):
             column = self.resolve(left)
-            return None if column is None else _compare(column, op, right.value)
+            if column is None:
+                return None
+            return self.indexed(left, right.value, _compare(column, op, right.value), op)
         if isinstance(left, Path) and isinstance(right, Path) and op == "=":
             a, b = self.resolve(left), self.resolve(right)
             if a is None or b is None or not (_is_json(a) and _is_json(b)):
@@ -171,11 +191,20 @@ class _Compiler:
         for value in expr.values:
             if not _is_primitive(value):
                 continue  # an array/undefined element never equals anything
-            term = _compare(column, "=", value)
+            term = self.indexed(expr.operand, value, _compare(column, "=", value), "=")
             if term is None:
                 return None
             terms.append(term)
         return or_(*terms) if terms else false()
+
+    def indexed(
+        self, path: Path, value: Any, term: ColumnElement[bool] | None, op: str
+    ) -> ColumnElement[bool] | None:
+        """``term`` (the comparison of ``path`` with ``value``) with the lookup ANDed in."""
+        if term is None or self.lookup is None or op != "=" or not _is_primitive(value):
+            return term
+        extra = self.lookup([str(p) for p in path.parts], value)
+        return term if extra is None else and_(extra, term)
 
     def like(self, expr: Call) -> ColumnElement[bool] | None:
         subject, fragment = expr.args
@@ -252,29 +281,33 @@ def _plain(column: ColumnElement[Any], op: str, value: ColumnElement[Any]) -> Co
 class _JsonConst(ColumnElement[Any]):
     """A JSON constant: a native bind on SQLite, ``CAST(:json AS JSONB)`` on PostgreSQL.
 
-    Not cacheable: the bind is made at compile time, and a cache key by value would confuse
-    ``true`` with ``1`` (equal in Python).
+    Both binds are made here, so a statement compiled once serves other constants of the same
+    shape (SQLAlchemy's statement cache: the binds' types are part of the key, their values
+    are not). ``true`` and ``1`` share a key and render the same SQL, with their own values.
     """
 
-    inherit_cache = False
+    inherit_cache = True
+    _traverse_internals = [
+        ("native", InternalTraversal.dp_clauseelement),
+        ("text", InternalTraversal.dp_clauseelement),
+    ]
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        # SQLite's json_extract gives 1/0 for true/false
+        self.native = literal(int(value) if type(value) is bool else value)
+        self.text = literal(json.dumps(value), String())
         self.type = sqltypes.NullType()
 
 
 @compiles(_JsonConst)
 def _json_const_default(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
-    value = element.value
-    if type(value) is bool:
-        value = int(value)  # SQLite's json_extract gives 1/0 for true/false
-    return compiler.process(literal(value), **kw)
+    return compiler.process(element.native, **kw)
 
 
 @compiles(_JsonConst, "postgresql")
 def _json_const_pg(element: _JsonConst, compiler: SQLCompiler, **kw: Any) -> str:
-    bind = compiler.process(literal(json.dumps(element.value), String()), **kw)
-    return f"CAST({bind} AS JSONB)"
+    return f"CAST({compiler.process(element.text, **kw)} AS JSONB)"
 
 
 class _JsonOp(ColumnElement[bool]):
@@ -284,7 +317,7 @@ class _JsonOp(ColumnElement[bool]):
     string bind) or IS NULL (no operand).
     """
 
-    inherit_cache = False
+    inherit_cache = True
     type = Boolean()
     _traverse_internals = [
         ("column", InternalTraversal.dp_clauseelement),
@@ -327,7 +360,7 @@ def _json_op_pg(element: _JsonOp, compiler: SQLCompiler, **kw: Any) -> str:
         and element.sql_operator not in ("=", "!=")
     ):
         # jsonb orders strings by the database collation; compare the text in code-point order.
-        bind = compiler.process(literal(operand.value, String()), **kw)
+        bind = compiler.process(operand.native, **kw)
         return f"(({value} #>> '{{}}') COLLATE \"C\" {_SQL_OP[element.sql_operator]} {bind})"
     return f"({value} {_SQL_OP[element.sql_operator]} ({compiler.process(operand, **kw)}))"
 

@@ -478,10 +478,30 @@ def _print_bench(result: dict[str, Any]) -> None:
             key,
             str(entry["matches"]),
             str(entry["prefilter"]["p50_ms"]),
-            str(entry["python_only"]["p50_ms"]),
-            str(entry["speedup"]),
+            "-" if entry["python_only"] is None else str(entry["python_only"]["p50_ms"]),
+            str(entry["speedup"] or "-"),
         )
     Console().print(queries)
+    fleet = Table(title=f"fleet queries over {result['devices']} devices (ms)")
+    for column in ("query", "hub p50", "hub max", "hub CPU p50", "evaluator only p50"):
+        fleet.add_column(column)
+    for key, label in (
+        ("tag_filter_page", "tag filter, first page of 100"),
+        ("group_by_status", "GROUP BY reported status, COUNT() (bench's devices)"),
+        ("group_by_status_fleet", "GROUP BY reported status, COUNT() (no WHERE)"),
+    ):
+        entry = result["tag_query"].get(key)
+        if entry is None:
+            continue
+        python_only = entry["python_only"]
+        fleet.add_row(
+            label,
+            str(entry["hub"]["p50_ms"]),
+            str(entry["hub"]["max_ms"]),
+            str(entry["hub"]["cpu_p50_ms"]),
+            "-" if python_only is None else str(python_only["p50_ms"]),
+        )
+    Console().print(fleet)
 
 
 @bench_app.command("rollout")

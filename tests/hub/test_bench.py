@@ -33,6 +33,11 @@ def test_bench_hub_reports_both_paths_and_ratios() -> None:
     assert isinstance(query, dict)
     assert query["region_query"]["matches"] == 6
     assert query["site_query"]["matches"] == 1
+    assert query["tag_filter_page"]["items"] == 1 and query["tag_filter_page"]["hub"]["p50_ms"] > 0
+    for key in ("group_by_status", "group_by_status_fleet"):  # the bench's own database
+        status = query[key]
+        assert status["evaluator_agrees"] is True and status["hub"]["cpu_p50_ms"] >= 0
+        assert sorted(row["n"] for row in status["rows"]) == [15, 15, 15, 15]
 
 
 def test_bench_hub_compares_hub_worker_counts_on_postgresql() -> None:
