@@ -5,6 +5,7 @@ cached base and runtime images)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import pytest
 from modules.accelerators.model_store import ModelStore
 from modules.camera.frames import jpeg_frame
 from modules.packaging.context import ImageSpec, copy_model
+from tests.byom.cli import import_detector
+from tests.byom.models import decoded_detector_graph
 from tests.detector.conftest import ASTRONAUT_FACE, detector_store
 from tests.packaging.test_package_e2e import edgefleet
 from tests.support.docker import TEST_LABEL, docker_client
@@ -42,6 +45,21 @@ def test_a_detector_ships_each_network_of_its_precision_and_no_head(
     shipped = ModelStore(tmp_path / "models").get("face-detector")
     assert shipped.kind == "detector" and shipped.precisions == ["int8"]
     assert shipped.detector == full.detector
+
+
+def test_an_imported_detector_ships_its_one_network(tmp_path: Path) -> None:
+    graph = decoded_detector_graph(tmp_path / "tiny.onnx")
+    found = import_detector(graph, "lamps", ["background", "lamp"], tmp_path / "store",
+                            "--box-format", "yxyx", "--box-units", "normalized")  # fmt: skip
+    assert found.code == 0, found.err
+    store = ModelStore(tmp_path / "store")
+    manifest = copy_model(store, ImageSpec("lamps", "", "fp32"), tmp_path / "models")
+    assert manifest.heads == {} and manifest.precisions == ["fp32"]
+    blobs = [p.name for p in (tmp_path / "models" / "blobs").iterdir()]
+    assert blobs == [Path(store.get("lamps").featurizer["fp32"].file).name]
+    shipped = ModelStore(tmp_path / "models").get("lamps")
+    assert shipped.detector is not None and shipped.detector.labels == ["background", "lamp"]
+    assert shipped.detector.box_format == "yxyx"
 
 
 @pytest.mark.parametrize(
@@ -116,3 +134,13 @@ def test_the_packaged_detector_finds_the_boxes_serve_finds(
         assert got[:2] == want[:2] == ("face", 0)
         assert got[2:] == pytest.approx(want[2:], abs=1e-3)
     assert packaged[0][3:] == pytest.approx(ASTRONAUT_FACE, abs=0.03)
+    # the Open Inference Protocol (plain JSON) gives the same detections as /score
+    request = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                           "data": [base64.b64encode(body).decode()]}]}  # fmt: skip
+    answer = httpx.post(f"{container_url}/v2/models/face-detector/infer", json=request,
+                        headers={"Authorization": AUTH["Authorization"]}, timeout=60)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    assert outputs["labels"]["data"] == [d[0] for d in packaged]
+    assert outputs["boxes"]["shape"] == [1, len(packaged), 4]
+    assert outputs["boxes"]["data"] == pytest.approx([v for d in packaged for v in d[3:]], abs=1e-5)
