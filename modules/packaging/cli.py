@@ -16,9 +16,13 @@ MODEL_DIR_HELP = "Model store directory (default: $EDGEFLEET_MODEL_DIR or the us
 
 @models_app.command("package")
 def package(
-    model: str = typer.Option(..., "--model", help="Featurizer model in the store."),
+    model: str = typer.Option(
+        ..., "--model", help="Model in the store: a classifier or a detector (NAME[:VERSION])."
+    ),
     image: str = typer.Option(..., "--image", help="Image reference REGISTRY/NAME:TAG."),
-    head: str = typer.Option("default", "--head", help="Classifier head to ship."),
+    head: str | None = typer.Option(
+        None, "--head", help="Classifier head to ship (default: default; none for a detector)."
+    ),
     entry_script: Path | None = typer.Option(
         None, "--entry-script", help="An Azure ML score.py, served by azmlinfsrv behind the keys."
     ),
@@ -31,7 +35,9 @@ def package(
     accelerator: str = typer.Option(
         "cpu", "--accelerator", help="cpu (also drives a mapped FPGA emulator) or gpu (CUDA)."
     ),
-    precision: str = typer.Option("fp32", "--precision", help="Featurizer precision shipped."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="Precision shipped (a detector: of each of its networks)."
+    ),
     push: bool = typer.Option(False, "--push", help="Push the image to its registry."),
     registry_user: str | None = typer.Option(None, "--registry-user"),
     registry_password: str | None = typer.Option(
@@ -121,7 +127,7 @@ def _snippet(
 def _package(
     model: str,
     image: str,
-    head: str,
+    head: str | None,
     entry_script: Path | None,
     precision: str,
     push: bool,
@@ -140,6 +146,7 @@ def _package(
         PackageError,
         assemble,
         build_dir,
+        resolve_head,
         trimmed_manifest,
     )
     from modules.packaging.runtime_image import ensure_runtime
@@ -147,7 +154,9 @@ def _package(
     started = time.monotonic()
     store = ModelStore(model_dir)
     try:
-        trimmed_manifest(store.get(model), precision, head)
+        manifest = store.get(model)
+        head = resolve_head(manifest, head)
+        trimmed_manifest(manifest, precision, head, accelerator)
     except StoreError as exc:
         raise PackageError(str(exc)) from None
     client = docker_ops.docker_client()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from modules.accelerators.model_store import ModelManifest, ModelStore, StoreError
+from modules.accelerators.model_store import Artifact, ModelManifest, ModelStore, StoreError
 
 APP_ROOT = "/opt/edgefleet"
 ENTRY_DIR_IN_IMAGE = "/var/azureml-app"
@@ -259,46 +259,74 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
 
 
+def resolve_head(manifest: ModelManifest, head: str | None) -> str:
+    """The head an image ships: ``default`` unless named for a classifier, none for a detector
+    (whose answer is its boxes)."""
+    if manifest.kind != "detector":
+        return head or "default"
+    if head is not None:
+        raise PackageError(
+            f"{manifest.name} is a detector: --head is for classifiers (a detector ships no head)"
+        )
+    return ""
+
+
 def trimmed_manifest(
     manifest: ModelManifest, precision: str, head: str, accelerator: str = "cpu"
 ) -> ModelManifest:
-    """The model's manifest with only the featurizer precision and the head that are shipped.
+    """The model's manifest with only the featurizer precision and the head that are shipped
+    (a detector: that precision of each of its networks, and no head).
 
     A gpu image of an fp16 model also ships its fp32 artifact when there is one: without a
     usable GPU the server falls back to the CPU, where fp16 runs as fp32."""
-    if manifest.kind == "detector":
-        raise PackageError(
-            f"{manifest.name} is a detector: detectors are not packaged yet (serve it with "
-            "`edgefleet serve --model NAME`)"
-        )
     if precision not in manifest.featurizer:
         raise PackageError(
             f"model {manifest.name!r} has no {precision} featurizer "
             f"(available: {', '.join(manifest.precisions)})"
         )
+    shipped = [precision]
+    if accelerator == "gpu" and precision == "fp16" and "fp32" in manifest.featurizer:
+        shipped.append("fp32")
+    featurizer = {p: manifest.featurizer[p] for p in shipped}
+    if manifest.kind == "detector":
+        resolve_head(manifest, head or None)
+        lacking = [
+            stage for stage, variants in manifest.stages.items() if precision not in variants
+        ]
+        if lacking:
+            raise PackageError(
+                f"detector {manifest.name!r} has no {precision} {', '.join(lacking)} network"
+            )
+        stages = {
+            stage: {p: variants[p] for p in shipped if p in variants}
+            for stage, variants in manifest.stages.items()
+        }
+        update = {"featurizer": featurizer, "stages": stages, "heads": {}}
+        return manifest.model_copy(update=update)
     if head not in manifest.heads:
         raise PackageError(
             f"model {manifest.name!r} has no head {head!r} (available: {', '.join(manifest.heads)})"
         )
-    shipped = [precision]
-    if accelerator == "gpu" and precision == "fp16" and "fp32" in manifest.featurizer:
-        shipped.append("fp32")
     return manifest.model_copy(
-        update={
-            "featurizer": {p: manifest.featurizer[p] for p in shipped},
-            "heads": {head: manifest.heads[head]},
-        }
+        update={"featurizer": featurizer, "heads": {head: manifest.heads[head]}}
     )
 
 
+def shipped_artifacts(manifest: ModelManifest) -> list[Artifact]:
+    """Every stored file a (trimmed) manifest names, each once: featurizer, networks, heads."""
+    found = [*manifest.featurizer.values(), *(h.artifact for h in manifest.heads.values())]
+    found += [a for variants in manifest.stages.values() for a in variants.values()]
+    return list({a.file: a for a in found}.values())
+
+
 def copy_model(store: ModelStore, spec: ImageSpec, dest: Path) -> ModelManifest:
-    """Copy one model (one precision, one head) into a fresh store at ``dest``."""
+    """Copy one model (one precision, one head or a detector's networks) into a fresh store at
+    ``dest``."""
     try:
         manifest = trimmed_manifest(
             store.get(spec.model), spec.precision, spec.head, spec.accelerator
         )
-        files = [store.resolve(a) for a in manifest.featurizer.values()]
-        files += [store.resolve(h.artifact) for h in manifest.heads.values()]
+        files = [store.resolve(a) for a in shipped_artifacts(manifest)]
     except StoreError as exc:
         raise PackageError(str(exc)) from None
     (dest / "blobs").mkdir(parents=True)

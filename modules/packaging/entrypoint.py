@@ -27,7 +27,9 @@ def serve_args(spec: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
     """The ``edgefleet serve`` arguments for the image's model in this environment."""
     device = env.get("EDGEFLEET_FPGA_DEVICE") or ""
     accelerator = env.get("SCORING_ACCELERATOR") or ("fpga-emulator" if device else "cpu")
-    args = ["serve", "--model", str(spec["model"]), "--head", str(spec["head"])]
+    args = ["serve", "--model", str(spec["model"])]
+    if spec.get("head"):  # a detector's image ships none
+        args += ["--head", str(spec["head"])]
     args += ["--accelerator", accelerator, "--host", env.get("SCORING_HTTP_HOST", "0.0.0.0")]
     args += ["--grpc-port", "50051", "--http-port", "5001"]
     precision = env.get("SCORING_PRECISION") or (

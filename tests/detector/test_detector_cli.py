@@ -1,6 +1,6 @@
 """The face detector in the CLI: listed as a detector with the accelerators it runs on (the
-emulated card among them: tests/detector/test_fpga_detector.py); packaging refuses it with one
-clear line; the bench reports int8 and bfp8 beside fp32."""
+emulated card among them: tests/detector/test_fpga_detector.py); the bench reports int8 and bfp8
+beside fp32."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ def test_models_list_shows_the_detector_and_where_it_runs(detector_store: Path) 
     assert row["accelerators"] == ["cpu", "gpu", "fpga-emulator"]
     assert row["rewritten_at_load"] == ["bfp8", "msfp9", "msfp8"]
     assert row["heads"] == []
-
-
-def test_packaging_a_detector_is_refused_with_one_line(detector_store: Path) -> None:
-    run = cli("models", "package", "--model", "face-detector", "--model-dir",
-              str(detector_store), "--image", "127.0.0.1:1/faces:1")  # fmt: skip
-    assert run.code == 1
-    assert "face-detector is a detector: detectors are not packaged yet" in run.err
 
 
 def test_bench_featurizer_reports_the_detectors_int8_and_bfp8_beside_fp32(
