@@ -412,7 +412,14 @@ class Twins:
     ) -> tuple[list[dict[str, Any] | Exception], list[Any]]:
         """The writes in the caller's transaction, a few statements for the whole batch: one
         SELECT (and lock) of every twin they name, the merges in Python in batch order (a twin
-        written twice sees its first write), one UPDATE per set of changed columns."""
+        written twice sees its first write), one UPDATE per set of changed columns. A single
+        write takes the one-twin statements, whose SQL is compiled once (no IN list to expand)."""
+        if len(writes) == 1:
+            try:
+                result, write_events = self.apply_in(conn, writes[0])
+            except HubError as exc:
+                return [exc], []
+            return [result], write_events
         keys = sorted({(w.device_id, _module_key(w.module_id)) for w in writes})
         stmt = _SELECT_BATCH_LOCKED if self.db.dialect == "postgresql" else _SELECT_BATCH
         loaded: dict[tuple[str, str], tuple[_Rec, _Rec, _Rec | None]] = {}
