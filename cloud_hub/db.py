@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,13 +36,16 @@ class Database:
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 16
             kwargs["pool_pre_ping"] = True
+            kwargs["json_deserializer"] = pg_json_loads
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self._batch_engine: Engine | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(sqlite_immediate=True)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._migrated = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -70,6 +74,27 @@ class Database:
         with self._write_engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def batch_write_conn(self) -> Iterator[Connection]:
+        """``write_conn`` for one busy writer thread (the twin group commit). On PostgreSQL its
+        connections come from a small pool of their own that skips the pre-ping (a round trip
+        and a ``SELECT 1`` per transaction): a connection the server dropped fails one
+        transaction, which the caller retries through ``write_conn``."""
+        if self.is_sqlite:
+            with self.write_conn() as conn:
+                yield conn
+            return
+        with self._batch_pool().begin() as conn:
+            yield conn
+
+    def _batch_pool(self) -> Engine:
+        with self._lock:
+            if self._batch_engine is None:
+                self._batch_engine = create_engine(
+                    self.url, pool_size=1, max_overflow=4, json_deserializer=pg_json_loads
+                )
+            return self._batch_engine
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision shipped in this package."""
         from alembic import command
@@ -92,6 +117,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._batch_engine is not None:
+            self._batch_engine.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Any:
@@ -125,6 +152,15 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.connection.driver_connection.execute(  # type: ignore[union-attr]
             "BEGIN IMMEDIATE" if immediate else "BEGIN"
         )
+
+
+_DECODER = json.JSONDecoder()
+
+
+def pg_json_loads(data: bytes | bytearray | memoryview) -> Any:
+    """psycopg's JSON/JSONB loader: the text PostgreSQL sends is UTF-8, so it skips the
+    encoding detection of ``json.loads(bytes)`` (same values as ``json.loads``)."""
+    return _DECODER.decode(bytes(data).decode())
 
 
 def dbapi_url(sqlalchemy_url: str) -> str:

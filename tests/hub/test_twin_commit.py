@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -9,13 +10,18 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 from sqlalchemy.exc import DataError
 
 from cloud_hub import events
 from cloud_hub.app import create_app
-from cloud_hub.errors import DeviceNotFound, InvalidInput, PreconditionFailed
+from cloud_hub.db import Database
+from cloud_hub.errors import DeviceNotFound, InvalidInput, ModuleNotFound, PreconditionFailed
+from cloud_hub.events import EventBus
 from cloud_hub.hub import Hub
-from cloud_hub.twins import TwinWrite
+from cloud_hub.models import DeviceRow
+from cloud_hub.registry import Registry
+from cloud_hub.twins import Twins, TwinWrite
 
 
 @pytest.fixture
@@ -75,6 +81,84 @@ def test_a_database_error_retries_the_batch_one_write_at_a_time(hub: Hub) -> Non
     assert [o["properties"]["desired"]["a"] for o in (outcomes[0], outcomes[2])] == [1, 2]  # type: ignore[index]
     assert hub.twins.get_twin("d1")["properties"]["desired"]["$version"] == 3
     assert [e.version for e in seen] == [2, 3]
+
+
+def test_a_batch_of_module_and_device_twins_reads_back_as_answered(hub: Hub) -> None:
+    for device_id in ("d1", "d2"):
+        hub.registry.create_device(device_id)
+        hub.registry.create_module(device_id, "m")
+    seen = _desired_events(hub)
+    etag_d2 = hub.twins.get_twin("d2", "m")["etag"]
+    outcomes = hub.twins.write_batch(
+        [
+            TwinWrite("d2", "m", None, {"x": 1}, if_match=etag_d2),
+            TwinWrite("d1", "m", {"role": "cam"}, None),  # tags only: other columns change
+            TwinWrite("d1", "ghost", None, {"x": 1}),
+            TwinWrite("d2", "m", None, {"x": 2}, if_match=etag_d2),  # stale after the first
+            TwinWrite("d1", None, None, {"y": {"z": 1}}),
+            TwinWrite("d1", "m", None, {"x": 3}),
+            TwinWrite("d1", None, None, {"y": {"z": None, "w": 2}}),
+        ]
+    )
+    assert isinstance(outcomes[2], ModuleNotFound)
+    assert isinstance(outcomes[3], PreconditionFailed)
+    answered = [o for o in outcomes if isinstance(o, dict)]
+    assert len(answered) == 5
+    latest: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for doc in answered:
+        latest[(doc["deviceId"], doc.get("moduleId"))] = doc
+    for (device_id, module_id), doc in latest.items():
+        assert hub.twins.get_twin(device_id, module_id) == doc
+    assert latest[("d1", "m")]["tags"] == {"role": "cam"}
+    assert latest[("d1", "m")]["version"] == 3
+    assert latest[("d1", None)]["properties"]["desired"]["y"] == {"w": 2}
+    assert [(e.device_id, e.module_id, e.version) for e in seen] == [
+        ("d2", "m", 2),
+        ("d1", None, 2),
+        ("d1", "m", 2),
+        ("d1", None, 3),
+    ]
+
+
+def test_two_hub_processes_writing_the_same_twins_do_not_deadlock(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two writers (each with its own engine, as two hub processes) batch the same twins in
+    opposite orders: the batches lock in key order, so none is rolled back by a deadlock."""
+    first, second = Database(pg_url), Database(pg_url)
+    first.migrate()
+    twins = [Twins(first, EventBus()), Twins(second, EventBus())]
+    device_ids = [f"dl-{i}" for i in range(8)]
+    registry = Registry(first, EventBus())
+    for device_id in device_ids:
+        registry.create_device(device_id)
+    rounds = 15
+    failures: list[Any] = []
+
+    def writer(index: int) -> None:
+        order = device_ids if index == 0 else device_ids[::-1]
+        for n in range(rounds):
+            batch = [TwinWrite(d, None, None, {f"w{index}": n}) for d in order]
+            failures.extend(o for o in twins[index].write_batch(batch) if not isinstance(o, dict))
+
+    caplog.set_level(logging.INFO, logger="cloud_hub.twins")
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        assert not [r for r in caplog.records if "rolled back" in r.getMessage()]
+        for device_id in device_ids:
+            desired = twins[0].get_twin(device_id)["properties"]["desired"]
+            assert desired["$version"] == 1 + 2 * rounds
+            assert (desired["w0"], desired["w1"]) == (rounds - 1, rounds - 1)
+    finally:
+        with first.write_conn() as conn:
+            conn.execute(delete(DeviceRow).where(DeviceRow.device_id.in_(device_ids)))
+        first.dispose()
+        second.dispose()
 
 
 def test_concurrent_patches_over_http_all_apply_once(api: TestClient, hub: Hub) -> None:
