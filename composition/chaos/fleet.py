@@ -155,6 +155,26 @@ class Fleet:
         (home / "host").write_text("127.0.0.1")
         (home / "port").write_text(str(RELAY_PORT))
 
+    def start_probe(self, seconds: float, method_timeout: float) -> subprocess.Popen[str]:
+        """Patch desired properties of every device and call a direct method on each for
+        ``seconds`` (``hubctl probe``, in the hub's namespace); its stdout is the JSON."""
+        argv = [*cli()[:2], "composition.chaos.hubctl", self.api_url, self.token, "probe"]
+        argv += [str(seconds), str(method_timeout), *self.devices]
+        return subprocess.Popen(
+            self.topo.exec_argv("hub", argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def desired_seen(self, device: str) -> list[dict[str, Any]]:
+        """The desired changes the device's handler logged, in arrival order."""
+        path = self.device_dir(device) / "desired.log"
+        if not path.exists():
+            return []
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
     def start_load(self, timeout: float = 90.0) -> None:
         """Start every device and wait until each has connected once."""
         for device in self.devices:
