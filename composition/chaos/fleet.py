@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -313,6 +314,17 @@ class Fleet:
         """Stop the load, let the devices drain, and judge what the hub stored."""
         self.finish_devices(timeout)
         accepted = self.accepted()
-        self.wait_until(lambda: self.caught_up(accepted), 30)
+        self.wait_until(partial(self._settled, accepted, [-1, time.monotonic()]), 30)
         self.store.poll()
         return check(accepted, self.store.rows)
+
+    def _settled(self, accepted: dict[str, list[int]], last: list[float]) -> bool:
+        """Everything in ``accepted`` is stored; or each device's newest is and nothing more
+        arrived for 2 s (what is missing then was lost, e.g. evicted: no use waiting)."""
+        if self.caught_up(accepted):
+            return True
+        rows = len(self.store.rows)
+        if rows != last[0]:
+            last[0], last[1] = rows, time.monotonic()
+            return False
+        return time.monotonic() - last[1] >= 2.0 and self.flowing(accepted)

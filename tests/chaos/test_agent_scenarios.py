@@ -17,6 +17,8 @@ from composition.chaos.scenarios import SCENARIOS, Params, make_fleet, run_seque
 # a recovery that has not happened by then is reported (missing numbers, log tails) well
 # before the test's own timeout ends the run
 RECOVERY_TIMEOUT = 60.0
+# the fleet and its five phases run in the first test's setup (about 3-4 minutes on 2 busy cores)
+pytestmark = pytest.mark.timeout(480)
 ORDER = ["disk-full", "agent-kill", "rollout-lossy", "reboot-offline", "partition-cap"]
 
 
