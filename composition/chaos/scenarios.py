@@ -471,8 +471,10 @@ def run(name: str, params: Params) -> dict[str, Any]:
     scenario = SCENARIOS[name]
     with make_fleet(scenario, params) as fleet:
         fleet.start_load()
+        started = time.monotonic()
         phase = _stalls_noted(fleet, scenario.inject(fleet, params))
-        return result(name, fleet.finish(), phase)
+        outcome = result(name, fleet.finish(), phase)
+        return {**outcome, "phaseSeconds": round(time.monotonic() - started, 1)}
 
 
 def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[str, Any]]:
@@ -480,8 +482,10 @@ def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[st
     run up to the end of that phase."""
     out = []
     for name in names:
+        started = time.monotonic()
         phase = _stalls_noted(fleet, SCENARIOS[name].inject(fleet, params))
-        out.append(result(name, fleet.checkpoint(), phase))
+        outcome = result(name, fleet.checkpoint(), phase)
+        out.append({**outcome, "phaseSeconds": round(time.monotonic() - started, 1)})
     return out
 
 
