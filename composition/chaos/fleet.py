@@ -70,6 +70,7 @@ class Fleet:
         self._children: list[Child] = []
         self.token = ""
         self.stalls: list[dict[str, Any]] = []  # recoveries that timed out (``stall.report``)
+        self.probing = False  # devices started now log desired changes and answer methods
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Fleet:
 
     def start_device(self, device: str) -> None:
         argv = [*cli()[:2], "composition.chaos.loadgen", str(self.device_dir(device))]
-        argv += ["--rate", str(self.rate)]
+        argv += ["--rate", str(self.rate)] + (["--twin"] if self.probing else [])
         n = sum(1 for c in self._children if c.name == device)
         log = self.device_dir(device) / f"loadgen-{n}.log"
         self.devices[device] = self._child(device, f"d{device.rsplit('-', 1)[1]}", argv, log)

@@ -57,7 +57,7 @@ HTTP_SLACK = 30.0  # the HTTP client's own timeout beyond the method's: a hang i
 def _patches(url: str, token: str, devices: list[str], until: float) -> dict[str, int]:
     made = dict.fromkeys(devices, 0)
     with HubClient(url, token) as api:
-        while time.monotonic() < until:
+        while True:  # at least one round, however late this thread started
             for device in devices:
                 desired = {"chaosSeq": made[device] + 1}
                 try:
@@ -65,15 +65,16 @@ def _patches(url: str, token: str, devices: list[str], until: float) -> dict[str
                 except HubClientError:
                     continue  # not made: the counter stays
                 made[device] += 1
+            if time.monotonic() >= until:
+                return made
             time.sleep(PROBE_PAUSE)
-    return made
 
 
 def _calls(url: str, token: str, device: str, timeout: float, until: float) -> list[dict[str, Any]]:
     body = {"methodName": "chaosPing", "responseTimeoutInSeconds": timeout}
     out: list[dict[str, Any]] = []
     with HubClient(url, token, timeout=timeout + HTTP_SLACK) as api:
-        while time.monotonic() < until:
+        while True:  # at least one call, however late this thread started
             started = time.monotonic()
             try:
                 answer = api.request("POST", f"/twins/{device}/methods", json=body).json()
@@ -82,8 +83,9 @@ def _calls(url: str, token: str, device: str, timeout: float, until: float) -> l
                 status = exc.status
             took = round(time.monotonic() - started, 3)
             out.append({"device": device, "status": status, "seconds": took})
+            if time.monotonic() >= until:
+                return out
             time.sleep(PROBE_PAUSE)
-    return out
 
 
 def _probe(url: str, token: str, args: list[str]) -> dict[str, Any]:

@@ -162,7 +162,9 @@ def lossy(fleet: Fleet, params: Params) -> Phase:
         fleet.start_relay(device, 10, params.jitter_ms)
     for node in fleet.topo.nodes.values():
         faults.apply_nft(node, faults.loss_ruleset(5))
+    fleet.probing = True  # only here: see loadgen
     fleet.restart_devices()  # their next connection goes through the relay
+    fleet.probing = False  # the next start (the verdict's) goes back to plain devices
     logged = {d: len(fleet.desired_seen(d)) for d in fleet.devices}
     probe = fleet.start_probe(params.seconds, METHOD_TIMEOUT)
     fleet.wait_load(params.seconds)

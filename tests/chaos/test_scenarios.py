@@ -76,7 +76,7 @@ def test_through_loss_and_jitter_twin_patches_arrive_in_order_and_methods_never_
     for device in outcome["twinMethodsPerDevice"]:
         assert device["twin"]["lastArrived"], device  # the last patch reached every device
         assert device["methods"]["calls"] > 0, device
-    assert methods["answered"] + methods["failed"] == methods["calls"] > 0
+    assert methods["answered"] + methods["failed"] == methods["calls"] > 0, methods
     assert methods["overdue"] == 0, outcome["twinMethodsPerDevice"]  # none hung
 
 
