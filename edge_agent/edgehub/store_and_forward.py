@@ -205,23 +205,29 @@ class MessageStore:
         return [Stored(int(r[0]), int(r[1]), r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     def remove(self, seqs: list[int]) -> None:
-        """Forget forwarded messages (counted as forwarded)."""
+        """Forget forwarded messages (counted as forwarded). One the cap evicted while it was
+        being handed over is gone already: it was forwarded all the same, so it no longer
+        counts as evicted (nothing else deletes concurrently: expiry runs in the forwarder's
+        own thread)."""
         if not seqs:
             return
         with self._lock, self._transaction_locked():
             db = self._open_locked()
             removed = 0
             size = 0
+            evicted_meanwhile = 0
             for seq in seqs:
                 row = db.execute("SELECT size FROM queue WHERE seq = ?", (seq,)).fetchone()
                 if row is None:
+                    evicted_meanwhile += 1
                     continue
                 db.execute("DELETE FROM queue WHERE seq = ?", (seq,))
                 removed += 1
                 size += int(row[0])
             self._count -= removed
             self._bytes -= size
-            self._bump("forwarded", removed)
+            self._bump("forwarded", removed + evicted_meanwhile)
+            self._bump("evicted", -evicted_meanwhile)
 
     def wait(self, timeout: float) -> None:
         with self._lock:
