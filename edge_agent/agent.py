@@ -55,6 +55,18 @@ class EdgeHubService(Protocol):
 
 DEPLOYMENT_WRITER = "deployment"
 STATS_REFRESH_SECS = 60.0  # edge hub counters change with every message: report them slowly
+# ... except those that count messages dropped on the device: looked at this often, and a
+# change is reported at once (the hub is the only place an operator sees the loss)
+LOSS_CHECK_SECS = 2.0
+LOSS_COUNTERS = ("evictedMessages", "expiredMessages")
+REPORT_PERIOD_SECS = 30.0
+
+
+def dropped_changed(reported: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether the edge hub dropped messages (evicted, expired) since ``reported``."""
+    if reported is None:
+        return True
+    return any(reported.get(name) != current.get(name) for name in LOSS_COUNTERS)
 
 # a container module's createOptions -> the address it reaches the edge hub at (None: as a process)
 ContainerGateway = Callable[[Mapping[str, Any]], str | None]
@@ -288,10 +300,15 @@ class Agent:
 
     # ------------------------------------------------------------------ reported
     def _report_loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.is_set():
-            self._report_due.wait(30)
+            due = self._report_due.wait(LOSS_CHECK_SECS)
             if self._stop.is_set():
                 return
+            periodic = time.monotonic() - last >= REPORT_PERIOD_SECS
+            if not (due or periodic or self._hub_dropped()):
+                continue
+            last = time.monotonic()
             time.sleep(self.debounce)  # debounce: bursts of changes become one patch
             self._report_due.clear()
             try:
@@ -343,17 +360,31 @@ class Agent:
             report["storage"] = self.storage.reported()
         return report
 
-    def _edge_hub_stats(self) -> dict[str, Any] | None:
-        """The edge hub's queue and routing counters, refreshed at most every minute."""
+    def _fresh_hub_stats(self) -> dict[str, Any] | None:
         stats_fn = getattr(self.edge_hub, "stats", None)
         if stats_fn is None:
             return None
+        try:
+            return dict(stats_fn())
+        except Exception:  # a stats hiccup must not stop reporting
+            log.debug("edge hub stats failed", exc_info=True)
+            return None
+
+    def _hub_dropped(self) -> bool:
+        """The edge hub dropped messages since the counters last reported."""
+        current = self._fresh_hub_stats()
+        return current is not None and dropped_changed(self._hub_stats, current)
+
+    def _edge_hub_stats(self) -> dict[str, Any] | None:
+        """The edge hub's queue and routing counters, refreshed at most every minute, or at
+        once when it dropped messages."""
+        if getattr(self.edge_hub, "stats", None) is None:
+            return None
         now = time.monotonic()
-        if self._hub_stats is None or now - self._hub_stats_at >= STATS_REFRESH_SECS:
-            try:
-                self._hub_stats = dict(stats_fn())
-            except Exception:  # a stats hiccup must not stop reporting
-                log.debug("edge hub stats failed", exc_info=True)
+        current = self._fresh_hub_stats()
+        stale = self._hub_stats is None or now - self._hub_stats_at >= STATS_REFRESH_SECS
+        if current is not None and (stale or dropped_changed(self._hub_stats, current)):
+            self._hub_stats = current
             self._hub_stats_at = now
         return self._hub_stats
 

@@ -164,6 +164,7 @@ def _edge_hub_factory(cfg: AgentConfig) -> Any:
                     host=cfg.edge_hub_host,
                     port=candidate,
                     store_max_bytes=cfg.edge_hub_store_max_bytes,
+                    forward_window=cfg.edge_hub_forward_window,
                     iothub_host=cfg.edge_hub_gateway_host,
                     iothub_port=cfg.edge_hub_gateway_port,
                     https_port=cfg.edge_hub_gateway_https_port,

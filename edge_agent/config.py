@@ -176,6 +176,12 @@ class AgentConfig(_Strict):
     edge_hub_store_max_bytes: int = Field(
         default=1 << 30, ge=0, description="Store-and-forward cap (oldest evicted); 0: none"
     )
+    edge_hub_forward_window: int = Field(
+        default=256,
+        ge=1,
+        description="Messages handed from the store to the upstream outbox ahead of their "
+        "acknowledgements (outside the store's cap)",
+    )
     create_options_policy: CreateOptionsPolicy = Field(
         default_factory=CreateOptionsPolicy,
         description="What docker modules' createOptions may ask for (off by default)",

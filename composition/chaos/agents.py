@@ -5,6 +5,7 @@ The agent's data directory can sit on a small tmpfs (``disk_bytes``) that a scen
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from composition.chaos.fleet import Fleet, newest, read_accepted
+from composition.chaos.netns import kill_namespace_processes
 from composition.chaos.stall import tail
 from edgefleet.manifest import edge_deployment, process_module
 
@@ -184,6 +186,33 @@ class AgentFleet(Fleet):
         if child is not None:
             child.stop()
         self.start_device(device)
+
+    def power_off(self, device: str) -> None:
+        """What a power cut leaves: the agent and every module process of the device killed
+        (SIGKILL to everything in its namespace); its data directory stays as it was."""
+        kill_namespace_processes(self.node(device).ns)
+        self.kill9(self.devices[device])
+
+    def set_config(self, device: str, **changes: Any) -> None:
+        """Change the device's agent configuration (read at the agent's next start)."""
+        path = self.device_dir(device) / "agent.yaml"
+        config = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**config, **changes}))
+
+    def evicted_on_device(self, device: str) -> int:
+        """How many messages the device's edge hub evicted from its store, read from the
+        store's own counters (read-only), not through the agent."""
+        path = self.agent_data(device) / "edgehub" / "store.db"
+        if not path.exists():
+            return 0
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT value FROM counters WHERE name = 'evicted'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+        return int(row[0]) if row else 0
 
     def agent_twin(self, device: str) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.hubctl("twin", device, "$edgeAgent"))

@@ -24,6 +24,7 @@ class DeviceVerdict:
     reordered: int
     unexpected: int
     first_lost: list[int]
+    lost_runs: int = 0  # runs of consecutive lost numbers (one: a single gap, as eviction makes)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +70,7 @@ def check_device(device: str, accepted: Iterable[int], stored: Iterable[int]) ->
         reordered=reordered,
         unexpected=len(set(counts) - want),
         first_lost=missing[:10],
+        lost_runs=sum(1 for i, seq in enumerate(missing) if i == 0 or missing[i - 1] != seq - 1),
     )
 
 
@@ -81,3 +83,27 @@ def check(accepted: Mapping[str, Iterable[int]], stored: Iterable[tuple[str, int
     return Verdict(
         [check_device(d, accepted.get(d, ()), per_device[d]) for d in sorted(per_device)]
     )
+
+
+def account_loss(verdict: Verdict, expected: Mapping[str, int]) -> dict[str, Any]:
+    """Loss the system under test counted itself (evicted messages), per device: lost must be
+    exactly that many. ``unaccounted`` per device is lost minus expected (negative: fewer lost
+    than counted)."""
+    lost = {d.device: d.lost for d in verdict.devices}
+    runs = {d.device: d.lost_runs for d in verdict.devices}
+    rows: list[dict[str, Any]] = [
+        {
+            "device": device,
+            "expectedLoss": expected.get(device, 0),
+            "lost": lost.get(device, 0),
+            "unaccounted": lost.get(device, 0) - expected.get(device, 0),
+            "lostRuns": runs.get(device, 0),
+        }
+        for device in sorted(set(lost) | set(expected))
+    ]
+    return {
+        "expectedLoss": sum(r["expectedLoss"] for r in rows),
+        "unaccountedLoss": sum(abs(r["unaccounted"]) for r in rows),
+        "lossAccounted": all(r["unaccounted"] == 0 for r in rows),
+        "lossPerDevice": rows,
+    }

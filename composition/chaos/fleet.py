@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,6 +70,7 @@ class Fleet:
         self._children: list[Child] = []
         self.token = ""
         self.stalls: list[dict[str, Any]] = []  # recoveries that timed out (``stall.report``)
+        self.probing = False  # devices started now log desired changes and answer methods
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -138,7 +140,7 @@ class Fleet:
 
     def start_device(self, device: str) -> None:
         argv = [*cli()[:2], "composition.chaos.loadgen", str(self.device_dir(device))]
-        argv += ["--rate", str(self.rate)]
+        argv += ["--rate", str(self.rate)] + (["--twin"] if self.probing else [])
         n = sum(1 for c in self._children if c.name == device)
         log = self.device_dir(device) / f"loadgen-{n}.log"
         self.devices[device] = self._child(device, f"d{device.rsplit('-', 1)[1]}", argv, log)
@@ -154,6 +156,26 @@ class Fleet:
         self._child(f"relay-{device}", role, argv, home / "relay.log")
         (home / "host").write_text("127.0.0.1")
         (home / "port").write_text(str(RELAY_PORT))
+
+    def start_probe(self, seconds: float, method_timeout: float) -> subprocess.Popen[str]:
+        """Patch desired properties of every device and call a direct method on each for
+        ``seconds`` (``hubctl probe``, in the hub's namespace); its stdout is the JSON."""
+        argv = [*cli()[:2], "composition.chaos.hubctl", self.api_url, self.token, "probe"]
+        argv += [str(seconds), str(method_timeout), *self.devices]
+        return subprocess.Popen(
+            self.topo.exec_argv("hub", argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def desired_seen(self, device: str) -> list[dict[str, Any]]:
+        """The desired changes the device's handler logged, in arrival order."""
+        path = self.device_dir(device) / "desired.log"
+        if not path.exists():
+            return []
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip().endswith("}")]
 
     def start_load(self, timeout: float = 90.0) -> None:
         """Start every device and wait until each has connected once."""
@@ -235,10 +257,11 @@ class Fleet:
         return all(set(seqs) <= have.get(d, set()) for d, seqs in snapshot.items())
 
     def flowing(self, snapshot: dict[str, list[int]]) -> bool:
-        """The newest message of each device in ``snapshot`` is stored (delivery works again,
-        whether or not older ones were lost)."""
+        """Each device of ``snapshot`` has its newest message there, or a later one, stored
+        (delivery works again, whether or not older ones were lost: a store's cap may evict
+        even that newest one before the link is back)."""
         have = self.stored_sets()
-        return all(not seqs or max(seqs) in have.get(d, set()) for d, seqs in snapshot.items())
+        return all(not seqs or max(have.get(d, {-1})) >= max(seqs) for d, seqs in snapshot.items())
 
     def log_tails(self, device: str) -> dict[str, list[str]]:
         """The last lines of the logs that tell what a device (an ``accepted`` key) was doing."""
@@ -293,6 +316,17 @@ class Fleet:
         """Stop the load, let the devices drain, and judge what the hub stored."""
         self.finish_devices(timeout)
         accepted = self.accepted()
-        self.wait_until(lambda: self.caught_up(accepted), 30)
+        self.wait_until(partial(self._settled, accepted, [-1, time.monotonic()]), 30)
         self.store.poll()
         return check(accepted, self.store.rows)
+
+    def _settled(self, accepted: dict[str, list[int]], last: list[float]) -> bool:
+        """Everything in ``accepted`` is stored; or each device's newest is and nothing more
+        arrived for 2 s (what is missing then was lost, e.g. evicted: no use waiting)."""
+        if self.caught_up(accepted):
+            return True
+        rows = len(self.store.rows)
+        if rows != last[0]:
+            last[0], last[1] = rows, time.monotonic()
+            return False
+        return time.monotonic() - last[1] >= 2.0 and self.flowing(accepted)

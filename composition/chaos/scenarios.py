@@ -8,40 +8,20 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from composition.chaos import faults, stall
+from composition.chaos import faults, twincheck
 from composition.chaos.agents import MODULE, AgentFleet, fill
-from composition.chaos.checker import Verdict
+from composition.chaos.checker import Verdict, account_loss
+from composition.chaos.edge_scenarios import partition_cap, reboot_offline
 from composition.chaos.fleet import Fleet
+from composition.chaos.phase import RECOVERY_TIMEOUT, Params, Phase, recover
 
-RECOVERY_TIMEOUT = 120.0
 LIMIT = "8kbit"  # well below what 20 msg/s of a device need (about 40 kbit/s)
-
-
-@dataclass(frozen=True)
-class Params:
-    seconds: float = 10.0
-    devices: int = 3
-    rate: float = 20.0
-    # how long a scenario waits for the system to settle after a fault (messages stored, modules
-    # converged); a recovery that times out is reported with what is missing and fails
-    recovery_timeout: float = RECOVERY_TIMEOUT
-
-
-@dataclass
-class Phase:
-    """What an injected fault measured."""
-
-    recovery: float | None
-    allow_loss: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    ok: bool = True  # the scenario's own checks beyond the message verdict
 
 
 @dataclass(frozen=True)
@@ -62,7 +42,12 @@ def result(name: str, verdict: Verdict, phase: Phase) -> dict[str, Any]:
     summary = verdict.as_json()
     clean = summary["duplicated"] == 0 and summary["reordered"] == 0
     passed = clean and phase.ok and phase.recovery is not None
-    passed = passed and (phase.allow_loss or summary["lost"] == 0)
+    accounted: dict[str, Any] = {}
+    if phase.expected_loss is not None:
+        accounted = account_loss(verdict, phase.expected_loss)
+        passed = passed and accounted["lossAccounted"]
+    else:
+        passed = passed and (phase.allow_loss or summary["lost"] == 0)
     names = ("devices", "expected", "stored", "lost", "duplicated", "reordered", "unexpected")
     return {
         "scenario": name,
@@ -70,25 +55,9 @@ def result(name: str, verdict: Verdict, phase: Phase) -> dict[str, Any]:
         **{k: summary[k] for k in names},
         "recoverySeconds": round(phase.recovery, 2) if phase.recovery is not None else None,
         **phase.extra,
+        **accounted,
         "perDevice": summary["perDevice"],
     }
-
-
-def _recover(fleet: Fleet, params: Params, lossy: bool = False) -> float | None:
-    """Seconds until what the devices have accepted so far is stored (``lossy``: until their
-    newest message is, for faults that may lose older ones). None after
-    ``params.recovery_timeout``: the missing numbers and log tails of each device that lacks
-    some are then kept in ``fleet.stalls`` (and printed to stderr at once)."""
-    snapshot = fleet.accepted()
-    done = fleet.flowing if lossy else fleet.caught_up
-    took = fleet.wait_until(lambda: done(snapshot), params.recovery_timeout)
-    if took is None:
-        gaps = stall.missing(snapshot, fleet.stored_sets())
-        tails = {device: fleet.log_tails(device) for device in gaps}
-        found = stall.report(params.recovery_timeout, gaps, tails)
-        fleet.stalls.append(found)
-        print(stall.render("recovery", found), file=sys.stderr, flush=True)
-    return took
 
 
 def _stored_of(rows: list[tuple[str, int]], device: str) -> int:
@@ -104,7 +73,7 @@ def _cut(fleet: Fleet, params: Params, apply: Callable[[], None]) -> Phase:
     fleet.wait_load(params.seconds)
     during = _stored_of(fleet.store.poll(), "chaos-0")
     faults.heal(fleet.topo, node)
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     fleet.wait_load(1)
     return Phase(recovery, extra={"faultSeconds": params.seconds, "storedWhileCut": during})
 
@@ -133,7 +102,7 @@ def hub_kill(fleet: Fleet, params: Params) -> Phase:
     down = max(1.0, params.seconds / 2)
     fleet.wait_load(down)
     fleet.start_hub()
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     fleet.wait_load(1)
     return Phase(recovery, extra={"hubDownSeconds": down})
 
@@ -150,7 +119,7 @@ def _broker(fleet: Fleet, params: Params, sig: signal.Signals) -> Phase:
         start = time.monotonic()
         if fleet.wait_until(partial(_restarted, fleet, old), 30) is None:
             raise RuntimeError("the hub did not restart mosquitto")
-        recovered = _recover(fleet, params, lossy)
+        recovered = recover(fleet, params, lossy)
         recoveries.append(None if recovered is None else time.monotonic() - start)
         fleet.wait_load(1)
     done = [r for r in recoveries if r is not None]
@@ -178,20 +147,56 @@ def broker_kill(fleet: Fleet, params: Params) -> Phase:
     return _broker(fleet, params, signal.SIGKILL)
 
 
+METHOD_TIMEOUT = 5.0  # responseTimeoutInSeconds of the methods called during lossy
+METHOD_GRACE = 10.0  # beyond it, for the REST call itself through the same lossy links
+
+
 def lossy(fleet: Fleet, params: Params) -> Phase:
     """5 % random packet loss on every link (nftables numgen, both directions, every namespace)
-    and 10-50 ms delay and jitter (a relay in each device's namespace) for --seconds; the backlog
-    drains through the same faults: 0 lost, no duplicates, in order."""
+    and 10 ms + 0..--jitter-ms delay (a relay in each device's namespace) for --seconds, while
+    the hub patches each device's desired properties and calls a direct method on it (5 s
+    timeout) over and over; the backlog drains through the same faults: 0 lost, no duplicates,
+    in order; every device sees its desired patches in order, the last one included; every
+    method call is answered or fails within its timeout."""
     for device in fleet.devices:
-        fleet.start_relay(device, 10, 40)
+        fleet.start_relay(device, 10, params.jitter_ms)
     for node in fleet.topo.nodes.values():
         faults.apply_nft(node, faults.loss_ruleset(5))
+    fleet.probing = True  # only here: see loadgen
     fleet.restart_devices()  # their next connection goes through the relay
+    fleet.probing = False  # the next start (the verdict's) goes back to plain devices
+    logged = {d: len(fleet.desired_seen(d)) for d in fleet.devices}
+    probe = fleet.start_probe(params.seconds, METHOD_TIMEOUT)
     fleet.wait_load(params.seconds)
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
+    out, err = probe.communicate(timeout=METHOD_TIMEOUT + 60)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the twin and method probe failed: {err.strip()[-500:]}")
+    probed = json.loads(out)
+    made: dict[str, int] = probed["patches"]
+    arrived = fleet.wait_until(
+        partial(_patches_arrived, fleet, made, logged), params.recovery_timeout
+    )
     for node in fleet.topo.nodes.values():
         faults.clear_nft(node)
-    return Phase(recovery, extra={"lossPercent": 5, "delayMs": [10, 50]})
+    seen = {d: fleet.desired_seen(d)[logged[d] :] for d in fleet.devices}
+    figures = twincheck.summarize(made, seen, probed["calls"], METHOD_TIMEOUT + METHOD_GRACE)
+    extra = {
+        "lossPercent": 5,
+        "delayMs": [10, 10 + params.jitter_ms],
+        "lastPatchSeconds": None if arrived is None else round(arrived, 2),
+        **figures,
+    }
+    return Phase(recovery, extra=extra, ok=bool(figures["twinMethodsOk"]))
+
+
+def _patches_arrived(fleet: Fleet, made: dict[str, int], logged: dict[str, int]) -> bool:
+    """Every device has seen its last patch (``chaosSeq`` = the number made)."""
+    for device, count in made.items():
+        seen = fleet.desired_seen(device)[logged[device] :]
+        if count and not any(entry.get("chaosSeq") == count for entry in seen):
+            return False
+    return True
 
 
 def slow_link(fleet: Fleet, params: Params) -> Phase:
@@ -208,7 +213,7 @@ def slow_link(fleet: Fleet, params: Params) -> Phase:
     offered = sum(len(v) - before[d] for d, v in fleet.accepted().items())
     for device in fleet.devices:
         faults.clear_rate_limit(fleet.node(device))
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     fleet.wait_load(1)
     extra = {"limit": LIMIT, "acceptedWhileLimited": offered, "storedWhileLimited": stored}
     return Phase(recovery, extra=extra)
@@ -242,7 +247,7 @@ def disk_full(fleet: Fleet, params: Params) -> Phase:
     for device in fleet.devices:
         (fleet.agent_data(device) / "filler").unlink()
     shown_ok = fleet.wait_until(partial(_storage_is, fleet, "ok"), RECOVERY_TIMEOUT)
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     fleet.wait_load(1)
     extra = {
         "diskBytes": fleet.disk_bytes,
@@ -322,7 +327,7 @@ def agent_kill(fleet: Fleet, params: Params) -> Phase:
                 "processes": {d: fleet.module_processes(d) for d in fleet.devices},
             }
         )
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     ok = all(r["convergeSeconds"] is not None and r["steady"] for r in rounds)
     return Phase(recovery, extra={"rounds": rounds}, ok=ok)
 
@@ -390,7 +395,7 @@ def rollout_lossy(fleet: Fleet, params: Params) -> Phase:
     final = _processes(fleet)
     mixed = [d for d, running in final.items() if running not in (v1, v2)]
     steady = all(running == want for running in final.values())
-    recovery = _recover(fleet, params)
+    recovery = recover(fleet, params)
     extra = {
         "lossPercent": ROLLOUT_LOSS,
         "lossyDevices": len(lossy),
@@ -450,6 +455,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("disk-full", disk_full, agents=True, disk_bytes=32 << 20),
         Scenario("agent-kill", agent_kill, agents=True),
         Scenario("rollout-lossy", rollout_lossy, agents=True),
+        Scenario("reboot-offline", reboot_offline, agents=True),
+        Scenario("partition-cap", partition_cap, agents=True),
     )
 }
 
@@ -466,8 +473,10 @@ def run(name: str, params: Params) -> dict[str, Any]:
     scenario = SCENARIOS[name]
     with make_fleet(scenario, params) as fleet:
         fleet.start_load()
+        started = time.monotonic()
         phase = _stalls_noted(fleet, scenario.inject(fleet, params))
-        return result(name, fleet.finish(), phase)
+        outcome = result(name, fleet.finish(), phase)
+        return {**outcome, "phaseSeconds": round(time.monotonic() - started, 1)}
 
 
 def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[str, Any]]:
@@ -475,8 +484,10 @@ def run_sequence(fleet: Fleet, names: list[str], params: Params) -> list[dict[st
     run up to the end of that phase."""
     out = []
     for name in names:
+        started = time.monotonic()
         phase = _stalls_noted(fleet, SCENARIOS[name].inject(fleet, params))
-        out.append(result(name, fleet.checkpoint(), phase))
+        outcome = result(name, fleet.checkpoint(), phase)
+        out.append({**outcome, "phaseSeconds": round(time.monotonic() - started, 1)})
     return out
 
 

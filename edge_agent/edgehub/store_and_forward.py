@@ -208,7 +208,10 @@ class MessageStore:
         return [Stored(int(r[0]), int(r[1]), r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     def remove(self, seqs: list[int]) -> None:
-        """Forget forwarded messages (counted as forwarded)."""
+        """Forget forwarded messages (counted as forwarded). One the cap evicted while it was
+        being handed over is gone already: it was forwarded all the same, so it no longer
+        counts as evicted (nothing else deletes concurrently: expiry runs in the forwarder's
+        own thread)."""
         if not seqs:
             return
         with self._lock, self._transaction_locked():
@@ -224,9 +227,11 @@ class MessageStore:
                 db.execute(f"DELETE FROM queue WHERE seq IN ({marks})", chunk)
                 removed += int(row[0])
                 size += int(row[1])
+            evicted_meanwhile = len(seqs) - removed  # evicted while being handed over
             self._count -= removed
             self._bytes -= size
-            self._bump("forwarded", removed)
+            self._bump("forwarded", removed + evicted_meanwhile)
+            self._bump("evicted", -evicted_meanwhile)
 
     def wait(self, timeout: float) -> None:
         with self._lock:

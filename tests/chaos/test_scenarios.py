@@ -67,6 +67,19 @@ def test_loss_and_jitter_on_every_link_lose_nothing(results: dict[str, dict[str,
     _clean(results["lossy"])
 
 
+def test_through_loss_and_jitter_twin_patches_arrive_in_order_and_methods_never_hang(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    outcome = results["lossy"]
+    twin, methods = outcome["twin"], outcome["methods"]
+    assert twin["patches"] > 0 and twin["delivered"] > 0 and twin["outOfOrder"] == 0, twin
+    for device in outcome["twinMethodsPerDevice"]:
+        assert device["twin"]["lastArrived"], device  # the last patch reached every device
+        assert device["methods"]["calls"] > 0, device
+    assert methods["answered"] + methods["failed"] == methods["calls"] > 0, methods
+    assert methods["overdue"] == 0, outcome["twinMethodsPerDevice"]  # none hung
+
+
 def test_a_rate_limited_uplink_delays_but_loses_nothing(
     results: dict[str, dict[str, Any]],
 ) -> None:

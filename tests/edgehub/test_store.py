@@ -41,3 +41,18 @@ def test_byte_cap_evicts_oldest_first(tmp_path: Path) -> None:
     assert stats["queuedMessages"] == 5 and stats["evictedMessages"] == 5
     assert [s.bag for s in store.peek(10)] == [f"seq={i}" for i in range(5, 10)]
     store.close()
+
+
+def test_a_message_evicted_while_being_handed_over_counts_as_forwarded(tmp_path: Path) -> None:
+    store = MessageStore(tmp_path / "s.db", max_bytes=100)
+    store.put_many([_item(i, size=15) for i in range(5)])  # 100 bytes: full, nothing evicted
+    handed = store.peek(2)  # the forwarder takes the two oldest ...
+    store.put_many([_item(5, size=15)])  # ... a new one evicts the oldest meanwhile ...
+    assert store.stats()["evictedMessages"] == 1
+    store.remove([s.seq for s in handed])  # ... and the hand-over completes: both delivered
+    stats = store.stats()
+    assert (stats["forwardedMessages"], stats["evictedMessages"]) == (2, 0)
+    assert [s.bag for s in store.peek(10)] == ["seq=2", "seq=3", "seq=4", "seq=5"]
+    store.close()
+    reopened = MessageStore(tmp_path / "s.db").stats()  # the counters on disk agree
+    assert (reopened["forwardedMessages"], reopened["evictedMessages"]) == (2, 0)
