@@ -55,8 +55,11 @@ class CountingHub:
     def apply(self, desired: Any) -> None:
         pass
 
-    def module_env(self, module: str) -> dict[str, str]:
+    def module_env(self, module: str, gateway_address: str | None = None) -> dict[str, str]:
         return {}
+
+    def retain_modules(self, modules: Any) -> None:
+        pass
 
     def status(self) -> str:
         return "running"
