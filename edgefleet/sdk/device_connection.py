@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class DeviceConnection:
         self.connected = threading.Event()
         self.stop = threading.Event()
         self.last_error: str | None = None
+        self.last_ack = 0.0  # monotonic time of the broker's last PUBACK, on any connection
 
     def _credentials(self) -> tuple[str | None, str | None]:
         s = self.settings
@@ -106,7 +108,11 @@ class DeviceConnection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        self.last_ack = time.monotonic()
 
     def _presence(self, state: str) -> bytes:
         return p.presence_payload(state, self.settings.client_id, self.conn)

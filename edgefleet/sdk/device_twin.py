@@ -138,6 +138,11 @@ def apply_resync(handlers: ChannelHandlers, twin: JsonDict) -> None:
         log.exception("twin resync handler failed")
 
 
+TWIN_FETCH_PATIENCE_SECS = 120.0
+"""How long a connection whose publishes the broker acknowledges waits for a twin answer (a hub
+busy with a backlog after an outage answers late) before it is dropped."""
+
+
 def fetch_twin_while_connected(
     link: DeviceConnection, get_twin: TwinGetter, module_id: str | None
 ) -> JsonDict | None:
@@ -145,22 +150,31 @@ def fetch_twin_while_connected(
 
     A request sent right after CONNACK can be lost while the broker is still setting up the
     session's subscriptions; giving up would leave the device on a stale desired state until
-    the next desired change, so the fetch is retried instead. A connection on which the hub
-    never answers (a broker that took the session over badly) is dropped after a few tries:
-    the reconnect resyncs again.
+    the next desired change, so the fetch is retried instead. A connection on which the broker
+    acknowledges nothing during three tries (a broker that took the session over badly), or
+    the hub answers nothing for ``TWIN_FETCH_PATIENCE_SECS``, is dropped: the reconnect resyncs
+    again. Dropping sooner would make every device reconnect while the hub works off a backlog.
     """
     device_id = link.settings.device_id
     delay = 0.5
     conn = link.conn
-    for _ in range(3):
+    started = window = time.monotonic()
+    tries = 0
+    while True:
         if link.stop.is_set() or not link.connected.is_set() or link.conn != conn:
             return None
         try:
             return get_twin(5)
         except (ClientError, TimeoutError) as exc:
             log.info("twin resync of %s/%s failed, retrying: %s", device_id, module_id, exc)
-            link.stop.wait(delay)
-            delay *= 2
+        tries += 1
+        if tries >= 3:
+            acknowledged = link.last_ack > window
+            if not acknowledged or time.monotonic() - started > TWIN_FETCH_PATIENCE_SECS:
+                break
+            tries, window = 0, time.monotonic()
+        link.stop.wait(delay)
+        delay = min(delay * 2, 10.0)
     if not link.stop.is_set() and link.conn == conn:
         log.warning("no twin answer on this connection of %s: reconnecting", device_id)
         link.mqtt.disconnect()
