@@ -68,6 +68,7 @@ def dropped_changed(reported: dict[str, Any] | None, current: dict[str, Any]) ->
         return True
     return any(reported.get(name) != current.get(name) for name in LOSS_COUNTERS)
 
+
 # a container module's createOptions -> the address it reaches the edge hub at (None: as a process)
 ContainerGateway = Callable[[Mapping[str, Any]], str | None]
 
