@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 COUNTERS = ("received", "forwarded", "expired", "evicted")
+RECENT_EVICTIONS = 4096
 _IN_CHUNK = 500  # sequence numbers per ``IN (...)``, well below SQLite's parameter limit
 
 
@@ -75,6 +77,9 @@ class MessageStore:
         self.changed = threading.Condition(self._lock)
         self._count = self._bytes = 0
         self._counters: dict[str, int] = {name: 0 for name in COUNTERS}
+        # the last evicted sequence numbers: one of them the forwarder removes was being handed
+        # over when the cap took it (the forwarder's window is far smaller than this)
+        self._recently_evicted: deque[int] = deque(maxlen=RECENT_EVICTIONS)
         self._db: sqlite3.Connection | None = None
         with self._lock:
             self._opened_locked()  # on a full disk a new store is created by a later write
@@ -136,6 +141,7 @@ class MessageStore:
         self._count -= len(victims)
         self._bytes -= sum(size for _, size in victims)
         self._bump("evicted", len(victims))
+        self._recently_evicted.extend(s for s, _ in victims)
 
     def _bump(self, name: str, n: int) -> None:
         if not n:
@@ -227,7 +233,12 @@ class MessageStore:
                 db.execute(f"DELETE FROM queue WHERE seq IN ({marks})", chunk)
                 removed += int(row[0])
                 size += int(row[1])
-            evicted_meanwhile = len(seqs) - removed  # evicted while being handed over
+            in_flight = set(seqs).intersection(self._recently_evicted)
+            if in_flight:
+                kept = [seq for seq in self._recently_evicted if seq not in in_flight]
+                self._recently_evicted.clear()
+                self._recently_evicted.extend(kept)
+            evicted_meanwhile = len(in_flight)
             self._count -= removed
             self._bytes -= size
             self._bump("forwarded", removed + evicted_meanwhile)
