@@ -20,6 +20,12 @@ def _stored_from(fleet: Fleet) -> int:
     return len(fleet.store.poll())
 
 
+def _stored_after_cut(fleet: Fleet, before_cut: dict[str, set[int]]) -> int:
+    """Messages the hub stored since the previous poll that were accepted after the cut (what
+    was accepted before it may still be stored meanwhile: it was on its way)."""
+    return sum(1 for key, seq in fleet.store.poll() if seq not in before_cut.get(key, set()))
+
+
 def reboot_offline(fleet: Fleet, params: Params) -> Phase:
     """A device reboot with the hub unreachable: every process of each edge device is killed
     (agent and modules, as by a power cut), its link goes down, and the agent starts cold in
@@ -33,14 +39,14 @@ def reboot_offline(fleet: Fleet, params: Params) -> Phase:
     for device in fleet.devices:
         fleet.power_off(device)
         faults.partition(fleet.topo, fleet.node(device))
-    _stored_from(fleet)  # what was on the wire before the cut
-    before = {d: len(v) for d, v in fleet.accepted().items()}
+    before_cut = {d: set(v) for d, v in fleet.accepted().items()}  # the processes are dead
+    before = {d: len(v) for d, v in before_cut.items()}
     started = time.monotonic()
     for device in fleet.devices:
         fleet.start_device(device)
     back = fleet.wait_until(partial(_back, fleet, running), params.recovery_timeout)
     fleet.wait_load(params.seconds)
-    during = _stored_from(fleet)
+    during = _stored_after_cut(fleet, before_cut)
     offline = sum(len(v) - before[d] for d, v in fleet.accepted().items())
     from_saved = [d for d in fleet.devices if FROM_SAVED in _newest_agent_log(fleet, d)]
     processes = {d: fleet.module_processes(d) for d in fleet.devices}
