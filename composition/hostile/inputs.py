@@ -15,6 +15,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from edgefleet import mqtt_packets as mp
+
 ROUTE_SEEDS = [
     "FROM /messages/* INTO $upstream",
     'FROM /messages/modules/filter/outputs/out1 INTO BrokeredEndpoint("/modules/b/inputs/in1")',
@@ -88,39 +90,22 @@ def text_inputs(seeds: list[str], count: int, seed: int) -> Iterator[str]:
 # ------------------------------------------------------------------------------ MQTT 3.1.1
 
 
-def remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def frame(first_byte: int, body: bytes) -> bytes:
-    return bytes([first_byte]) + remaining_length(len(body)) + body
-
-
-def mqtt_string(raw: bytes) -> bytes:
-    return struct.pack("!H", len(raw)) + raw
-
-
 def connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
     flags = 0x02  # clean session
-    payload = mqtt_string(client_id.encode())
+    payload = mp.string(client_id.encode())
     if username is not None:
         flags |= 0x80
-        payload += mqtt_string(username.encode())
+        payload += mp.string(username.encode())
     if password is not None:
         flags |= 0x40
-        payload += mqtt_string(password.encode())
-    body = mqtt_string(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 60) + payload
-    return frame(0x10, body)
+        payload += mp.string(password.encode())
+    body = mp.string(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 60) + payload
+    return mp.packet(0x10, body)
 
 
 def publish_packet(topic: bytes, payload: bytes, qos: int = 1, packet_id: int = 1) -> bytes:
-    body = mqtt_string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    return frame(0x30 | (qos << 1), body)
+    body = mp.string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return mp.packet(0x30 | (qos << 1), body)
 
 
 PINGREQ = b"\xc0\x00"
@@ -169,8 +154,8 @@ def mqtt_cases(
     """``count`` hostile cases for ``device``; ``other`` is another device of the same hub."""
     rng = random.Random(seed)
     mine, theirs = own_topics(device)[0].encode(), own_topics(other)[0].encode()
-    everything = b"\x00\x02" + mqtt_string(b"#") + b"\x01"
-    other_tree = b"\x00\x03" + mqtt_string(f"edgefleet/{other}/#".encode()) + b"\x01"
+    everything = b"\x00\x02" + mp.string(b"#") + b"\x01"
+    other_tree = b"\x00\x03" + mp.string(f"edgefleet/{other}/#".encode()) + b"\x01"
     fixed = [
         MqttCase("publish to another device", publish_packet(theirs, b"{}")),
         MqttCase("publish with a wildcard", publish_packet(mine[:-3] + b"#", b"{}")),
@@ -178,13 +163,13 @@ def mqtt_cases(
         MqttCase("invalid utf-8 topic", publish_packet(b"edgefleet/\xff\xfe/x", b"{}")),
         MqttCase("NUL in topic", publish_packet(mine + b"\x00", b"{}")),
         MqttCase("length longer than sent", b"\x32\xff\xff\x7f" + b"\x00\x05abc"),
-        MqttCase("topic length past the packet", frame(0x32, b"\xff\xff" + b"abc")),
-        MqttCase("reserved packet type", frame(0xF0, b"")),
+        MqttCase("topic length past the packet", mp.packet(0x32, b"\xff\xff" + b"abc")),
+        MqttCase("reserved packet type", mp.packet(0xF0, b"")),
         MqttCase("second connect", connect_packet(device, None, None)),
-        MqttCase("qos 3", frame(0x36, mqtt_string(mine) + b"\x00\x01{}")),
-        MqttCase("subscribe to everything", frame(0x82, everything)),
-        MqttCase("subscribe to another device", frame(0x82, other_tree)),
-        MqttCase("subscribe without filters", frame(0x82, b"\x00\x04")),
+        MqttCase("qos 3", mp.packet(0x36, mp.string(mine) + b"\x00\x01{}")),
+        MqttCase("subscribe to everything", mp.packet(0x82, everything)),
+        MqttCase("subscribe to another device", mp.packet(0x82, other_tree)),
+        MqttCase("subscribe without filters", mp.packet(0x82, b"\x00\x04")),
         MqttCase("remaining length of five bytes", b"\x30\xff\xff\xff\xff\x7f"),
     ]
     cases = fixed[:count]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from composition.hostile.inputs import PINGREQ, MqttCase, connect_packet
+from edgefleet import mqtt_packets as mp
 
 KEPT, CLOSED, SILENT, REFUSED = "kept", "closed", "silent", "connect refused"
 CLOSE_WAIT_SECONDS = 1.5  # how long a connection that answered must stay open to count as kept
@@ -53,24 +54,11 @@ class Endpoint:
 
 def _frames(data: bytes) -> list[int]:
     """The packet types of the whole frames at the start of ``data``."""
-    types: list[int] = []
-    pos = 0
-    while pos + 2 <= len(data):
-        length, shift, at = 0, 0, pos + 1
-        while at < len(data):
-            digit = data[at]
-            length += (digit & 0x7F) << shift
-            shift += 7
-            at += 1
-            if not digit & 0x80:
-                break
-        else:
-            return types
-        if at + length > len(data):
-            return types
-        types.append(data[pos] >> 4)
-        pos = at + length
-    return types
+    try:
+        packets, _ = mp.split_packets(data)
+    except mp.ProtocolViolation:
+        return []
+    return [ptype for ptype, _, _ in packets]
 
 
 def _read_until(sock: socket.socket, want: int, deadline: float) -> tuple[bytes, bool]:

@@ -16,6 +16,7 @@ from composition.hostile import inputs
 from composition.hostile.mqtt_attack import _frames
 from composition.hostile.parsers import fuzz, targets
 from composition.hostile.run import attack_hub
+from edgefleet import mqtt_packets as mp
 from tests.support.hub import RunningHub, running_hub
 from tests.support.mqtt import mosquitto, stop_managed_mosquitto
 
@@ -83,4 +84,4 @@ def test_cases_are_the_same_for_the_same_seed_and_frames_parse() -> None:
     publish = inputs.publish_packet(b"t/1", b"x" * 300)
     assert _frames(publish + inputs.PINGREQ) == [3, 12]
     assert _frames(publish[:-1]) == []
-    assert inputs.remaining_length(321) == b"\xc1\x02"
+    assert mp.encode_length(321) == b"\xc1\x02"
