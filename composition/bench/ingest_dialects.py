@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -65,40 +69,67 @@ def measure_phase(
     }
 
 
+@dataclass
+class BenchHub:
+    """A hub the bench started with its MQTT on 8883 of a loopback address of its own."""
+
+    data: Path
+    host: str
+    pid: int
+    api: HubClient
+
+
+@contextmanager
+def hub_on_iothub_port(broker: str, prefix: str, say: Any) -> Iterator[BenchHub]:
+    """``hub serve --broker BROKER`` with MQTT on port 8883 (the only port IoT Hub's SDKs use)
+    of a free 127.0.0.N, in a new data directory."""
+    data, token = bench_data_dir(prefix)
+    host, port = free_loopback(IOTHUB_PORT), free_port()
+    serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
+    serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", broker, "--log-level", "warning"]
+    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as child:
+        say(f"starting the hub ({broker} broker, MQTT on {host}:{IOTHUB_PORT})")
+        with HubClient(f"http://{host}:{port}", token) as api:
+            child.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
+            yield BenchHub(data, host, child.pid, api)
+
+
+def bench_devices(api: HubClient, devices: int, say: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """Create ``bench-0``... : (device id, primary key, its MQTT credentials) each."""
+    say(f"creating {devices} devices")
+    out = []
+    for i in range(devices):
+        device_id = f"bench-{i}"
+        body = api.create_device(device_id)
+        key = body["authentication"]["symmetricKey"]["primaryKey"]
+        creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
+        out.append((device_id, key, creds))
+    return out
+
+
 def run_dialects(
     devices: int, rate: float, messages: int, procs: int = 2, progress: Any = None
 ) -> dict[str, Any]:
     """``messages`` per device at ``rate`` messages/s per device, in each dialect."""
     say = progress or (lambda _msg: None)
-    data, token = bench_data_dir("edgefleet-bench-dialects-")
-    host, port = free_loopback(IOTHUB_PORT), free_port()
-    serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
-    serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", "embedded", "--log-level", "warning"]
-    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:
-        say(f"starting the hub (embedded broker on {host}:{IOTHUB_PORT})")
-        with HubClient(f"http://{host}:{port}", token) as api:
-            hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
-            say(f"creating {devices} devices")
-            native: list[dict[str, Any]] = []
-            iothub: list[dict[str, Any]] = []
-            for i in range(devices):
-                device_id = f"bench-{i}"
-                body = api.create_device(device_id)
-                key = body["authentication"]["symmetricKey"]["primaryKey"]
-                creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
-                native.append({**creds, "device_id": device_id, "mid_prefix": "n-"})
-                iothub.append(
-                    {
-                        **creds,
-                        **iothub_credentials(host, device_id, key),
-                        "device_id": device_id,
-                        "mid_prefix": "i-",
-                    }
-                )
-            say("edgefleet dialect")
-            ours = measure_phase(api, native, messages, rate, procs)
-            say("IoT Hub dialect")
-            theirs = measure_phase(api, iothub, messages, rate, procs)
+    with hub_on_iothub_port("embedded", "edgefleet-bench-dialects-", say) as hub:
+        api = hub.api
+        native: list[dict[str, Any]] = []
+        iothub: list[dict[str, Any]] = []
+        for device_id, key, creds in bench_devices(api, devices, say):
+            native.append({**creds, "device_id": device_id, "mid_prefix": "n-"})
+            iothub.append(
+                {
+                    **creds,
+                    **iothub_credentials(hub.host, device_id, key),
+                    "device_id": device_id,
+                    "mid_prefix": "i-",
+                }
+            )
+        say("edgefleet dialect")
+        ours = measure_phase(api, native, messages, rate, procs)
+        say("IoT Hub dialect")
+        theirs = measure_phase(api, iothub, messages, rate, procs)
     return {
         "broker": "embedded",
         "devices": devices,

@@ -24,10 +24,13 @@ import json
 import os
 from typing import Any
 
-from composition.bench.ingest import bench_data_dir, print_table
-from composition.bench.ingest_dialects import IOTHUB_PORT, iothub_credentials, measure_phase
-from composition.processes import Child, cli, free_loopback, free_port
-from edgefleet.hubclient import HubClient
+from composition.bench.ingest import print_table
+from composition.bench.ingest_dialects import (
+    bench_devices,
+    hub_on_iothub_port,
+    iothub_credentials,
+    measure_phase,
+)
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
@@ -49,39 +52,28 @@ def run_front_end(
     """``messages`` per device at ``rate`` messages/s per device, in each of the three phases,
     ``rounds`` times."""
     say = progress or (lambda _msg: None)
-    data, token = bench_data_dir("edgefleet-bench-front-end-")
-    host, port = free_loopback(IOTHUB_PORT), free_port()
-    serve = cli("hub", "serve", "--data-dir", str(data), "--host", host, "--port", str(port))
-    serve += ["--mqtt-port", str(IOTHUB_PORT), "--broker", "mosquitto", "--log-level", "warning"]
-    with Child("hub", serve, log=data / "hub.log", stop_timeout=30) as hub:
-        say(f"starting the hub (mosquitto, front end on {host}:{IOTHUB_PORT})")
-        with HubClient(f"http://{host}:{port}", token) as api:
-            hub.wait_ready(lambda: api.health() is not None, 60, poll=0.2)
-            internal = json.loads((data / "broker" / "ports.json").read_text())["internal_port"]
-            broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
-            say(f"creating {devices} devices")
-            direct, front, iothub = [], [], []
-            for i in range(devices):
-                device_id = f"bench-{i}"
-                body = api.create_device(device_id)
-                key = body["authentication"]["symmetricKey"]["primaryKey"]
-                creds = api.request("GET", f"/devices/{device_id}/mqttCredentials").json()
-                base = {**creds, "device_id": device_id}
-                direct.append({**base, "host": "127.0.0.1", "port": internal, "tls": False})
-                front.append(base)
-                iothub.append({**base, **iothub_credentials(host, device_id, key)})
-            pids = (hub.pid, broker_pid)
-            phases: dict[str, tuple[str, list[dict[str, Any]]]] = {
-                "direct": ("direct to mosquitto", direct),
-                "frontEnd": ("edgefleet dialect through the front end", front),
-                "iothub": ("IoT Hub dialect through the front end", iothub),
-            }
-            found: dict[str, list[dict[str, Any]]] = {name: [] for name in phases}
-            for n in range(rounds):
-                for name, (label, devs) in phases.items():
-                    say(f"round {n + 1}/{rounds}: {label}")
-                    tagged = [{**d, "mid_prefix": f"{name}-{n}-"} for d in devs]
-                    found[name].append(measure_phase(api, tagged, messages, rate, procs, pids))
+    with hub_on_iothub_port("mosquitto", "edgefleet-bench-front-end-", say) as hub:
+        api, data, host = hub.api, hub.data, hub.host
+        internal = json.loads((data / "broker" / "ports.json").read_text())["internal_port"]
+        broker_pid = int((data / "broker" / "mosquitto.pid").read_text().strip())
+        direct, front, iothub = [], [], []
+        for device_id, key, creds in bench_devices(api, devices, say):
+            base = {**creds, "device_id": device_id}
+            direct.append({**base, "host": "127.0.0.1", "port": internal, "tls": False})
+            front.append(base)
+            iothub.append({**base, **iothub_credentials(host, device_id, key)})
+        pids = (hub.pid, broker_pid)
+        phases: dict[str, tuple[str, list[dict[str, Any]]]] = {
+            "direct": ("direct to mosquitto", direct),
+            "frontEnd": ("edgefleet dialect through the front end", front),
+            "iothub": ("IoT Hub dialect through the front end", iothub),
+        }
+        found: dict[str, list[dict[str, Any]]] = {name: [] for name in phases}
+        for n in range(rounds):
+            for name, (label, devs) in phases.items():
+                say(f"round {n + 1}/{rounds}: {label}")
+                tagged = [{**d, "mid_prefix": f"{name}-{n}-"} for d in devs]
+                found[name].append(measure_phase(api, tagged, messages, rate, procs, pids))
     ours_direct, ours_front, theirs = (_best(found[name]) for name in phases)
     return {
         "broker": "mosquitto",
