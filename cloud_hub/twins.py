@@ -13,12 +13,15 @@ from sqlalchemy import (
     Connection,
     Select,
     Table,
+    Text,
     Update,
     bindparam,
+    func,
     select,
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from cloud_hub import events
 from cloud_hub.bulk_sql import encode_json, update_rows
@@ -239,7 +242,19 @@ _SELECT_BATCH = (
     .where(tuple_(_TWINS.c.device_id, _TWINS.c.module_id).in_(bindparam("keys", expanding=True)))
     .order_by(_TWINS.c.device_id, _TWINS.c.module_id)
 )
-_SELECT_BATCH_LOCKED = _SELECT_BATCH.with_for_update(of=_TWINS)
+# PostgreSQL: the keys as two arrays, so the statement's text is the same for every batch size
+# (prepared once by the driver, planned once by the server; an IN list is planned per size).
+_PG_KEYS = (
+    func.unnest(bindparam("ds", type_=ARRAY(Text)), bindparam("ms", type_=ARRAY(Text)))
+    .table_valued("d", "m")
+    .render_derived()
+)
+_SELECT_BATCH_PG = (
+    twin_select()
+    .where(tuple_(_TWINS.c.device_id, _TWINS.c.module_id).in_(select(_PG_KEYS.c.d, _PG_KEYS.c.m)))
+    .order_by(_TWINS.c.device_id, _TWINS.c.module_id)
+    .with_for_update(of=_TWINS)
+)
 
 
 _MUTABLE = (
@@ -421,9 +436,13 @@ class Twins:
                 return [exc], []
             return [result], write_events
         keys = sorted({(w.device_id, _module_key(w.module_id)) for w in writes})
-        stmt = _SELECT_BATCH_LOCKED if self.db.dialect == "postgresql" else _SELECT_BATCH
+        if self.db.dialect == "postgresql":
+            stmt = _SELECT_BATCH_PG
+            params: dict[str, Any] = {"ds": [k[0] for k in keys], "ms": [k[1] for k in keys]}
+        else:
+            stmt, params = _SELECT_BATCH, {"keys": keys}
         loaded: dict[tuple[str, str], tuple[_Rec, _Rec, _Rec | None]] = {}
-        for row in conn.execute(stmt, {"keys": keys}):
+        for row in conn.execute(stmt, params):
             twin_row = _split_row(row)
             loaded[(twin_row[0].device_id, twin_row[0].module_id)] = twin_row
         now = utc_now()

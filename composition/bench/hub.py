@@ -11,8 +11,6 @@ with the SQL prefilter switched off to show what pushing filters into SQL buys.
 
 from __future__ import annotations
 
-import http.client
-import json
 import random
 import statistics
 import tempfile
@@ -23,13 +21,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from cloud_hub.hub import Hub, open_hub
 from cloud_hub.settings import HubSettings
 from cloud_hub.twin_query import Queries
+from composition.bench.http_load import run_load, twin_patch, twin_read
 from composition.processes import Child, cli, free_port
 from edgefleet.utctime import utc_now
 
@@ -143,35 +141,11 @@ def _service_reads(hub: Hub, ids: list[str], count: int, workers: int) -> float:
 
 
 def _http_run(url: str, token: str, ids: list[str], count: int, workers: int, patch: bool) -> float:
-    per_worker = count // workers
-    errors: list[str] = []
-
-    def work(seed_value: int) -> None:
-        # http.client keeps the client side light, so the figure is mostly the server's cost
-        rng = random.Random(seed_value)
-        parsed = urlsplit(url)
-        conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=30)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        try:
-            for i in range(per_worker):
-                device = rng.choice(ids)
-                if patch:
-                    body = {"properties": {"desired": {"bench": {"seq": i, "fps": i % 30}}}}
-                    conn.request("PATCH", f"/twins/{device}", json.dumps(body), headers)
-                else:
-                    conn.request("GET", f"/twins/{device}", headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                if response.status != 200:
-                    errors.append(f"{response.status} {data[:200]!r}")
-                    return
-        finally:
-            conn.close()
-
-    elapsed = _timed_threads(workers, work, first_seed=10)
-    if errors:
-        raise RuntimeError(f"HTTP benchmark failed: {errors[0]}")
-    return _rate(per_worker * workers, elapsed)
+    operation = twin_patch(ids) if patch else twin_read(ids)
+    result = run_load(url, token, workers, count, operation)
+    if result.errors:
+        raise RuntimeError(f"HTTP benchmark failed: {result.errors[0]}")
+    return result.per_second
 
 
 def _process_cpu_s(pid: int) -> float | None:
@@ -199,8 +173,8 @@ def _http_measured(
 ) -> tuple[float, float | None, float | None]:
     """(operations/s, server CPU ms per operation, client CPU ms per operation) of one run.
 
-    The client (this process: ``workers`` threads on keep-alive http.client connections) runs on
-    the same machine as the hub, so its CPU is CPU the hub did not get.
+    The client (this process: ``workers`` keep-alive connections of ``http_load``) runs on the
+    same machine as the hub, so its CPU is CPU the hub did not get.
     """
     before = _process_cpu_s(pid)
     client_before = _own_cpu_s()
