@@ -57,18 +57,10 @@ def split_packets(buf: bytes | bytearray) -> tuple[list[tuple[int, int, bytes]],
     packets: list[tuple[int, int, bytes]] = []
     pos, n = 0, len(buf)
     while pos + 2 <= n:
-        i, length, mult = pos + 1, 0, 1
-        for _ in range(4):
-            if i >= n:
-                return packets, pos
-            b = buf[i]
-            i += 1
-            length += (b & 0x7F) * mult
-            if not b & 0x80:
-                break
-            mult *= 128
-        else:
-            raise ProtocolViolation("bad remaining length")
+        found = decode_varint(buf, pos + 1)
+        if found is None:
+            break
+        length, i = found
         if length > MAX_PACKET:
             raise ProtocolViolation("packet too large")
         end = i + length
@@ -121,34 +113,40 @@ async def read_packet(
     head = await reader.readexactly(1)
     if expect is not None and head[0] >> 4 != expect:
         raise ProtocolViolation(f"packet type {head[0] >> 4} where {expect} was expected")
-    length, mult = 0, 1
-    for _ in range(4):
-        (b,) = await reader.readexactly(1)
-        length += (b & 0x7F) * mult
-        if not b & 0x80:
-            break
-        mult *= 128
-    else:
-        raise ProtocolViolation("bad remaining length")
+    prefix = b""
+    found = None
+    while found is None:
+        prefix += await reader.readexactly(1)
+        found = decode_varint(prefix, 0)
+    length = found[0]
     if length > limit:
         raise ProtocolViolation("packet too large")
     body = await reader.readexactly(length) if length else b""
     return head[0] >> 4, head[0] & 0x0F, body
 
 
-def read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A variable byte integer (MQTT 5 property lengths) at ``pos``, and the position after it."""
+def decode_varint(data: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """MQTT's variable byte integer (a packet's remaining length, MQTT 5 property lengths) at
+    ``pos`` and the position after it; None when ``data`` ends inside it. ProtocolViolation
+    when it runs past the four bytes it may take."""
     value, mult = 0, 1
-    for _ in range(4):
-        if pos >= len(data):
-            raise ProtocolViolation("truncated variable byte integer")
-        byte = data[pos]
-        pos += 1
+    for i in range(pos, pos + 4):
+        if i >= len(data):
+            return None
+        byte = data[i]
         value += (byte & 0x7F) * mult
         if not byte & 0x80:
-            return value, pos
+            return value, i + 1
         mult *= 128
     raise ProtocolViolation("bad variable byte integer")
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A variable byte integer at ``pos`` of a whole packet, and the position after it."""
+    found = decode_varint(data, pos)
+    if found is None:
+        raise ProtocolViolation("truncated variable byte integer")
+    return found
 
 
 def read_string(data: bytes, pos: int) -> tuple[bytes, int]:

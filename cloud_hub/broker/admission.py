@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography import x509
@@ -106,10 +107,25 @@ class Admission:
             return None
         return ident, None, certified[1]
 
-    def still_admitted(self, device_id: str, module_id: str | None, serial: int | None) -> bool:
-        """Whether a live connection of this identity (and certificate) may stay: the identity
-        exists and is enabled, and the certificate it presented is not revoked."""
-        ident = self.registry.identity(device_id, module_id)
-        if ident is None or not ident.enabled:
-            return False
-        return serial is None or serial not in self.revoked_serials()
+    def refused_among(
+        self, connections: Iterable[tuple[str, str | None, int | None]]
+    ) -> set[tuple[str, str | None, int | None]]:
+        """Those of these live connections (device id, module id, certificate serial) that may
+        no longer stay. Reads the CRL once and each identity once, however many connect as it."""
+        revoked: set[int] | None = None
+        enabled: dict[tuple[str, str | None], bool] = {}
+        refused: set[tuple[str, str | None, int | None]] = set()
+        for device_id, module_id, serial in connections:
+            key = (device_id, module_id)
+            if key not in enabled:
+                ident = self.registry.identity(device_id, module_id)
+                enabled[key] = ident is not None and ident.enabled
+            if not enabled[key]:
+                refused.add((device_id, module_id, serial))
+                continue
+            if serial is not None:
+                if revoked is None:
+                    revoked = self.revoked_serials()
+                if serial in revoked:
+                    refused.add((device_id, module_id, serial))
+        return refused

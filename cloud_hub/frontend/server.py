@@ -162,8 +162,11 @@ class FrontEnd:
         loop = self._loop
         with self._lock:
             live = list(self._live.items())
+        refused = self.admission.refused_among(
+            (who.device_id, who.module_id, who.serial) for _task, who in live
+        )
         for task, who in live:
-            if not self.admission.still_admitted(who.device_id, who.module_id, who.serial):
+            if (who.device_id, who.module_id, who.serial) in refused:
                 log.info("closing the connection of %s: no longer admitted", who.device_id)
                 if loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(task.cancel)

@@ -92,6 +92,25 @@ def test_packets_split_anywhere_on_the_wire_parse_the_same() -> None:
         raise AssertionError("a five-byte remaining length must be refused")
 
 
+def test_read_packet_reads_each_length_encoding_and_refuses_a_five_byte_one() -> None:
+    sent = [(mp.PUBLISH, 0, bytes(size)) for size in [0, 127, 128, 16383, 16384, 2_097_152]]
+    wire = b"".join(bytes([t << 4 | f]) + mp.encode_length(len(b)) + b for t, f, b in sent)
+
+    async def read(data: bytes, count: int) -> list[tuple[int, int, bytes]]:
+        stream = asyncio.StreamReader()
+        stream.feed_data(data)
+        stream.feed_eof()
+        return [await mp.read_packet(stream, limit=4_000_000) for _ in range(count)]
+
+    assert asyncio.run(read(wire, len(sent))) == sent
+    try:
+        asyncio.run(read(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), 1))
+    except mp.ProtocolViolation:
+        pass
+    else:
+        raise AssertionError("a five-byte remaining length must be refused")
+
+
 def test_an_idle_connection_is_closed_after_its_keepalive_and_a_pinging_one_is_not(
     tmp_path: Path,
 ) -> None:

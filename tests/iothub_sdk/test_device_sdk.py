@@ -115,13 +115,33 @@ def _hostile(hub: RunningHub, device_id: str) -> RawIotHubClient:
     return client
 
 
+def _snoop_refused_wide_filters(snoop: RawIotHubClient, victim: str) -> None:
+    """Filters reaching beyond the snoop's own identity are refused (SUBACK 0x80)."""
+    for wide in ("$iothub/#", "devices/#", "#", f"devices/{victim}/#", "devices/+/twin/res/#"):
+        assert snoop.subscribe(wide) == [REFUSED], wide
+
+
+def _snoop_stays_confined(hub: RunningHub, snoop: RawIotHubClient, victim: str, rid: int) -> None:
+    """After the victim's round trip: nothing of it reached the snoop, the snoop's own twin
+    request is answered with its own twin, and publishing as the victim closes the snoop's
+    connection with nothing stored."""
+    assert snoop.messages == []  # nothing of the victim's twin, methods or C2D reached it
+    snoop.client.publish(f"$iothub/twin/GET/?$rid={rid}", b"", qos=1)
+    assert wait_until(lambda: len(snoop.messages) == 1)
+    topic, payload = snoop.messages[0]
+    assert topic == f"$iothub/twin/res/200/?$rid={rid}"
+    assert "firmware" not in json.loads(payload)["reported"]
+    snoop.client.publish(f"devices/{victim}/messages/events/$.mid=forged", b"x", qos=1)
+    assert snoop.disconnected.wait(20)
+    assert all(m["messageId"] != "forged" for m in _stored(hub, victim))
+
+
 def test_sdk_device_with_a_key_while_another_device_snoops(hub: RunningHub) -> None:
     create_device(hub, "sdk-b")
     create_device(hub, "snoop-a")
     snoop = _hostile(hub, "snoop-a")
     try:
-        for wide in ("$iothub/#", "devices/#", "#", "devices/sdk-b/#", "devices/+/twin/res/#"):
-            assert snoop.subscribe(wide) == [REFUSED], wide
+        _snoop_refused_wide_filters(snoop, "sdk-b")
         for own in (
             "$iothub/twin/res/#",
             "$iothub/twin/PATCH/properties/desired/#",
@@ -132,19 +152,7 @@ def test_sdk_device_with_a_key_while_another_device_snoops(hub: RunningHub) -> N
 
         cs = device_connection_string(_host(hub), "sdk-b", _key(hub, "sdk-b"))
         _sdk_round_trip(hub, "sdk-b", SdkProcess("--ca", str(hub.ca_file), "--cs", cs))
-        assert snoop.messages == []  # nothing of sdk-b's twin, methods or C2D reached it
-
-        # its own twin request is answered on its own response topic, with its own twin
-        snoop.client.publish("$iothub/twin/GET/?$rid=9", b"", qos=1)
-        assert wait_until(lambda: len(snoop.messages) == 1)
-        topic, payload = snoop.messages[0]
-        assert topic == "$iothub/twin/res/200/?$rid=9"
-        assert "firmware" not in json.loads(payload)["reported"]
-
-        # publishing as another device closes the connection; nothing is stored for it
-        snoop.client.publish("devices/sdk-b/messages/events/$.mid=forged", b"x", qos=1)
-        assert snoop.disconnected.wait(20)
-        assert all(m["messageId"] != "forged" for m in _stored(hub, "sdk-b"))
+        _snoop_stays_confined(hub, snoop, "sdk-b", rid=9)
     finally:
         snoop.close()
 
