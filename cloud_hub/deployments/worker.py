@@ -2,8 +2,11 @@
 
 Events (a device created, tags or properties changed, an ``$edgeAgent`` report, a configuration
 written) only mark work; the thread does it in batches, so a burst of events costs one pass.
-Nothing here is lost on a crash: the configurations, rollout states and twins are in the
-database, and a starting worker re-checks every device a configuration reached.
+With several hub processes on one PostgreSQL, every process assigns the devices its own events
+name, and the one holding the ``deployments`` lease (``cloud_hub/leases.py``) steps rollouts,
+reconciles and prunes the history and counts metrics. Nothing here is lost on a crash: the
+configurations, rollout states and twins are in the database, and a starting worker re-checks
+every device a configuration reached.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cloud_hub.deployments.rollouts import RolloutStepper
 from cloud_hub.deployments.store import Configurations, StoredConfiguration
 from cloud_hub.deployments.targets import affected_devices
 from cloud_hub.hub import Hub
+from cloud_hub.leases import Lease
 from cloud_hub.twin_query import Queries
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ class DeploymentWorker:
         self.queries = Queries(hub.db)
         self.assigner = Assigner(hub.db, hub.twins, hub.registry, hub.events)
         self.stepper = RolloutStepper(hub.db, configurations, clock)
+        # rollout steps, history housekeeping and metrics sweep the fleet: one process does them
+        self.lease = Lease(hub.db, "deployments")
         self.tick = hub.settings.deployment_tick_secs
         self.metrics_interval = hub.settings.metrics_interval_secs
         self._wake = threading.Condition()
@@ -122,6 +128,7 @@ class DeploymentWorker:
             self._thread.join(timeout=30)
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        self.lease.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -148,7 +155,8 @@ class DeploymentWorker:
             self._condition_reads_properties = any(
                 "properties." in c.target_condition for c in configs
             )
-            stepped = self.stepper.step_all(configs)
+            leading = self.lease.held()
+            stepped = self.stepper.step_all(configs) if leading else set()
             if stepped or any(c.rollout is not None for c in configs):
                 configs = self.configurations.all()
             devices |= stepped
@@ -162,6 +170,8 @@ class DeploymentWorker:
         for device_id, patch in reports.items():
             mark_succeeded(self.hub.db, device_id, patch)
         now = time.monotonic()
+        if not leading:
+            return
         if now - self._reconciled_at >= RECONCILE_SECS:
             self._reconciled_at = now
             reconcile_successes(self.hub.db)

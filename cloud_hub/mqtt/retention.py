@@ -5,6 +5,9 @@ Two limits, both optional: an age (``message_retention_hours``, by ``enqueued_at
 number stay; default 0 = unlimited). Rows go in small batches, each its own short transaction,
 with a pause in between, so the ingest writer (on SQLite the only other writer) never waits long.
 
+With several hub processes on one PostgreSQL, the process holding the ``message-retention``
+lease prunes (``cloud_hub/leases.py``); the others skip their passes.
+
 Duplicate suppression is the unique (device id, message id) key of the stored rows: once a row is
 pruned, a redelivery of that message id is stored again as a new message.
 """
@@ -21,6 +24,7 @@ from typing import Any
 from sqlalchemy import Delete, delete, func, select
 
 from cloud_hub.db import Database
+from cloud_hub.leases import Lease
 from cloud_hub.mqtt.tables import MessageRow
 from edgefleet.utctime import utc_now
 
@@ -77,11 +81,13 @@ class MessagePruner:
         policy: RetentionPolicy,
         on_removed: Callable[[int], None] | None = None,
         on_pass: Callable[[], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.db = db
         self.policy = policy
         self._on_removed = on_removed
         self._on_pass = on_pass
+        self._lease = lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,11 +105,14 @@ class MessagePruner:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._lease is not None:
+            self._lease.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                removed = self.prune_once()
+                # with several hub processes on one database, the one holding the lease prunes
+                removed = self.prune_once() if self._lease is None or self._lease.held() else 0
                 if removed:
                     log.info("message retention removed %d messages", removed)
             except Exception:  # noqa: BLE001 - a database hiccup; the next pass retries

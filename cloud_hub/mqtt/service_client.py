@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from cloud_hub import events
 from cloud_hub.broker.base import Endpoint
 from cloud_hub.hub import Hub
+from cloud_hub.leases import Lease
 from cloud_hub.mqtt import subscriptions
 from cloud_hub.mqtt.direct_methods import DirectMethods
 from cloud_hub.mqtt.ingest import KnownDevices, TelemetryIngest
@@ -82,6 +83,7 @@ class ServiceClient:
             RetentionPolicy.from_settings(hub.settings.model_extra),
             on_removed=self.stats.count_expired,
             on_pass=self.stats.count_prune_pass,
+            lease=Lease(hub.db, "message-retention"),
         )
 
     def start(self, timeout: float = 30.0) -> None:
