@@ -236,10 +236,15 @@ _SELECT_FULL = twin_select().where(
 )
 _SELECT_FULL_LOCKED = _SELECT_FULL.with_for_update(of=_TWINS)
 # Every twin of a write batch in one statement, in key order: on PostgreSQL the row locks are
-# taken in that order, so hub processes writing overlapping twins do not deadlock.
+# taken in that order, so hub processes writing overlapping twins do not deadlock. SQLite finds
+# the rows of an IN list of (device, module) pairs only by scanning the table; the plain IN on
+# the device ids lets it search the primary key instead.
 _SELECT_BATCH = (
     twin_select()
-    .where(tuple_(_TWINS.c.device_id, _TWINS.c.module_id).in_(bindparam("keys", expanding=True)))
+    .where(
+        _TWINS.c.device_id.in_(bindparam("ds", expanding=True)),
+        tuple_(_TWINS.c.device_id, _TWINS.c.module_id).in_(bindparam("keys", expanding=True)),
+    )
     .order_by(_TWINS.c.device_id, _TWINS.c.module_id)
 )
 # PostgreSQL: the keys as two arrays, so the statement's text is the same for every batch size
@@ -440,7 +445,8 @@ class Twins:
             stmt = _SELECT_BATCH_PG
             params: dict[str, Any] = {"ds": [k[0] for k in keys], "ms": [k[1] for k in keys]}
         else:
-            stmt, params = _SELECT_BATCH, {"keys": keys}
+            stmt = _SELECT_BATCH
+            params = {"keys": keys, "ds": sorted({k[0] for k in keys})}
         loaded: dict[tuple[str, str], tuple[_Rec, _Rec, _Rec | None]] = {}
         for row in conn.execute(stmt, params):
             twin_row = _split_row(row)

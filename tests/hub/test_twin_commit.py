@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,40 @@ def test_a_mounted_hub_serves_twins_through_the_same_handler(
         assert refused.status_code == 405 and refused.headers["allow"] == "GET, PATCH, PUT"
         slash = client.get("/hub/twins/d1/", follow_redirects=False)
         assert slash.status_code == 307 and slash.headers["location"].endswith("/hub/twins/d1")
+
+
+def test_a_write_batch_on_sqlite_finds_its_twins_by_key_not_by_scanning_the_fleet(
+    tmp_path: Path,
+) -> None:
+    """A batch's SELECT must not read every twin (at 100,000 devices a scan cost 21 ms of CPU
+    per patch): every statement the batch runs is searched through an index."""
+    from sqlalchemy import event
+
+    from cloud_hub.hub import open_hub
+    from cloud_hub.settings import HubSettings
+
+    hub = open_hub(HubSettings(data_dir=tmp_path / "hub"))
+    try:
+        for i in range(50):
+            hub.registry.create_device(f"d{i}")
+        hub.registry.create_module("d7", "m")
+        statements: list[tuple[str, Any]] = []
+
+        def record(_conn: Any, _cursor: Any, sql: str, params: Any, *_rest: Any) -> None:
+            if sql.lstrip().upper().startswith("SELECT"):
+                statements.append((sql, params))
+
+        event.listen(hub.db.engine, "before_cursor_execute", record)
+        writes = [TwinWrite(f"d{i}", None, None, {"n": i}) for i in (3, 7, 41)]
+        writes.append(TwinWrite("d7", "m", None, {"n": 0}))
+        outcomes = hub.twins.write_batch(writes)
+        event.remove(hub.db.engine, "before_cursor_execute", record)
+        assert all(isinstance(o, dict) for o in outcomes)
+        assert statements
+        with hub.db.engine.connect() as conn:
+            for sql, params in statements:
+                plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()
+                details = [row[-1] for row in plan]
+                assert not [d for d in details if d.startswith("SCAN twins")], details
+    finally:
+        hub.close()
