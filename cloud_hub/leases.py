@@ -36,18 +36,20 @@ class _ProcessLease:
     def __init__(self, url: str, name: str) -> None:
         self.url, self.name = url, name
         self.key = lock_key(name)
+        self.lock = threading.Lock()  # one try at a time; other leases' tries do not wait
         self.handles = 0
         self.held = False
         self.conn: Any = None
 
     def check_or_take(self) -> bool:
-        try:
-            return self._check_or_take()
-        except Exception as exc:  # noqa: BLE001 - the database is away: not held
-            if self.held:
-                log.warning("lease %s lost: %s", self.name, exc)
-            self.drop()
-            return False
+        with self.lock:
+            try:
+                return self._check_or_take()
+            except Exception as exc:  # noqa: BLE001 - the database is away: not held
+                if self.held:
+                    log.warning("lease %s lost: %s", self.name, exc)
+                self.drop()
+                return False
 
     def _check_or_take(self) -> bool:
         import psycopg
@@ -73,8 +75,8 @@ class _ProcessLease:
                 pass
 
 
-# Every handle of one lease in this process shares one lock: two parts of one process (or two
-# hubs one test opens) never shut each other out.
+# Every handle of one lease in this process shares one advisory lock: two parts of one process
+# (or two hubs one test opens) never shut each other out. _PROCESS_LOCK guards the table only.
 _PROCESS_LEASES: dict[tuple[str, str], _ProcessLease] = {}
 _PROCESS_LOCK = threading.Lock()
 
@@ -105,8 +107,7 @@ class Lease:
         shared = self._shared
         if shared is None:
             return False
-        with _PROCESS_LOCK:
-            return shared.check_or_take()
+        return shared.check_or_take()
 
     def close(self) -> None:
         """Let go of this handle; the last one of the process gives the lease up."""
@@ -115,6 +116,9 @@ class Lease:
             return
         with _PROCESS_LOCK:
             shared.handles -= 1
-            if shared.handles == 0:
-                shared.drop()
+            last = shared.handles == 0
+            if last:
                 _PROCESS_LEASES.pop((shared.url, shared.name), None)
+        if last:
+            with shared.lock:
+                shared.drop()

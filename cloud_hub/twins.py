@@ -235,11 +235,10 @@ _SELECT_FULL = twin_select().where(
     _TWINS.c.device_id == bindparam("d"), _TWINS.c.module_id == bindparam("m")
 )
 _SELECT_FULL_LOCKED = _SELECT_FULL.with_for_update(of=_TWINS)
-# Every twin of a write batch in one statement, in key order: on PostgreSQL the row locks are
-# taken in that order, so hub processes writing overlapping twins do not deadlock. SQLite finds
-# the rows of an IN list of (device, module) pairs only by scanning the table; the plain IN on
-# the device ids lets it search the primary key instead.
-_SELECT_BATCH = (
+# Every twin of a write batch in one statement, in key order.
+# SQLite: it finds the rows of an IN list of (device, module) pairs only by scanning the table;
+# the plain IN on the device ids lets it search the primary key instead.
+_SELECT_BATCH_SQLITE = (
     twin_select()
     .where(
         _TWINS.c.device_id.in_(bindparam("ds", expanding=True)),
@@ -247,8 +246,10 @@ _SELECT_BATCH = (
     )
     .order_by(_TWINS.c.device_id, _TWINS.c.module_id)
 )
-# PostgreSQL: the keys as two arrays, so the statement's text is the same for every batch size
-# (prepared once by the driver, planned once by the server; an IN list is planned per size).
+# PostgreSQL: the row locks are taken in key order, so hub processes writing overlapping twins
+# do not deadlock; the keys come as two arrays, so the statement's text is the same for every
+# batch size (prepared once by the driver, planned once by the server; an IN list is planned
+# per size).
 _PG_KEYS = (
     func.unnest(bindparam("ds", type_=ARRAY(Text)), bindparam("ms", type_=ARRAY(Text)))
     .table_valued("d", "m")
@@ -445,7 +446,7 @@ class Twins:
             stmt = _SELECT_BATCH_PG
             params: dict[str, Any] = {"ds": [k[0] for k in keys], "ms": [k[1] for k in keys]}
         else:
-            stmt = _SELECT_BATCH
+            stmt = _SELECT_BATCH_SQLITE
             params = {"keys": keys, "ds": sorted({k[0] for k in keys})}
         loaded: dict[tuple[str, str], tuple[_Rec, _Rec, _Rec | None]] = {}
         for row in conn.execute(stmt, params):
