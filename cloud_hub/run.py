@@ -49,6 +49,7 @@ def run_hub(
     from cloud_hub.hub import open_hub
 
     extra = settings.model_extra or {}
+    serving.configure_logging(settings.log_level)
     try:
         hub = open_hub(settings)
     except (SQLAlchemyError, OSError) as exc:

@@ -25,6 +25,19 @@ import uvicorn
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn, as its own messages
 
 
+OWN_LOGGERS = ("cloud_hub", "edgefleet")
+
+
+def configure_logging(level: str) -> None:
+    """The hub's own loggers at ``level``, beside uvicorn's; the libraries under them (amqtt
+    logs every connection at INFO) at WARNING unless ``level`` is debug."""
+    level = level.upper()
+    root = "DEBUG" if level == "DEBUG" else "WARNING"
+    logging.basicConfig(level=root, format="%(levelname)s:     %(name)s: %(message)s")
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 class ListenError(Exception):
     """A listener cannot start: its address is taken or its certificate is unusable."""
 

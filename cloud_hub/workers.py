@@ -141,9 +141,7 @@ def supervise(settings: HubSettings, count: int, access_log: bool) -> int:
     problem = refusal(settings, count)
     if problem:
         raise HubStartError(problem)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
-    )
+    serving.configure_logging(settings.log_level)
     try:
         return Supervisor(settings, count, access_log).run()
     except serving.ListenError as exc:

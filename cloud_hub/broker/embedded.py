@@ -34,6 +34,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import amqtt.broker
 from amqtt.adapters import StreamWriterAdapter, WebSocketsReader, WebSocketsWriter
 from amqtt.broker import Broker as AmqttBroker
 from amqtt.contexts import Action, BaseContext
+from amqtt.errors import ProtocolHandlerError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -225,7 +227,10 @@ class _AdmittingHandler(BrokerProtocolHandler):
         await self.session.delivered_message_queue.put(message)
         await message.routed  # cancelled with the connection: no PUBACK, the device resends
         puback = PubackPacket.build(message.packet_id)
-        await self._send_packet(puback)
+        try:
+            await self._send_packet(puback)
+        except ProtocolHandlerError:  # the connection closed meanwhile: the device resends
+            return
         app_message.puback_packet = message.puback_packet = puback
 
     async def handle_connect(self, connect: Any) -> None:
@@ -285,6 +290,21 @@ amqtt.broker.BrokerProtocolHandler = _AdmittingHandler
 amqtt_strict.install()
 
 
+class SubscriptionTable(dict[str, list[tuple[Session, int]]]):
+    """amqtt's table of topic filter -> subscribers, iterated over a snapshot of its filters.
+
+    amqtt awaits inside its loops over the table (routing a message, replaying retained
+    messages at connect); a filter subscribed or dropped meanwhile would end such a loop with a
+    ``RuntimeError``, and the message would not reach the subscribers after that point.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+        return list(super().items())
+
+
 class EdgefleetAmqttBroker(AmqttBroker):
     """amqtt's broker with a client-certificate listener and listener-aware connections.
 
@@ -294,7 +314,10 @@ class EdgefleetAmqttBroker(AmqttBroker):
 
     def __init__(self, config: dict[str, Any], cert_required_binds: set[str]) -> None:
         self._cert_required_binds = frozenset(cert_required_binds)
+        self._live: dict[str, tuple[Any, asyncio.Event]] = {}
+        """Client id -> (protocol handler, set once closed) of its newest connection."""
         super().__init__(config)
+        self._subscriptions: dict[str, list[tuple[Session, int]]] = SubscriptionTable()
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -328,11 +351,17 @@ class EdgefleetAmqttBroker(AmqttBroker):
         server: Any,
         listener_name: str,
     ) -> None:
+        client_id = client_session.client_id or ""
         ident = getattr(handler, "iothub", None)
         presence = _presence_pair(ident, client_session.client_id)
-        if presence is not None:
-            await self._announce(*presence[0])
+        closed = asyncio.Event()
+        previous = self._live.get(client_id)
+        self._live[client_id] = (handler, closed)
         try:
+            if previous is not None:
+                await _close_superseded(*previous)
+            if presence is not None:
+                await self._announce(*presence[0])
             await super()._handle_client_session(
                 reader, writer, client_session, handler, server, listener_name
             )
@@ -344,8 +373,11 @@ class EdgefleetAmqttBroker(AmqttBroker):
             if presence is not None:
                 await self._announce(*presence[1])
             # amqtt keeps the session of a refused connection; ours have throw-away ids
-            if (client_session.client_id or "").startswith(REFUSED_PREFIX):
-                self._sessions.pop(client_session.client_id or "", None)
+            if client_id.startswith(REFUSED_PREFIX):
+                self._sessions.pop(client_id, None)
+            if self._live.get(client_id, (None,))[0] is handler:
+                del self._live[client_id]
+            closed.set()
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
@@ -626,6 +658,28 @@ def _abort(writer: Any) -> None:
     if stream is not None and not stream.transport.is_closing():
         log.info("dropping a connection that did not close")
         stream.transport.abort()
+
+
+TAKEOVER_WAIT_SECONDS = 5.0
+
+
+async def _close_superseded(handler: Any, closed: asyncio.Event) -> None:
+    """End a connection whose client id a new connection claims, and wait until it has let go
+    of the session.
+
+    amqtt's own takeover stops the old connection but lets its message loop finish later: that
+    loop then marks the shared session disconnected under the new connection, and everything
+    published to the client from then on is queued as if it were offline. Closing the old
+    connection first (as a dropped socket: its will is published) leaves amqtt nothing to take
+    over. A connection that does not let go in time is left to amqtt's takeover.
+    """
+    session = getattr(handler, "session", None)
+    log.info("closing the previous connection of %s", getattr(session, "client_id", "?"))
+    await handler.handle_connection_closed()
+    try:
+        await asyncio.wait_for(closed.wait(), TAKEOVER_WAIT_SECONDS)
+    except TimeoutError:
+        log.warning("a superseded connection did not close in time; amqtt takes it over")
 
 
 def _close_expired(handler: Any) -> None:

@@ -8,12 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet import protocol as p
 from edgefleet.sdk.device_client import ClientError, DeviceClient, MethodRequest, MethodResponse
 from tests.support.hub import RunningHub, running_hub
-from tests.support.mqtt import create_device, device_client, stop_managed_mosquitto, wait_until
+from tests.support.mqtt import (
+    create_device,
+    credentials,
+    device_client,
+    stop_managed_mosquitto,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module", params=["mosquitto", "embedded"])
@@ -157,8 +165,6 @@ def test_offline_device_gets_full_twin_on_reconnect_and_ignores_stale(
                 state.update(g)
             return state
 
-        # (up to ~20 s more where the broker botched the session takeover and the client
-        # reconnects to resync)
         assert wait_until(lambda: desired_state().get("mode") == "eco", timeout=60)
         assert wait_until(lambda: desired_state().get("level") == 3, timeout=60)
         latest = max(g["$version"] for g in got)
@@ -169,6 +175,51 @@ def test_offline_device_gets_full_twin_on_reconnect_and_ignores_stale(
         assert all(g.get("mode") != "old" for g in got)
     finally:
         again.shutdown()
+
+
+def test_a_reconnect_takes_over_a_session_whose_old_connection_is_still_open(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """A device whose old TCP connection the broker still holds (a half-open link, or a client
+    that reconnects before the broker has seen it go) gets everything on the new one."""
+    create_device(hub, "dev-takeover")
+    creds = credentials(hub, "dev-takeover")
+    stale = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=creds["username"], clean_session=False
+    )
+    stale.username_pw_set(creds["username"], creds["password"])
+    stale.tls_set(ca_certs=creds["ca_file"])
+    subscribed = threading.Event()
+    stale.on_subscribe = lambda *_args: subscribed.set()
+    stale.on_connect = lambda c, *_args: c.subscribe("devices/dev-takeover/#", qos=1)
+    stale.connect(creds["host"], creds["port"])
+    deadline = time.monotonic() + 20
+    while not subscribed.is_set() and time.monotonic() < deadline:
+        stale.loop(0.1)
+    assert subscribed.is_set()  # the stale connection stays open, never served again
+    client = device_client(hub, "dev-takeover", tmp_path)
+    pushed: list[dict[str, Any]] = []
+    inbox: list[p.Message] = []
+    client.on_twin_desired_properties_patch_received = pushed.append
+    client.on_message_received = inbox.append
+    client.connect(20)
+    try:
+        assert wait_until(lambda: client.get_twin(5)["desired"]["$version"] >= 1, timeout=30)
+        with hub.client() as api:
+            api.patch_twin("dev-takeover", {"properties": {"desired": {"fps": 9}}})
+            api.request(
+                "POST", "/devices/dev-takeover/messages/devicebound", json={"payload": {"n": 1}}
+            )
+        assert wait_until(lambda: any(x.get("fps") == 9 for x in pushed))
+        # (MQTT 3.1.1 lets a broker send one copy per matching filter: the stale connection's
+        # devices/dev-takeover/# is still part of the session)
+        assert wait_until(lambda: bool(inbox))
+        assert inbox[0].json() == {"n": 1}
+        for n in range(3):
+            assert client.patch_twin_reported_properties({"n": n}, timeout=10) >= 2
+    finally:
+        client.shutdown()
+        stale.disconnect()
 
 
 def test_direct_methods_answer_time_out_and_need_presence(hub: RunningHub, connected: Any) -> None:
