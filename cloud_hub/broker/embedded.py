@@ -219,9 +219,22 @@ class _AdmittingHandler(BrokerProtocolHandler):
         the subscribers' sessions, the hub's among them), not when it is merely queued on this
         connection: amqtt drops that queue when the connection ends, so a PUBACK given earlier
         could acknowledge a message nobody ever receives. Waiting here also slows the device's
-        PUBACKs to the pace the broker routes at (the client's in-flight window is the bound)."""
-        if app_message.direction != INCOMING or self.session is None:
+        PUBACKs to the pace the broker routes at (the client's in-flight window is the bound).
+
+        A QoS 1 PUBLISH to the client that its connection did not acknowledge (it closed, or
+        no PUBACK came in time) stays in the session, to be sent again when the client resumes
+        it [MQTT-4.4.0-1]; amqtt would discard it."""
+        if self.session is None:
             await super()._handle_qos1_message_flow(app_message)
+            return
+        if app_message.direction != INCOMING:
+            session = self.session
+            try:
+                await super()._handle_qos1_message_flow(app_message)
+            except (TimeoutError, asyncio.CancelledError):
+                if app_message.puback_packet is None and app_message.packet_id is not None:
+                    session.inflight_out[app_message.packet_id] = app_message
+                raise
             return
         message = _RoutedMessage(app_message, self)
         await self.session.delivered_message_queue.put(message)

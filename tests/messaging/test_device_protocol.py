@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -220,6 +221,49 @@ def test_a_reconnect_takes_over_a_session_whose_old_connection_is_still_open(
     finally:
         client.shutdown()
         stale.disconnect()
+
+
+def test_a_c2d_message_the_device_did_not_acknowledge_comes_again_on_resume(
+    hub: RunningHub,
+) -> None:
+    """QoS 1 to a device: a message whose PUBACK never came before the connection ended is
+    sent again when the device resumes its session [MQTT-4.4.0-1]."""
+    create_device(hub, "dev-unacked")
+    creds = credentials(hub, "dev-unacked")
+
+    def connect(manual_ack: bool) -> tuple[mqtt.Client, list[mqtt.MQTTMessage]]:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=creds["username"],
+            clean_session=False,
+            manual_ack=manual_ack,
+        )
+        client.username_pw_set(creds["username"], creds["password"])
+        client.tls_set(ca_certs=creds["ca_file"])
+        got: list[mqtt.MQTTMessage] = []
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.on_connect = lambda c, *_args: c.subscribe(
+            "devices/dev-unacked/messages/devicebound/#", qos=1
+        )
+        client.on_message = lambda _c, _u, msg: got.append(msg)
+        client.connect(creds["host"], creds["port"])
+        client.loop_start()
+        assert subscribed.wait(20)
+        return client, got
+
+    first, got = connect(manual_ack=True)  # receives, never acknowledges
+    with hub.client() as api:
+        api.request("POST", "/devices/dev-unacked/messages/devicebound", json={"payload": {"n": 1}})
+    assert wait_until(lambda: bool(got))
+    first.disconnect()
+    first.loop_stop()
+    again, got_again = connect(manual_ack=False)
+    try:
+        assert wait_until(lambda: any(json.loads(m.payload) == {"n": 1} for m in got_again))
+    finally:
+        again.disconnect()
+        again.loop_stop()
 
 
 def test_direct_methods_answer_time_out_and_need_presence(hub: RunningHub, connected: Any) -> None:
